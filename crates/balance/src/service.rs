@@ -1,0 +1,310 @@
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use arc_swap::ArcSwap;
+use futures::FutureExt;
+use switchyard_core::{BoxError, NoBackendsAvailable};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tower::discover::{Change, Discover};
+use tower::Service;
+
+use crate::future::ResponseFuture;
+use crate::schedule::smooth_weighted_order;
+use crate::weight::Weight;
+
+/// Spreads requests over the endpoints of a [`Discover`] stream in smooth weighted
+/// round-robin order, skipping endpoints that are not ready and failing fast with
+/// [`NoBackendsAvailable`] when none is. See the [crate docs](crate).
+pub struct Balance<S, Req> {
+    shared: Arc<Shared<S>>,
+    /// The endpoint readied by `poll_ready`, taken by `call`.
+    ready: Option<S>,
+    _req: PhantomData<fn(Req)>,
+}
+
+struct Shared<S> {
+    set: Arc<ArcSwap<EndpointSet<S>>>,
+    cursor: AtomicUsize,
+    count: watch::Receiver<usize>,
+    driver: AbortHandle,
+}
+
+impl<S> Drop for Shared<S> {
+    fn drop(&mut self) {
+        // The last clone is gone: nobody reads the set any more.
+        self.driver.abort();
+    }
+}
+
+/// One published snapshot of the endpoint set.
+struct EndpointSet<S> {
+    services: Vec<S>,
+    /// Indices into `services`, one full smooth-weighted cycle.
+    schedule: Vec<u32>,
+}
+
+impl<S> EndpointSet<S> {
+    fn empty() -> Self {
+        Self {
+            services: Vec::new(),
+            schedule: Vec::new(),
+        }
+    }
+}
+
+impl<S, Req> Balance<S, Req>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    /// Balances over `discover`, every endpoint with weight 1 (plain round robin).
+    ///
+    /// Spawns the task that drives `discover`, so it must be called from within a tokio
+    /// runtime. The task ends when the stream ends or the last clone of the balancer is
+    /// dropped.
+    pub fn new<D>(discover: D) -> Self
+    where
+        D: Discover<Service = S> + Send + 'static,
+        D::Key: Send,
+        D::Error: Into<BoxError>,
+    {
+        Self::with_weights(discover, |_| 1)
+    }
+
+    /// Balances over `discover` in proportion to each endpoint's [`Weight`].
+    pub fn weighted<D>(discover: D) -> Self
+    where
+        D: Discover<Service = S> + Send + 'static,
+        D::Key: Send,
+        D::Error: Into<BoxError>,
+        S: Weight,
+    {
+        Self::with_weights(discover, |s| s.weight())
+    }
+
+    fn with_weights<D>(discover: D, weight_of: fn(&S) -> u32) -> Self
+    where
+        D: Discover<Service = S> + Send + 'static,
+        D::Key: Send,
+        D::Error: Into<BoxError>,
+    {
+        let set = Arc::new(ArcSwap::from_pointee(EndpointSet::empty()));
+        let (count_tx, count) = watch::channel(0);
+        let mut driver = Driver {
+            discover: Box::pin(discover),
+            endpoints: Vec::new(),
+            set: set.clone(),
+            count: count_tx,
+            weight_of,
+        };
+        // Endpoints the stream already holds (a static list, a pre-filled channel) are in
+        // place before the first request; later changes arrive through the task.
+        let live = driver.apply_ready(None);
+        let driver = tokio::spawn(async move {
+            if live {
+                driver.run().await;
+            }
+        });
+        let shared = Shared {
+            set,
+            cursor: AtomicUsize::new(0),
+            count,
+            driver: driver.abort_handle(),
+        };
+        Self {
+            shared: Arc::new(shared),
+            ready: None,
+            _req: PhantomData,
+        }
+    }
+}
+
+impl<S, Req> Balance<S, Req> {
+    /// The number of endpoints in the current set, ready or not.
+    pub fn len(&self) -> usize {
+        self.shared.set.load().services.len()
+    }
+
+    /// Whether the current set has no endpoint at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A receiver of the endpoint count, updated each time a batch of discovery changes
+    /// has been applied; `wait_for` on it waits until the balancer has seen a change.
+    pub fn endpoint_count(&self) -> watch::Receiver<usize> {
+        self.shared.count.clone()
+    }
+}
+
+impl<S, Req> Balance<S, Req>
+where
+    S: Service<Req> + Clone,
+{
+    /// Picks the next endpoint in schedule order that is ready now. Endpoints that are not
+    /// ready are skipped, each visited at most once; `None` when no endpoint is ready.
+    fn select(&self, cx: &mut Context<'_>) -> Option<S> {
+        let set = self.shared.set.load();
+        let n = set.services.len();
+        if n == 0 {
+            return None;
+        }
+        let pos = self.shared.cursor.fetch_add(1, Ordering::Relaxed) % set.schedule.len();
+        let first = set.schedule[pos] as usize;
+        for offset in 0..n {
+            let mut svc = set.services[(first + offset) % n].clone();
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => return Some(svc),
+                Poll::Ready(Err(_)) => {
+                    tracing::debug!(endpoint = (first + offset) % n, "endpoint failed; skipped")
+                }
+                Poll::Pending => {
+                    tracing::trace!(
+                        endpoint = (first + offset) % n,
+                        "endpoint not ready; skipped"
+                    )
+                }
+            }
+        }
+        None
+    }
+}
+
+impl<S, Req> Service<Req> for Balance<S, Req>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    /// Always ready: readies the next endpoint if one is ready now, and otherwise lets
+    /// `call` fail with [`NoBackendsAvailable`] instead of parking the caller.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.ready.is_none() {
+            self.ready = self.select(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        // A caller that skipped `poll_ready`, or whose poll found nothing, gets one more
+        // look at the current set (endpoints may have become ready since).
+        let ready = match self.ready.take() {
+            Some(svc) => Some(svc),
+            None => self.select(&mut Context::from_waker(Waker::noop())),
+        };
+        match ready {
+            Some(mut svc) => ResponseFuture::called(svc.call(req)),
+            None => ResponseFuture::failed(NoBackendsAvailable::new().into()),
+        }
+    }
+}
+
+impl<S, Req> Clone for Balance<S, Req> {
+    /// Clones share the endpoint set and the round-robin position; a clone starts with no
+    /// readied endpoint.
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            ready: None,
+            _req: PhantomData,
+        }
+    }
+}
+
+impl<S, Req> fmt::Debug for Balance<S, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("endpoints", &self.len())
+            .field("ready", &self.ready.is_some())
+            .finish()
+    }
+}
+
+/// What one poll of a discovery stream gives: `None` while nothing is ready, then the
+/// stream's item (`None` once it has ended).
+type Polled<D> = Option<
+    Option<Result<Change<<D as Discover>::Key, <D as Discover>::Service>, <D as Discover>::Error>>,
+>;
+
+/// Owns the discovery stream and the endpoint list it describes; publishes snapshots.
+struct Driver<D: Discover> {
+    discover: Pin<Box<D>>,
+    endpoints: Vec<(D::Key, D::Service)>,
+    set: Arc<ArcSwap<EndpointSet<D::Service>>>,
+    count: watch::Sender<usize>,
+    weight_of: fn(&D::Service) -> u32,
+}
+
+impl<D> Driver<D>
+where
+    D: Discover,
+    D::Service: Clone,
+    D::Error: Into<BoxError>,
+{
+    /// Applies every change available now (starting with `first`, if any), then publishes
+    /// one snapshot if anything changed. Returns `false` once the stream has ended.
+    fn apply_ready(&mut self, first: Polled<D>) -> bool {
+        let mut next = first.or_else(|| self.poll_now());
+        let mut changed = false;
+        let live = loop {
+            match next {
+                None => break true,
+                Some(None) => break false,
+                Some(Some(Err(e))) => {
+                    let e: BoxError = e.into();
+                    tracing::warn!(error = %e, "discovery failed; keeping the last endpoint set");
+                    break false;
+                }
+                Some(Some(Ok(Change::Insert(key, svc)))) => {
+                    match self.endpoints.iter_mut().find(|(k, _)| *k == key) {
+                        Some(slot) => slot.1 = svc,
+                        None => self.endpoints.push((key, svc)),
+                    }
+                }
+                Some(Some(Ok(Change::Remove(key)))) => self.endpoints.retain(|(k, _)| *k != key),
+            }
+            changed = true;
+            next = self.poll_now();
+        };
+        if changed {
+            self.publish();
+        }
+        live
+    }
+
+    fn poll_now(&mut self) -> Polled<D> {
+        futures::future::poll_fn(|cx| self.discover.as_mut().poll_discover(cx)).now_or_never()
+    }
+
+    fn publish(&self) {
+        let weights: Vec<u32> = self
+            .endpoints
+            .iter()
+            .map(|(_, s)| (self.weight_of)(s))
+            .collect();
+        self.set.store(Arc::new(EndpointSet {
+            services: self.endpoints.iter().map(|(_, s)| s.clone()).collect(),
+            schedule: smooth_weighted_order(&weights),
+        }));
+        self.count.send_replace(self.endpoints.len());
+        tracing::debug!(endpoints = self.endpoints.len(), "endpoint set updated");
+    }
+
+    /// Waits for changes and applies them until the stream ends.
+    async fn run(mut self) {
+        loop {
+            let change =
+                futures::future::poll_fn(|cx| self.discover.as_mut().poll_discover(cx)).await;
+            if !self.apply_ready(Some(change)) {
+                return;
+            }
+        }
+    }
+}

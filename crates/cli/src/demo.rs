@@ -1,0 +1,63 @@
+//! `switchyard demo`: three embedded backends behind the proxy, in one process.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// Starts a demo backend on `addr` (port 0 for any). It answers every path with
+/// `hello from <id>` and an `x-backend: <id>` header, and `/health` with `ok`. Returns the
+/// address it listens on; it serves until the runtime stops.
+pub async fn spawn_backend(id: &'static str, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                let body = if req.uri().path() == "/health" {
+                    "ok\n".to_owned()
+                } else {
+                    format!("hello from {id}: {} {}\n", req.method(), req.uri())
+                };
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(StatusCode::OK)
+                        .header("x-backend", id)
+                        .header("content-type", "text/plain; charset=utf-8")
+                        .body(Full::new(Bytes::from(body)))
+                        .expect("valid response"),
+                )
+            });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// The text printed when the demo starts.
+pub fn banner(listen: SocketAddr, backends: &[(&str, SocketAddr)]) -> String {
+    let mut s = format!("switchyard demo: proxy on http://{listen}, round robin over\n");
+    for (id, addr) in backends {
+        s.push_str(&format!("  {id} on http://{addr}\n"));
+    }
+    s.push_str(&format!(
+        "\nTry:\n  curl -i http://{listen}/hello          # answered by a backend; see x-backend\n  \
+         for i in 1 2 3 4 5 6; do curl -s http://{listen}/; done   # round robin\n  \
+         curl --http2-prior-knowledge -i http://{listen}/h2       # HTTP/2 in, HTTP/1.1 out\n\n\
+         Stop with Ctrl-C.\n"
+    ));
+    s
+}

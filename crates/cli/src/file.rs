@@ -1,0 +1,364 @@
+//! The TOML configuration file.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! [admin]            # listen, token
+//! [server]           # client-side limits
+//! [proxy]            # the specification's ProxyConfig, snake_case
+//! [[backends]]       # id, url, weight, active
+//! ```
+//!
+//! Unknown keys are errors. Every problem is reported with its key and line.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use switchyard::{Backend, ProxyConfig};
+use toml_edit::{ImDocument, Item, Table};
+
+use crate::ServerConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where the proxy listens.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Limits on client connections.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The proxy's settings.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// The backends.
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin: AdminConfig::default(),
+            server: ServerConfig::default(),
+            proxy: ProxyConfig::default(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+/// The admin listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin API listens; loopback unless a token is set.
+    pub listen: SocketAddr,
+    /// Bearer token every admin request must carry, when set.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token: None,
+        }
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key (`proxy.retry_delay`, `backends[1].url`), when one can be named.
+    pub key: Option<String>,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A configuration file that could not be used: every problem found, with the file's path.
+#[derive(Debug)]
+pub struct LoadError {
+    /// The file.
+    pub path: PathBuf,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match self.problems.as_slice() {
+            [one] => write!(f, "{path}: {one}"),
+            many => {
+                write!(f, "{path}: {} problems", many.len())?;
+                for p in many {
+                    write!(f, "\n  {path}: {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl FileConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+            path: path.to_owned(),
+            problems: vec![Problem {
+                key: None,
+                line: None,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::parse(&text).map_err(|problems| LoadError {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+
+    /// Parses and checks a configuration text, returning every problem found.
+    pub fn parse(text: &str) -> Result<Self, Vec<Problem>> {
+        let doc = ImDocument::parse(text).map_err(|e| {
+            vec![Problem {
+                key: None,
+                line: e.span().map(|s| line_of(text, s.start)),
+                message: e.message().trim().to_owned(),
+            }]
+        })?;
+        let keys = KeySpans::of(&doc);
+        let config: FileConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span();
+            vec![Problem {
+                key: span.as_ref().and_then(|s| keys.key_at(s)),
+                line: span.map(|s| line_of(text, s.start)),
+                message: e.message().trim().to_owned(),
+            }]
+        })?;
+        let mut problems = Vec::new();
+        let mut push = |key: String, message: String| {
+            let line = keys.line_of(&key, text);
+            problems.push(Problem {
+                key: Some(key),
+                line,
+                message,
+            });
+        };
+        for p in config.proxy.validate() {
+            push(format!("proxy.{}", p.key), p.message);
+        }
+        for p in config.server.validate() {
+            push(format!("server.{}", p.key), p.message);
+        }
+        let mut ids = HashSet::new();
+        for (i, b) in config.backends.iter().enumerate() {
+            for p in b.validate() {
+                push(format!("backends[{i}].{}", p.key), p.message);
+            }
+            if !ids.insert(b.id.as_str()) {
+                push(
+                    format!("backends[{i}].id"),
+                    format!("duplicate backend id `{}`", b.id),
+                );
+            }
+        }
+        if config.admin.token.is_none() && !config.admin.listen.ip().is_loopback() {
+            push(
+                "admin.listen".into(),
+                "a non-loopback admin listener needs `admin.token`".into(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Every key of the document with the span of its key and of its value.
+struct KeySpans {
+    entries: Vec<(String, Range<usize>, Range<usize>)>,
+}
+
+impl KeySpans {
+    fn of(doc: &ImDocument<&str>) -> Self {
+        let mut entries = Vec::new();
+        walk(doc.as_table(), "", &mut entries);
+        Self { entries }
+    }
+
+    /// The innermost key whose value contains `span`.
+    fn key_at(&self, span: &Range<usize>) -> Option<String> {
+        self.entries
+            .iter()
+            .filter(|(_, key, value)| {
+                (value.start <= span.start && span.end <= value.end.max(value.start + 1))
+                    || (key.start <= span.start && span.start < key.end)
+            })
+            .min_by_key(|(_, _, value)| value.len())
+            .map(|(k, _, _)| k.clone())
+    }
+
+    fn line_of(&self, key: &str, text: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, key, _)| line_of(text, key.start))
+    }
+}
+
+fn walk(table: &Table, prefix: &str, out: &mut Vec<(String, Range<usize>, Range<usize>)>) {
+    for (key, item) in table.iter() {
+        let path = if prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let key_span = table.key(key).and_then(|k| k.span()).unwrap_or(0..0);
+        let value_span = item.span().unwrap_or(key_span.clone());
+        out.push((path.clone(), key_span, value_span));
+        match item {
+            Item::Table(t) => walk(t, &path, out),
+            Item::Value(toml_edit::Value::InlineTable(t)) => {
+                let t = t.clone().into_table();
+                walk(&t, &path, out);
+            }
+            Item::ArrayOfTables(array) => {
+                for (i, t) in array.iter().enumerate() {
+                    let elem = format!("{path}[{i}]");
+                    out.push((
+                        elem.clone(),
+                        t.span().unwrap_or(0..0),
+                        t.span().unwrap_or(0..0),
+                    ));
+                    walk(t, &elem, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:18080"
+
+[proxy]
+retry_delay = "250ms"
+cache_max_size = "64MiB"
+
+[[backends]]
+id = "a"
+url = "http://127.0.0.1:3001"
+weight = 3
+
+[[backends]]
+id = "b"
+url = "http://127.0.0.1:3002"
+active = false
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = FileConfig::parse(GOOD).unwrap();
+        assert_eq!(c.listen.port(), 18080);
+        assert_eq!(c.proxy.retry_delay.as_millis(), 250);
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.backends[0].weight, 3);
+        assert!(!c.backends[1].active);
+        assert_eq!(c.backends[1].weight, 1);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = "listen = \"127.0.0.1:1\"\n[proxy]\nmax_retires = 3\n";
+        let p = &FileConfig::parse(text).unwrap_err()[0];
+        assert!(p.message.contains("max_retires"), "{p}");
+        assert_eq!(p.line, Some(3), "{p}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let text = "[proxy]\nrequest_timeout = \"soon\"\n";
+        let p = &FileConfig::parse(text).unwrap_err()[0];
+        assert_eq!(p.key.as_deref(), Some("proxy.request_timeout"), "{p}");
+        assert_eq!(p.line, Some(2));
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported() {
+        let text = r#"
+[proxy]
+circuit_breaker_threshold = 0
+
+[[backends]]
+id = "a"
+url = "ftp://example.com"
+
+[[backends]]
+id = "a"
+url = "http://127.0.0.1:1"
+weight = 0
+"#;
+        let problems = FileConfig::parse(text).unwrap_err();
+        let keys: Vec<_> = problems
+            .iter()
+            .map(|p| (p.key.clone().unwrap(), p.line.unwrap()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("proxy.circuit_breaker_threshold".to_owned(), 3),
+                ("backends[0].url".to_owned(), 7),
+                ("backends[1].weight".to_owned(), 12),
+                ("backends[1].id".to_owned(), 10),
+            ]
+        );
+    }
+
+    #[test]
+    fn broken_toml_gives_a_line() {
+        let p = &FileConfig::parse("[proxy\nx = 1").unwrap_err()[0];
+        assert_eq!(p.line, Some(1), "{p}");
+    }
+}

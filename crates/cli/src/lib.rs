@@ -1,0 +1,9 @@
+//! The `switchyard` binary as a library: the configuration file, the HTTP server that runs
+//! the proxy, and the embedded demo. `main.rs` only parses the command line.
+
+pub mod demo;
+pub mod file;
+pub mod server;
+
+pub use file::{FileConfig, LoadError, Problem};
+pub use server::ServerConfig;

@@ -1,0 +1,212 @@
+//! `switchyard`: a reverse proxy from a TOML file, or from flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchyard::{Backend, Proxy};
+use switchyard_cli::{demo, server, FileConfig};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "A tower-native reverse proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides `listen`).
+        #[arg(short, long, env = "LISTEN_ADDR")]
+        listen: Option<SocketAddr>,
+        /// Backend URL, repeatable or comma-separated; `http://` is assumed when no scheme
+        /// is given. Replaces the file's `[[backends]]`.
+        #[arg(short, long = "backend", alias = "backends", value_delimiter = ',')]
+        backend: Vec<String>,
+        /// Worker threads: 0 runs everything on the main thread; default one per core.
+        #[arg(long, env = "PROXY_THREADS")]
+        threads: Option<usize>,
+    },
+    /// Run the proxy on 127.0.0.1:8080 over three embedded demo backends.
+    Demo {
+        /// Address to listen on.
+        #[arg(short, long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Check a configuration file: exits 0 when valid, or prints every problem and exits 2.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Check { config } => match FileConfig::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve {
+            config,
+            listen,
+            backend,
+            threads,
+        } => {
+            let mut file = match config {
+                Some(path) => match FileConfig::load(&path) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => FileConfig::default(),
+            };
+            if let Some(listen) = listen {
+                file.listen = listen;
+            }
+            if !backend.is_empty() {
+                match backends_from_flags(&backend) {
+                    Ok(backends) => file.backends = backends,
+                    Err(e) => {
+                        eprintln!("--backend: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            run(threads, serve(file))
+        }
+        Command::Demo { listen } => run(None, run_demo(listen)),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(
+    threads: Option<usize>,
+    main: impl std::future::Future<Output = Result<(), String>>,
+) -> ExitCode {
+    let runtime = match threads {
+        Some(0) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let result = match runtime {
+        Ok(rt) => rt.block_on(main),
+        Err(e) => Err(format!("cannot start the runtime: {e}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn backends_from_flags(flags: &[String]) -> Result<Vec<Backend>, String> {
+    let mut backends = Vec::new();
+    for (i, raw) in flags
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let url = if raw.contains("://") {
+            raw.to_owned()
+        } else {
+            format!("http://{raw}")
+        };
+        let url = url
+            .parse()
+            .map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+        let backend = Backend::new(format!("backend{}", i + 1), url);
+        if let Some(p) = backend.validate().into_iter().next() {
+            return Err(format!("`{raw}`: {}", p.message));
+        }
+        backends.push(backend);
+    }
+    Ok(backends)
+}
+
+async fn serve(file: FileConfig) -> Result<(), String> {
+    let listener = TcpListener::bind(file.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", file.listen))?;
+    let proxy = Proxy::new(file.proxy.clone());
+    for b in file.backends {
+        proxy.add_backend(b).map_err(|e| e.to_string())?;
+    }
+    if proxy.list_backends().is_empty() {
+        tracing::warn!("no backends configured: every request will get 503");
+    }
+    tracing::info!(listen = %file.listen, "switchyard listening");
+    server::serve(listener, proxy, file.server, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn run_demo(listen: SocketAddr) -> Result<(), String> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e} (pick another with --listen)"))?;
+    let proxy = Proxy::new(switchyard::ProxyConfig::default());
+    let mut backends = Vec::new();
+    for id in ["backend-1", "backend-2", "backend-3"] {
+        let addr = demo::spawn_backend(id, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .map_err(|e| format!("cannot start demo backend: {e}"))?;
+        let url = format!("http://{addr}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        proxy
+            .add_backend(Backend::new(id, url))
+            .map_err(|e| e.to_string())?;
+        backends.push((id, addr));
+    }
+    println!("{}", demo::banner(listen, &backends));
+    server::serve(listener, proxy, Default::default(), shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

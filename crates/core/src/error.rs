@@ -1,0 +1,159 @@
+use std::error::Error as StdError;
+use std::fmt;
+
+use http::StatusCode;
+
+/// The error type of every layer that can fail on its own.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// No endpoint was ready to take the request: the set is empty, or every endpoint is
+/// unhealthy, tripped or saturated. Returned at once, never after waiting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NoBackendsAvailable(());
+
+impl NoBackendsAvailable {
+    /// Creates the error.
+    pub fn new() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for NoBackendsAvailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no backend is available")
+    }
+}
+
+impl StdError for NoBackendsAvailable {}
+
+/// The circuit breaker of the chosen backend is open: the request was not sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitOpen(());
+
+impl CircuitOpen {
+    /// Creates the error.
+    pub fn new() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("circuit breaker is open")
+    }
+}
+
+impl StdError for CircuitOpen {}
+
+/// The request did not complete within the configured request timeout.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimeout(());
+
+impl RequestTimeout {
+    /// Creates the error.
+    pub fn new() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for RequestTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request timed out")
+    }
+}
+
+impl StdError for RequestTimeout {}
+
+/// What kind of failure an error is, for mapping it to a status or deciding on a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`NoBackendsAvailable`]: 503.
+    NoBackendsAvailable,
+    /// [`CircuitOpen`]: 503.
+    CircuitOpen,
+    /// [`RequestTimeout`] or tower's `timeout::error::Elapsed`: 504.
+    RequestTimeout,
+    /// Anything else from the upstream side (connect refused, reset, bad response): 502.
+    Upstream,
+}
+
+impl ErrorKind {
+    /// Classifies an error by walking its `source()` chain for a known leaf error.
+    ///
+    /// The first known leaf wins, so a timeout that wraps a connect error is a timeout.
+    pub fn of(err: &(dyn StdError + 'static)) -> Self {
+        let mut cur = Some(err);
+        while let Some(e) = cur {
+            if e.is::<NoBackendsAvailable>() {
+                return Self::NoBackendsAvailable;
+            }
+            if e.is::<CircuitOpen>() {
+                return Self::CircuitOpen;
+            }
+            if e.is::<RequestTimeout>() || e.is::<tower::timeout::error::Elapsed>() {
+                return Self::RequestTimeout;
+            }
+            cur = e.source();
+        }
+        Self::Upstream
+    }
+
+    /// The status a proxy answers with for this kind of failure.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NoBackendsAvailable | Self::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(BoxError);
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl StdError for Wrapper {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn leaf_errors_map_to_their_status() {
+        let cases: [(BoxError, ErrorKind, u16); 5] = [
+            (
+                NoBackendsAvailable::new().into(),
+                ErrorKind::NoBackendsAvailable,
+                503,
+            ),
+            (CircuitOpen::new().into(), ErrorKind::CircuitOpen, 503),
+            (RequestTimeout::new().into(), ErrorKind::RequestTimeout, 504),
+            (
+                tower::timeout::error::Elapsed::new().into(),
+                ErrorKind::RequestTimeout,
+                504,
+            ),
+            ("connection refused".into(), ErrorKind::Upstream, 502),
+        ];
+        for (err, kind, status) in cases {
+            assert_eq!(ErrorKind::of(&*err), kind, "{err}");
+            assert_eq!(kind.status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn classification_walks_the_source_chain() {
+        let err = Wrapper(Box::new(Wrapper(Box::new(CircuitOpen::new()))));
+        assert_eq!(ErrorKind::of(&err), ErrorKind::CircuitOpen);
+        let plain = Wrapper("reset by peer".into());
+        assert_eq!(ErrorKind::of(&plain), ErrorKind::Upstream);
+    }
+}

@@ -1,0 +1,11 @@
+//! Types shared by every switchyard layer.
+//!
+//! Each layer that can fail on its own returns [`BoxError`], as tower's layers do; the
+//! failure itself is one of the leaf error types here, so that a layer further up (the
+//! error-to-response layer, a retry policy, a circuit breaker) can tell *what* failed by
+//! walking the error's `source()` chain with [`ErrorKind::of`], whatever wrapped it on the
+//! way up.
+
+mod error;
+
+pub use error::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};

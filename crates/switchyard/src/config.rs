@@ -1,0 +1,432 @@
+//! Configuration, with the specification's defaults.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::Uri;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The proxy's configuration. `ProxyConfig::default()` is the specification's
+/// `DefaultProxyConfig`.
+///
+/// Deserializes from TOML/JSON with the specification's field names in snake_case;
+/// durations are human strings (`"100ms"`, `"30s"`, `"5m"`), sizes are `"100MiB"` or a
+/// byte count. Unknown keys are an error. Settings of layers that are configured but not
+/// in the stack yet (circuit breaker, retries, cache, health checks) are kept so a config
+/// file stays valid as they land.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[doc(alias = "DefaultProxyConfig")]
+pub struct ProxyConfig {
+    /// How requests are spread over backends.
+    pub load_balancer_type: LoadBalancerType,
+    /// Whether each backend gets a circuit breaker.
+    pub circuit_breaker_enabled: bool,
+    /// Consecutive failures that open a backend's circuit.
+    pub circuit_breaker_threshold: u32,
+    /// How long an open circuit stays open before probing.
+    #[serde(with = "humantime_serde")]
+    pub circuit_breaker_timeout: Duration,
+    /// Hard cap on open connections to one backend.
+    pub max_connections_per_backend: usize,
+    /// Bound on connecting to a backend (DNS and TCP).
+    #[serde(with = "humantime_serde")]
+    pub connection_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_conn_timeout: Duration,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Delay before the first retry.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// Whether retry delays double each time (100 ms, 200 ms, 400 ms …).
+    pub retry_backoff: bool,
+    /// Whether GET responses are cached.
+    pub cache_enabled: bool,
+    /// Freshness given to cacheable responses that carry none.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Memory bound of the response cache.
+    pub cache_max_size: ByteSize,
+    /// Whether backends are checked actively.
+    pub health_check_enabled: bool,
+    /// Time between health checks of one backend.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+    /// Path requested by health checks.
+    pub health_check_path: String,
+    /// Bound on a whole request, retries included.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Forward the client's `Host` header (`true`), or send the backend's authority.
+    pub preserve_host: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            load_balancer_type: LoadBalancerType::RoundRobin,
+            circuit_breaker_enabled: true,
+            circuit_breaker_threshold: 5,
+            circuit_breaker_timeout: Duration::from_secs(30),
+            max_connections_per_backend: 100,
+            connection_timeout: Duration::from_secs(10),
+            idle_conn_timeout: Duration::from_secs(90),
+            max_retries: 3,
+            retry_delay: Duration::from_millis(100),
+            retry_backoff: true,
+            cache_enabled: true,
+            cache_ttl: Duration::from_secs(300),
+            cache_max_size: ByteSize(100 * 1024 * 1024),
+            health_check_enabled: true,
+            health_check_interval: Duration::from_secs(10),
+            health_check_path: "/health".to_owned(),
+            request_timeout: Duration::from_secs(30),
+            preserve_host: true,
+        }
+    }
+}
+
+/// A problem found by [`ProxyConfig::validate`]: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key, dotted from the top of the `[proxy]` table (`circuit_breaker_threshold`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.key, self.message)
+    }
+}
+
+impl ProxyConfig {
+    /// Checks values that parse but make no sense, returning every problem found.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, key: &str, message: &str| {
+            if !ok {
+                problems.push(ConfigProblem {
+                    key: key.to_owned(),
+                    message: message.to_owned(),
+                });
+            }
+        };
+        check(
+            self.circuit_breaker_threshold >= 1,
+            "circuit_breaker_threshold",
+            "must be at least 1",
+        );
+        check(
+            !self.circuit_breaker_timeout.is_zero(),
+            "circuit_breaker_timeout",
+            "must be longer than 0s",
+        );
+        check(
+            self.max_connections_per_backend >= 1,
+            "max_connections_per_backend",
+            "must be at least 1",
+        );
+        check(
+            !self.connection_timeout.is_zero(),
+            "connection_timeout",
+            "must be longer than 0s",
+        );
+        check(
+            !self.request_timeout.is_zero(),
+            "request_timeout",
+            "must be longer than 0s",
+        );
+        check(
+            !self.health_check_interval.is_zero(),
+            "health_check_interval",
+            "must be longer than 0s",
+        );
+        check(
+            self.health_check_path.starts_with('/'),
+            "health_check_path",
+            "must be an absolute path starting with `/`",
+        );
+        problems
+    }
+}
+
+/// How requests are spread over backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LoadBalancerType {
+    /// Round robin; when weights differ, smooth weighted round robin (nginx's algorithm).
+    #[default]
+    RoundRobin,
+}
+
+/// A size in bytes, written `"100MiB"`, `"512KiB"`, `"1GB"`, `"4096"` or a plain number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("`{s}` is not a size (examples: \"100MiB\", \"64KiB\", \"4096\")")
+        })?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` (use B, KB, KiB, MB, MiB, GB or GiB)"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        for (size, unit) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A backend server (specification 15.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Unique id, used to remove it and in logs and metrics.
+    pub id: String,
+    /// Where requests go: `http://host:port`. A path, if any, is ignored.
+    #[serde(with = "uri_string")]
+    pub url: Uri,
+    /// Share of the traffic relative to the other backends.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Inactive backends are listed but get no traffic.
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Backend {
+    /// An active backend of weight 1.
+    pub fn new(id: impl Into<String>, url: Uri) -> Self {
+        Self {
+            id: id.into(),
+            url,
+            weight: 1,
+            active: true,
+        }
+    }
+
+    /// Sets the weight.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets whether the backend gets traffic.
+    pub fn active(mut self, active: bool) -> Self {
+        self.active = active;
+        self
+    }
+
+    /// Checks the backend's fields, returning every problem (keys relative to the backend).
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        if self.id.trim().is_empty() {
+            problems.push(ConfigProblem {
+                key: "id".into(),
+                message: "must not be empty".into(),
+            });
+        }
+        if self.weight == 0 {
+            problems.push(ConfigProblem {
+                key: "weight".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        let url_problem = match (self.url.scheme_str(), self.url.authority()) {
+            (Some("http"), Some(_)) => None,
+            (Some("https"), _) => Some("https backends are not supported yet; use http".to_owned()),
+            (Some(other), _) if other != "http" => {
+                Some(format!("unsupported scheme `{other}`; use http"))
+            }
+            (None, _) => Some(format!(
+                "`{}` has no scheme; write http://{}",
+                self.url, self.url
+            )),
+            _ => Some(format!("`{}` has no host", self.url)),
+        };
+        if let Some(message) = url_problem {
+            problems.push(ConfigProblem {
+                key: "url".into(),
+                message,
+            });
+        }
+        problems
+    }
+}
+
+mod uri_string {
+    use http::Uri;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(uri: &Uri, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(uri)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uri, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a URL: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_specifications() {
+        let c = ProxyConfig::default();
+        assert_eq!(c.load_balancer_type, LoadBalancerType::RoundRobin);
+        assert!(c.circuit_breaker_enabled);
+        assert_eq!(c.circuit_breaker_threshold, 5);
+        assert_eq!(c.circuit_breaker_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections_per_backend, 100);
+        assert_eq!(c.connection_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.retry_delay, Duration::from_millis(100));
+        assert!(c.cache_enabled);
+        assert_eq!(c.cache_ttl, Duration::from_secs(300));
+        assert_eq!(c.cache_max_size, ByteSize(100 << 20));
+        assert!(c.health_check_enabled);
+        assert_eq!(c.health_check_interval, Duration::from_secs(10));
+        assert_eq!(c.health_check_path, "/health");
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn parses_human_durations_and_sizes() {
+        let c: ProxyConfig = toml::from_str(
+            r#"
+            retry_delay = "250ms"
+            request_timeout = "1m"
+            cache_max_size = "64MiB"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.retry_delay, Duration::from_millis(250));
+        assert_eq!(c.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.cache_max_size.bytes(), 64 << 20);
+        assert_eq!(c.max_retries, 3, "unset keys keep their defaults");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = toml::from_str::<ProxyConfig>("max_retires = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_retires"), "{err}");
+        let err = toml::from_str::<ProxyConfig>("retry_delay = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retry_delay"), "{err}");
+        let err = toml::from_str::<ProxyConfig>("cache_max_size = \"12 parsecs\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("parsecs"), "{err}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let c = ProxyConfig {
+            circuit_breaker_threshold: 0,
+            request_timeout: Duration::ZERO,
+            health_check_path: "health".into(),
+            ..ProxyConfig::default()
+        };
+        let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "circuit_breaker_threshold",
+                "request_timeout",
+                "health_check_path"
+            ]
+        );
+    }
+
+    #[test]
+    fn sizes_round_trip() {
+        for (text, bytes) in [
+            ("100MiB", 100u64 << 20),
+            ("64KiB", 64 << 10),
+            ("1GB", 1_000_000_000),
+            ("4096", 4096),
+        ] {
+            let parsed: ByteSize = text.parse().unwrap();
+            assert_eq!(parsed.bytes(), bytes);
+            assert_eq!(parsed.to_string().parse::<ByteSize>().unwrap(), parsed);
+        }
+        assert!("ten".parse::<ByteSize>().is_err());
+    }
+}

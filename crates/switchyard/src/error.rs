@@ -1,0 +1,113 @@
+//! The errors a proxy reports.
+
+use std::fmt;
+
+use http::StatusCode;
+use switchyard_core::{BoxError, ErrorKind};
+
+/// A failed forward: what kind of failure it was, and the error behind it.
+///
+/// Built from the [`BoxError`] any layer of the stack returns; [`Error::status`] is the
+/// status a proxy answers with (`503` for [`NoBackendsAvailable`](crate::NoBackendsAvailable)
+/// and [`CircuitOpen`](crate::CircuitOpen), `504` for
+/// [`RequestTimeout`](crate::RequestTimeout), `502` for anything else from upstream).
+pub struct Error {
+    kind: ErrorKind,
+    inner: BoxError,
+}
+
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The status a proxy answers with for this error.
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// The error as the layer that failed returned it.
+    pub fn into_inner(self) -> BoxError {
+        self.inner
+    }
+}
+
+impl From<BoxError> for Error {
+    fn from(inner: BoxError) -> Self {
+        Self {
+            kind: ErrorKind::of(&*inner),
+            inner,
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)?;
+        let mut source = self.inner.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.inner)
+    }
+}
+
+/// A backend could not be added, removed or changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// A backend with this id exists already.
+    Duplicate(String),
+    /// No backend has this id.
+    NotFound(String),
+    /// The backend's fields are invalid (no host, unsupported scheme, weight 0…).
+    Invalid {
+        /// The backend's id.
+        id: String,
+        /// Why not.
+        reason: String,
+    },
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Duplicate(id) => write!(f, "a backend with id `{id}` exists already"),
+            Self::NotFound(id) => write!(f, "no backend has id `{id}`"),
+            Self::Invalid { id, reason } => write!(f, "backend `{id}`: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_includes_the_whole_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = Error::from(BoxError::from(io));
+        assert_eq!(err.kind(), ErrorKind::Upstream);
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(err.to_string(), "refused");
+    }
+}

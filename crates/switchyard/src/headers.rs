@@ -1,0 +1,356 @@
+//! Proxy semantics for headers: what a hop keeps to itself, and what a proxy adds.
+//!
+//! On the way to the backend [`ProxyHeaders`]:
+//! - removes hop-by-hop headers: `Connection` and every header it lists, `Keep-Alive`,
+//!   `Proxy-Connection`, `TE` (except `TE: trailers`, which gRPC needs end to end),
+//!   `Trailer`, `Transfer-Encoding`, `Upgrade` (RFC 9110 §7.6.1);
+//! - appends the client's address to `X-Forwarded-For` (from the [`ClientAddr`] request
+//!   extension, which the server inserts), and sets `X-Forwarded-Proto` and
+//!   `X-Forwarded-Host`;
+//! - appends `Via: <version> switchyard`;
+//! - keeps the client's `Host` (also for HTTP/2 clients, whose host is the URI authority),
+//!   or with `preserve_host(false)` drops it so the backend's authority is sent.
+//!
+//! On the way back it removes hop-by-hop headers and appends `Via` to the response.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Version};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+/// The address of the client connection, inserted into request extensions by the server
+/// so that [`ProxyHeaders`] can append it to `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the hop-by-hop headers of one message (RFC 9110 §7.6.1). `TE: trailers` is
+/// kept, as HTTP/2 and gRPC require it to reach the origin.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            if name != header::TE {
+                headers.remove(name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_09 => "0.9 switchyard",
+        Version::HTTP_10 => "1.0 switchyard",
+        Version::HTTP_2 => "2 switchyard",
+        Version::HTTP_3 => "3 switchyard",
+        _ => "1.1 switchyard",
+    })
+}
+
+/// Applies the request half of proxy semantics (see the [module docs](self)).
+pub fn prepare_request<B>(req: &mut Request<B>, preserve_host: bool) {
+    let host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let proto = HeaderValue::from_static(match req.uri().scheme_str() {
+        Some("https") => "https",
+        _ => "http",
+    });
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let version = req.version();
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+
+    if let Some(ip) = client {
+        let mut value = String::new();
+        for prior in headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            value.push_str(prior);
+            value.push_str(", ");
+        }
+        value.push_str(&ip.to_string());
+        if let Ok(v) = HeaderValue::try_from(value) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), proto);
+    if let Some(host) = &host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+    headers.append(header::VIA, via(version));
+    match host {
+        Some(host) if preserve_host => {
+            headers.insert(header::HOST, host);
+        }
+        _ => {
+            headers.remove(header::HOST);
+        }
+    }
+}
+
+/// Applies the response half of proxy semantics.
+pub fn prepare_response<B>(res: &mut Response<B>) {
+    let version = res.version();
+    strip_hop_by_hop(res.headers_mut());
+    res.headers_mut().append(header::VIA, via(version));
+}
+
+/// Applies proxy header semantics around an inner service. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ProxyHeaders<S> {
+    inner: S,
+    preserve_host: bool,
+}
+
+impl<S> ProxyHeaders<S> {
+    /// Wraps `inner`, keeping the client's `Host`.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            preserve_host: true,
+        }
+    }
+
+    /// Whether the client's `Host` is forwarded (default) or replaced by the backend's.
+    pub fn preserve_host(mut self, preserve: bool) -> Self {
+        self.preserve_host = preserve;
+        self
+    }
+
+    /// A layer with the default settings.
+    pub fn layer() -> ProxyHeadersLayer {
+        ProxyHeadersLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for ProxyHeaders<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        prepare_request(&mut req, self.preserve_host);
+        ResponseFuture {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+/// Builds [`ProxyHeaders`].
+#[derive(Debug, Clone)]
+pub struct ProxyHeadersLayer {
+    preserve_host: bool,
+}
+
+impl ProxyHeadersLayer {
+    /// A layer that keeps the client's `Host`.
+    pub fn new() -> Self {
+        Self {
+            preserve_host: true,
+        }
+    }
+
+    /// Whether the client's `Host` is forwarded (default) or replaced by the backend's.
+    pub fn preserve_host(mut self, preserve: bool) -> Self {
+        self.preserve_host = preserve;
+        self
+    }
+}
+
+impl Default for ProxyHeadersLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for ProxyHeadersLayer {
+    type Service = ProxyHeaders<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ProxyHeaders::new(inner).preserve_host(self.preserve_host)
+    }
+}
+
+pin_project! {
+    /// The response future of [`ProxyHeaders`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut res = ready!(self.project().inner.poll(cx))?;
+        prepare_response(&mut res);
+        Poll::Ready(Ok(res))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::get("/path?q=1");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let mut req = b.body(()).unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("10.0.0.7:5555".parse().unwrap()));
+        req
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut req = request(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-end-to-end", "kept"),
+        ]);
+        prepare_request(&mut req, true);
+        let h = req.headers();
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} was forwarded");
+        }
+        assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut req = request(&[("te", "trailers")]);
+        prepare_request(&mut req, true);
+        assert_eq!(req.headers()["te"], "trailers");
+    }
+
+    #[test]
+    fn forwarding_headers_are_added() {
+        let mut req = request(&[("host", "example.com"), ("x-forwarded-for", "192.0.2.1")]);
+        prepare_request(&mut req, true);
+        let h = req.headers();
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(h["via"], "1.1 switchyard");
+        assert_eq!(h["host"], "example.com");
+    }
+
+    #[test]
+    fn host_can_be_left_to_the_backend() {
+        let mut req = request(&[("host", "example.com")]);
+        prepare_request(&mut req, false);
+        assert!(!req.headers().contains_key("host"));
+        assert_eq!(req.headers()["x-forwarded-host"], "example.com");
+    }
+
+    #[test]
+    fn http2_authority_becomes_host() {
+        let mut req = Request::get("http://example.org:8443/x")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        prepare_request(&mut req, true);
+        assert_eq!(req.headers()["host"], "example.org:8443");
+        assert_eq!(req.headers()["via"], "2 switchyard");
+    }
+
+    #[test]
+    fn response_hop_by_hop_removed_and_via_added() {
+        let mut res = Response::builder()
+            .header("connection", "close")
+            .header("keep-alive", "timeout=5")
+            .header("content-type", "text/plain")
+            .body(())
+            .unwrap();
+        prepare_response(&mut res);
+        assert!(!res.headers().contains_key("connection"));
+        assert!(!res.headers().contains_key("keep-alive"));
+        assert_eq!(res.headers()["content-type"], "text/plain");
+        assert_eq!(res.headers()["via"], "1.1 switchyard");
+    }
+}

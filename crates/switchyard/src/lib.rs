@@ -1,0 +1,55 @@
+//! switchyard: a reverse proxy built from `tower` layers.
+//!
+//! This crate is the facade. It holds the forwarding service and composes switchyard's
+//! layers into the standard stack, outermost first:
+//!
+//! ```text
+//!   request ──▶ ErrorResponse   typed errors become 503 / 504 / 502 responses
+//!               Timeout         request_timeout (tower::timeout)
+//!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
+//!               Balance         smooth weighted round robin over the backend registry
+//!               HttpEndpoint    one per backend: rewrite the URI, send on a pooled client
+//! ```
+//!
+//! Bodies are streamed both ways, never buffered whole.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use switchyard::{Backend, Proxy, ProxyConfig};
+//! use tower::ServiceExt;
+//!
+//! let proxy = Proxy::new(ProxyConfig::default());
+//! proxy.add_backend(Backend::new("a", "http://127.0.0.1:3001".parse()?))?;
+//! proxy.add_backend(Backend::new("b", "http://127.0.0.1:3002".parse()?).weight(2))?;
+//!
+//! // `Proxy` is a `Service<http::Request<B>>` for any body, cheap to clone, and never
+//! // fails: errors come back as 503/504/502 responses. It drops straight into axum.
+//! let req = http::Request::get("/hello").body(http_body_util::Empty::<bytes::Bytes>::new())?;
+//! let res = proxy.clone().oneshot(req).await?;
+//! println!("{}", res.status());
+//! # Ok(()) }
+//! ```
+
+pub mod body;
+pub mod config;
+pub mod endpoint;
+pub mod error;
+pub mod headers;
+mod proxy;
+mod registry;
+pub mod response;
+
+pub use body::Body;
+pub use config::{Backend, ByteSize, ConfigProblem, LoadBalancerType, ProxyConfig};
+pub use error::{BackendError, Error};
+pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};
+pub use proxy::{Proxy, ProxyFuture};
+pub use response::{ErrorResponse, ErrorResponseLayer};
+pub use switchyard_core::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};
+
+/// The layers, re-exported so a custom stack needs only this crate.
+pub mod layers {
+    pub use switchyard_balance as balance;
+}

@@ -1,0 +1,118 @@
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use switchyard_balance::Balance;
+use switchyard_core::BoxError;
+use tower::timeout::{Timeout, TimeoutLayer};
+use tower::{Service, ServiceBuilder};
+
+use crate::body::{self, Body};
+use crate::registry::{Endpoint, Registry};
+use crate::{
+    endpoint, Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
+    ProxyHeadersLayer,
+};
+
+type Stack = ErrorResponse<Timeout<ProxyHeaders<Balance<Endpoint, Request<Body>>>>>;
+
+/// The future of [`Proxy`]'s `call`.
+pub type ProxyFuture = <Stack as Service<Request<Body>>>::Future;
+
+/// A reverse proxy: the standard stack over a set of backends, and the handle to change
+/// them at run time.
+///
+/// `Proxy` is a `Service<http::Request<B>>` for any body `B`, whose error type is
+/// `Infallible`: failures come back as 503/504/502 responses (see
+/// [`ErrorResponse`](crate::ErrorResponse)). Clones are cheap and share everything, so a
+/// clone can be handed to each connection, to axum, or kept to manage backends. Changes
+/// take effect for the next request; requests in flight on a removed backend finish.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    stack: Stack,
+}
+
+struct Shared {
+    config: ProxyConfig,
+    registry: Registry,
+}
+
+impl Proxy {
+    /// Builds the standard stack with `config`, with no backends yet.
+    ///
+    /// Must be called within a tokio runtime (the balancer spawns its discovery task).
+    /// Check the configuration with [`ProxyConfig::validate`] first where it comes from a
+    /// user.
+    pub fn new(config: ProxyConfig) -> Self {
+        let (registry, discovery) = Registry::new(endpoint::client(&config));
+        let stack = ServiceBuilder::new()
+            .layer(ErrorResponseLayer::new())
+            .layer(TimeoutLayer::new(config.request_timeout))
+            .layer(ProxyHeadersLayer::new().preserve_host(config.preserve_host))
+            .service(Balance::weighted(discovery));
+        Self {
+            shared: Arc::new(Shared { config, registry }),
+            stack,
+        }
+    }
+
+    /// The configuration the proxy was built with.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.shared.config
+    }
+
+    /// Adds a backend (specification `AddBackend`). An inactive backend is listed but gets
+    /// no traffic.
+    pub fn add_backend(&self, backend: Backend) -> Result<(), BackendError> {
+        self.shared.registry.add(backend)
+    }
+
+    /// Removes a backend (specification `RemoveBackend`); requests in flight on it finish.
+    pub fn remove_backend(&self, id: &str) -> Result<Backend, BackendError> {
+        self.shared.registry.remove(id)
+    }
+
+    /// The backends, in the order they were added (specification `ListBackends`).
+    pub fn list_backends(&self) -> Vec<Backend> {
+        self.shared.registry.list()
+    }
+
+    /// Waits until the balancer has applied every backend change made so far; for tests
+    /// and start-up code that must not send a request before the backends are in place.
+    pub async fn settled(&self) {
+        let active = self.list_backends().iter().filter(|b| b.active).count();
+        let balance = self.stack.get_ref().get_ref().get_ref();
+        let _ = balance.endpoint_count().wait_for(|&n| n == active).await;
+    }
+}
+
+impl<B> Service<Request<B>> for Proxy
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ProxyFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.stack.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.stack.call(req.map(body::boxed))
+    }
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.shared.config)
+            .field("backends", &self.list_backends())
+            .finish()
+    }
+}

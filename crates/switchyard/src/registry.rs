@@ -1,0 +1,104 @@
+//! The set of backends, and the discovery stream that feeds it to the balancer.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use switchyard_balance::Weighted;
+use tokio::sync::mpsc;
+use tower::discover::Change;
+
+use crate::endpoint::{HttpClient, HttpEndpoint};
+use crate::{Backend, BackendError};
+
+// Admin operations only: allowed here, and nowhere on the request path.
+#[allow(clippy::disallowed_types)]
+type AdminLock<T> = std::sync::Mutex<T>;
+
+pub(crate) type Endpoint = Weighted<HttpEndpoint>;
+type Event = Result<Change<String, Endpoint>, Infallible>;
+
+/// Backends by id. Only the admin path (add, remove, list) touches the lock; requests read
+/// the balancer's snapshot.
+pub(crate) struct Registry {
+    // A lock on the admin path only: it keeps the list and the order of discovery events
+    // consistent when backends are changed concurrently. Never held across an await.
+    backends: AdminLock<Vec<Backend>>,
+    changes: mpsc::UnboundedSender<Event>,
+    client: HttpClient,
+}
+
+impl Registry {
+    pub(crate) fn new(client: HttpClient) -> (Self, Discovery) {
+        let (changes, rx) = mpsc::unbounded_channel();
+        let registry = Self {
+            backends: AdminLock::default(),
+            changes,
+            client,
+        };
+        (registry, Discovery { rx })
+    }
+
+    pub(crate) fn add(&self, backend: Backend) -> Result<(), BackendError> {
+        if let Some(problem) = backend.validate().into_iter().next() {
+            return Err(BackendError::Invalid {
+                id: backend.id,
+                reason: problem.to_string(),
+            });
+        }
+        let endpoint = HttpEndpoint::new(&backend.url, self.client.clone()).map_err(|reason| {
+            BackendError::Invalid {
+                id: backend.id.clone(),
+                reason,
+            }
+        })?;
+        let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        if backends.iter().any(|b| b.id == backend.id) {
+            return Err(BackendError::Duplicate(backend.id));
+        }
+        if backend.active {
+            let endpoint = Weighted::new(endpoint, backend.weight);
+            // The receiver lives as long as the balancer, which the proxy holds.
+            let _ = self
+                .changes
+                .send(Ok(Change::Insert(backend.id.clone(), endpoint)));
+        }
+        tracing::info!(id = %backend.id, url = %backend.url, weight = backend.weight, active = backend.active, "backend added");
+        backends.push(backend);
+        Ok(())
+    }
+
+    pub(crate) fn remove(&self, id: &str) -> Result<Backend, BackendError> {
+        let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        let pos = backends
+            .iter()
+            .position(|b| b.id == id)
+            .ok_or_else(|| BackendError::NotFound(id.to_owned()))?;
+        let backend = backends.remove(pos);
+        let _ = self.changes.send(Ok(Change::Remove(backend.id.clone())));
+        tracing::info!(id = %backend.id, "backend removed");
+        Ok(backend)
+    }
+
+    pub(crate) fn list(&self) -> Vec<Backend> {
+        self.backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The balancer's view of the registry: a stream of endpoint insertions and removals.
+#[derive(Debug)]
+pub(crate) struct Discovery {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Stream for Discovery {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,257 @@
+//! Shared helpers for the end-to-end tests: real hyper backends and a real switchyard
+//! server on 127.0.0.1, and a client.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use switchyard::{Backend, Proxy, ProxyConfig};
+use switchyard_cli::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A body of any kind, for the test client and backends.
+pub type TestBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// 64 KiB of static data: streamed bodies repeat it, so producing them allocates nothing.
+pub static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+/// A body of `n` bytes (a multiple of 64 KiB) streamed in chunks of [`CHUNK`].
+pub fn streamed(n: usize) -> TestBody {
+    assert_eq!(n % CHUNK.len(), 0);
+    let chunks =
+        stream::iter((0..n / CHUNK.len()).map(|_| Ok(Frame::data(Bytes::from_static(&CHUNK)))));
+    StreamBody::new(chunks).boxed_unsync()
+}
+
+/// A complete body.
+pub fn full(data: impl Into<Bytes>) -> TestBody {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A running test backend.
+#[derive(Debug, Clone)]
+pub struct TestBackend {
+    /// Its id, sent back in `x-backend`.
+    pub id: &'static str,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests it has received.
+    pub requests: Arc<AtomicUsize>,
+    /// TCP connections it has accepted.
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl TestBackend {
+    /// Its URL.
+    pub fn url(&self) -> http::Uri {
+        format!("http://{}", self.addr).parse().unwrap()
+    }
+
+    /// A [`Backend`] entry for it, with its id.
+    pub fn backend(&self) -> Backend {
+        Backend::new(self.id, self.url())
+    }
+
+    /// Requests received so far.
+    pub fn request_count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts a backend on 127.0.0.1. Every response carries `x-backend: <id>`. Paths:
+/// - `/headers`: the request's headers, one `name: value` line each;
+/// - `/hang`: never answers;
+/// - `/stream/<n>`: streams `n` bytes;
+/// - `/upload`: reads the whole body and answers its length;
+/// - `/hop`: answers with hop-by-hop headers that a proxy must strip;
+/// - anything else: the id.
+pub async fn backend(id: &'static str) -> TestBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = TestBackend {
+        id,
+        addr: listener.local_addr().unwrap(),
+        requests: Arc::default(),
+        connections: Arc::default(),
+    };
+    let (requests, connections) = (b.requests.clone(), b.connections.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            connections.fetch_add(1, Ordering::SeqCst);
+            let requests = requests.clone();
+            let service = hyper::service::service_fn(move |req| {
+                requests.fetch_add(1, Ordering::SeqCst);
+                answer(id, req)
+            });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    b
+}
+
+async fn answer(
+    id: &'static str,
+    req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let mut res = Response::builder().header("x-backend", id);
+    let body = match path.as_str() {
+        "/headers" => {
+            let mut text = String::new();
+            for (name, value) in req.headers() {
+                text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+            }
+            full(text)
+        }
+        "/hang" => std::future::pending().await,
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map_or(0, |d| d.len()),
+                    Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
+                }
+            }
+            full(n.to_string())
+        }
+        "/hop" => {
+            res = res
+                .header("connection", "x-hop-private")
+                .header("x-hop-private", "secret")
+                .header("keep-alive", "timeout=5")
+                .header("x-end-to-end", "kept");
+            full(id)
+        }
+        p if p.starts_with("/stream/") => streamed(p["/stream/".len()..].parse().unwrap()),
+        _ => full(id),
+    };
+    Ok(res.body(body).unwrap())
+}
+
+fn status(status: StatusCode) -> Response<TestBody> {
+    let mut res = Response::new(full(""));
+    *res.status_mut() = status;
+    res
+}
+
+/// A switchyard server on 127.0.0.1, stopped when dropped.
+#[derive(Debug)]
+pub struct TestProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its handle, to change backends.
+    pub proxy: Proxy,
+    stop: Option<oneshot::Sender<()>>,
+    /// Resolves when the server has shut down.
+    pub done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestProxy {
+    /// Starts the server with `config` over `backends`, and waits until the balancer has
+    /// them.
+    pub async fn start(
+        config: ProxyConfig,
+        server: ServerConfig,
+        backends: &[&TestBackend],
+    ) -> Self {
+        let proxy = Proxy::new(config);
+        for b in backends {
+            proxy.add_backend(b.backend()).unwrap();
+        }
+        proxy.settled().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(switchyard_cli::server::serve(
+            listener,
+            proxy.clone(),
+            server,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            proxy,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Starts with default settings.
+    pub async fn with(backends: &[&TestBackend]) -> Self {
+        Self::start(ProxyConfig::default(), ServerConfig::default(), backends).await
+    }
+
+    /// The URL of `path` on the proxy.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Signals shutdown (as SIGTERM does).
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// An HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// An HTTP/2 (prior knowledge) client.
+pub fn h2_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// GETs `url`, returning status, `x-backend` and the body as text.
+pub async fn get(
+    client: &Client<HttpConnector, TestBody>,
+    url: &str,
+) -> (StatusCode, String, String) {
+    send(client, Request::get(url).body(full("")).unwrap()).await
+}
+
+/// Sends `req`, returning status, `x-backend` and the body as text.
+pub async fn send(
+    client: &Client<HttpConnector, TestBody>,
+    req: Request<TestBody>,
+) -> (StatusCode, String, String) {
+    let res = client.request(req).await.expect("the proxy answers");
+    let status = res.status();
+    let backend = res
+        .headers()
+        .get("x-backend")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, backend, String::from_utf8_lossy(&body).into_owned())
+}
