@@ -4,7 +4,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
+
+use futures::future::{self, Either};
+use pin_project_lite::pin_project;
 
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Limited;
@@ -14,9 +19,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
-use switchyard::{body, Body, ByteSize, ClientAddr, Proxy};
+use switchyard::{body, headers, Body, ByteSize, ClientAddr, Proxy, ProxyFuture};
 use tokio::net::TcpListener;
-use tower::ServiceExt;
+use tower::Service;
 
 /// Limits on client connections, so that one bad client cannot hurt the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,9 +121,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service =
-            hyper::service::service_fn(move |req| handle(proxy.clone(), req, remote, max_body));
+        let service = Connection {
+            proxy: proxy.clone(),
+            client: ClientAddr::new(remote),
+            max_body,
+        };
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
@@ -139,37 +146,97 @@ pub async fn serve(
     }
 }
 
-async fn handle(
+type Ready = future::Ready<Result<Response<Body>, Infallible>>;
+
+/// The service of one client connection.
+struct Connection {
     proxy: Proxy,
-    mut req: Request<Incoming>,
-    remote: SocketAddr,
+    client: ClientAddr,
     max_body: Option<u64>,
-) -> Result<Response<Body>, Infallible> {
-    let log = tracing::enabled!(target: "switchyard::access", tracing::Level::DEBUG).then(|| {
-        (
-            req.method().clone(),
-            req.uri().clone(),
-            tokio::time::Instant::now(),
-        )
-    });
-    req.extensions_mut().insert(ClientAddr(remote));
-    let res = match max_body {
-        Some(max) if content_length(&req).is_some_and(|len| len > max) => {
-            status(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+impl hyper::service::Service<Request<Incoming>> for Connection {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<Ready, AccessLog<ProxyFuture>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        handle(&self.proxy, req, &self.client, self.max_body)
+    }
+}
+
+/// One request: the client's address for `X-Forwarded-For`, the body limit, and the
+/// access log line. No async block: the future is the proxy's own, wrapped once.
+fn handle(
+    proxy: &Proxy,
+    mut req: Request<Incoming>,
+    client: &ClientAddr,
+    max_body: Option<u64>,
+) -> Either<Ready, AccessLog<ProxyFuture>> {
+    if let Some(max) = max_body {
+        if content_length(&req).is_some_and(|len| len > max) {
+            return Either::Left(future::ready(Ok(status(StatusCode::PAYLOAD_TOO_LARGE))));
         }
+    }
+    let log = tracing::enabled!(target: "switchyard::access", tracing::Level::DEBUG).then(|| {
+        Box::new(LogLine {
+            remote: client.addr(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            start: tokio::time::Instant::now(),
+        })
+    });
+    // X-Forwarded-For is appended here, where the client is known, instead of through a
+    // `ClientAddr` request extension: that saves an extension map per request. Stripping
+    // first keeps the order ProxyHeaders uses (a client cannot have its own address removed
+    // by listing X-Forwarded-For in `Connection`); ProxyHeaders' own pass is then a no-op.
+    headers::strip_hop_by_hop(req.headers_mut());
+    headers::append_forwarded_for(req.headers_mut(), client.ip());
+    let mut proxy = proxy.clone();
+    let inner = match max_body {
         Some(max) => {
             let limit = usize::try_from(max).unwrap_or(usize::MAX);
-            proxy.oneshot(req.map(|b| Limited::new(b, limit))).await?
+            proxy.call(req.map(|b| body::boxed(Limited::new(b, limit))))
         }
-        None => proxy.oneshot(req).await?,
+        None => proxy.call(req),
     };
-    if let Some((method, uri, start)) = log {
-        tracing::debug!(
-            target: "switchyard::access",
-            %remote, %method, %uri, status = res.status().as_u16(), elapsed = ?start.elapsed(),
-        );
+    Either::Right(AccessLog { inner, log })
+}
+
+struct LogLine {
+    remote: SocketAddr,
+    method: http::Method,
+    uri: http::Uri,
+    start: tokio::time::Instant,
+}
+
+pin_project! {
+    /// Logs one line when the response head is ready, if access logging is on.
+    struct AccessLog<F> {
+        #[pin]
+        inner: F,
+        log: Option<Box<LogLine>>,
     }
-    Ok(res)
+}
+
+impl<F> Future for AccessLog<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx));
+        if let (Some(line), Ok(res)) = (this.log.take(), &res) {
+            tracing::debug!(
+                target: "switchyard::access",
+                remote = %line.remote, method = %line.method, uri = %line.uri,
+                status = res.status().as_u16(), elapsed = ?line.start.elapsed(),
+            );
+        }
+        Poll::Ready(res)
+    }
 }
 
 fn content_length<B>(req: &Request<B>) -> Option<u64> {

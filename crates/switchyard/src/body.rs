@@ -9,16 +9,38 @@ use switchyard_core::BoxError;
 /// the stack so that every layer below is written for one concrete type.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Boxes any body into [`Body`] without copying its data when it is already [`Bytes`].
+/// Boxes any body into [`Body`]. A body that already is a [`Body`] is returned as it is,
+/// and one whose data already is [`Bytes`] is not touched frame by frame.
 pub fn boxed<B>(body: B) -> Body
 where
     B: http_body::Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+    let body = match try_downcast::<Body, B>(body) {
+        Ok(body) => return body,
+        Err(body) => body,
+    };
+    body.map_frame(|frame| frame.map_data(into_bytes))
         .map_err(Into::into)
         .boxed_unsync()
+}
+
+fn into_bytes<D: Buf + 'static>(data: D) -> Bytes {
+    match try_downcast::<Bytes, D>(data) {
+        Ok(bytes) => bytes,
+        Err(mut data) => data.copy_to_bytes(data.remaining()),
+    }
+}
+
+/// `Ok(value)` when `K` and `T` are the same type: lets a generic function take a
+/// shortcut for one type without specialization.
+fn try_downcast<T: 'static, K: 'static>(k: K) -> Result<T, K> {
+    let mut k = Some(k);
+    match (&mut k as &mut dyn std::any::Any).downcast_mut::<Option<T>>() {
+        Some(t) => Ok(t.take().expect("just set")),
+        None => Err(k.expect("just set")),
+    }
 }
 
 /// A complete body of the given bytes.
@@ -33,4 +55,21 @@ pub fn empty() -> Body {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn boxing_keeps_the_data() {
+        let once = boxed(http_body_util::Full::new(Bytes::from_static(b"abc")));
+        let twice = boxed(once);
+        assert_eq!(twice.collect().await.unwrap().to_bytes(), "abc");
+        let vec_data = boxed(http_body_util::Full::new(std::io::Cursor::new(
+            b"xyz".to_vec(),
+        )));
+        assert_eq!(vec_data.collect().await.unwrap().to_bytes(), "xyz");
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -36,8 +37,16 @@ pub fn client(config: &ProxyConfig) -> HttpClient {
 }
 
 /// One backend: every request it takes is sent to its scheme and authority.
+///
+/// Cheap to clone (one reference count): the balancer clones the chosen endpoint for
+/// every request.
 #[derive(Debug, Clone)]
 pub struct HttpEndpoint {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     scheme: Scheme,
     authority: Authority,
     client: HttpClient,
@@ -57,15 +66,17 @@ impl HttpEndpoint {
             .cloned()
             .ok_or_else(|| format!("`{url}` has no host"))?;
         Ok(Self {
-            scheme,
-            authority,
-            client,
+            inner: Arc::new(Inner {
+                scheme,
+                authority,
+                client,
+            }),
         })
     }
 
     /// The backend's authority (`host:port`).
     pub fn authority(&self) -> &Authority {
-        &self.authority
+        &self.inner.authority
     }
 }
 
@@ -81,8 +92,8 @@ impl Service<Request<Body>> for HttpEndpoint {
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        parts.scheme = Some(self.inner.scheme.clone());
+        parts.authority = Some(self.inner.authority.clone());
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(PathAndQuery::from_static("/"));
         }
@@ -90,7 +101,7 @@ impl Service<Request<Body>> for HttpEndpoint {
         // Backends are spoken to over HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
         ResponseFuture {
-            inner: self.client.request(req),
+            inner: self.inner.client.request(req),
         }
     }
 }

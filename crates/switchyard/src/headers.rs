@@ -25,8 +25,33 @@ use tower::{Layer, Service};
 
 /// The address of the client connection, inserted into request extensions by the server
 /// so that [`ProxyHeaders`] can append it to `X-Forwarded-For`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
+///
+/// Build it once per connection: it keeps the address's header form, so a request costs
+/// a reference count instead of formatting the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr {
+    addr: SocketAddr,
+    ip: HeaderValue,
+}
+
+impl ClientAddr {
+    /// The client at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = HeaderValue::try_from(addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Self { addr, ip }
+    }
+
+    /// The client's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The client's IP address as a header value, for [`append_forwarded_for`].
+    pub fn ip(&self) -> &HeaderValue {
+        &self.ip
+    }
+}
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -37,6 +62,11 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Removes the hop-by-hop headers of one message (RFC 9110 §7.6.1). `TE: trailers` is
 /// kept, as HTTP/2 and gRPC require it to reach the origin.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names (standard names compare
+    // as small integers) saves seven hashed removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -73,6 +103,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
+/// Appends the client's address (in header form) to `X-Forwarded-For`.
+pub fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+    let value = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut value = Vec::new();
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            value.extend_from_slice(prior.as_bytes());
+            value.extend_from_slice(b", ");
+        }
+        value.extend_from_slice(ip.as_bytes());
+        HeaderValue::from_bytes(&value).unwrap_or_else(|_| ip.clone())
+    } else {
+        ip.clone()
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
 fn via(version: Version) -> HeaderValue {
     HeaderValue::from_static(match version {
         Version::HTTP_09 => "0.9 switchyard",
@@ -94,25 +150,15 @@ pub fn prepare_request<B>(req: &mut Request<B>, preserve_host: bool) {
         Some("https") => "https",
         _ => "http",
     });
-    let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.ip.clone());
     let version = req.version();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    // X-Forwarded-For/-Proto/-Host and Via: grow the map once, not per insert.
+    headers.reserve(4);
 
-    if let Some(ip) = client {
-        let mut value = String::new();
-        for prior in headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-        {
-            value.push_str(prior);
-            value.push_str(", ");
-        }
-        value.push_str(&ip.to_string());
-        if let Ok(v) = HeaderValue::try_from(value) {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
+    if let Some(ip) = &client {
+        append_forwarded_for(headers, ip);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), proto);
     if let Some(host) = &host {
@@ -267,7 +313,7 @@ mod tests {
         }
         let mut req = b.body(()).unwrap();
         req.extensions_mut()
-            .insert(ClientAddr("10.0.0.7:5555".parse().unwrap()));
+            .insert(ClientAddr::new("10.0.0.7:5555".parse().unwrap()));
         req
     }
 

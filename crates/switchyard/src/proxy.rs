@@ -92,7 +92,7 @@ impl Proxy {
 impl<B> Service<Request<B>> for Proxy
 where
     B: http_body::Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
