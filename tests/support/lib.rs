@@ -53,6 +53,8 @@ pub struct TestBackend {
     pub requests: Arc<AtomicUsize>,
     /// TCP connections it has accepted.
     pub connections: Arc<AtomicUsize>,
+    /// TCP connections that have ended.
+    pub closed: Arc<AtomicUsize>,
 }
 
 impl TestBackend {
@@ -70,6 +72,34 @@ impl TestBackend {
     pub fn request_count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections ended so far.
+    pub fn closed_count(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to 10 s) until `n` connections have ended; returns how many have.
+    pub async fn wait_closed(&self, n: usize) -> usize {
+        for _ in 0..1000 {
+            if self.closed_count() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.closed_count()
+    }
+}
+
+/// How a test backend treats its connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackendOptions {
+    /// Close keep-alive connections left idle this long (hyper's header read timeout).
+    pub idle_close: Option<std::time::Duration>,
 }
 
 /// Starts a backend on 127.0.0.1. Every response carries `x-backend: <id>`. Paths:
@@ -78,28 +108,46 @@ impl TestBackend {
 /// - `/stream/<n>`: streams `n` bytes;
 /// - `/upload`: reads the whole body and answers its length;
 /// - `/hop`: answers with hop-by-hop headers that a proxy must strip;
+/// - `/close`: answers with `Connection: close`;
+/// - `/delay/<ms>`: answers after `ms` milliseconds;
 /// - anything else: the id.
 pub async fn backend(id: &'static str) -> TestBackend {
+    backend_with(id, BackendOptions::default()).await
+}
+
+/// [`backend`], with options. It speaks HTTP/1.1 and HTTP/2 (prior knowledge).
+pub async fn backend_with(id: &'static str, options: BackendOptions) -> TestBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b = TestBackend {
         id,
         addr: listener.local_addr().unwrap(),
         requests: Arc::default(),
         connections: Arc::default(),
+        closed: Arc::default(),
     };
-    let (requests, connections) = (b.requests.clone(), b.connections.clone());
+    let (requests, connections, closed) =
+        (b.requests.clone(), b.connections.clone(), b.closed.clone());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             connections.fetch_add(1, Ordering::SeqCst);
             let requests = requests.clone();
+            let closed = closed.clone();
             let service = hyper::service::service_fn(move |req| {
                 requests.fetch_add(1, Ordering::SeqCst);
                 answer(id, req)
             });
             tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                if let Some(idle) = options.idle_close {
+                    builder
+                        .http1()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(idle);
+                }
+                let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
@@ -121,6 +169,15 @@ async fn answer(
             full(text)
         }
         "/hang" => std::future::pending().await,
+        "/close" => {
+            res = res.header("connection", "close");
+            full(id)
+        }
+        p if p.starts_with("/delay/") => {
+            let ms = p["/delay/".len()..].parse().unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            full(id)
+        }
         "/upload" => {
             let mut body = req.into_body();
             let mut n = 0usize;

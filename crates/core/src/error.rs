@@ -64,6 +64,104 @@ impl fmt::Display for RequestTimeout {
 
 impl StdError for RequestTimeout {}
 
+/// No connection to the backend became free within the wait timeout: the backend is at
+/// its connection cap and nobody released one in time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PoolTimeout(());
+
+impl PoolTimeout {
+    /// Creates the error.
+    pub fn new() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for PoolTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting for a connection to the backend")
+    }
+}
+
+impl StdError for PoolTimeout {}
+
+/// Why a connection to a backend could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectErrorKind {
+    /// The name did not resolve.
+    Dns,
+    /// The backend refused the connection.
+    Refused,
+    /// Connecting (resolution included) took longer than the connect timeout.
+    Timeout,
+    /// Anything else: unreachable network, reset during the handshake…
+    Other,
+}
+
+/// A connection to a backend could not be made. The request was not sent, so it is safe
+/// to retry whatever its method.
+#[derive(Debug)]
+pub struct ConnectError {
+    kind: ConnectErrorKind,
+    backend: String,
+    source: Option<BoxError>,
+}
+
+impl ConnectError {
+    /// A connect error of `kind` for `backend` (`host:port`).
+    pub fn new(
+        kind: ConnectErrorKind,
+        backend: impl Into<String>,
+        source: Option<BoxError>,
+    ) -> Self {
+        Self {
+            kind,
+            backend: backend.into(),
+            source,
+        }
+    }
+
+    /// Why connecting failed.
+    pub fn kind(&self) -> ConnectErrorKind {
+        self.kind
+    }
+
+    /// The backend (`host:port`).
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// Whether the name did not resolve (the specification's circuit breakers count these).
+    pub fn is_dns(&self) -> bool {
+        self.kind == ConnectErrorKind::Dns
+    }
+
+    /// Whether connecting timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ConnectErrorKind::Timeout
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ConnectErrorKind::Dns => "cannot resolve",
+            ConnectErrorKind::Refused => "connection refused by",
+            ConnectErrorKind::Timeout => "timed out connecting to",
+            ConnectErrorKind::Other => "cannot connect to",
+        };
+        write!(f, "{what} {}", self.backend)
+    }
+}
+
+impl StdError for ConnectError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
 /// What kind of failure an error is, for mapping it to a status or deciding on a retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -74,6 +172,10 @@ pub enum ErrorKind {
     CircuitOpen,
     /// [`RequestTimeout`] or tower's `timeout::error::Elapsed`: 504.
     RequestTimeout,
+    /// [`PoolTimeout`]: 503.
+    PoolTimeout,
+    /// [`ConnectError`]: the backend could not be reached, 502.
+    Connect,
     /// Anything else from the upstream side (connect refused, reset, bad response): 502.
     Upstream,
 }
@@ -94,6 +196,12 @@ impl ErrorKind {
             if e.is::<RequestTimeout>() || e.is::<tower::timeout::error::Elapsed>() {
                 return Self::RequestTimeout;
             }
+            if e.is::<PoolTimeout>() {
+                return Self::PoolTimeout;
+            }
+            if e.is::<ConnectError>() {
+                return Self::Connect;
+            }
             cur = e.source();
         }
         Self::Upstream
@@ -102,9 +210,11 @@ impl ErrorKind {
     /// The status a proxy answers with for this kind of failure.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::NoBackendsAvailable | Self::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoBackendsAvailable | Self::CircuitOpen | Self::PoolTimeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream => StatusCode::BAD_GATEWAY,
+            Self::Upstream | Self::Connect => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -128,7 +238,10 @@ mod tests {
 
     #[test]
     fn leaf_errors_map_to_their_status() {
-        let cases: [(BoxError, ErrorKind, u16); 5] = [
+        let refused = ConnectError::new(ConnectErrorKind::Refused, "127.0.0.1:1", None);
+        let cases: [(BoxError, ErrorKind, u16); 7] = [
+            (PoolTimeout::new().into(), ErrorKind::PoolTimeout, 503),
+            (refused.into(), ErrorKind::Connect, 502),
             (
                 NoBackendsAvailable::new().into(),
                 ErrorKind::NoBackendsAvailable,

@@ -8,4 +8,7 @@
 
 mod error;
 
-pub use error::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};
+pub use error::{
+    BoxError, CircuitOpen, ConnectError, ConnectErrorKind, ErrorKind, NoBackendsAvailable,
+    PoolTimeout, RequestTimeout,
+};

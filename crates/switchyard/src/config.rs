@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use switchyard_pool::{PoolConfig, Protocol};
 
 /// The proxy's configuration. `ProxyConfig::default()` is the specification's
 /// `DefaultProxyConfig`.
@@ -36,6 +37,10 @@ pub struct ProxyConfig {
     /// Idle pooled connections are closed after this long.
     #[serde(with = "humantime_serde")]
     pub idle_conn_timeout: Duration,
+    /// Idle connections kept per backend.
+    pub max_idle_per_backend: usize,
+    /// Concurrent streams on one HTTP/2 backend connection before another is opened.
+    pub h2_max_streams_per_connection: usize,
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// Delay before the first retry.
@@ -74,6 +79,8 @@ impl Default for ProxyConfig {
             max_connections_per_backend: 100,
             connection_timeout: Duration::from_secs(10),
             idle_conn_timeout: Duration::from_secs(90),
+            max_idle_per_backend: 100,
+            h2_max_streams_per_connection: 100,
             max_retries: 3,
             retry_delay: Duration::from_millis(100),
             retry_backoff: true,
@@ -105,6 +112,19 @@ impl fmt::Display for ConfigProblem {
 }
 
 impl ProxyConfig {
+    /// The connection pool settings of one backend.
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            max_connections: self.max_connections_per_backend,
+            max_idle: self.max_idle_per_backend,
+            connect_timeout: self.connection_timeout,
+            wait_timeout: self.connection_timeout,
+            idle_timeout: self.idle_conn_timeout,
+            protocol: Protocol::Http1,
+            h2_max_streams: self.h2_max_streams_per_connection,
+        }
+    }
+
     /// Checks values that parse but make no sense, returning every problem found.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
@@ -129,6 +149,11 @@ impl ProxyConfig {
         check(
             self.max_connections_per_backend >= 1,
             "max_connections_per_backend",
+            "must be at least 1",
+        );
+        check(
+            self.h2_max_streams_per_connection >= 1,
+            "h2_max_streams_per_connection",
             "must be at least 1",
         );
         check(
@@ -254,6 +279,9 @@ pub struct Backend {
     /// Inactive backends are listed but get no traffic.
     #[serde(default = "yes")]
     pub active: bool,
+    /// `http1` (default) or `h2`: HTTP/2 with prior knowledge.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 fn one() -> u32 {
@@ -272,12 +300,19 @@ impl Backend {
             url,
             weight: 1,
             active: true,
+            protocol: Protocol::Http1,
         }
     }
 
     /// Sets the weight.
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;
+        self
+    }
+
+    /// Sets the protocol spoken to the backend.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 

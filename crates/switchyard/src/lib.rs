@@ -8,7 +8,7 @@
 //!               Timeout         request_timeout (tower::timeout)
 //!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
 //!               Balance         smooth weighted round robin over the backend registry
-//!               HttpEndpoint    one per backend: rewrite the URI, send on a pooled client
+//!               HttpEndpoint    one per backend: its own connection pool (switchyard-pool)
 //! ```
 //!
 //! Bodies are streamed both ways, never buffered whole.
@@ -48,8 +48,10 @@ pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};
 pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_core::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};
+pub use switchyard_pool::{PoolConfig, PoolStats, Protocol};
 
 /// The layers, re-exported so a custom stack needs only this crate.
 pub mod layers {
     pub use switchyard_balance as balance;
+    pub use switchyard_pool as pool;
 }

@@ -6,13 +6,14 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use switchyard_balance::Balance;
 use switchyard_core::BoxError;
+use switchyard_pool::PoolStats;
 use tower::timeout::{Timeout, TimeoutLayer};
 use tower::{Service, ServiceBuilder};
 
 use crate::body::{self, Body};
 use crate::registry::{Endpoint, Registry};
 use crate::{
-    endpoint, Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
+    Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
     ProxyHeadersLayer,
 };
 
@@ -47,7 +48,7 @@ impl Proxy {
     /// Check the configuration with [`ProxyConfig::validate`] first where it comes from a
     /// user.
     pub fn new(config: ProxyConfig) -> Self {
-        let (registry, discovery) = Registry::new(endpoint::client(&config));
+        let (registry, discovery) = Registry::new(config.pool_config());
         let stack = ServiceBuilder::new()
             .layer(ErrorResponseLayer::new())
             .layer(TimeoutLayer::new(config.request_timeout))
@@ -78,6 +79,12 @@ impl Proxy {
     /// The backends, in the order they were added (specification `ListBackends`).
     pub fn list_backends(&self) -> Vec<Backend> {
         self.shared.registry.list()
+    }
+
+    /// Connection pool counters of every backend, in the order they were added
+    /// (specification `pool.Stats()`).
+    pub fn pool_stats(&self) -> Vec<(String, PoolStats)> {
+        self.shared.registry.pool_stats()
     }
 
     /// Waits until the balancer has applied every backend change made so far; for tests

@@ -9,12 +9,19 @@ use switchyard_balance::Weighted;
 use tokio::sync::mpsc;
 use tower::discover::Change;
 
-use crate::endpoint::{HttpClient, HttpEndpoint};
+use switchyard_pool::{PoolConfig, PoolStats};
+
+use crate::endpoint::HttpEndpoint;
 use crate::{Backend, BackendError};
 
 // Admin operations only: allowed here, and nowhere on the request path.
 #[allow(clippy::disallowed_types)]
 type AdminLock<T> = std::sync::Mutex<T>;
+
+struct Entry {
+    backend: Backend,
+    endpoint: HttpEndpoint,
+}
 
 pub(crate) type Endpoint = Weighted<HttpEndpoint>;
 type Event = Result<Change<String, Endpoint>, Infallible>;
@@ -24,18 +31,18 @@ type Event = Result<Change<String, Endpoint>, Infallible>;
 pub(crate) struct Registry {
     // A lock on the admin path only: it keeps the list and the order of discovery events
     // consistent when backends are changed concurrently. Never held across an await.
-    backends: AdminLock<Vec<Backend>>,
+    backends: AdminLock<Vec<Entry>>,
     changes: mpsc::UnboundedSender<Event>,
-    client: HttpClient,
+    pool: PoolConfig,
 }
 
 impl Registry {
-    pub(crate) fn new(client: HttpClient) -> (Self, Discovery) {
+    pub(crate) fn new(pool: PoolConfig) -> (Self, Discovery) {
         let (changes, rx) = mpsc::unbounded_channel();
         let registry = Self {
             backends: AdminLock::default(),
             changes,
-            client,
+            pool,
         };
         (registry, Discovery { rx })
     }
@@ -47,25 +54,28 @@ impl Registry {
                 reason: problem.to_string(),
             });
         }
-        let endpoint = HttpEndpoint::new(&backend.url, self.client.clone()).map_err(|reason| {
-            BackendError::Invalid {
-                id: backend.id.clone(),
-                reason,
-            }
-        })?;
         let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
-        if backends.iter().any(|b| b.id == backend.id) {
+        if backends.iter().any(|e| e.backend.id == backend.id) {
             return Err(BackendError::Duplicate(backend.id));
         }
+        let pool = PoolConfig {
+            protocol: backend.protocol,
+            ..self.pool.clone()
+        };
+        let endpoint =
+            HttpEndpoint::new(&backend.url, pool).map_err(|reason| BackendError::Invalid {
+                id: backend.id.clone(),
+                reason,
+            })?;
         if backend.active {
-            let endpoint = Weighted::new(endpoint, backend.weight);
+            let weighted = Weighted::new(endpoint.clone(), backend.weight);
             // The receiver lives as long as the balancer, which the proxy holds.
             let _ = self
                 .changes
-                .send(Ok(Change::Insert(backend.id.clone(), endpoint)));
+                .send(Ok(Change::Insert(backend.id.clone(), weighted)));
         }
         tracing::info!(id = %backend.id, url = %backend.url, weight = backend.weight, active = backend.active, "backend added");
-        backends.push(backend);
+        backends.push(Entry { backend, endpoint });
         Ok(())
     }
 
@@ -73,19 +83,27 @@ impl Registry {
         let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
         let pos = backends
             .iter()
-            .position(|b| b.id == id)
+            .position(|e| e.backend.id == id)
             .ok_or_else(|| BackendError::NotFound(id.to_owned()))?;
-        let backend = backends.remove(pos);
+        let Entry { backend, endpoint } = backends.remove(pos);
         let _ = self.changes.send(Ok(Change::Remove(backend.id.clone())));
+        // Requests already routed to it finish; its idle connections close now.
+        endpoint.close();
         tracing::info!(id = %backend.id, "backend removed");
         Ok(backend)
     }
 
     pub(crate) fn list(&self) -> Vec<Backend> {
-        self.backends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        backends.iter().map(|e| e.backend.clone()).collect()
+    }
+
+    pub(crate) fn pool_stats(&self) -> Vec<(String, PoolStats)> {
+        let backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        backends
+            .iter()
+            .map(|e| (e.backend.id.clone(), e.endpoint.pool_stats()))
+            .collect()
     }
 }
 

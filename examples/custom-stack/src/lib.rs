@@ -15,9 +15,9 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use http::{Request, Response, Uri};
-use switchyard::endpoint::{self, HttpEndpoint};
+use switchyard::endpoint::HttpEndpoint;
 use switchyard::layers::balance::Balance;
-use switchyard::{Body, BoxError, Error, ProxyConfig, ProxyHeadersLayer};
+use switchyard::{Body, BoxError, Error, PoolConfig, ProxyHeadersLayer};
 use tower::discover::ServiceList;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -28,10 +28,9 @@ pub fn stack(
     backends: &[Uri],
     timeout: Duration,
 ) -> Result<BoxCloneSyncService<Request<Body>, Response<Body>, Error>, String> {
-    let client = endpoint::client(&ProxyConfig::default());
     let endpoints = backends
         .iter()
-        .map(|url| HttpEndpoint::new(url, client.clone()))
+        .map(|url| HttpEndpoint::new(url, PoolConfig::default()))
         .collect::<Result<Vec<_>, _>>()?;
     let service = ServiceBuilder::new()
         .map_err(|e: BoxError| Error::from(e))

@@ -1,0 +1,50 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the pool speaks to its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1, one request per connection at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), requests multiplexed on shared connections.
+    #[serde(alias = "h2", alias = "http2")]
+    Http2,
+}
+
+/// A pool's limits and timeouts. The defaults are the specification's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Hard cap on open connections to the backend (default 100; at least 1).
+    pub max_connections: usize,
+    /// Idle connections kept at most (default 100).
+    pub max_idle: usize,
+    /// Bound on resolving and connecting (default 10 s).
+    pub connect_timeout: Duration,
+    /// How long a request waits for a free connection when the cap is reached before
+    /// failing with `PoolTimeout` (default 10 s, the specification's connection timeout).
+    pub wait_timeout: Duration,
+    /// Connections idle this long are closed (default 90 s).
+    pub idle_timeout: Duration,
+    /// HTTP/1.1 or HTTP/2.
+    pub protocol: Protocol,
+    /// Concurrent streams carried by one HTTP/2 connection before another is opened
+    /// (default 100).
+    pub h2_max_streams: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100,
+            max_idle: 100,
+            connect_timeout: Duration::from_secs(10),
+            wait_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            protocol: Protocol::Http1,
+            h2_max_streams: 100,
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! A connection pool for one backend, as a `tower::Service<http::Request<B>>`.
+//!
+//! hyper-util's pooled client keys connections by authority and has no cap on how many it
+//! opens to one host (hyperium/hyper#3785), nor stats. [`Pool`] is one backend's pool:
+//!
+//! - **A hard cap.** At most [`PoolConfig::max_connections`] connections are open to the
+//!   backend. Over HTTP/1.1 a connection carries one request at a time, so a request that
+//!   finds every connection busy waits, first come first served, for up to
+//!   [`PoolConfig::wait_timeout`] and then fails with
+//!   [`PoolTimeout`](switchyard_core::PoolTimeout) (a 503 at the proxy).
+//! - **Reuse first.** An idle connection is taken before a new one is dialled. Connections
+//!   the backend closed are dropped, not handed out; a request that a just-closed connection
+//!   could not send is sent on another.
+//! - **Idle reaping** on `tokio::time`: connections idle for
+//!   [`PoolConfig::idle_timeout`] are closed (checked when one is taken, and by a reaper
+//!   task that stops when the pool is dropped). At most [`PoolConfig::max_idle`] are kept.
+//! - **HTTP/2** by prior knowledge ([`Protocol::Http2`]): requests share one multiplexed
+//!   connection, and another is opened when every open one carries
+//!   [`PoolConfig::h2_max_streams`] streams.
+//! - **Typed connect errors** ([`ConnectError`](switchyard_core::ConnectError): refused,
+//!   DNS, timeout), so a breaker or retry policy can classify them.
+//! - **Stats** from atomics, never a lock: [`Pool::stats`].
+//!
+//! A pool belongs to one backend instance: a backend removed and added again gets a new
+//! pool, never the old connections. [`Pool::close`] drains it: idle connections close at
+//! once, busy ones when their response ends.
+//!
+//! The request's URI may be absolute or origin-form; the pool sends it to its backend
+//! (origin-form with a `Host` header over HTTP/1.1, when the request has none).
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), switchyard_core::BoxError> {
+//! use switchyard_pool::{Pool, PoolConfig};
+//! use tower::ServiceExt;
+//!
+//! let pool = Pool::new("127.0.0.1:3001".parse()?, PoolConfig::default());
+//! let req = http::Request::get("/").body(http_body_util::Empty::<bytes::Bytes>::new())?;
+//! let res = pool.clone().oneshot(req).await?;
+//! println!("{} ({} connections open)", res.status(), pool.stats().open);
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod config;
+mod connect;
+mod pool;
+mod stats;
+
+pub use body::PooledBody;
+pub use config::{PoolConfig, Protocol};
+pub use pool::{Pool, ResponseFuture};
+pub use stats::{ClosedStats, PoolStats};
+pub use switchyard_core::{ConnectError, ConnectErrorKind, PoolTimeout};

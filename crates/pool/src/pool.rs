@@ -1,0 +1,681 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+use http::header::{HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use switchyard_core::{BoxError, ConnectError, ConnectErrorKind, PoolTimeout};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::body::PooledBody;
+use crate::connect;
+use crate::stats::{Closed, Counters};
+use crate::{PoolConfig, PoolStats, Protocol};
+
+/// One backend's connection pool, as a service. Cheap to clone; clones share the pool.
+/// See the [crate docs](crate).
+pub struct Pool<B> {
+    inner: Arc<Inner<B>>,
+}
+
+/// The response future of [`Pool`].
+pub type ResponseFuture<B> =
+    Pin<Box<dyn Future<Output = Result<Response<PooledBody<B>>, BoxError>> + Send + 'static>>;
+
+struct Inner<B> {
+    authority: Authority,
+    host: HeaderValue,
+    config: PoolConfig,
+    counters: Counters,
+    closed: AtomicBool,
+    /// HTTP/1.1: one permit per request in flight, so at most `max_connections` are busy.
+    /// tokio's semaphore queues waiters first come, first served.
+    permits: Arc<Semaphore>,
+    idle: ArrayQueue<Idle<B>>,
+    /// HTTP/2: the open connections, read on every request, written when one is dialled or
+    /// found closed.
+    h2: ArcSwap<Vec<Arc<H2Conn<B>>>>,
+    /// Serializes HTTP/2 dials (slow path only) so a burst opens one connection, not many.
+    h2_dial: tokio::sync::Mutex<()>,
+    /// Signalled when an HTTP/2 stream ends, for requests waiting at the cap.
+    h2_released: Notify,
+    epoch: Instant,
+    reaper: Option<AbortHandle>,
+}
+
+struct Idle<B> {
+    sender: http1::SendRequest<B>,
+    since: Instant,
+}
+
+struct H2Conn<B> {
+    sender: http2::SendRequest<B>,
+    streams: AtomicUsize,
+    /// Nanoseconds since the pool's epoch when the last stream ended.
+    last_used: AtomicU64,
+}
+
+impl<B> Drop for Inner<B> {
+    fn drop(&mut self) {
+        if let Some(reaper) = &self.reaper {
+            reaper.abort();
+        }
+    }
+}
+
+impl<B> Pool<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// A pool for the backend at `authority` (`host:port`). Spawns its idle reaper, so it
+    /// must be called within a tokio runtime.
+    pub fn new(authority: Authority, config: PoolConfig) -> Self {
+        let mut config = config;
+        config.max_connections = config.max_connections.max(1);
+        config.h2_max_streams = config.h2_max_streams.max(1);
+        let host = HeaderValue::from_str(authority.as_str())
+            .expect("an authority is a valid header value");
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner<B>>| {
+            let reaper = tokio::spawn(reap(weak.clone(), reap_every(config.idle_timeout)));
+            Inner {
+                authority,
+                host,
+                permits: Arc::new(Semaphore::new(config.max_connections)),
+                idle: ArrayQueue::new(config.max_idle.max(1)),
+                h2: ArcSwap::from_pointee(Vec::new()),
+                h2_dial: tokio::sync::Mutex::new(()),
+                h2_released: Notify::new(),
+                counters: Counters::default(),
+                closed: AtomicBool::new(false),
+                epoch: Instant::now(),
+                reaper: Some(reaper.abort_handle()),
+                config,
+            }
+        });
+        Self { inner }
+    }
+}
+
+impl<B> Pool<B> {
+    /// The backend's authority.
+    pub fn authority(&self) -> &Authority {
+        &self.inner.authority
+    }
+
+    /// The pool's settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    /// A snapshot of the pool's counters, read from atomics.
+    pub fn stats(&self) -> PoolStats {
+        let inner = &self.inner;
+        let idle = match inner.config.protocol {
+            Protocol::Http1 => inner.idle.len() as u64,
+            Protocol::Http2 => inner
+                .h2
+                .load()
+                .iter()
+                .filter(|c| c.streams.load(Ordering::Relaxed) == 0)
+                .count() as u64,
+        };
+        inner.counters.snapshot(idle)
+    }
+
+    /// Drains the pool: idle connections close now, busy ones when their response ends,
+    /// and none is put back. For a backend that is being removed.
+    pub fn close(&self) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::SeqCst);
+        while let Some(idle) = inner.idle.pop() {
+            drop(idle);
+            inner.counters.closed(Closed::Evicted);
+        }
+        let h2 = inner.h2.swap(Arc::new(Vec::new()));
+        for _ in h2.iter() {
+            inner.counters.closed(Closed::Evicted);
+        }
+    }
+}
+
+impl<B> Clone for Pool<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for Pool<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("authority", &self.inner.authority)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl<B> Service<Request<B>> for Pool<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<PooledBody<B>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<B>;
+
+    /// Always ready: a request that finds the cap reached waits in the response future,
+    /// in arrival order and bounded by `wait_timeout`, rather than parking the caller here
+    /// (which would stall a balancer's other backends).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        match inner.config.protocol {
+            Protocol::Http1 => Box::pin(send_h1(inner, req)),
+            Protocol::Http2 => Box::pin(send_h2(inner, req)),
+        }
+    }
+}
+
+/// A connection (HTTP/1.1) or stream (HTTP/2) in use by one request. Whatever happens
+/// to the request, dropping this accounts for it: put back by [`Release::done`], closed
+/// otherwise.
+pub(crate) struct Release<B> {
+    inner: Arc<Inner<B>>,
+    held: Option<Held<B>>,
+}
+
+enum Held<B> {
+    H1 {
+        sender: http1::SendRequest<B>,
+        _permit: OwnedSemaphorePermit,
+    },
+    H2 {
+        conn: Arc<H2Conn<B>>,
+    },
+}
+
+impl<B> Release<B> {
+    fn new(inner: Arc<Inner<B>>, held: Held<B>) -> Self {
+        inner.counters.in_use.fetch_add(1, Ordering::Relaxed);
+        Self {
+            inner,
+            held: Some(held),
+        }
+    }
+
+    fn sender(&mut self) -> &mut http1::SendRequest<B> {
+        match &mut self.held {
+            Some(Held::H1 { sender, .. }) => sender,
+            _ => unreachable!("only HTTP/1.1 releases hold a sender"),
+        }
+    }
+
+    /// Takes the connection out of use, closed for `why`, keeping the request's permit.
+    fn retire(mut self, why: Closed) -> Option<OwnedSemaphorePermit> {
+        self.inner.counters.in_use.fetch_sub(1, Ordering::Relaxed);
+        match self.held.take() {
+            Some(Held::H1 { sender, _permit }) => {
+                drop(sender);
+                self.inner.counters.closed(why);
+                Some(_permit)
+            }
+            Some(Held::H2 { conn }) => {
+                self.inner.end_stream(&conn);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The response was read to the end: the connection can carry another request.
+    pub(crate) fn done(mut self) {
+        self.inner.counters.in_use.fetch_sub(1, Ordering::Relaxed);
+        match self.held.take() {
+            Some(Held::H1 { sender, _permit }) => {
+                // Back to the idle set before the permit is released, so that a request
+                // let in by that permit finds it there instead of dialling.
+                let inner = &self.inner;
+                let kept = !inner.closed.load(Ordering::Relaxed)
+                    && inner
+                        .idle
+                        .push(Idle {
+                            sender,
+                            since: Instant::now(),
+                        })
+                        .is_ok();
+                if !kept {
+                    inner.counters.closed(Closed::Evicted);
+                }
+            }
+            Some(Held::H2 { conn }) => self.inner.end_stream(&conn),
+            None => {}
+        }
+    }
+
+    /// The response was abandoned or broke: an HTTP/1.1 connection cannot be reused.
+    pub(crate) fn abandon(self) {
+        drop(self);
+    }
+}
+
+impl<B> Drop for Release<B> {
+    fn drop(&mut self) {
+        if self.held.is_some() {
+            let release = Release {
+                inner: self.inner.clone(),
+                held: self.held.take(),
+            };
+            release.retire(Closed::Error);
+        }
+    }
+}
+
+impl<B> Inner<B> {
+    fn idle_for(&self, since: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(since) >= self.config.idle_timeout
+    }
+
+    /// Takes a usable idle connection, closing the expired and the dead on the way.
+    fn pop_idle(&self) -> Option<http1::SendRequest<B>> {
+        let now = Instant::now();
+        while let Some(idle) = self.idle.pop() {
+            if idle.sender.is_closed() {
+                self.counters.closed(Closed::Backend);
+            } else if self.idle_for(idle.since, now) {
+                self.counters.closed(Closed::IdleTimeout);
+            } else {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    fn end_stream(&self, conn: &H2Conn<B>) {
+        conn.streams.fetch_sub(1, Ordering::AcqRel);
+        conn.last_used.store(self.now_nanos(), Ordering::Relaxed);
+        self.h2_released.notify_one();
+    }
+
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(
+            Instant::now()
+                .saturating_duration_since(self.epoch)
+                .as_nanos(),
+        )
+        .unwrap_or(u64::MAX)
+    }
+
+    /// One pass of the reaper: closes idle connections past the idle timeout and those the
+    /// backend closed.
+    fn reap(&self) {
+        let now = Instant::now();
+        for _ in 0..self.idle.len() {
+            let Some(idle) = self.idle.pop() else { break };
+            if idle.sender.is_closed() {
+                self.counters.closed(Closed::Backend);
+            } else if self.idle_for(idle.since, now) {
+                self.counters.closed(Closed::IdleTimeout);
+            } else if self.idle.push(idle).is_err() {
+                self.counters.closed(Closed::Evicted);
+            }
+        }
+        let conns = self.h2.load();
+        let now = self.now_nanos();
+        let timeout = u64::try_from(self.config.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let expired = |c: &H2Conn<B>| {
+            c.sender.is_closed()
+                || (c.streams.load(Ordering::Acquire) == 0
+                    && now.saturating_sub(c.last_used.load(Ordering::Relaxed)) >= timeout)
+        };
+        if conns.iter().any(|c| expired(c)) {
+            self.h2.rcu(|conns| {
+                conns
+                    .iter()
+                    .filter(|c| !expired(c))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+            for c in conns.iter().filter(|c| expired(c)) {
+                let why = if c.sender.is_closed() {
+                    Closed::Backend
+                } else {
+                    Closed::IdleTimeout
+                };
+                self.counters.closed(why);
+            }
+        }
+    }
+}
+
+fn reap_every(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
+}
+
+async fn reap<B>(pool: Weak<Inner<B>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match pool.upgrade() {
+            Some(inner) => inner.reap(),
+            None => return,
+        }
+    }
+}
+
+/// Sends over HTTP/1.1 in origin form with a `Host` header.
+fn prepare_h1<B>(req: &mut Request<B>, host: &HeaderValue) {
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+    }
+    if !req.headers().contains_key(HOST) {
+        req.headers_mut().insert(HOST, host.clone());
+    }
+    *req.version_mut() = Version::HTTP_11;
+}
+
+/// Sends over HTTP/2: the URI absolute, with the request's `Host` (if any) as its
+/// `:authority`, and no connection-specific header (HTTP/2 forbids them).
+fn prepare_h2<B>(req: &mut Request<B>, backend: &Authority) {
+    let headers = req.headers_mut();
+    let authority = headers
+        .remove(HOST)
+        .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+        .unwrap_or_else(|| backend.clone());
+    for name in [CONNECTION, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if headers.get(TE).is_some_and(|te| te != "trailers") {
+        headers.remove(TE);
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path);
+    *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are set");
+    *req.version_mut() = Version::HTTP_2;
+}
+
+async fn acquire<B>(inner: &Inner<B>) -> Result<OwnedSemaphorePermit, BoxError> {
+    if let Ok(permit) = inner.permits.clone().try_acquire_owned() {
+        return Ok(permit);
+    }
+    inner.counters.waiting.fetch_add(1, Ordering::Relaxed);
+    let waited = tokio::time::timeout(
+        inner.config.wait_timeout,
+        inner.permits.clone().acquire_owned(),
+    )
+    .await;
+    inner.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+    match waited {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(closed)) => Err(closed.into()),
+        Err(_) => {
+            Counters::bump(&inner.counters.wait_timeouts);
+            Err(PoolTimeout::new().into())
+        }
+    }
+}
+
+async fn dial_h1<B>(inner: &Inner<B>) -> Result<http1::SendRequest<B>, BoxError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let stream = match connect::tcp(&inner.authority, inner.config.connect_timeout).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            Counters::bump(&inner.counters.connect_errors);
+            return Err(e.into());
+        }
+    };
+    let (sender, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
+        Ok(pair) => pair,
+        Err(e) => {
+            Counters::bump(&inner.counters.connect_errors);
+            return Err(e.into());
+        }
+    };
+    Counters::bump(&inner.counters.created);
+    let backend = inner.authority.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%backend, error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+async fn send_h1<B>(
+    inner: Arc<Inner<B>>,
+    mut req: Request<B>,
+) -> Result<Response<PooledBody<B>>, BoxError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    prepare_h1(&mut req, &inner.host);
+    let mut permit = acquire(&inner).await?;
+    loop {
+        let (sender, reused) = match inner.pop_idle() {
+            Some(sender) => (sender, true),
+            // Boxed: dialling is the rare path, and inline it would make every request's
+            // future as large as a TCP connect plus a handshake.
+            None => (Box::pin(dial_h1(&inner)).await?, false),
+        };
+        let mut conn = Release::new(
+            inner.clone(),
+            Held::H1 {
+                sender,
+                _permit: permit,
+            },
+        );
+        // A reused connection finishes its previous exchange first; a closed one is dropped.
+        if conn.sender().ready().await.is_err() {
+            permit = conn
+                .retire(Closed::Backend)
+                .expect("HTTP/1.1 holds a permit");
+            if reused {
+                continue;
+            }
+            return Err(ConnectError::new(
+                ConnectErrorKind::Other,
+                inner.authority.as_str(),
+                Some("connection closed before the request was sent".into()),
+            )
+            .into());
+        }
+        match conn.sender().try_send_request(req).await {
+            Ok(res) => {
+                if reused {
+                    Counters::bump(&inner.counters.reused);
+                }
+                return Ok(res.map(|body| PooledBody::new(body, conn)));
+            }
+            Err(mut e) => match e.take_message() {
+                // The backend closed a kept-alive connection before the request left: it
+                // was not sent, so send it on another connection.
+                Some(unsent) if reused => {
+                    permit = conn
+                        .retire(Closed::Backend)
+                        .expect("HTTP/1.1 holds a permit");
+                    req = unsent;
+                }
+                _ => {
+                    drop(conn);
+                    return Err(e.into_error().into());
+                }
+            },
+        }
+    }
+}
+
+async fn send_h2<B>(
+    inner: Arc<Inner<B>>,
+    mut req: Request<B>,
+) -> Result<Response<PooledBody<B>>, BoxError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    prepare_h2(&mut req, &inner.authority);
+    let conn = h2_stream(&inner).await?;
+    let mut sender = conn.sender.clone();
+    // From here the stream is accounted for, however the request ends.
+    let release = Release::new(inner.clone(), Held::H2 { conn });
+    let res = sender.send_request(req).await?;
+    Ok(res.map(|body| PooledBody::new(body, release)))
+}
+
+/// Reserves a stream on an open HTTP/2 connection with room, dialling one when all are
+/// full and the cap allows, or waiting for a stream to end when it does not.
+async fn h2_stream<B>(inner: &Arc<Inner<B>>) -> Result<Arc<H2Conn<B>>, BoxError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let deadline = Instant::now() + inner.config.wait_timeout;
+    let max = inner.config.h2_max_streams;
+    let mut waited = false;
+    loop {
+        let released = inner.h2_released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+
+        let conns = inner.h2.load_full();
+        for conn in conns.iter().filter(|c| !c.sender.is_closed()) {
+            let mut n = conn.streams.load(Ordering::Acquire);
+            while n < max {
+                match conn.streams.compare_exchange_weak(
+                    n,
+                    n + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        if waited {
+                            inner.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        return Ok(conn.clone());
+                    }
+                    Err(now) => n = now,
+                }
+            }
+        }
+        let live = conns.iter().filter(|c| !c.sender.is_closed()).count();
+        if live < inner.config.max_connections {
+            let _dialling = inner.h2_dial.lock().await;
+            if !Arc::ptr_eq(&conns, &inner.h2.load_full()) {
+                continue; // someone else changed the set meanwhile: look again
+            }
+            let sender = Box::pin(dial_h2(inner)).await;
+            let sender = match sender {
+                Ok(sender) => sender,
+                Err(e) => {
+                    if waited {
+                        inner.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
+            };
+            let fresh = Arc::new(H2Conn {
+                sender,
+                streams: AtomicUsize::new(0),
+                last_used: AtomicU64::new(inner.now_nanos()),
+            });
+            let mut dead = 0;
+            inner.h2.rcu(|conns| {
+                dead = conns.iter().filter(|c| c.sender.is_closed()).count();
+                let mut next: Vec<_> = conns
+                    .iter()
+                    .filter(|c| !c.sender.is_closed())
+                    .cloned()
+                    .collect();
+                next.push(fresh.clone());
+                next
+            });
+            for _ in 0..dead {
+                inner.counters.closed(Closed::Backend);
+            }
+            continue;
+        }
+        if !waited {
+            waited = true;
+            inner.counters.waiting.fetch_add(1, Ordering::Relaxed);
+        }
+        if tokio::time::timeout_at(deadline, released).await.is_err() {
+            inner.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+            Counters::bump(&inner.counters.wait_timeouts);
+            return Err(PoolTimeout::new().into());
+        }
+    }
+}
+
+async fn dial_h2<B>(inner: &Inner<B>) -> Result<http2::SendRequest<B>, BoxError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let stream = match connect::tcp(&inner.authority, inner.config.connect_timeout).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            Counters::bump(&inner.counters.connect_errors);
+            return Err(e.into());
+        }
+    };
+    let handshake = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await;
+    let (sender, conn) = match handshake {
+        Ok(pair) => pair,
+        Err(e) => {
+            Counters::bump(&inner.counters.connect_errors);
+            return Err(e.into());
+        }
+    };
+    Counters::bump(&inner.counters.created);
+    let backend = inner.authority.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%backend, error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}

@@ -1,0 +1,329 @@
+//! The per-backend connection pool against real backends on loopback: the cap, reuse,
+//! idle reaping, backends that close connections, wait timeouts, HTTP/2, typed connect
+//! errors, and stats that match what the backend saw.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use switchyard::{Backend, ErrorKind, ProxyConfig};
+use switchyard_cli::ServerConfig;
+use switchyard_pool::{ConnectError, ConnectErrorKind, Pool, PoolConfig, PoolTimeout, Protocol};
+use switchyard_tests::{
+    backend, backend_with, client, get, BackendOptions, TestBackend, TestProxy,
+};
+use tower::ServiceExt;
+
+type TestPool = Pool<Empty<Bytes>>;
+
+fn pool(b: &TestBackend, config: PoolConfig) -> TestPool {
+    Pool::new(b.addr.to_string().parse().unwrap(), config)
+}
+
+/// Sends a GET for `path` and reads the whole body; returns the status and the body.
+async fn fetch(pool: &TestPool, path: &str) -> Result<(StatusCode, Bytes), switchyard::BoxError> {
+    let req = Request::get(path).body(Empty::new()).unwrap();
+    let res = pool.clone().oneshot(req).await?;
+    let status = res.status();
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_connection() {
+    let a = backend("a").await;
+    let pool = pool(&a, PoolConfig::default());
+    for _ in 0..10 {
+        let (status, body) = fetch(&pool, "/").await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
+    }
+    assert_eq!(a.accepted(), 1, "the backend saw more than one connection");
+    let stats = pool.stats();
+    assert_eq!(
+        (
+            stats.created,
+            stats.reused,
+            stats.open,
+            stats.idle,
+            stats.in_use
+        ),
+        (1, 9, 1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn cap_bounds_connections_and_everyone_is_served() {
+    let a = backend("a").await;
+    let pool = pool(
+        &a,
+        PoolConfig {
+            max_connections: 4,
+            ..PoolConfig::default()
+        },
+    );
+    let results = join_all((0..64).map(|_| fetch(&pool, "/delay/20"))).await;
+    assert!(
+        results.iter().all(|r| matches!(r, Ok((StatusCode::OK, _)))),
+        "{results:?}"
+    );
+    assert!(
+        a.accepted() <= 4,
+        "backend saw {} connections",
+        a.accepted()
+    );
+    let stats = pool.stats();
+    assert_eq!(stats.created as usize, a.accepted());
+    assert_eq!(stats.reused, 64 - stats.created);
+    assert_eq!(
+        (stats.in_use, stats.waiting, stats.wait_timeouts),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn waiting_past_the_timeout_is_a_pool_timeout() {
+    let a = backend("a").await;
+    let config = PoolConfig {
+        max_connections: 1,
+        wait_timeout: Duration::from_millis(100),
+        ..PoolConfig::default()
+    };
+    let pool = pool(&a, config);
+    // The only connection is taken by a request that never completes.
+    let held = pool
+        .clone()
+        .oneshot(Request::get("/hang").body(Empty::new()).unwrap());
+    let held = tokio::spawn(held);
+    while a.request_count() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let err = fetch(&pool, "/").await.unwrap_err();
+    assert!(err.is::<PoolTimeout>(), "{err}");
+    assert_eq!(ErrorKind::of(&*err), ErrorKind::PoolTimeout);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.wait_timeouts, stats.waiting, stats.in_use, stats.open),
+        (1, 0, 1, 1)
+    );
+    assert_eq!(a.accepted(), 1);
+    held.abort();
+}
+
+#[tokio::test]
+async fn a_connection_the_backend_closed_is_not_reused() {
+    let a = backend_with(
+        "a",
+        BackendOptions {
+            idle_close: Some(Duration::from_millis(50)),
+        },
+    )
+    .await;
+    let pool = pool(&a, PoolConfig::default());
+    fetch(&pool, "/").await.unwrap();
+    assert_eq!(
+        a.wait_closed(1).await,
+        1,
+        "backend did not close its idle connection"
+    );
+    // No error reaches the caller: the next request goes out on a new connection.
+    let (status, _) = fetch(&pool, "/").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(a.accepted(), 2);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.created, stats.reused, stats.closed.backend_closed),
+        (2, 0, 1)
+    );
+}
+
+#[tokio::test]
+async fn connection_close_responses_are_honoured() {
+    let a = backend("a").await;
+    let pool = pool(&a, PoolConfig::default());
+    for _ in 0..3 {
+        let (status, _) = fetch(&pool, "/close").await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(a.accepted(), 3);
+    assert_eq!(a.wait_closed(3).await, 3);
+    let stats = pool.stats();
+    assert_eq!(stats.created, 3);
+    assert_eq!(stats.reused, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let a = backend("a").await;
+    let pool = pool(
+        &a,
+        PoolConfig {
+            idle_timeout: Duration::from_secs(90),
+            ..PoolConfig::default()
+        },
+    );
+    fetch(&pool, "/").await.unwrap();
+    assert_eq!(pool.stats().idle, 1);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(pool.stats().idle, 1, "closed before its idle timeout");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.idle, stats.open, stats.closed.idle_timeout),
+        (0, 0, 1)
+    );
+    assert_eq!(
+        a.wait_closed(1).await,
+        1,
+        "the backend's connection was not closed"
+    );
+}
+
+#[tokio::test]
+async fn http2_requests_share_one_connection() {
+    let a = backend("a").await;
+    let pool = pool(
+        &a,
+        PoolConfig {
+            protocol: Protocol::Http2,
+            ..PoolConfig::default()
+        },
+    );
+    let results = join_all((0..100).map(|_| fetch(&pool, "/delay/20"))).await;
+    assert!(
+        results.iter().all(|r| matches!(r, Ok((StatusCode::OK, _)))),
+        "{results:?}"
+    );
+    assert_eq!(a.accepted(), 1, "HTTP/2 requests were not multiplexed");
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.created, stats.open, stats.in_use, stats.idle),
+        (1, 1, 0, 1)
+    );
+}
+
+#[tokio::test]
+async fn http2_opens_another_connection_past_the_stream_limit() {
+    let a = backend("a").await;
+    let config = PoolConfig {
+        protocol: Protocol::Http2,
+        h2_max_streams: 10,
+        ..PoolConfig::default()
+    };
+    let pool = pool(&a, config);
+    let results = join_all((0..30).map(|_| fetch(&pool, "/delay/50"))).await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(a.accepted(), 3, "30 streams at 10 per connection");
+    assert_eq!(pool.stats().created, 3);
+}
+
+#[tokio::test]
+async fn connect_errors_are_typed() {
+    let closed = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let refused: TestPool = Pool::new(closed.to_string().parse().unwrap(), PoolConfig::default());
+    let err = fetch(&refused, "/").await.unwrap_err();
+    let connect = err.downcast_ref::<ConnectError>().expect("a ConnectError");
+    assert_eq!(connect.kind(), ConnectErrorKind::Refused);
+    assert_eq!(refused.stats().connect_errors, 1);
+    assert_eq!(refused.stats().open, 0);
+
+    let config = PoolConfig {
+        connect_timeout: Duration::from_secs(5),
+        ..PoolConfig::default()
+    };
+    let unknown: TestPool = Pool::new("switchyard-test.invalid:80".parse().unwrap(), config);
+    let err = fetch(&unknown, "/").await.unwrap_err();
+    let connect = err.downcast_ref::<ConnectError>().expect("a ConnectError");
+    assert!(connect.is_dns(), "{connect}");
+}
+
+#[tokio::test]
+async fn abandoned_responses_close_their_connection() {
+    let a = backend("a").await;
+    let pool = pool(&a, PoolConfig::default());
+    let res = pool
+        .clone()
+        .oneshot(Request::get("/stream/1048576").body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    drop(res); // a client that went away mid-body
+    assert_eq!(a.wait_closed(1).await, 1);
+    let stats = pool.stats();
+    assert_eq!((stats.open, stats.in_use, stats.closed.error), (0, 0, 1));
+    fetch(&pool, "/").await.unwrap();
+    assert_eq!(pool.stats().created, 2);
+}
+
+#[tokio::test]
+async fn through_the_proxy_the_cap_holds_and_stats_are_reported() {
+    let a = backend("a").await;
+    let config = ProxyConfig {
+        max_connections_per_backend: 4,
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
+    let url = proxy.url("/delay/20");
+    let client = client();
+    let results = join_all((0..64).map(|_| get(&client, &url))).await;
+    assert!(results.iter().all(|(s, _, _)| *s == StatusCode::OK));
+    assert!(
+        a.accepted() <= 4,
+        "backend saw {} connections",
+        a.accepted()
+    );
+    let stats = proxy.proxy.pool_stats();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].0, "a");
+    assert_eq!(stats[0].1.created as usize, a.accepted());
+    assert_eq!(stats[0].1.created + stats[0].1.reused, 64);
+
+    // Removing the backend closes its idle connections at once.
+    proxy.proxy.remove_backend("a").unwrap();
+    let open = a.accepted();
+    assert_eq!(
+        a.wait_closed(open).await,
+        open,
+        "idle connections of a removed backend stayed open"
+    );
+}
+
+#[tokio::test]
+async fn re_added_backend_gets_a_fresh_pool() {
+    let a = backend("a").await;
+    let proxy = TestProxy::with(&[&a]).await;
+    let client = client();
+    get(&client, &proxy.url("/")).await;
+    proxy.proxy.remove_backend("a").unwrap();
+    proxy.proxy.add_backend(Backend::new("a", a.url())).unwrap();
+    proxy.proxy.settled().await;
+    let (status, _, _) = get(&client, &proxy.url("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        a.accepted(),
+        2,
+        "the old connection was reused after re-adding"
+    );
+    assert_eq!(proxy.proxy.pool_stats()[0].1.created, 1);
+}
+
+#[tokio::test]
+async fn h2_backend_through_the_proxy() {
+    let a = backend("a").await;
+    let proxy = TestProxy::with(&[]).await;
+    proxy
+        .proxy
+        .add_backend(Backend::new("a", a.url()).protocol(Protocol::Http2))
+        .unwrap();
+    proxy.proxy.settled().await;
+    let client = client();
+    let url = proxy.url("/headers");
+    let results = join_all((0..20).map(|_| get(&client, &url))).await;
+    for (status, backend, body) in &results {
+        assert_eq!((*status, backend.as_str()), (StatusCode::OK, "a"), "{body}");
+    }
+    assert_eq!(a.accepted(), 1);
+}
