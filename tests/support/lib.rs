@@ -100,6 +100,8 @@ impl TestBackend {
 pub struct BackendOptions {
     /// Close keep-alive connections left idle this long (hyper's header read timeout).
     pub idle_close: Option<std::time::Duration>,
+    /// Answer every request with this status.
+    pub fail_with: Option<u16>,
 }
 
 /// Starts a backend on 127.0.0.1. Every response carries `x-backend: <id>`. Paths:
@@ -134,7 +136,7 @@ pub async fn backend_with(id: &'static str, options: BackendOptions) -> TestBack
             let closed = closed.clone();
             let service = hyper::service::service_fn(move |req| {
                 requests.fetch_add(1, Ordering::SeqCst);
-                answer(id, req)
+                answer(id, req, options.fail_with)
             });
             tokio::spawn(async move {
                 let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -157,9 +159,13 @@ pub async fn backend_with(id: &'static str, options: BackendOptions) -> TestBack
 async fn answer(
     id: &'static str,
     req: Request<Incoming>,
+    fail_with: Option<u16>,
 ) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_owned();
     let mut res = Response::builder().header("x-backend", id);
+    if let Some(status) = fail_with {
+        return Ok(res.status(status).body(full(id)).unwrap());
+    }
     let body = match path.as_str() {
         "/headers" => {
             let mut text = String::new();

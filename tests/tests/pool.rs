@@ -117,6 +117,7 @@ async fn a_connection_the_backend_closed_is_not_reused() {
         "a",
         BackendOptions {
             idle_close: Some(Duration::from_millis(50)),
+            ..BackendOptions::default()
         },
     )
     .await;

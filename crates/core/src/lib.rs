@@ -6,8 +6,10 @@
 //! walking the error's `source()` chain with [`ErrorKind::of`], whatever wrapped it on the
 //! way up.
 
+pub mod classify;
 mod error;
 
+pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome};
 pub use error::{
     BoxError, CircuitOpen, ConnectError, ConnectErrorKind, ErrorKind, NoBackendsAvailable,
     PoolTimeout, RequestTimeout,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use switchyard_breaker::BreakerConfig;
 use switchyard_pool::{PoolConfig, Protocol};
 
 /// The proxy's configuration. `ProxyConfig::default()` is the specification's
@@ -122,6 +123,16 @@ impl ProxyConfig {
             idle_timeout: self.idle_conn_timeout,
             protocol: Protocol::Http1,
             h2_max_streams: self.h2_max_streams_per_connection,
+        }
+    }
+
+    /// The circuit breaker settings of one backend.
+    pub fn breaker_config(&self) -> BreakerConfig {
+        BreakerConfig {
+            enabled: self.circuit_breaker_enabled,
+            threshold: self.circuit_breaker_threshold,
+            timeout: self.circuit_breaker_timeout,
+            ..BreakerConfig::default()
         }
     }
 

@@ -7,7 +7,9 @@
 //!   request ──▶ ErrorResponse   typed errors become 503 / 504 / 502 responses
 //!               Timeout         request_timeout (tower::timeout)
 //!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
-//!               Balance         smooth weighted round robin over the backend registry
+//!               Balance         smooth weighted round robin over the backend registry,
+//!                               skipping backends whose breaker is open
+//!               CircuitBreaker  one per backend (switchyard-breaker)
 //!               HttpEndpoint    one per backend: its own connection pool (switchyard-pool)
 //! ```
 //!
@@ -47,11 +49,13 @@ pub use error::{BackendError, Error};
 pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};
 pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
+pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
 pub use switchyard_core::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};
 pub use switchyard_pool::{PoolConfig, PoolStats, Protocol};
 
 /// The layers, re-exported so a custom stack needs only this crate.
 pub mod layers {
     pub use switchyard_balance as balance;
+    pub use switchyard_breaker as breaker;
     pub use switchyard_pool as pool;
 }

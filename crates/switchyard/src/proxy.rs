@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use switchyard_balance::Balance;
+use switchyard_breaker::CircuitBreakers;
 use switchyard_core::BoxError;
 use switchyard_pool::PoolStats;
 use tower::timeout::{Timeout, TimeoutLayer};
@@ -39,6 +40,7 @@ pub struct Proxy {
 struct Shared {
     config: ProxyConfig,
     registry: Registry,
+    breakers: CircuitBreakers,
 }
 
 impl Proxy {
@@ -48,14 +50,19 @@ impl Proxy {
     /// Check the configuration with [`ProxyConfig::validate`] first where it comes from a
     /// user.
     pub fn new(config: ProxyConfig) -> Self {
-        let (registry, discovery) = Registry::new(config.pool_config());
+        let breakers = CircuitBreakers::new(config.breaker_config());
+        let (registry, discovery) = Registry::new(config.pool_config(), breakers.clone());
         let stack = ServiceBuilder::new()
             .layer(ErrorResponseLayer::new())
             .layer(TimeoutLayer::new(config.request_timeout))
             .layer(ProxyHeadersLayer::new().preserve_host(config.preserve_host))
             .service(Balance::weighted(discovery));
         Self {
-            shared: Arc::new(Shared { config, registry }),
+            shared: Arc::new(Shared {
+                config,
+                registry,
+                breakers,
+            }),
             stack,
         }
     }
@@ -79,6 +86,12 @@ impl Proxy {
     /// The backends, in the order they were added (specification `ListBackends`).
     pub fn list_backends(&self) -> Vec<Backend> {
         self.shared.registry.list()
+    }
+
+    /// The backends' circuit breakers (specification `GetCircuitBreaker`): state per
+    /// backend, trip counts, forcing, and a stream of transitions.
+    pub fn circuit_breaker(&self) -> &CircuitBreakers {
+        &self.shared.breakers
     }
 
     /// Connection pool counters of every backend, in the order they were added

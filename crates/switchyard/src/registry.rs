@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use futures::Stream;
 use switchyard_balance::Weighted;
+use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
 use tokio::sync::mpsc;
 use tower::discover::Change;
 
@@ -23,7 +24,7 @@ struct Entry {
     endpoint: HttpEndpoint,
 }
 
-pub(crate) type Endpoint = Weighted<HttpEndpoint>;
+pub(crate) type Endpoint = Weighted<CircuitBreaker<HttpEndpoint>>;
 type Event = Result<Change<String, Endpoint>, Infallible>;
 
 /// Backends by id. Only the admin path (add, remove, list) touches the lock; requests read
@@ -34,15 +35,17 @@ pub(crate) struct Registry {
     backends: AdminLock<Vec<Entry>>,
     changes: mpsc::UnboundedSender<Event>,
     pool: PoolConfig,
+    breakers: CircuitBreakers,
 }
 
 impl Registry {
-    pub(crate) fn new(pool: PoolConfig) -> (Self, Discovery) {
+    pub(crate) fn new(pool: PoolConfig, breakers: CircuitBreakers) -> (Self, Discovery) {
         let (changes, rx) = mpsc::unbounded_channel();
         let registry = Self {
             backends: AdminLock::default(),
             changes,
             pool,
+            breakers,
         };
         (registry, Discovery { rx })
     }
@@ -68,7 +71,9 @@ impl Registry {
                 reason,
             })?;
         if backend.active {
-            let weighted = Weighted::new(endpoint.clone(), backend.weight);
+            let breaker = self.breakers.breaker(&backend.id);
+            let guarded = CircuitBreaker::new(endpoint.clone(), breaker, HttpClassifier::new());
+            let weighted = Weighted::new(guarded, backend.weight);
             // The receiver lives as long as the balancer, which the proxy holds.
             let _ = self
                 .changes
@@ -89,6 +94,7 @@ impl Registry {
         let _ = self.changes.send(Ok(Change::Remove(backend.id.clone())));
         // Requests already routed to it finish; its idle connections close now.
         endpoint.close();
+        self.breakers.remove(&backend.id);
         tracing::info!(id = %backend.id, "backend removed");
         Ok(backend)
     }

@@ -1,0 +1,200 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use switchyard_core::{BoxError, CircuitOpen, Classify, HttpClassifier};
+use tower::Service;
+
+use crate::breaker::{Admission, Breaker};
+
+/// A service behind a circuit breaker. See the [crate docs](crate).
+pub struct CircuitBreaker<S, C = HttpClassifier> {
+    inner: S,
+    breaker: Arc<Breaker>,
+    classifier: C,
+    /// Admission granted by `poll_ready`, taken by `call` (dropped unused, it releases a
+    /// probe slot).
+    admitted: Option<Ticket>,
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// Wraps `inner` with `breaker`, judging results with `classifier`.
+    pub fn new(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
+        Self {
+            inner,
+            breaker,
+            classifier,
+            admitted: None,
+        }
+    }
+
+    /// The breaker.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+    /// A clone shares the breaker and starts with no admission of its own.
+    fn clone(&self) -> Self {
+        Self::new(
+            self.inner.clone(),
+            self.breaker.clone(),
+            self.classifier.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.breaker)
+            .finish()
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    /// Fails at once with [`CircuitOpen`] while the breaker is open (and for half-open
+    /// requests beyond the probe limit); never waits for the breaker.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.admitted.is_none() {
+            match self.breaker.admit() {
+                Admission::Rejected => return Poll::Ready(Err(CircuitOpen::new().into())),
+                admission => self.admitted = Some(Ticket::new(&self.breaker, admission)),
+            }
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                self.admitted = None;
+                Poll::Ready(Err(e.into()))
+            }
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let ticket = match self.admitted.take() {
+            Some(ticket) => ticket,
+            // Called without a readiness check: decide now.
+            None => match self.breaker.admit() {
+                Admission::Rejected => {
+                    return ResponseFuture {
+                        state: State::Rejected,
+                        breaker: None,
+                        classifier: self.classifier.clone(),
+                    }
+                }
+                admission => Ticket::new(&self.breaker, admission),
+            },
+        };
+        ResponseFuture {
+            state: State::Called {
+                fut: self.inner.call(req),
+            },
+            breaker: Some(ticket),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// An admitted request's claim on the breaker: reports its outcome once, or releases a
+/// probe slot if the request is dropped first.
+struct Ticket {
+    breaker: Arc<Breaker>,
+    admission: Admission,
+    recorded: bool,
+}
+
+impl Ticket {
+    fn new(breaker: &Arc<Breaker>, admission: Admission) -> Self {
+        Self {
+            breaker: breaker.clone(),
+            admission,
+            recorded: false,
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.breaker.cancel(&self.admission);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`CircuitBreaker`].
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        state: State<F>,
+        breaker: Option<Ticket>,
+        classifier: C,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] fut: F },
+        Rejected,
+    }
+}
+
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.state.project() {
+            StateProj::Called { fut } => ready!(fut.poll(cx)).map_err(Into::into),
+            StateProj::Rejected => return Poll::Ready(Err(CircuitOpen::new().into())),
+        };
+        if let Some(mut ticket) = this.breaker.take() {
+            let outcome = this.classifier.classify(result.as_ref());
+            ticket.breaker.record(&ticket.admission, outcome);
+            ticket.recorded = true;
+        }
+        Poll::Ready(result)
+    }
+}

@@ -1,0 +1,144 @@
+//! Circuit breakers in the standard stack, end to end on loopback.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use http::StatusCode;
+use switchyard::{Backend, BreakerState, ProxyConfig};
+use switchyard_cli::ServerConfig;
+use switchyard_tests::{backend, backend_with, client, get, BackendOptions, TestProxy};
+
+fn failing() -> BackendOptions {
+    BackendOptions {
+        fail_with: Some(500),
+        ..BackendOptions::default()
+    }
+}
+
+async fn tally(proxy: &TestProxy, n: usize) -> HashMap<(StatusCode, String), usize> {
+    let client = client();
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let (status, backend, _) = get(&client, &proxy.url("/")).await;
+        *seen.entry((status, backend)).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_failing_backend_is_cut_off_until_its_timeout() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let bad = backend_with("bad", failing()).await;
+    let config = ProxyConfig {
+        circuit_breaker_timeout: Duration::from_millis(400),
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b, &bad]).await;
+
+    // Round robin sends every third request to `bad` until its fifth 500 trips it.
+    let seen = tally(&proxy, 15).await;
+    assert_eq!(
+        seen[&(StatusCode::INTERNAL_SERVER_ERROR, "bad".to_owned())],
+        5
+    );
+    assert!(matches!(
+        proxy.proxy.circuit_breaker().state("bad"),
+        Some(BreakerState::Open { .. })
+    ));
+
+    // Open: the others serve everything.
+    let seen = tally(&proxy, 30).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[&(StatusCode::OK, "a".to_owned())] + seen[&(StatusCode::OK, "b".to_owned())],
+        30
+    );
+    assert_eq!(bad.request_count(), 5);
+
+    // After the timeout one probe reaches it; it fails, and the breaker opens again.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let seen = tally(&proxy, 9).await;
+    assert_eq!(bad.request_count(), 6, "{seen:?}");
+    assert_eq!(proxy.proxy.circuit_breaker().trips("bad"), Some(2));
+}
+
+#[tokio::test]
+async fn every_breaker_open_is_503_at_once() {
+    let (x, y) = (
+        backend_with("x", failing()).await,
+        backend_with("y", failing()).await,
+    );
+    let proxy = TestProxy::with(&[&x, &y]).await;
+    let seen = tally(&proxy, 10).await;
+    assert_eq!(seen.values().sum::<usize>(), 10);
+    // Both open now (30 s): answered without waiting for anything.
+    let answer =
+        tokio::time::timeout(Duration::from_secs(5), get(&client(), &proxy.url("/"))).await;
+    let (status, _, body) = answer.expect("an open circuit made the client wait");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "no backend is available\n");
+    assert_eq!(x.request_count() + y.request_count(), 10);
+}
+
+#[tokio::test]
+async fn a_backend_that_does_not_resolve_trips_like_a_refused_one() {
+    let good = backend("good").await;
+    let proxy = TestProxy::with(&[&good]).await;
+    let url = "http://switchyard-test.invalid:80".parse().unwrap();
+    proxy
+        .proxy
+        .add_backend(Backend::new("nowhere", url))
+        .unwrap();
+    proxy.proxy.settled().await;
+    let seen = tally(&proxy, 10).await;
+    assert_eq!(
+        seen[&(StatusCode::BAD_GATEWAY, String::new())],
+        5,
+        "{seen:?}"
+    );
+    assert!(matches!(
+        proxy.proxy.circuit_breaker().state("nowhere"),
+        Some(BreakerState::Open { .. })
+    ));
+    let seen = tally(&proxy, 10).await;
+    assert_eq!(
+        seen,
+        HashMap::from([((StatusCode::OK, "good".to_owned()), 10)])
+    );
+    let stats = proxy.proxy.pool_stats();
+    assert_eq!(stats[1].0, "nowhere");
+    assert_eq!(stats[1].1.connect_errors, 5);
+}
+
+#[tokio::test]
+async fn operators_can_force_a_breaker() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let proxy = TestProxy::with(&[&a, &b]).await;
+    let breakers = proxy.proxy.circuit_breaker();
+    let mut events = breakers.subscribe();
+    assert!(breakers.force_open("a"));
+    let seen = tally(&proxy, 6).await;
+    assert_eq!(seen, HashMap::from([((StatusCode::OK, "b".to_owned()), 6)]));
+    assert!(breakers.force_close("a"));
+    let seen = tally(&proxy, 6).await;
+    assert_eq!(seen.len(), 2);
+    let e = events.recv().await.unwrap();
+    assert_eq!((&*e.id, e.to), ("a", BreakerState::ForcedOpen));
+    let e = events.recv().await.unwrap();
+    assert_eq!((&*e.id, e.to), ("a", BreakerState::Closed));
+}
+
+#[tokio::test]
+async fn with_breakers_disabled_a_failing_backend_keeps_its_share() {
+    let (a, bad) = (backend("a").await, backend_with("bad", failing()).await);
+    let config = ProxyConfig {
+        circuit_breaker_enabled: false,
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &bad]).await;
+    let seen = tally(&proxy, 20).await;
+    assert_eq!(
+        seen[&(StatusCode::INTERNAL_SERVER_ERROR, "bad".to_owned())],
+        10
+    );
+}
