@@ -66,6 +66,13 @@ pub struct Transition {
     pub to: State,
 }
 
+#[repr(align(128))]
+struct Hot {
+    state: AtomicU8,
+    /// Consecutive failures while closed.
+    failures: AtomicU32,
+}
+
 /// Whether a request may go through, decided in `poll_ready`.
 #[derive(Debug)]
 pub(crate) enum Admission {
@@ -77,12 +84,12 @@ pub(crate) enum Admission {
 
 /// One backend's breaker: its state in atomics, shared by every clone of the service.
 pub struct Breaker {
+    /// Read by every request: kept on a cache line of its own, away from the reference
+    /// count that every request's clone of the `Arc` writes.
+    hot: Hot,
     id: Arc<str>,
     config: BreakerConfig,
     epoch: Instant,
-    state: AtomicU8,
-    /// Consecutive failures while closed.
-    failures: AtomicU32,
     /// Nanoseconds since `epoch` when an open breaker may probe.
     open_until: AtomicU64,
     /// Re-trips since the breaker was last closed: the exponent of the open time.
@@ -107,8 +114,10 @@ impl Breaker {
         Self {
             id: id.into(),
             epoch: Instant::now(),
-            state: AtomicU8::new(CLOSED),
-            failures: AtomicU32::new(0),
+            hot: Hot {
+                state: AtomicU8::new(CLOSED),
+                failures: AtomicU32::new(0),
+            },
             open_until: AtomicU64::new(0),
             reopens: AtomicU32::new(0),
             generation: AtomicU64::new(0),
@@ -145,7 +154,7 @@ impl Breaker {
     /// The current state. An open breaker whose time is up reports `HalfOpen`: the next
     /// request will be a probe.
     pub fn state(&self) -> State {
-        match self.state.load(Ordering::Acquire) {
+        match self.hot.state.load(Ordering::Acquire) {
             CLOSED => State::Closed,
             HALF_OPEN => State::HalfOpen,
             FORCED_OPEN => State::ForcedOpen,
@@ -171,7 +180,7 @@ impl Breaker {
     pub fn force_open(&self) {
         let from = self.state();
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.state.store(FORCED_OPEN, Ordering::Release);
+        self.hot.state.store(FORCED_OPEN, Ordering::Release);
         tracing::warn!(backend = %self.id, "circuit forced open");
         self.publish(from, State::ForcedOpen);
     }
@@ -186,12 +195,12 @@ impl Breaker {
 
     fn close_now(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.failures.store(0, Ordering::Relaxed);
+        self.hot.failures.store(0, Ordering::Relaxed);
         self.reopens.store(0, Ordering::Relaxed);
         if let Some(w) = &self.window {
             w.clear();
         }
-        self.state.store(CLOSED, Ordering::Release);
+        self.hot.state.store(CLOSED, Ordering::Release);
     }
 
     fn now(&self) -> u64 {
@@ -221,7 +230,7 @@ impl Breaker {
         if !self.config.enabled {
             return Admission::Closed;
         }
-        match self.state.load(Ordering::Acquire) {
+        match self.hot.state.load(Ordering::Acquire) {
             CLOSED => Admission::Closed,
             HALF_OPEN => self.try_probe(),
             OPEN => {
@@ -229,6 +238,7 @@ impl Breaker {
                     return Admission::Rejected;
                 }
                 if self
+                    .hot
                     .state
                     .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
@@ -247,7 +257,8 @@ impl Breaker {
         let generation = self.generation.load(Ordering::Acquire);
         let mut n = self.probes.load(Ordering::Acquire);
         loop {
-            if n >= self.config.probes.max(1) || self.state.load(Ordering::Acquire) != HALF_OPEN {
+            if n >= self.config.probes.max(1) || self.hot.state.load(Ordering::Acquire) != HALF_OPEN
+            {
                 return Admission::Rejected;
             }
             match self
@@ -276,15 +287,15 @@ impl Breaker {
         // A result that arrives after the breaker left the closed state says nothing new.
         match outcome {
             Outcome::Success => {
-                if self.failures.load(Ordering::Relaxed) != 0 {
-                    self.failures.store(0, Ordering::Relaxed);
+                if self.hot.failures.load(Ordering::Relaxed) != 0 {
+                    self.hot.failures.store(0, Ordering::Relaxed);
                 }
                 if let Some(w) = &self.window {
                     w.record(self.now(), false);
                 }
             }
             Outcome::Failure { retry_after } => {
-                let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+                let n = self.hot.failures.fetch_add(1, Ordering::AcqRel) + 1;
                 let by_rate = match &self.window {
                     Some(w) => {
                         let now = self.now();
@@ -311,6 +322,7 @@ impl Breaker {
                 self.probes.fetch_sub(1, Ordering::AcqRel);
                 if ok >= self.config.probe_successes.max(1)
                     && self
+                        .hot
                         .state
                         .compare_exchange(HALF_OPEN, TRIPPING, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
@@ -336,6 +348,7 @@ impl Breaker {
 
     fn trip(&self, from: u8, retry_after: Option<Duration>) {
         if self
+            .hot
             .state
             .compare_exchange(from, TRIPPING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -359,7 +372,7 @@ impl Breaker {
         self.probes.store(0, Ordering::Release);
         self.probe_successes.store(0, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.state.store(OPEN, Ordering::Release);
+        self.hot.state.store(OPEN, Ordering::Release);
         self.trips.fetch_add(1, Ordering::Relaxed);
         let from = if from == HALF_OPEN {
             State::HalfOpen
