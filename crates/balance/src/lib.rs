@@ -59,8 +59,9 @@ mod weight;
 
 pub use future::ResponseFuture;
 pub use layer::{BalanceLayer, WeightedBalanceLayer};
-pub use service::Balance;
+pub use service::{http_route_hint, Balance};
 pub use switchyard_core::NoBackendsAvailable;
+pub use switchyard_core::RouteHint;
 pub use weight::{Weight, Weighted};
 
 /// Smooth weighted round-robin order, exposed for tests and tools.

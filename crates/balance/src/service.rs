@@ -7,7 +7,7 @@ use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
 use futures::FutureExt;
-use switchyard_core::{BoxError, NoBackendsAvailable};
+use switchyard_core::{BoxError, NoBackendsAvailable, RouteHint};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tower::discover::{Change, Discover};
@@ -22,8 +22,10 @@ use crate::weight::Weight;
 /// [`NoBackendsAvailable`] when none is. See the [crate docs](crate).
 pub struct Balance<S, Req> {
     shared: Arc<Shared<S>>,
-    /// The endpoint readied by `poll_ready`, taken by `call`.
-    ready: Option<S>,
+    /// The endpoint readied by `poll_ready` (with its id), taken by `call`.
+    ready: Option<(u64, S)>,
+    /// Finds a retry's [`RouteHint`] in a request, if requests carry one.
+    hint: fn(&Req) -> Option<&RouteHint>,
     _req: PhantomData<fn(Req)>,
 }
 
@@ -44,6 +46,9 @@ impl<S> Drop for Shared<S> {
 /// One published snapshot of the endpoint set.
 struct EndpointSet<S> {
     services: Vec<S>,
+    /// Each endpoint's id, unique for the balancer's life (a replaced endpoint gets a new
+    /// one); ids start at 1.
+    ids: Vec<u64>,
     /// Indices into `services`, one full smooth-weighted cycle.
     schedule: Vec<u32>,
 }
@@ -52,6 +57,7 @@ impl<S> EndpointSet<S> {
     fn empty() -> Self {
         Self {
             services: Vec::new(),
+            ids: Vec::new(),
             schedule: Vec::new(),
         }
     }
@@ -97,6 +103,7 @@ where
         let mut driver = Driver {
             discover: Box::pin(discover),
             endpoints: Vec::new(),
+            next_id: 0,
             set: set.clone(),
             count: count_tx,
             weight_of,
@@ -118,9 +125,26 @@ where
         Self {
             shared: Arc::new(shared),
             ready: None,
+            hint: |_| None,
             _req: PhantomData,
         }
     }
+}
+
+impl<S, Req> Balance<S, Req> {
+    /// Reads a [`RouteHint`] from each request with `hint`: when the endpoint readied for
+    /// a request is the one its previous attempt went to, another ready endpoint is chosen
+    /// if there is one, and the chosen endpoint is recorded in the hint. For HTTP
+    /// requests, [`http_route_hint`] reads it from the request's extensions.
+    pub fn route_hints(mut self, hint: fn(&Req) -> Option<&RouteHint>) -> Self {
+        self.hint = hint;
+        self
+    }
+}
+
+/// Finds a [`RouteHint`] in an HTTP request's extensions, for [`Balance::route_hints`].
+pub fn http_route_hint<B>(req: &http::Request<B>) -> Option<&RouteHint> {
+    req.extensions().get::<RouteHint>()
 }
 
 impl<S, Req> Balance<S, Req> {
@@ -145,9 +169,10 @@ impl<S, Req> Balance<S, Req>
 where
     S: Service<Req> + Clone,
 {
-    /// Picks the next endpoint in schedule order that is ready now. Endpoints that are not
-    /// ready are skipped, each visited at most once; `None` when no endpoint is ready.
-    fn select(&self, cx: &mut Context<'_>) -> Option<S> {
+    /// Picks the next endpoint in schedule order that is ready now, other than `avoid`.
+    /// Endpoints that are not ready are skipped, each visited at most once; `None` when no
+    /// endpoint is ready.
+    fn select(&self, cx: &mut Context<'_>, avoid: Option<u64>) -> Option<(u64, S)> {
         let set = self.shared.set.load();
         let n = set.services.len();
         if n == 0 {
@@ -156,9 +181,13 @@ where
         let pos = self.shared.cursor.fetch_add(1, Ordering::Relaxed) % set.schedule.len();
         let first = set.schedule[pos] as usize;
         for offset in 0..n {
-            let mut svc = set.services[(first + offset) % n].clone();
+            let i = (first + offset) % n;
+            if Some(set.ids[i]) == avoid {
+                continue;
+            }
+            let mut svc = set.services[i].clone();
             match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => return Some(svc),
+                Poll::Ready(Ok(())) => return Some((set.ids[i], svc)),
                 Poll::Ready(Err(_)) => {
                     tracing::debug!(endpoint = (first + offset) % n, "endpoint failed; skipped")
                 }
@@ -187,20 +216,31 @@ where
     /// `call` fail with [`NoBackendsAvailable`] instead of parking the caller.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.ready.is_none() {
-            self.ready = self.select(cx);
+            self.ready = self.select(cx, None);
         }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let noop = &mut Context::from_waker(Waker::noop());
         // A caller that skipped `poll_ready`, or whose poll found nothing, gets one more
         // look at the current set (endpoints may have become ready since).
-        let ready = match self.ready.take() {
-            Some(svc) => Some(svc),
-            None => self.select(&mut Context::from_waker(Waker::noop())),
-        };
+        let mut ready = self.ready.take().or_else(|| self.select(noop, None));
+        if let Some(hint) = (self.hint)(&req) {
+            // A retry: go elsewhere than the previous attempt when something else is ready.
+            if let (Some(last), Some((id, _))) = (hint.last(), &ready) {
+                if *id == last {
+                    if let Some(other) = self.select(noop, Some(last)) {
+                        ready = Some(other);
+                    }
+                }
+            }
+            if let Some((id, _)) = &ready {
+                hint.set(*id);
+            }
+        }
         match ready {
-            Some(mut svc) => ResponseFuture::called(svc.call(req)),
+            Some((_, mut svc)) => ResponseFuture::called(svc.call(req)),
             None => ResponseFuture::failed(NoBackendsAvailable::new().into()),
         }
     }
@@ -213,6 +253,7 @@ impl<S, Req> Clone for Balance<S, Req> {
         Self {
             shared: self.shared.clone(),
             ready: None,
+            hint: self.hint,
             _req: PhantomData,
         }
     }
@@ -236,7 +277,8 @@ type Polled<D> = Option<
 /// Owns the discovery stream and the endpoint list it describes; publishes snapshots.
 struct Driver<D: Discover> {
     discover: Pin<Box<D>>,
-    endpoints: Vec<(D::Key, D::Service)>,
+    endpoints: Vec<(D::Key, u64, D::Service)>,
+    next_id: u64,
     set: Arc<ArcSwap<EndpointSet<D::Service>>>,
     count: watch::Sender<usize>,
     weight_of: fn(&D::Service) -> u32,
@@ -263,12 +305,14 @@ where
                     break false;
                 }
                 Some(Some(Ok(Change::Insert(key, svc)))) => {
-                    match self.endpoints.iter_mut().find(|(k, _)| *k == key) {
-                        Some(slot) => slot.1 = svc,
-                        None => self.endpoints.push((key, svc)),
+                    self.next_id += 1;
+                    let id = self.next_id;
+                    match self.endpoints.iter_mut().find(|(k, _, _)| *k == key) {
+                        Some(slot) => (slot.1, slot.2) = (id, svc),
+                        None => self.endpoints.push((key, id, svc)),
                     }
                 }
-                Some(Some(Ok(Change::Remove(key)))) => self.endpoints.retain(|(k, _)| *k != key),
+                Some(Some(Ok(Change::Remove(key)))) => self.endpoints.retain(|(k, _, _)| *k != key),
             }
             changed = true;
             next = self.poll_now();
@@ -287,10 +331,11 @@ where
         let weights: Vec<u32> = self
             .endpoints
             .iter()
-            .map(|(_, s)| (self.weight_of)(s))
+            .map(|(_, _, s)| (self.weight_of)(s))
             .collect();
         self.set.store(Arc::new(EndpointSet {
-            services: self.endpoints.iter().map(|(_, s)| s.clone()).collect(),
+            services: self.endpoints.iter().map(|(_, _, s)| s.clone()).collect(),
+            ids: self.endpoints.iter().map(|(_, id, _)| *id).collect(),
             schedule: smooth_weighted_order(&weights),
         }));
         self.count.send_replace(self.endpoints.len());

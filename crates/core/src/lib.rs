@@ -8,9 +8,11 @@
 
 pub mod classify;
 mod error;
+mod hint;
 
 pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome};
 pub use error::{
     BoxError, CircuitOpen, ConnectError, ConnectErrorKind, ErrorKind, NoBackendsAvailable,
     PoolTimeout, RequestTimeout,
 };
+pub use hint::RouteHint;

@@ -8,6 +8,7 @@ use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchyard_breaker::BreakerConfig;
 use switchyard_pool::{PoolConfig, Protocol};
+use switchyard_retry::RetryConfig;
 
 /// The proxy's configuration. `ProxyConfig::default()` is the specification's
 /// `DefaultProxyConfig`.
@@ -49,6 +50,8 @@ pub struct ProxyConfig {
     pub retry_delay: Duration,
     /// Whether retry delays double each time (100 ms, 200 ms, 400 ms …).
     pub retry_backoff: bool,
+    /// Retry POST and PATCH too (only idempotent methods are retried by default).
+    pub retry_non_idempotent: bool,
     /// Whether GET responses are cached.
     pub cache_enabled: bool,
     /// Freshness given to cacheable responses that carry none.
@@ -85,6 +88,7 @@ impl Default for ProxyConfig {
             max_retries: 3,
             retry_delay: Duration::from_millis(100),
             retry_backoff: true,
+            retry_non_idempotent: false,
             cache_enabled: true,
             cache_ttl: Duration::from_secs(300),
             cache_max_size: ByteSize(100 * 1024 * 1024),
@@ -123,6 +127,18 @@ impl ProxyConfig {
             idle_timeout: self.idle_conn_timeout,
             protocol: Protocol::Http1,
             h2_max_streams: self.h2_max_streams_per_connection,
+        }
+    }
+
+    /// The retry layer's settings: attempts stay within `request_timeout`.
+    pub fn retry_config(&self) -> RetryConfig {
+        RetryConfig {
+            max_retries: self.max_retries,
+            delay: self.retry_delay,
+            backoff: self.retry_backoff,
+            non_idempotent: self.retry_non_idempotent,
+            deadline: Some(self.request_timeout),
+            ..RetryConfig::default()
         }
     }
 

@@ -7,6 +7,7 @@
 //!   request ──▶ ErrorResponse   typed errors become 503 / 504 / 502 responses
 //!               Timeout         request_timeout (tower::timeout)
 //!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
+//!               Retry           backoff, budget, idempotency, body replay (switchyard-retry)
 //!               Balance         smooth weighted round robin over the backend registry,
 //!                               skipping backends whose breaker is open
 //!               CircuitBreaker  one per backend (switchyard-breaker)
@@ -52,10 +53,12 @@ pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
 pub use switchyard_core::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};
 pub use switchyard_pool::{PoolConfig, PoolStats, Protocol};
+pub use switchyard_retry::{RetryConfig, RetryStats};
 
 /// The layers, re-exported so a custom stack needs only this crate.
 pub mod layers {
     pub use switchyard_balance as balance;
     pub use switchyard_breaker as breaker;
     pub use switchyard_pool as pool;
+    pub use switchyard_retry as retry;
 }

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use switchyard_balance::Balance;
+use switchyard_balance::{http_route_hint, Balance};
 use switchyard_breaker::CircuitBreakers;
 use switchyard_core::BoxError;
 use switchyard_pool::PoolStats;
+use switchyard_retry::{ReplayBody, Retry, RetryLayer, RetryStats};
 use tower::timeout::{Timeout, TimeoutLayer};
+use tower::util::MapRequest;
 use tower::{Service, ServiceBuilder};
 
 use crate::body::{self, Body};
@@ -18,7 +20,14 @@ use crate::{
     ProxyHeadersLayer,
 };
 
-type Stack = ErrorResponse<Timeout<ProxyHeaders<Balance<Endpoint, Request<Body>>>>>;
+type Balancer = Balance<Endpoint, Request<Body>>;
+type BoxReplay = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
+type Stack = ErrorResponse<Timeout<ProxyHeaders<Retry<BoxReplay>>>>;
+
+/// Between retry and balance: attempts carry a replayable body; below, one body type.
+fn box_replay(req: Request<ReplayBody<Body>>) -> Request<Body> {
+    req.map(body::boxed)
+}
 
 /// The future of [`Proxy`]'s `call`.
 pub type ProxyFuture = <Stack as Service<Request<Body>>>::Future;
@@ -38,6 +47,9 @@ pub struct Proxy {
 }
 
 struct Shared {
+    retry: RetryLayer,
+    /// The balancer's endpoint count, for `settled`.
+    endpoints: tokio::sync::watch::Receiver<usize>,
     config: ProxyConfig,
     registry: Registry,
     breakers: CircuitBreakers,
@@ -52,15 +64,21 @@ impl Proxy {
     pub fn new(config: ProxyConfig) -> Self {
         let breakers = CircuitBreakers::new(config.breaker_config());
         let (registry, discovery) = Registry::new(config.pool_config(), breakers.clone());
+        let retry = RetryLayer::new(config.retry_config());
+        let balance = Balance::weighted(discovery).route_hints(http_route_hint);
+        let endpoints = balance.endpoint_count();
         let stack = ServiceBuilder::new()
             .layer(ErrorResponseLayer::new())
             .layer(TimeoutLayer::new(config.request_timeout))
             .layer(ProxyHeadersLayer::new().preserve_host(config.preserve_host))
-            .service(Balance::weighted(discovery));
+            .layer(retry.clone())
+            .service(MapRequest::new(balance, box_replay as fn(_) -> _));
         Self {
             shared: Arc::new(Shared {
                 config,
                 registry,
+                retry,
+                endpoints,
                 breakers,
             }),
             stack,
@@ -88,6 +106,12 @@ impl Proxy {
         self.shared.registry.list()
     }
 
+    /// Retry counters: attempts, retries by reason, budget exhaustion (the
+    /// specification's `TotalRetries` is `retries`).
+    pub fn retry_stats(&self) -> RetryStats {
+        self.shared.retry.stats()
+    }
+
     /// The backends' circuit breakers (specification `GetCircuitBreaker`): state per
     /// backend, trip counts, forcing, and a stream of transitions.
     pub fn circuit_breaker(&self) -> &CircuitBreakers {
@@ -104,8 +128,8 @@ impl Proxy {
     /// and start-up code that must not send a request before the backends are in place.
     pub async fn settled(&self) {
         let active = self.list_backends().iter().filter(|b| b.active).count();
-        let balance = self.stack.get_ref().get_ref().get_ref();
-        let _ = balance.endpoint_count().wait_for(|&n| n == active).await;
+        let mut endpoints = self.shared.endpoints.clone();
+        let _ = endpoints.wait_for(|&n| n == active).await;
     }
 }
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind (repeatable, unlike wall time):
+# starts two bench backends and the proxy under valgrind, sends a bounded wrk load to
+# 127.0.0.1, and divides the total instruction count by the requests served.
+#   benches/callgrind.sh                      # switchyard, current-thread runtime
+#   PROXY="path/to/minproxy --listen 127.0.0.1:18100 --backends 127.0.0.1:18081,127.0.0.1:18082 --threads 0" PORT=18100 benches/callgrind.sh
+# Needs: valgrind, wrk, and the harness's backend (cargo build --release in ../shared/bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend=${BACKEND:-../shared/bench/target/release/bench-backend}
+port=${PORT:-18106}
+if [[ -z "${PROXY:-}" ]]; then
+  cargo build --release --bin switchyard
+  PROXY="target/release/switchyard serve --listen 127.0.0.1:$port --backends 127.0.0.1:18081,127.0.0.1:18082 --threads 1"
+fi
+out=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+"$backend" --port 18081 >/dev/null 2>&1 & pids+=($!)
+"$backend" --port 18082 >/dev/null 2>&1 & pids+=($!)
+# shellcheck disable=SC2086
+RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg" $PROXY >/dev/null 2>"$out/valgrind.log" &
+proxy=$!
+pids+=($proxy)
+sleep 3
+n=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$port/small" | awk '/requests in/ {print $1}')
+kill -INT "$proxy"; wait "$proxy" 2>/dev/null || true
+total=$(callgrind_annotate "$out/cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "requests: $n  instructions: $total  per request: $((total / n))"
+echo "profile: $out/cg (callgrind_annotate --inclusive=yes $out/cg)"

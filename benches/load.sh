@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the shared load harness (../shared/bench/run.sh: nginx, HAProxy, a bare hyper proxy
+# and the backend directly, on loopback) with switchyard in the `ours` slot.
+#   benches/load.sh                                   # REPS=6, /small and /large
+#   TARGETS="minproxy-ct nginx-w1 ours" REPS=3 PATHS=/small benches/load.sh
+# Needs: apt-get install -y wrk nginx-light haproxy (see the harness's README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+harness=${HARNESS:-../shared/bench/run.sh}
+cargo build --release --bin switchyard
+bin=$(mktemp -d)/switchyard
+cp target/release/switchyard "$bin"
+export OURS_CMD="$bin serve --listen {LISTEN} --backends {BACKENDS} --threads {THREADS}"
+export TARGETS=${TARGETS:-"direct minproxy minproxy-ct nginx-w1 haproxy-t1 ours"}
+export REPS=${REPS:-6} DURATION=${DURATION:-10s} PATHS=${PATHS:-"/small /large"}
+exec "$harness"

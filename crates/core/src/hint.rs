@@ -1,0 +1,29 @@
+//! How a retry tells the balancer which backend the previous attempt went to.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A request extension shared by the attempts of one request: the balancer records the
+/// endpoint each attempt goes to, and avoids the previous one when another is ready.
+#[derive(Debug, Clone, Default)]
+pub struct RouteHint(Arc<AtomicU64>);
+
+impl RouteHint {
+    /// A hint with no attempt recorded.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The endpoint the last attempt went to (`None` before the first).
+    pub fn last(&self) -> Option<u64> {
+        match self.0.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// Records the endpoint an attempt goes to. Endpoint ids start at 1.
+    pub fn set(&self, endpoint: u64) {
+        self.0.store(endpoint, Ordering::Release);
+    }
+}

@@ -1,0 +1,347 @@
+//! The retry layer with tower-test mocks, on paused time.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream;
+use http::{Method, Request, Response};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use switchyard_core::{BoxError, CircuitOpen, ConnectError, ConnectErrorKind, RouteHint};
+use switchyard_retry::{BudgetConfig, Jitter, ReplayBody, Retry, RetryConfig, RetryLayer};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+use tower_test::mock;
+
+type Body = UnsyncBoxBody<Bytes, BoxError>;
+type Mock = mock::Mock<Request<ReplayBody<Body>>, Response<()>>;
+type Handle = mock::Handle<Request<ReplayBody<Body>>, Response<()>>;
+
+fn exact() -> RetryConfig {
+    RetryConfig {
+        jitter: Jitter::None,
+        ..RetryConfig::default()
+    }
+}
+
+fn setup(config: RetryConfig) -> (Retry<Mock>, Handle, RetryLayer) {
+    let (mock, handle) = mock::pair();
+    let layer = RetryLayer::new(config);
+    (layer.layer(mock), handle, layer)
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn request(method: Method, body: Body) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri("/r")
+        .body(body)
+        .unwrap()
+}
+
+fn response(status: u16, retry_after: Option<&str>) -> Response<()> {
+    let mut b = Response::builder().status(status);
+    if let Some(v) = retry_after {
+        b = b.header("retry-after", v);
+    }
+    b.body(()).unwrap()
+}
+
+/// Answers the next attempts with `statuses`, returning when each arrived.
+async fn answer(handle: &mut Handle, statuses: &[u16]) -> Vec<Instant> {
+    let mut at = Vec::new();
+    for &status in statuses {
+        let (_, reply) = handle.next_request().await.expect("an attempt");
+        at.push(Instant::now());
+        reply.send_response(response(status, None));
+    }
+    at
+}
+
+fn gaps(at: &[Instant]) -> Vec<Duration> {
+    at.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+fn ms(v: &[u64]) -> Vec<Duration> {
+    v.iter().map(|&m| Duration::from_millis(m)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn delays_double_exactly_without_jitter() {
+    let (svc, mut handle, layer) = setup(exact());
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let at = answer(&mut handle, &[503, 502, 504, 200]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    assert_eq!(gaps(&at), ms(&[100, 200, 400]));
+    let stats = layer.stats();
+    assert_eq!(
+        (
+            stats.requests,
+            stats.attempts,
+            stats.retries,
+            stats.retries_status
+        ),
+        (1, 4, 3, 3)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_backoff_every_delay_is_the_same() {
+    let (svc, mut handle, _) = setup(RetryConfig {
+        backoff: false,
+        ..exact()
+    });
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let at = answer(&mut handle, &[503, 503, 503, 200]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    assert_eq!(gaps(&at), ms(&[100, 100, 100]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn equal_jitter_stays_within_bounds() {
+    for _ in 0..20 {
+        let (svc, mut handle, _) = setup(RetryConfig::default());
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let at = answer(&mut handle, &[503, 503, 503, 200]).await;
+        res.await.unwrap().unwrap();
+        for (gap, full) in gaps(&at).into_iter().zip([100u64, 200, 400]) {
+            let full = Duration::from_millis(full);
+            assert!(
+                gap >= full / 2 && gap <= full,
+                "{gap:?} outside [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_failure_is_returned_after_max_retries() {
+    let (svc, mut handle, layer) = setup(exact());
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    answer(&mut handle, &[503, 503, 503, 502]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 502);
+    assert_eq!(layer.stats().attempts, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_and_other_statuses_are_not_retried() {
+    for status in [400, 404, 429, 500, 501] {
+        let (svc, mut handle, layer) = setup(exact());
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        answer(&mut handle, &[status]).await;
+        assert_eq!(res.await.unwrap().unwrap().status(), status);
+        assert_eq!(layer.stats().attempts, 1, "{status} was retried");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_is_retried_only_when_opted_in() {
+    let (svc, mut handle, layer) = setup(exact());
+    let res = tokio::spawn(svc.oneshot(request(Method::POST, empty())));
+    answer(&mut handle, &[503]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 503);
+    assert_eq!(layer.stats().attempts, 1);
+
+    let (svc, mut handle, layer) = setup(RetryConfig {
+        non_idempotent: true,
+        ..exact()
+    });
+    let res = tokio::spawn(svc.oneshot(request(Method::POST, empty())));
+    answer(&mut handle, &[503, 200]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    assert_eq!(layer.stats().attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn proxy_refusals_are_retried_with_their_reason() {
+    let (svc, mut handle, layer) = setup(exact());
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(ConnectError::new(ConnectErrorKind::Refused, "b:1", None));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(CircuitOpen::new());
+    answer(&mut handle, &[200]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    let stats = layer.stats();
+    assert_eq!(
+        (
+            stats.retries_connect,
+            stats.retries_circuit_open,
+            stats.retries
+        ),
+        (1, 1, 2)
+    );
+
+    // Other errors are returned as they are.
+    let (svc, mut handle, layer) = setup(exact());
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(std::io::Error::other("reset mid-response"));
+    assert!(res.await.unwrap().is_err());
+    assert_eq!(layer.stats().attempts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_sets_the_delay_within_the_cap() {
+    let (svc, mut handle, _) = setup(exact());
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let (_, reply) = handle.next_request().await.unwrap();
+    let first = Instant::now();
+    reply.send_response(response(503, Some("2")));
+    let at = answer(&mut handle, &[200]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    assert_eq!(at[0] - first, Duration::from_secs(2));
+
+    // Beyond the cap the response goes back as it is.
+    let (svc, mut handle, layer) = setup(exact());
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(response(503, Some("60")));
+    assert_eq!(res.await.unwrap().unwrap().status(), 503);
+    assert_eq!(layer.stats().attempts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_attempt_starts_after_the_deadline() {
+    let config = RetryConfig {
+        deadline: Some(Duration::from_millis(250)),
+        ..exact()
+    };
+    let (svc, mut handle, layer) = setup(config);
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    // Attempts at 0 and 100 ms; the next would be at 300 ms, past 250 ms.
+    answer(&mut handle, &[503, 503]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 503);
+    assert_eq!(layer.stats().attempts, 2);
+}
+
+fn streamed(chunks: &[&'static [u8]]) -> Body {
+    let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+        .iter()
+        .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+        .collect();
+    StreamBody::new(stream::iter(frames)).boxed_unsync()
+}
+
+#[tokio::test(start_paused = true)]
+async fn replayed_bodies_are_byte_identical() {
+    let (svc, mut handle, _) = setup(RetryConfig {
+        non_idempotent: true,
+        ..exact()
+    });
+    let body = streamed(&[b"hello ", b"replayed ", b"world"]);
+    let res = tokio::spawn(svc.oneshot(request(Method::POST, body)));
+    let mut seen = Vec::new();
+    for status in [503, 502, 200] {
+        let (req, reply) = handle.next_request().await.unwrap();
+        seen.push(req.into_body().collect().await.unwrap().to_bytes());
+        reply.send_response(response(status, None));
+    }
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    assert!(
+        seen.iter()
+            .all(|b| b == &Bytes::from_static(b"hello replayed world")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_sends_what_the_failed_attempt_never_read() {
+    let (svc, mut handle, _) = setup(RetryConfig {
+        non_idempotent: true,
+        ..exact()
+    });
+    let res = tokio::spawn(svc.oneshot(request(Method::POST, streamed(&[b"abc", b"def"]))));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(ConnectError::new(ConnectErrorKind::Refused, "b:1", None)); // body untouched
+    let (req, reply) = handle.next_request().await.unwrap();
+    assert_eq!(
+        req.into_body().collect().await.unwrap().to_bytes(),
+        "abcdef"
+    );
+    reply.send_response(response(200, None));
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_over_the_cap_are_forwarded_but_not_retried() {
+    let config = RetryConfig {
+        non_idempotent: true,
+        max_replay_body: 8,
+        ..exact()
+    };
+    let (svc, mut handle, layer) = setup(config);
+    let res = tokio::spawn(svc.oneshot(request(Method::PUT, streamed(&[b"0123456", b"789abc"]))));
+    let (req, reply) = handle.next_request().await.unwrap();
+    assert_eq!(
+        req.into_body().collect().await.unwrap().to_bytes(),
+        "0123456789abc"
+    );
+    reply.send_response(response(503, None));
+    assert_eq!(res.await.unwrap().unwrap().status(), 503);
+    let stats = layer.stats();
+    assert_eq!((stats.attempts, stats.body_too_large), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_stops_a_retry_storm() {
+    // No ratio and a floor of 1 retry per second over 10 s: 10 retries in the window.
+    let budget = BudgetConfig {
+        ratio: 0.0,
+        min_per_second: 1,
+        window: Duration::from_secs(10),
+    };
+    let config = RetryConfig {
+        max_retries: 1,
+        budget,
+        ..exact()
+    };
+    let (svc, mut handle, layer) = setup(config);
+    let mut failures = Vec::new();
+    for i in 0..20 {
+        let res = tokio::spawn(svc.clone().oneshot(request(Method::GET, empty())));
+        let (_, reply) = handle.next_request().await.unwrap();
+        reply.send_response(response(503, None));
+        if i < 10 {
+            answer(&mut handle, &[503]).await; // the retry, while the budget lasts
+        }
+        failures.push(res.await.unwrap().unwrap().status());
+    }
+    let stats = layer.stats();
+    assert_eq!(stats.retries, 10);
+    assert_eq!(stats.budget_exhausted, 10);
+    assert!(failures.iter().all(|s| *s == 503));
+    // The window moves on: retries are allowed again.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    answer(&mut handle, &[503, 200]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_share_a_route_hint() {
+    let (svc, mut handle, _) = setup(exact());
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let (first, reply) = handle.next_request().await.unwrap();
+    let hint = first
+        .extensions()
+        .get::<RouteHint>()
+        .expect("a route hint")
+        .clone();
+    hint.set(7); // what a balancer does
+    reply.send_response(response(503, None));
+    let (second, reply) = handle.next_request().await.unwrap();
+    assert_eq!(
+        second.extensions().get::<RouteHint>().unwrap().last(),
+        Some(7)
+    );
+    reply.send_response(response(200, None));
+    res.await.unwrap().unwrap();
+}
