@@ -116,7 +116,7 @@ fn run(
     main: impl std::future::Future<Output = Result<(), String>>,
 ) -> ExitCode {
     let runtime = match threads {
-        Some(0) => tokio::runtime::Builder::new_current_thread()
+        Some(0 | 1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         Some(n) => tokio::runtime::Builder::new_multi_thread()
