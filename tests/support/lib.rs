@@ -55,6 +55,7 @@ pub struct TestBackend {
     pub connections: Arc<AtomicUsize>,
     /// TCP connections that have ended.
     pub closed: Arc<AtomicUsize>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl TestBackend {
@@ -71,6 +72,12 @@ impl TestBackend {
     /// Requests received so far.
     pub fn request_count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Stops the backend as a crash would: it stops accepting (new connections are
+    /// refused) and drops its open connections, requests in flight included.
+    pub fn kill(&self) {
+        self.stop.send_replace(true);
     }
 
     /// Connections accepted so far.
@@ -100,7 +107,7 @@ impl TestBackend {
 pub struct BackendOptions {
     /// Close keep-alive connections left idle this long (hyper's header read timeout).
     pub idle_close: Option<std::time::Duration>,
-    /// Answer every request with this status.
+    /// Read each request whole, then answer it with this status.
     pub fail_with: Option<u16>,
 }
 
@@ -126,11 +133,21 @@ pub async fn backend_with(id: &'static str, options: BackendOptions) -> TestBack
         requests: Arc::default(),
         connections: Arc::default(),
         closed: Arc::default(),
+        stop: Arc::new(tokio::sync::watch::channel(false).0),
     };
     let (requests, connections, closed) =
         (b.requests.clone(), b.connections.clone(), b.closed.clone());
+    let mut stopped = b.stop.subscribe();
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => break,
+                },
+                _ = stopped.wait_for(|&s| s) => break,
+            };
+            let mut conn_stopped = stopped.clone();
             connections.fetch_add(1, Ordering::SeqCst);
             let requests = requests.clone();
             let closed = closed.clone();
@@ -146,9 +163,10 @@ pub async fn backend_with(id: &'static str, options: BackendOptions) -> TestBack
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(idle);
                 }
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                tokio::select! {
+                    _ = builder.serve_connection(TokioIo::new(stream), service) => {}
+                    _ = conn_stopped.wait_for(|&s| s) => {}
+                }
                 closed.fetch_add(1, Ordering::SeqCst);
             });
         }
@@ -164,6 +182,8 @@ async fn answer(
     let path = req.uri().path().to_owned();
     let mut res = Response::builder().header("x-backend", id);
     if let Some(status) = fail_with {
+        // Read the request first, as a backend that fails while handling it would.
+        let _ = req.into_body().collect().await;
         return Ok(res.status(status).body(full(id)).unwrap());
     }
     let body = match path.as_str() {

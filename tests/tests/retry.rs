@@ -1,7 +1,10 @@
 //! Retries in the standard stack, end to end on loopback.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use http::{Request, StatusCode};
-use switchyard::ProxyConfig;
+use switchyard::{Backend, ProxyConfig};
 use switchyard_cli::ServerConfig;
 use switchyard_tests::{backend, backend_with, client, full, get, send, BackendOptions, TestProxy};
 
@@ -93,4 +96,112 @@ async fn with_every_backend_failing_the_last_answer_comes_back() {
         (StatusCode::SERVICE_UNAVAILABLE, "bad")
     );
     assert_eq!(bad.request_count(), 4, "1 attempt + max_retries 3");
+}
+
+#[tokio::test]
+async fn with_one_of_three_refusing_connections_every_get_succeeds() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let refused = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let proxy = TestProxy::with(&[&a, &b]).await;
+    let url = format!("http://{refused}").parse().unwrap();
+    proxy
+        .proxy
+        .add_backend(Backend::new("refusing", url))
+        .unwrap();
+    proxy.proxy.settled().await;
+    let client = client();
+    for _ in 0..30 {
+        let (status, _, _) = get(&client, &proxy.url("/")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(a.request_count() + b.request_count(), 30);
+    assert!(proxy.proxy.retry_stats().retries_connect >= 1);
+}
+
+#[tokio::test]
+async fn killing_a_backend_under_load_fails_no_request() {
+    let (a, b, c) = (backend("a").await, backend("b").await, backend("c").await);
+    let proxy = TestProxy::with(&[&a, &b, &c]).await;
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (url, sent, failed) = (proxy.url("/delay/5"), sent.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            let client = client();
+            for _ in 0..40 {
+                let (status, _, _) = get(&client, &url).await;
+                sent.fetch_add(1, Ordering::SeqCst);
+                if status != StatusCode::OK {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    while sent.load(Ordering::SeqCst) < 80 {
+        tokio::task::yield_now().await;
+    }
+    b.kill();
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(sent.load(Ordering::SeqCst), 320);
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "client requests failed when a backend died"
+    );
+    let stats = proxy.proxy.retry_stats();
+    assert!(stats.retries >= 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_3_kib_body_is_replayed_and_a_1_mib_body_is_sent_once() {
+    let (bad, good) = (
+        backend_with("bad", unavailable()).await,
+        backend("good").await,
+    );
+    let config = ProxyConfig {
+        circuit_breaker_enabled: false,
+        retry_non_idempotent: true,
+        ..ProxyConfig::default()
+    };
+    let proxy = TestProxy::start(config.clone(), ServerConfig::default(), &[&bad, &good]).await;
+    let small = "s".repeat(3 * 1024);
+    let (status, backend, answer) = send(
+        &client(),
+        Request::post(proxy.url("/upload"))
+            .body(full(small))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, backend.as_str(), answer.as_str()),
+        (StatusCode::OK, "good", "3072")
+    );
+
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad, &good]).await;
+    let (bad_before, good_before) = (bad.request_count(), good.request_count());
+    let large = vec![b'L'; 1 << 20];
+    let (status, backend, _) = send(
+        &client(),
+        Request::post(proxy.url("/upload"))
+            .body(full(large))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, backend.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "bad")
+    );
+    assert_eq!(
+        (
+            bad.request_count() - bad_before,
+            good.request_count() - good_before
+        ),
+        (1, 0)
+    );
+    assert_eq!(proxy.proxy.retry_stats().body_too_large, 1);
 }

@@ -9,8 +9,9 @@
 //!   DELETE), unless [`RetryConfig::non_idempotent`] opts POST and PATCH in. Only
 //!   failures that say the request did not do its work: a failed connect, the chosen
 //!   backend's circuit open, no backend available, no free connection in time, and the
-//!   statuses in [`RetryConfig::statuses`] (502, 503, 504). Never a 4xx. The decision is
-//!   made on the response head, before any of its body reaches the client.
+//!   statuses in [`RetryConfig::statuses`] (502, 503, 504); for idempotent methods also a
+//!   connection that broke mid-request (a backend that went away). Never a 4xx. The
+//!   decision is made on the response head, before any of its body reaches the client.
 //! - **When.** After [`RetryConfig::delay`], doubled at each retry when
 //!   [`RetryConfig::backoff`] is on (100, 200, 400 ms), capped at
 //!   [`RetryConfig::max_delay`], spread by [`Jitter`] (equal jitter by default: each delay

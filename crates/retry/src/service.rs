@@ -119,6 +119,8 @@ enum Reason {
     CircuitOpen,
     NoBackends,
     PoolTimeout,
+    /// The connection broke during an idempotent request.
+    Upstream,
 }
 
 /// Retry counters, read from atomics.
@@ -140,6 +142,8 @@ pub struct RetryStats {
     pub retries_no_backends: u64,
     /// Retries after waiting too long for a connection.
     pub retries_pool_timeout: u64,
+    /// Retries of idempotent requests whose connection broke (a backend that went away).
+    pub retries_upstream: u64,
     /// Failures returned as they were because the budget was spent.
     pub budget_exhausted: u64,
     /// Failures not retried because the request body was too large to replay.
@@ -155,6 +159,7 @@ struct Counters {
     circuit_open: AtomicU64,
     no_backends: AtomicU64,
     pool_timeout: AtomicU64,
+    upstream: AtomicU64,
     budget_exhausted: AtomicU64,
     body_too_large: AtomicU64,
 }
@@ -171,6 +176,7 @@ impl Counters {
             Reason::CircuitOpen => &self.circuit_open,
             Reason::NoBackends => &self.no_backends,
             Reason::PoolTimeout => &self.pool_timeout,
+            Reason::Upstream => &self.upstream,
         });
     }
 
@@ -192,6 +198,7 @@ impl Counters {
             retries_circuit_open: get(&self.circuit_open),
             retries_no_backends: get(&self.no_backends),
             retries_pool_timeout: get(&self.pool_timeout),
+            retries_upstream: get(&self.upstream),
             budget_exhausted: get(&self.budget_exhausted),
             body_too_large: get(&self.body_too_large),
         }
@@ -249,7 +256,8 @@ where
     let start = Instant::now();
     bump(&shared.stats.requests);
     shared.budget.deposit();
-    let retryable = config.max_retries > 0 && (config.non_idempotent || idempotent(req.method()));
+    let idempotent = idempotent(req.method());
+    let retryable = config.max_retries > 0 && (config.non_idempotent || idempotent);
     let (mut parts, body) = req.into_parts();
     let hint = RouteHint::new();
     parts.extensions.insert(hint);
@@ -265,7 +273,7 @@ where
         if !retryable || retries >= config.max_retries {
             return result;
         }
-        let Some(reason) = should_retry(config, &result) else {
+        let Some(reason) = should_retry(config, idempotent, &result) else {
             return result;
         };
         let delay = match &result {
@@ -314,6 +322,7 @@ where
 
 fn should_retry<RB>(
     config: &RetryConfig,
+    idempotent: bool,
     result: &Result<Response<RB>, BoxError>,
 ) -> Option<Reason> {
     match result {
@@ -326,6 +335,8 @@ fn should_retry<RB>(
             ErrorKind::CircuitOpen => Some(Reason::CircuitOpen),
             ErrorKind::NoBackendsAvailable => Some(Reason::NoBackends),
             ErrorKind::PoolTimeout => Some(Reason::PoolTimeout),
+            // The request may have reached the backend: safe to resend only if idempotent.
+            ErrorKind::Upstream if idempotent => Some(Reason::Upstream),
             _ => None,
         },
     }

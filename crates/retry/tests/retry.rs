@@ -179,13 +179,23 @@ async fn proxy_refusals_are_retried_with_their_reason() {
         (1, 1, 2)
     );
 
-    // Other errors are returned as they are.
-    let (svc, mut handle, layer) = setup(exact());
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    // A broken connection: an idempotent request is resent, an opted-in POST is not (it
+    // may have been processed).
+    let (svc, mut handle, layer) = setup(RetryConfig {
+        non_idempotent: true,
+        ..exact()
+    });
+    let res = tokio::spawn(svc.clone().oneshot(request(Method::GET, empty())));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(std::io::Error::other("reset mid-response"));
+    answer(&mut handle, &[200]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    assert_eq!(layer.stats().retries_upstream, 1);
+    let res = tokio::spawn(svc.oneshot(request(Method::POST, empty())));
     let (_, reply) = handle.next_request().await.unwrap();
     reply.send_error(std::io::Error::other("reset mid-response"));
     assert!(res.await.unwrap().is_err());
-    assert_eq!(layer.stats().attempts, 1);
+    assert_eq!(layer.stats().attempts, 3);
 }
 
 #[tokio::test(start_paused = true)]
