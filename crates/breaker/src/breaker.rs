@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_core::Outcome;
+use switchyard_core::{Outcome, SlidingCounts};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -291,16 +291,15 @@ impl Breaker {
                     self.hot.failures.store(0, Ordering::Relaxed);
                 }
                 if let Some(w) = &self.window {
-                    w.record(self.now(), false);
+                    w.record(false);
                 }
             }
             Outcome::Failure { retry_after } => {
                 let n = self.hot.failures.fetch_add(1, Ordering::AcqRel) + 1;
                 let by_rate = match &self.window {
                     Some(w) => {
-                        let now = self.now();
-                        w.record(now, true);
-                        w.tripped(now)
+                        w.record(true);
+                        w.tripped()
                     }
                     None => false,
                 };
@@ -416,74 +415,32 @@ impl fmt::Debug for Breaker {
     }
 }
 
-/// Failure counts over a sliding window, in ten buckets of atomics.
+/// The optional failure-rate trip: requests and failures over a sliding window.
 struct Window {
     trip: RateTrip,
-    bucket_nanos: u64,
-    buckets: [Bucket; BUCKETS],
-}
-
-const BUCKETS: usize = 10;
-
-#[derive(Default)]
-struct Bucket {
-    /// Which bucket period (`now / bucket_nanos`) the counts belong to.
-    period: AtomicU64,
-    total: AtomicU32,
-    failed: AtomicU32,
+    counts: SlidingCounts,
 }
 
 impl Window {
     fn new(trip: RateTrip) -> Self {
-        let bucket_nanos = u64::try_from((trip.window / BUCKETS as u32).as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
         Self {
             trip,
-            bucket_nanos,
-            buckets: Default::default(),
+            counts: SlidingCounts::new(trip.window),
         }
     }
 
-    fn record(&self, now: u64, failed: bool) {
-        let period = now / self.bucket_nanos + 1; // 0 marks an unused bucket
-        let bucket = &self.buckets[(period % BUCKETS as u64) as usize];
-        let seen = bucket.period.load(Ordering::Acquire);
-        if seen != period
-            && bucket
-                .period
-                .compare_exchange(seen, period, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            bucket.total.store(0, Ordering::Release);
-            bucket.failed.store(0, Ordering::Release);
-        }
-        bucket.total.fetch_add(1, Ordering::AcqRel);
-        if failed {
-            bucket.failed.fetch_add(1, Ordering::AcqRel);
-        }
+    fn record(&self, failed: bool) {
+        self.counts.add(1, u32::from(failed));
     }
 
-    fn tripped(&self, now: u64) -> bool {
-        let period = now / self.bucket_nanos + 1;
-        let (mut total, mut failed) = (0u64, 0u64);
-        for b in &self.buckets {
-            let p = b.period.load(Ordering::Acquire);
-            if p != 0 && p + (BUCKETS as u64) > period {
-                total += u64::from(b.total.load(Ordering::Acquire));
-                failed += u64::from(b.failed.load(Ordering::Acquire));
-            }
-        }
+    fn tripped(&self) -> bool {
+        let (total, failed) = self.counts.sums();
         total >= u64::from(self.trip.min_requests)
             && total > 0
             && failed as f64 / total as f64 >= self.trip.failure_ratio
     }
 
     fn clear(&self) {
-        for b in &self.buckets {
-            b.period.store(0, Ordering::Release);
-            b.total.store(0, Ordering::Release);
-            b.failed.store(0, Ordering::Release);
-        }
+        self.counts.clear();
     }
 }

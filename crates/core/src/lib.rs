@@ -9,6 +9,7 @@
 pub mod classify;
 mod error;
 mod hint;
+mod window;
 
 pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome};
 pub use error::{
@@ -16,3 +17,4 @@ pub use error::{
     PoolTimeout, RequestTimeout,
 };
 pub use hint::RouteHint;
+pub use window::SlidingCounts;

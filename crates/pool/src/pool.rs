@@ -448,24 +448,25 @@ async fn acquire<B>(inner: &Inner<B>) -> Result<OwnedSemaphorePermit, BoxError> 
     }
 }
 
-async fn dial_h1<B>(inner: &Inner<B>) -> Result<http1::SendRequest<B>, BoxError>
+/// Connects to the backend and runs `handshake` on the stream. A failure of either is a
+/// connect error; a success is a created connection, whose task is spawned.
+async fn dial<B, S, C, F, Fut>(inner: &Inner<B>, handshake: F) -> Result<S, BoxError>
 where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    F: FnOnce(TokioIo<tokio::net::TcpStream>) -> Fut,
+    Fut: Future<Output = hyper::Result<(S, C)>>,
+    C: Future<Output = hyper::Result<()>> + Send + 'static,
 {
-    let stream = match connect::tcp(&inner.authority, inner.config.connect_timeout).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            Counters::bump(&inner.counters.connect_errors);
-            return Err(e.into());
-        }
+    let handshaken = match connect::tcp(&inner.authority, inner.config.connect_timeout).await {
+        Ok(stream) => handshake(TokioIo::new(stream))
+            .await
+            .map_err(BoxError::from),
+        Err(e) => Err(e.into()),
     };
-    let (sender, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
+    let (sender, conn) = match handshaken {
         Ok(pair) => pair,
         Err(e) => {
             Counters::bump(&inner.counters.connect_errors);
-            return Err(e.into());
+            return Err(e);
         }
     };
     Counters::bump(&inner.counters.created);
@@ -476,6 +477,15 @@ where
         }
     });
     Ok(sender)
+}
+
+async fn dial_h1<B>(inner: &Inner<B>) -> Result<http1::SendRequest<B>, BoxError>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    dial(inner, |io| http1::Builder::new().handshake(io)).await
 }
 
 async fn send_h1<B>(
@@ -652,30 +662,10 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let stream = match connect::tcp(&inner.authority, inner.config.connect_timeout).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            Counters::bump(&inner.counters.connect_errors);
-            return Err(e.into());
-        }
-    };
-    let handshake = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
-        .await;
-    let (sender, conn) = match handshake {
-        Ok(pair) => pair,
-        Err(e) => {
-            Counters::bump(&inner.counters.connect_errors);
-            return Err(e.into());
-        }
-    };
-    Counters::bump(&inner.counters.created);
-    let backend = inner.authority.clone();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%backend, error = %e, "backend connection ended with an error");
-        }
-    });
-    Ok(sender)
+    dial(inner, |io| {
+        http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+    })
+    .await
 }
