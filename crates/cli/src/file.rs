@@ -155,15 +155,10 @@ impl FileConfig {
             }]
         })?;
         let keys = KeySpans::of(&doc);
-        let config: FileConfig = toml::from_str(text).map_err(|e| {
-            let span = e.span();
-            vec![Problem {
-                key: span.as_ref().and_then(|s| keys.key_at(s)),
-                line: span.map(|s| line_of(text, s.start)),
-                message: e.message().trim().to_owned(),
-            }]
-        })?;
-        let mut problems = Vec::new();
+        let (config, mut problems) = deserialize_all(text, &keys);
+        let Some(config) = config else {
+            return Err(problems);
+        };
         let mut push = |key: String, message: String| {
             let line = keys.line_of(&key, text);
             problems.push(Problem {
@@ -196,12 +191,82 @@ impl FileConfig {
                 "a non-loopback admin listener needs `admin.token`".into(),
             );
         }
+        problems.sort_by_key(|p| p.line);
         if problems.is_empty() {
             Ok(config)
         } else {
             Err(problems)
         }
     }
+}
+
+/// Deserializes the file, collecting every key that does not deserialize instead of
+/// stopping at the first: each offending key is reported (with its line in the original
+/// text), taken out, and the rest deserialized again.
+fn deserialize_all(text: &str, keys: &KeySpans) -> (Option<FileConfig>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else {
+        return (None, problems);
+    };
+    let mut current = text.to_owned();
+    // Bounded: every pass removes one key, or stops.
+    for _ in 0..64 {
+        let err = match toml::from_str::<FileConfig>(&current) {
+            Ok(config) => return (Some(config), problems),
+            Err(err) => err,
+        };
+        let key = err.span().and_then(|span| {
+            let spans = ImDocument::parse(current.as_str())
+                .ok()
+                .map(|d| KeySpans::of(&d))?;
+            spans.key_at(&span)
+        });
+        let line = match &key {
+            Some(key) => keys.line_of(key, text),
+            None => err.span().map(|s| line_of(&current, s.start)),
+        };
+        problems.push(Problem {
+            key: key.clone(),
+            line,
+            message: err.message().trim().to_owned(),
+        });
+        match key {
+            Some(key) if remove_key(&mut doc, &key) => current = doc.to_string(),
+            _ => break,
+        }
+    }
+    (None, problems)
+}
+
+/// Removes `path` (`proxy.retry_delay`, `backends[1].url`) from the document; `false` when
+/// it names no key that can be removed on its own (an array element, say).
+fn remove_key(doc: &mut toml_edit::DocumentMut, path: &str) -> bool {
+    let mut segments: Vec<&str> = path.split('.').collect();
+    let Some(last) = segments.pop() else {
+        return false;
+    };
+    if last.ends_with(']') {
+        return false;
+    }
+    let mut item = doc.as_item_mut();
+    for segment in segments {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let Some(next) = item.get_mut(name) else {
+            return false;
+        };
+        item = next;
+        if let Some(i) = index {
+            let Some(next) = item.get_mut(i) else {
+                return false;
+            };
+            item = next;
+        }
+    }
+    item.as_table_like_mut()
+        .is_some_and(|t| t.remove(last).is_some())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -350,10 +415,30 @@ weight = 0
             [
                 ("proxy.circuit_breaker_threshold".to_owned(), 3),
                 ("backends[0].url".to_owned(), 7),
-                ("backends[1].weight".to_owned(), 12),
                 ("backends[1].id".to_owned(), 10),
+                ("backends[1].weight".to_owned(), 12),
             ]
         );
+    }
+
+    #[test]
+    fn every_key_that_does_not_parse_is_reported() {
+        let text = "listen = \"127.0.0.1:1\"\n[proxy]\nmax_retires = 3\nretry_delay = \"soon\"\nrequest_timeout = \"5s\"\n[[backends]]\nid = \"a\"\nurl = \"http://127.0.0.1:1\"\nwieght = 2\n";
+        let problems = FileConfig::parse(text).unwrap_err();
+        let found: Vec<_> = problems
+            .iter()
+            .map(|p| (p.key.clone().unwrap_or_default(), p.line))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("proxy.max_retires".to_owned(), Some(3)),
+                ("proxy.retry_delay".to_owned(), Some(4)),
+                ("backends[0].wieght".to_owned(), Some(9)),
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[0].message.contains("max_retires"));
     }
 
     #[test]
