@@ -337,6 +337,14 @@ async fn a_thousand_concurrent_requests_half_open_let_exactly_the_probes_through
     assert_eq!(breaker.state(), State::Closed);
 }
 
+/// `n` requests answered 500, 200, 500, … (failures on even turns).
+async fn alternate(svc: &mut Svc, handle: &mut Handle, n: usize) {
+    for i in 0..n {
+        let status = if i % 2 == 0 { 500 } else { 200 };
+        send(svc, handle, status, None).await.unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn failure_rate_over_the_window_trips_with_a_minimum_count() {
     let rate = RateTrip {
@@ -351,22 +359,13 @@ async fn failure_rate_over_the_window_trips_with_a_minimum_count() {
     };
     let (mut svc, mut handle, breaker) = setup(config);
     // 19 requests, 10 of them failures: over half, but under the minimum count.
-    for i in 0..19 {
-        send(
-            &mut svc,
-            &mut handle,
-            if i % 2 == 0 { 500 } else { 200 },
-            None,
-        )
-        .await
-        .unwrap();
-    }
+    alternate(&mut svc, &mut handle, 19).await;
     assert_eq!(breaker.state(), State::Closed);
     send(&mut svc, &mut handle, 500, None).await.unwrap(); // 11 of 20
     assert!(matches!(breaker.state(), State::Open { .. }));
 
-    // Old requests leave the window: after recovery, 19 fresh requests do not trip it even
-    // though earlier failures happened within the last window.
+    // Old requests leave the window: 15 failures, then after 11 s the same 19 alternating
+    // requests do not trip a fresh breaker.
     let (mut svc, mut handle, breaker) = setup(BreakerConfig {
         threshold: 1_000,
         rate: Some(rate),
@@ -376,16 +375,7 @@ async fn failure_rate_over_the_window_trips_with_a_minimum_count() {
         send(&mut svc, &mut handle, 500, None).await.unwrap();
     }
     advance(Duration::from_secs(11)).await;
-    for i in 0..19 {
-        send(
-            &mut svc,
-            &mut handle,
-            if i % 2 == 0 { 500 } else { 200 },
-            None,
-        )
-        .await
-        .unwrap();
-    }
+    alternate(&mut svc, &mut handle, 19).await;
     assert_eq!(
         breaker.state(),
         State::Closed,

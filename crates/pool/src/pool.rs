@@ -231,18 +231,24 @@ impl<B> Release<B> {
 
     /// Takes the connection out of use, closed for `why`, keeping the request's permit.
     fn retire(mut self, why: Closed) -> Option<OwnedSemaphorePermit> {
+        self.close(why)
+    }
+
+    /// Closes what is held, if anything: an HTTP/1.1 connection is dropped (its permit
+    /// returned to the caller), an HTTP/2 stream ends.
+    fn close(&mut self, why: Closed) -> Option<OwnedSemaphorePermit> {
+        let held = self.held.take()?;
         self.inner.counters.in_use.fetch_sub(1, Ordering::Relaxed);
-        match self.held.take() {
-            Some(Held::H1 { sender, _permit }) => {
+        match held {
+            Held::H1 { sender, _permit } => {
                 drop(sender);
                 self.inner.counters.closed(why);
                 Some(_permit)
             }
-            Some(Held::H2 { conn }) => {
+            Held::H2 { conn } => {
                 self.inner.end_stream(&conn);
                 None
             }
-            None => None,
         }
     }
 
@@ -279,13 +285,8 @@ impl<B> Release<B> {
 
 impl<B> Drop for Release<B> {
     fn drop(&mut self) {
-        if self.held.is_some() {
-            let release = Release {
-                inner: self.inner.clone(),
-                held: self.held.take(),
-            };
-            release.retire(Closed::Error);
-        }
+        // Neither put back nor retired: the request was dropped or its response broke.
+        self.close(Closed::Error);
     }
 }
 
