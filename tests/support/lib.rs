@@ -119,6 +119,7 @@ pub struct BackendOptions {
 /// - `/hop`: answers with hop-by-hop headers that a proxy must strip;
 /// - `/close`: answers with `Connection: close`;
 /// - `/delay/<ms>`: answers after `ms` milliseconds;
+/// - `/status/<code>`: answers with that status;
 /// - anything else: the id.
 pub async fn backend(id: &'static str) -> TestBackend {
     backend_with(id, BackendOptions::default()).await
@@ -224,6 +225,11 @@ async fn answer(
             full(id)
         }
         p if p.starts_with("/stream/") => streamed(p["/stream/".len()..].parse().unwrap()),
+        p if p.starts_with("/status/") => {
+            let code: u16 = p["/status/".len()..].parse().unwrap();
+            res = res.status(code);
+            full(id)
+        }
         _ => full(id),
     };
     Ok(res.body(body).unwrap())
@@ -245,6 +251,15 @@ pub struct TestProxy {
     stop: Option<oneshot::Sender<()>>,
     /// Resolves when the server has shut down.
     pub done: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The default configuration without active health checks: their connections would show
+/// in the tests' accept counts at a random moment. Tests of health checks turn them on.
+pub fn config() -> ProxyConfig {
+    ProxyConfig {
+        health_check_enabled: false,
+        ..ProxyConfig::default()
+    }
 }
 
 impl TestProxy {
@@ -281,7 +296,7 @@ impl TestProxy {
 
     /// Starts with default settings.
     pub async fn with(backends: &[&TestBackend]) -> Self {
-        Self::start(ProxyConfig::default(), ServerConfig::default(), backends).await
+        Self::start(config(), ServerConfig::default(), backends).await
     }
 
     /// The URL of `path` on the proxy.

@@ -31,7 +31,7 @@ async fn a_failing_backend_is_cut_off_until_its_timeout() {
     let bad = backend_with("bad", failing()).await;
     let config = ProxyConfig {
         circuit_breaker_timeout: Duration::from_millis(400),
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b, &bad]).await;
 
@@ -81,37 +81,61 @@ async fn every_breaker_open_is_503_at_once() {
 }
 
 #[tokio::test]
-async fn a_backend_that_does_not_resolve_trips_like_a_refused_one() {
+async fn a_backend_that_does_not_resolve_gets_no_traffic_and_trips_its_breaker() {
     let good = backend("good").await;
-    let proxy = TestProxy::with(&[&good]).await;
+    let config = ProxyConfig {
+        dns_min_ttl: Duration::from_millis(20),
+        ..switchyard_tests::config()
+    };
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&good]).await;
+    let mut events = proxy.proxy.circuit_breaker().subscribe();
     let url = "http://switchyard-test.invalid:80".parse().unwrap();
     proxy
         .proxy
         .add_backend(Backend::new("nowhere", url))
         .unwrap();
     proxy.proxy.settled().await;
-    // Every request that meets `nowhere` fails to connect and is retried on `good`: the
-    // client sees no error, and the breaker counts the DNS failures.
+    // A name that does not resolve is no endpoint: nothing is sent its way, nothing is
+    // retried, and the client sees no error.
     let seen = tally(&proxy, 10).await;
     assert_eq!(
         seen,
         HashMap::from([((StatusCode::OK, "good".to_owned()), 10)])
     );
-    assert!(matches!(
-        proxy.proxy.circuit_breaker().state("nowhere"),
-        Some(BreakerState::Open { .. })
-    ));
-    let stats = proxy.proxy.pool_stats();
-    assert_eq!(stats[1].0, "nowhere");
-    assert_eq!(stats[1].1.connect_errors, 5);
-    assert_eq!(proxy.proxy.retry_stats().retries_connect, 5);
-    // Open: it is not even tried any more.
-    let seen = tally(&proxy, 10).await;
-    assert_eq!(
-        seen,
-        HashMap::from([((StatusCode::OK, "good".to_owned()), 10)])
+    assert_eq!(proxy.proxy.retry_stats().retries, 0);
+    let status = proxy.proxy.health_status();
+    let nowhere = status.get("nowhere").unwrap();
+    assert!(nowhere.endpoints.is_empty());
+    assert!(
+        nowhere
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("switchyard-test.invalid"),
+        "{:?}",
+        nowhere.error
     );
-    assert_eq!(proxy.proxy.pool_stats()[1].1.connect_errors, 5);
+    // Each failed resolution counts like a refused connection: five open the circuit.
+    let opened = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let t = events.recv().await.unwrap();
+            if &*t.id == "nowhere" && matches!(t.to, BreakerState::Open { .. }) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(opened.is_ok(), "the breaker of `nowhere` did not open");
+    assert!(
+        proxy
+            .proxy
+            .health_status()
+            .get("nowhere")
+            .unwrap()
+            .passive
+            .as_deref()
+            == Some("circuit open")
+    );
 }
 
 #[tokio::test]
@@ -137,7 +161,7 @@ async fn with_breakers_disabled_a_failing_backend_keeps_its_share() {
     let (a, bad) = (backend("a").await, backend_with("bad", failing()).await);
     let config = ProxyConfig {
         circuit_breaker_enabled: false,
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &bad]).await;
     let seen = tally(&proxy, 20).await;

@@ -41,7 +41,7 @@ async fn three_hundred_gets_spread_evenly_over_three_backends() {
 #[tokio::test]
 async fn weights_are_honoured() {
     let (a, b) = (backend("a").await, backend("b").await);
-    let proxy = TestProxy::start(ProxyConfig::default(), ServerConfig::default(), &[]).await;
+    let proxy = TestProxy::start(switchyard_tests::config(), ServerConfig::default(), &[]).await;
     proxy.proxy.add_backend(a.backend().weight(3)).unwrap();
     proxy.proxy.add_backend(b.backend()).unwrap();
     proxy.proxy.settled().await;
@@ -191,7 +191,7 @@ async fn host_rewritten_to_backend_when_not_preserved() {
     let a = backend("a").await;
     let config = ProxyConfig {
         preserve_host: false,
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     let (_, _, seen) = get(&client(), &proxy.url("/headers")).await;
@@ -233,7 +233,7 @@ async fn backend_slower_than_the_request_timeout_is_504() {
     let a = backend("a").await;
     let config = ProxyConfig {
         request_timeout: Duration::from_millis(200),
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     let (status, _, _) = get(&client(), &proxy.url("/hang")).await;
@@ -287,7 +287,7 @@ async fn request_body_over_the_limit_is_413() {
         max_request_body: Some(switchyard::ByteSize(1024)),
         ..ServerConfig::default()
     };
-    let proxy = TestProxy::start(ProxyConfig::default(), server, &[&a]).await;
+    let proxy = TestProxy::start(switchyard_tests::config(), server, &[&a]).await;
     let req = Request::post(proxy.url("/upload"))
         .body(full(vec![0u8; 2048]))
         .unwrap();
@@ -312,7 +312,7 @@ async fn slow_and_idle_clients_are_cut_off() {
         header_read_timeout: Duration::from_millis(300),
         ..ServerConfig::default()
     };
-    let proxy = TestProxy::start(ProxyConfig::default(), server, &[&a]).await;
+    let proxy = TestProxy::start(switchyard_tests::config(), server, &[&a]).await;
 
     // A client that never finishes its header is disconnected.
     let mut slow = TcpStream::connect(proxy.addr).await.unwrap();

@@ -264,7 +264,7 @@ async fn through_the_proxy_the_cap_holds_and_stats_are_reported() {
     let a = backend("a").await;
     let config = ProxyConfig {
         max_connections_per_backend: 4,
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     let url = proxy.url("/delay/20");

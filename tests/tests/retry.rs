@@ -23,7 +23,7 @@ async fn failed_gets_are_retried_on_the_other_backend() {
     );
     let config = ProxyConfig {
         circuit_breaker_enabled: false,
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&good, &bad]).await;
     let client = client();
@@ -44,7 +44,7 @@ async fn posts_are_not_retried_by_default() {
     let bad = backend_with("bad", unavailable()).await;
     let config = ProxyConfig {
         circuit_breaker_enabled: false,
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad]).await;
     let req = Request::post(proxy.url("/upload"))
@@ -65,7 +65,7 @@ async fn opted_in_posts_are_replayed_to_another_backend() {
     let config = ProxyConfig {
         circuit_breaker_enabled: false,
         retry_non_idempotent: true,
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad, &good]).await;
     let body = "x".repeat(10_000);
@@ -87,7 +87,7 @@ async fn with_every_backend_failing_the_last_answer_comes_back() {
     let bad = backend_with("bad", unavailable()).await;
     let config = ProxyConfig {
         circuit_breaker_enabled: false,
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad]).await;
     let (status, backend, _) = get(&client(), &proxy.url("/")).await;
@@ -166,7 +166,7 @@ async fn a_3_kib_body_is_replayed_and_a_1_mib_body_is_sent_once() {
     let config = ProxyConfig {
         circuit_breaker_enabled: false,
         retry_non_idempotent: true,
-        ..ProxyConfig::default()
+        ..switchyard_tests::config()
     };
     let proxy = TestProxy::start(config.clone(), ServerConfig::default(), &[&bad, &good]).await;
     let small = "s".repeat(3 * 1024);

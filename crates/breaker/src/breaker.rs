@@ -225,6 +225,15 @@ impl Breaker {
         });
     }
 
+    /// Records a failure seen outside any request, such as a failed resolution of the
+    /// backend's name: while the circuit is closed it counts like a refused connection
+    /// (specification 15.3); an open or probing circuit is left to its probes.
+    pub fn record_failure(&self) {
+        if self.config.enabled && self.hot.state.load(Ordering::Acquire) == CLOSED {
+            self.record_closed(Outcome::Failure { retry_after: None });
+        }
+    }
+
     /// Decides whether a request may go through now.
     pub(crate) fn admit(&self) -> Admission {
         if !self.config.enabled {

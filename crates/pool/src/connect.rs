@@ -1,24 +1,32 @@
 //! Dialling a backend: resolution and TCP connect under one timeout, errors typed.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::uri::Authority;
 use switchyard_core::{ConnectError, ConnectErrorKind};
 use tokio::net::TcpStream;
 
-/// Resolves `authority` and connects to the first address that accepts, all within
-/// `timeout`.
+/// Resolves `authority` (unless `addr` is given) and connects to the first address that
+/// accepts, all within `timeout`.
 pub(crate) async fn tcp(
     authority: &Authority,
+    addr: Option<SocketAddr>,
     timeout: Duration,
 ) -> Result<TcpStream, ConnectError> {
     let backend = authority.as_str();
     let attempt = async {
-        let port = authority.port_u16().unwrap_or(80);
-        let addrs = tokio::net::lookup_host((authority.host().trim_matches(['[', ']']), port))
-            .await
-            .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, backend, Some(e.into())))?;
+        let addrs: Vec<SocketAddr> = match addr {
+            Some(addr) => vec![addr],
+            None => {
+                let port = authority.port_u16().unwrap_or(80);
+                tokio::net::lookup_host((authority.host().trim_matches(['[', ']']), port))
+                    .await
+                    .map_err(|e| ConnectError::new(ConnectErrorKind::Dns, backend, Some(e.into())))?
+                    .collect()
+            }
+        };
         let mut last: Option<io::Error> = None;
         for addr in addrs {
             match TcpStream::connect(addr).await {

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -36,6 +37,8 @@ pub type ResponseFuture<B> =
 
 struct Inner<B> {
     authority: Authority,
+    /// Connect here instead of resolving `authority` (an address resolved by discovery).
+    addr: Option<SocketAddr>,
     host: HeaderValue,
     config: PoolConfig,
     counters: Counters,
@@ -84,6 +87,17 @@ where
     /// A pool for the backend at `authority` (`host:port`). Spawns its idle reaper, so it
     /// must be called within a tokio runtime.
     pub fn new(authority: Authority, config: PoolConfig) -> Self {
+        Self::build(authority, None, config)
+    }
+
+    /// A pool for the backend named `authority` that connects to `addr` without resolving
+    /// the name: for one address of a backend whose name discovery resolved. Requests keep
+    /// `authority` as their `Host`.
+    pub fn with_address(authority: Authority, addr: SocketAddr, config: PoolConfig) -> Self {
+        Self::build(authority, Some(addr), config)
+    }
+
+    fn build(authority: Authority, addr: Option<SocketAddr>, config: PoolConfig) -> Self {
         let mut config = config;
         config.max_connections = config.max_connections.max(1);
         config.h2_max_streams = config.h2_max_streams.max(1);
@@ -93,6 +107,7 @@ where
             let reaper = tokio::spawn(reap(weak.clone(), reap_every(config.idle_timeout)));
             Inner {
                 authority,
+                addr,
                 host,
                 permits: Arc::new(Semaphore::new(config.max_connections)),
                 idle: ArrayQueue::new(config.max_idle.max(1)),
@@ -457,12 +472,13 @@ where
     Fut: Future<Output = hyper::Result<(S, C)>>,
     C: Future<Output = hyper::Result<()>> + Send + 'static,
 {
-    let handshaken = match connect::tcp(&inner.authority, inner.config.connect_timeout).await {
-        Ok(stream) => handshake(TokioIo::new(stream))
-            .await
-            .map_err(BoxError::from),
-        Err(e) => Err(e.into()),
-    };
+    let handshaken =
+        match connect::tcp(&inner.authority, inner.addr, inner.config.connect_timeout).await {
+            Ok(stream) => handshake(TokioIo::new(stream))
+                .await
+                .map_err(BoxError::from),
+            Err(e) => Err(e.into()),
+        };
     let (sender, conn) = match handshaken {
         Ok(pair) => pair,
         Err(e) => {

@@ -100,3 +100,22 @@ impl Counters {
         }
     }
 }
+
+/// Adds another pool's counters, for totals over several pools (the addresses of one
+/// backend, or every backend).
+impl std::ops::AddAssign for PoolStats {
+    fn add_assign(&mut self, b: Self) {
+        self.open += b.open;
+        self.idle += b.idle;
+        self.in_use += b.in_use;
+        self.waiting += b.waiting;
+        self.created += b.created;
+        self.reused += b.reused;
+        self.closed.idle_timeout += b.closed.idle_timeout;
+        self.closed.backend_closed += b.closed.backend_closed;
+        self.closed.error += b.closed.error;
+        self.closed.evicted += b.closed.evicted;
+        self.connect_errors += b.connect_errors;
+        self.wait_timeouts += b.wait_timeouts;
+    }
+}

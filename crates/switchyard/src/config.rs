@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchyard_breaker::BreakerConfig;
+use switchyard_health::{HealthConfig, StatusRange};
 use switchyard_pool::{PoolConfig, Protocol};
 use switchyard_retry::RetryConfig;
 
@@ -66,6 +67,30 @@ pub struct ProxyConfig {
     pub health_check_interval: Duration,
     /// Path requested by health checks.
     pub health_check_path: String,
+    /// Bound on one health check (connect, request, response head).
+    #[serde(with = "humantime_serde")]
+    pub health_check_timeout: Duration,
+    /// Statuses that pass a health check: `"2xx"`, `"200"` or `"200-399"`.
+    pub health_check_expected_status: StatusRange,
+    /// Passing checks in a row that bring an unhealthy backend back.
+    pub health_check_rise: u32,
+    /// Failed checks in a row that take a backend out of rotation.
+    pub health_check_fall: u32,
+    /// Health checks in flight at once, over all backends.
+    pub health_check_max_concurrent: usize,
+    /// When every backend is unhealthy, route to all of them rather than refuse traffic.
+    pub health_check_panic_mode: bool,
+    /// How often backends given by host name are re-resolved (the system resolver gives
+    /// no TTL).
+    #[serde(with = "humantime_serde")]
+    pub dns_refresh: Duration,
+    /// Shortest time between two resolutions of a name (and the retry delay after a
+    /// failed one).
+    #[serde(with = "humantime_serde")]
+    pub dns_min_ttl: Duration,
+    /// Longest time between two resolutions of a name.
+    #[serde(with = "humantime_serde")]
+    pub dns_max_ttl: Duration,
     /// Bound on a whole request, retries included.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -75,6 +100,7 @@ pub struct ProxyConfig {
 
 impl Default for ProxyConfig {
     fn default() -> Self {
+        let health = HealthConfig::default();
         Self {
             load_balancer_type: LoadBalancerType::RoundRobin,
             circuit_breaker_enabled: true,
@@ -95,6 +121,15 @@ impl Default for ProxyConfig {
             health_check_enabled: true,
             health_check_interval: Duration::from_secs(10),
             health_check_path: "/health".to_owned(),
+            health_check_timeout: health.timeout,
+            health_check_expected_status: health.expected_status,
+            health_check_rise: health.rise,
+            health_check_fall: health.fall,
+            health_check_max_concurrent: health.max_concurrent,
+            health_check_panic_mode: health.panic_mode,
+            dns_refresh: health.dns_refresh,
+            dns_min_ttl: health.dns_min_ttl,
+            dns_max_ttl: health.dns_max_ttl,
             request_timeout: Duration::from_secs(30),
             preserve_host: true,
         }
@@ -152,6 +187,24 @@ impl ProxyConfig {
         }
     }
 
+    /// The health checker's and resolver's settings.
+    pub fn health_config(&self) -> HealthConfig {
+        HealthConfig {
+            enabled: self.health_check_enabled,
+            interval: self.health_check_interval,
+            path: self.health_check_path.clone(),
+            timeout: self.health_check_timeout,
+            expected_status: self.health_check_expected_status,
+            rise: self.health_check_rise,
+            fall: self.health_check_fall,
+            max_concurrent: self.health_check_max_concurrent,
+            panic_mode: self.health_check_panic_mode,
+            dns_refresh: self.dns_refresh,
+            dns_min_ttl: self.dns_min_ttl,
+            dns_max_ttl: self.dns_max_ttl,
+        }
+    }
+
     /// Checks values that parse but make no sense, returning every problem found.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
@@ -193,16 +246,13 @@ impl ProxyConfig {
             "request_timeout",
             "must be longer than 0s",
         );
-        check(
-            !self.health_check_interval.is_zero(),
-            "health_check_interval",
-            "must be longer than 0s",
-        );
-        check(
-            self.health_check_path.starts_with('/'),
-            "health_check_path",
-            "must be an absolute path starting with `/`",
-        );
+        for (key, message) in self.health_config().problems() {
+            let key = match key {
+                "dns_refresh" | "dns_min_ttl" | "dns_max_ttl" => key.to_owned(),
+                other => format!("health_check_{other}"),
+            };
+            problems.push(ConfigProblem { key, message });
+        }
         problems
     }
 }

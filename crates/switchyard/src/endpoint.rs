@@ -1,6 +1,7 @@
 //! The per-backend service at the bottom of the stack: the backend's own connection pool.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -25,24 +26,18 @@ impl HttpEndpoint {
     /// An endpoint for the backend at `url` (`http://host:port`; a path is ignored), with a
     /// new pool. Must be called within a tokio runtime (the pool spawns its reaper).
     pub fn new(url: &Uri, config: PoolConfig) -> Result<Self, String> {
-        match url.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err("https backends are not supported yet; use http".into()),
-            Some(other) => return Err(format!("unsupported scheme `{other}`; use http")),
-            None => return Err(format!("`{url}` has no scheme; write http://{url}")),
-        }
-        let authority = url
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("`{url}` has no host"))?;
-        let authority = match authority.port() {
-            Some(_) => authority,
-            None => format!("{}:80", authority.host())
-                .parse::<Authority>()
-                .map_err(|e| e.to_string())?,
-        };
+        let authority = authority(url)?;
         Ok(Self {
             pool: Pool::new(authority, config),
+        })
+    }
+
+    /// An endpoint for one address of the backend at `url`: it connects to `addr` without
+    /// resolving the URL's host, which stays the requests' authority.
+    pub fn with_address(url: &Uri, addr: SocketAddr, config: PoolConfig) -> Result<Self, String> {
+        let authority = authority(url)?;
+        Ok(Self {
+            pool: Pool::with_address(authority, addr, config),
         })
     }
 
@@ -61,6 +56,27 @@ impl HttpEndpoint {
     pub fn close(&self) {
         self.pool.close();
     }
+}
+
+/// The authority requests to the backend at `url` carry, with the port made explicit.
+fn authority(url: &Uri) -> Result<Authority, String> {
+    match url.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https backends are not supported yet; use http".into()),
+        Some(other) => return Err(format!("unsupported scheme `{other}`; use http")),
+        None => return Err(format!("`{url}` has no scheme; write http://{url}")),
+    }
+    let authority = url
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("`{url}` has no host"))?;
+    let authority = match authority.port() {
+        Some(_) => authority,
+        None => format!("{}:80", authority.host())
+            .parse::<Authority>()
+            .map_err(|e| e.to_string())?,
+    };
+    Ok(authority)
 }
 
 impl Service<Request<Body>> for HttpEndpoint {

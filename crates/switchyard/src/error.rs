@@ -98,6 +98,17 @@ impl fmt::Display for BackendError {
 
 impl std::error::Error for BackendError {}
 
+impl From<switchyard_health::RegistryError> for BackendError {
+    fn from(e: switchyard_health::RegistryError) -> Self {
+        use switchyard_health::RegistryError as R;
+        match e {
+            R::Duplicate(id) => Self::Duplicate(id),
+            R::NotFound(id) => Self::NotFound(id),
+            R::Invalid { id, reason } => Self::Invalid { id, reason },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,8 @@
 //!               Timeout         request_timeout (tower::timeout)
 //!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
 //!               Retry           backoff, budget, idempotency, body replay (switchyard-retry)
-//!               Balance         smooth weighted round robin over the backend registry,
+//!               Balance         smooth weighted round robin over the backend registry
+//!                               (switchyard-health: admin states, active checks, DNS),
 //!                               skipping backends whose breaker is open
 //!               CircuitBreaker  one per backend (switchyard-breaker)
 //!               HttpEndpoint    one per backend: its own connection pool (switchyard-pool)
@@ -52,6 +53,10 @@ pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
 pub use switchyard_core::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};
+pub use switchyard_health::{
+    AdminState, BackendStatus, Drain, EndpointStatus, Health, HealthConfig, HealthEvent,
+    HealthReport, StatusRange,
+};
 pub use switchyard_pool::{PoolConfig, PoolStats, Protocol};
 pub use switchyard_retry::{RetryConfig, RetryStats};
 
@@ -59,6 +64,7 @@ pub use switchyard_retry::{RetryConfig, RetryStats};
 pub mod layers {
     pub use switchyard_balance as balance;
     pub use switchyard_breaker as breaker;
+    pub use switchyard_health as health;
     pub use switchyard_pool as pool;
     pub use switchyard_retry as retry;
 }

@@ -7,6 +7,7 @@ use http::{Request, Response};
 use switchyard_balance::{http_route_hint, Balance};
 use switchyard_breaker::CircuitBreakers;
 use switchyard_core::BoxError;
+use switchyard_health::{AdminState, Drain, HealthEvent, HealthReport, Registry, Tracked};
 use switchyard_pool::PoolStats;
 use switchyard_retry::{ReplayBody, Retry, RetryLayer, RetryStats};
 use tower::timeout::{Timeout, TimeoutLayer};
@@ -14,13 +15,13 @@ use tower::util::MapRequest;
 use tower::{Service, ServiceBuilder};
 
 use crate::body::{self, Body};
-use crate::registry::{Endpoint, Registry};
+use crate::registry::{self as reg, EndpointService, HttpEndpoints};
 use crate::{
     Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
     ProxyHeadersLayer,
 };
 
-type Balancer = Balance<Endpoint, Request<Body>>;
+type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
 type BoxReplay = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
 type Stack = ErrorResponse<Timeout<ProxyHeaders<Retry<BoxReplay>>>>;
 
@@ -51,8 +52,7 @@ struct Shared {
     /// The balancer's endpoint count, for `settled`.
     endpoints: tokio::sync::watch::Receiver<usize>,
     config: ProxyConfig,
-    registry: Registry,
-    breakers: CircuitBreakers,
+    registry: Registry<HttpEndpoints>,
 }
 
 impl Proxy {
@@ -62,8 +62,11 @@ impl Proxy {
     /// Check the configuration with [`ProxyConfig::validate`] first where it comes from a
     /// user.
     pub fn new(config: ProxyConfig) -> Self {
-        let breakers = CircuitBreakers::new(config.breaker_config());
-        let (registry, discovery) = Registry::new(config.pool_config(), breakers.clone());
+        let endpoints = HttpEndpoints {
+            pool: config.pool_config(),
+            breakers: CircuitBreakers::new(config.breaker_config()),
+        };
+        let (registry, discovery) = Registry::new(config.health_config(), endpoints);
         let retry = RetryLayer::new(config.retry_config());
         let balance = Balance::weighted(discovery).route_hints(http_route_hint);
         let endpoints = balance.endpoint_count();
@@ -79,7 +82,6 @@ impl Proxy {
                 registry,
                 retry,
                 endpoints,
-                breakers,
             }),
             stack,
         }
@@ -90,20 +92,90 @@ impl Proxy {
         &self.shared.config
     }
 
-    /// Adds a backend (specification `AddBackend`). An inactive backend is listed but gets
-    /// no traffic.
+    /// Adds a backend (specification `AddBackend`). An inactive backend is listed and
+    /// checked but gets no traffic. A backend given by host name gets traffic once its
+    /// name has resolved, on every address it resolves to.
     pub fn add_backend(&self, backend: Backend) -> Result<(), BackendError> {
-        self.shared.registry.add(backend)
+        if let Some(problem) = backend.validate().into_iter().next() {
+            return Err(BackendError::Invalid {
+                id: backend.id,
+                reason: problem.to_string(),
+            });
+        }
+        let admin = if backend.active {
+            AdminState::Enabled
+        } else {
+            AdminState::Disabled
+        };
+        self.shared.registry.add(reg::spec(&backend), admin)?;
+        Ok(())
     }
 
-    /// Removes a backend (specification `RemoveBackend`); requests in flight on it finish.
+    /// Removes a backend at once (specification `RemoveBackend`); requests in flight on it
+    /// finish. See [`Proxy::drain_backend`] for a removal that waits for them first.
     pub fn remove_backend(&self, id: &str) -> Result<Backend, BackendError> {
-        self.shared.registry.remove(id)
+        let spec = self.shared.registry.remove(id)?;
+        let listed = switchyard_health::Listed {
+            spec,
+            admin: AdminState::Enabled,
+            addrs: Vec::new(),
+        };
+        Ok(reg::backend(listed))
+    }
+
+    /// Drains a backend: no new requests; once those in flight are done it is removed and
+    /// its connections closed. The future completes then; the drain goes on whether or
+    /// not it is awaited.
+    pub fn drain_backend(&self, id: &str) -> Result<Drain, BackendError> {
+        Ok(self.shared.registry.drain(id)?)
+    }
+
+    /// Lets a disabled or draining backend take traffic again.
+    pub fn enable_backend(&self, id: &str) -> Result<(), BackendError> {
+        Ok(self.shared.registry.enable(id)?)
+    }
+
+    /// Stops sending a backend requests; it stays listed and checked.
+    pub fn disable_backend(&self, id: &str) -> Result<(), BackendError> {
+        Ok(self.shared.registry.disable(id)?)
+    }
+
+    /// Changes a backend's weight, from the next request on.
+    pub fn set_weight(&self, id: &str, weight: u32) -> Result<(), BackendError> {
+        if weight == 0 {
+            return Err(BackendError::Invalid {
+                id: id.to_owned(),
+                reason: "`weight` must be at least 1".to_owned(),
+            });
+        }
+        Ok(self.shared.registry.set_weight(id, weight)?)
     }
 
     /// The backends, in the order they were added (specification `ListBackends`).
     pub fn list_backends(&self) -> Vec<Backend> {
-        self.shared.registry.list()
+        self.shared
+            .registry
+            .list()
+            .into_iter()
+            .map(reg::backend)
+            .collect()
+    }
+
+    /// Every backend's health: state, consecutive failures, last response time and error,
+    /// per address, and whether panic mode is on (specification `GetHealthStatus`).
+    pub fn health_status(&self) -> HealthReport {
+        self.shared.registry.status()
+    }
+
+    /// Checks every backend now and returns when the checks are done (specification
+    /// `HealthCheck()`).
+    pub async fn check_now(&self) -> HealthReport {
+        self.shared.registry.check_now().await
+    }
+
+    /// Health transitions, panic mode, resolutions and removals as they happen.
+    pub fn health_events(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
+        self.shared.registry.subscribe()
     }
 
     /// Retry counters: attempts, retries by reason, budget exhaustion (the
@@ -115,21 +187,31 @@ impl Proxy {
     /// The backends' circuit breakers (specification `GetCircuitBreaker`): state per
     /// backend, trip counts, forcing, and a stream of transitions.
     pub fn circuit_breaker(&self) -> &CircuitBreakers {
-        &self.shared.breakers
+        &self.shared.registry.endpoints().breakers
     }
 
     /// Connection pool counters of every backend, in the order they were added
     /// (specification `pool.Stats()`).
     pub fn pool_stats(&self) -> Vec<(String, PoolStats)> {
-        self.shared.registry.pool_stats()
+        let registry = &self.shared.registry;
+        registry
+            .list()
+            .into_iter()
+            .map(|b| {
+                let pools = registry.services(&b.spec.id);
+                let stats =
+                    reg::sum_pool_stats(pools.iter().map(|(_, s)| s.get_ref().pool_stats()));
+                (b.spec.id, stats)
+            })
+            .collect()
     }
 
     /// Waits until the balancer has applied every backend change made so far; for tests
     /// and start-up code that must not send a request before the backends are in place.
     pub async fn settled(&self) {
-        let active = self.list_backends().iter().filter(|b| b.active).count();
+        let routed = self.shared.registry.resolved().await;
         let mut endpoints = self.shared.endpoints.clone();
-        let _ = endpoints.wait_for(|&n| n == active).await;
+        let _ = endpoints.wait_for(|&n| n == routed).await;
     }
 }
 

@@ -1,128 +1,96 @@
-//! The set of backends, and the discovery stream that feeds it to the balancer.
+//! The facade's endpoint factory for the backend registry: per address, a circuit
+//! breaker over a connection pool.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::net::SocketAddr;
 
-use futures::Stream;
-use switchyard_balance::Weighted;
 use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
-use tokio::sync::mpsc;
-use tower::discover::Change;
-
-use switchyard_pool::{PoolConfig, PoolStats};
+use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed};
+use switchyard_pool::{PoolConfig, PoolStats, Protocol};
 
 use crate::endpoint::HttpEndpoint;
-use crate::{Backend, BackendError};
+use crate::Backend;
 
-// Admin operations only: allowed here, and nowhere on the request path.
-#[allow(clippy::disallowed_types)]
-type AdminLock<T> = std::sync::Mutex<T>;
+/// One endpoint of the balancer: a backend's address behind its breaker.
+pub(crate) type EndpointService = CircuitBreaker<HttpEndpoint>;
 
-struct Entry {
-    backend: Backend,
-    endpoint: HttpEndpoint,
+/// Makes the endpoints of HTTP backends.
+#[derive(Debug)]
+pub(crate) struct HttpEndpoints {
+    pub(crate) pool: PoolConfig,
+    pub(crate) breakers: CircuitBreakers,
 }
 
-pub(crate) type Endpoint = Weighted<CircuitBreaker<HttpEndpoint>>;
-type Event = Result<Change<String, Endpoint>, Infallible>;
+impl Endpoints for HttpEndpoints {
+    type Service = EndpointService;
 
-/// Backends by id. Only the admin path (add, remove, list) touches the lock; requests read
-/// the balancer's snapshot.
-pub(crate) struct Registry {
-    // A lock on the admin path only: it keeps the list and the order of discovery events
-    // consistent when backends are changed concurrently. Never held across an await.
-    backends: AdminLock<Vec<Entry>>,
-    changes: mpsc::UnboundedSender<Event>,
-    pool: PoolConfig,
-    breakers: CircuitBreakers,
-}
-
-impl Registry {
-    pub(crate) fn new(pool: PoolConfig, breakers: CircuitBreakers) -> (Self, Discovery) {
-        let (changes, rx) = mpsc::unbounded_channel();
-        let registry = Self {
-            backends: AdminLock::default(),
-            changes,
-            pool,
-            breakers,
-        };
-        (registry, Discovery { rx })
-    }
-
-    pub(crate) fn add(&self, backend: Backend) -> Result<(), BackendError> {
-        if let Some(problem) = backend.validate().into_iter().next() {
-            return Err(BackendError::Invalid {
-                id: backend.id,
-                reason: problem.to_string(),
-            });
-        }
-        let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
-        if backends.iter().any(|e| e.backend.id == backend.id) {
-            return Err(BackendError::Duplicate(backend.id));
-        }
+    fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<EndpointService, String> {
         let pool = PoolConfig {
-            protocol: backend.protocol,
+            protocol: protocol(backend),
             ..self.pool.clone()
         };
-        let endpoint =
-            HttpEndpoint::new(&backend.url, pool).map_err(|reason| BackendError::Invalid {
-                id: backend.id.clone(),
-                reason,
-            })?;
-        if backend.active {
-            let breaker = self.breakers.breaker(&backend.id);
-            let guarded = CircuitBreaker::new(endpoint.clone(), breaker, HttpClassifier::new());
-            let weighted = Weighted::new(guarded, backend.weight);
-            // The receiver lives as long as the balancer, which the proxy holds.
-            let _ = self
-                .changes
-                .send(Ok(Change::Insert(backend.id.clone(), weighted)));
-        }
-        tracing::info!(id = %backend.id, url = %backend.url, weight = backend.weight, active = backend.active, "backend added");
-        backends.push(Entry { backend, endpoint });
-        Ok(())
+        let endpoint = HttpEndpoint::with_address(&backend.url, addr, pool)?;
+        let breaker = self.breakers.breaker(&backend.id);
+        Ok(CircuitBreaker::new(
+            endpoint,
+            breaker,
+            HttpClassifier::new(),
+        ))
     }
 
-    pub(crate) fn remove(&self, id: &str) -> Result<Backend, BackendError> {
-        let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
-        let pos = backends
-            .iter()
-            .position(|e| e.backend.id == id)
-            .ok_or_else(|| BackendError::NotFound(id.to_owned()))?;
-        let Entry { backend, endpoint } = backends.remove(pos);
-        let _ = self.changes.send(Ok(Change::Remove(backend.id.clone())));
-        // Requests already routed to it finish; its idle connections close now.
-        endpoint.close();
+    fn retire(&self, _: &BackendSpec, service: &EndpointService) {
+        // Idle connections close now, busy ones after their response.
+        service.get_ref().close();
+    }
+
+    fn removed(&self, backend: &BackendSpec) {
         self.breakers.remove(&backend.id);
-        tracing::info!(id = %backend.id, "backend removed");
-        Ok(backend)
     }
 
-    pub(crate) fn list(&self) -> Vec<Backend> {
-        let backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
-        backends.iter().map(|e| e.backend.clone()).collect()
+    fn resolve_failed(&self, backend: &BackendSpec, _: &str) {
+        // A name that no longer resolves counts like a refused connection.
+        self.breakers.breaker(&backend.id).record_failure();
     }
 
-    pub(crate) fn pool_stats(&self) -> Vec<(String, PoolStats)> {
-        let backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
-        backends
-            .iter()
-            .map(|e| (e.backend.id.clone(), e.endpoint.pool_stats()))
-            .collect()
+    fn passive(&self, backend: &BackendSpec) -> Option<String> {
+        self.breakers
+            .state(&backend.id)
+            .filter(|s| !s.is_closed())
+            .map(|s| format!("circuit {}", s.name()))
     }
 }
 
-/// The balancer's view of the registry: a stream of endpoint insertions and removals.
-#[derive(Debug)]
-pub(crate) struct Discovery {
-    rx: mpsc::UnboundedReceiver<Event>,
+fn protocol(backend: &BackendSpec) -> Protocol {
+    if backend.http2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    }
 }
 
-impl Stream for Discovery {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+pub(crate) fn spec(backend: &Backend) -> BackendSpec {
+    BackendSpec {
+        id: backend.id.clone(),
+        url: backend.url.clone(),
+        weight: backend.weight,
+        http2: backend.protocol == Protocol::Http2,
     }
+}
+
+pub(crate) fn backend(listed: Listed) -> Backend {
+    let protocol = protocol(&listed.spec);
+    Backend {
+        id: listed.spec.id,
+        url: listed.spec.url,
+        weight: listed.spec.weight,
+        active: listed.admin == AdminState::Enabled,
+        protocol,
+    }
+}
+
+/// The pool counters of a backend's endpoints, added up.
+pub(crate) fn sum_pool_stats(stats: impl IntoIterator<Item = PoolStats>) -> PoolStats {
+    stats.into_iter().fold(PoolStats::default(), |mut sum, s| {
+        sum += s;
+        sum
+    })
 }

@@ -1,0 +1,75 @@
+//! One health check: a `GET` of the check path on one endpoint.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{header, Request, StatusCode};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+/// Where a check goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckTarget {
+    /// The backend's id.
+    pub backend: String,
+    /// The endpoint's address.
+    pub addr: SocketAddr,
+    /// The backend's `host:port`, sent as the `Host` header.
+    pub authority: String,
+    /// The request path, from the configuration.
+    pub path: String,
+    /// Whether the backend speaks HTTP/2 by prior knowledge.
+    pub http2: bool,
+}
+
+/// Runs health checks. The registry bounds each check with the configured timeout,
+/// measures it, and compares the status with the expected range; a checker only performs
+/// the request.
+pub trait Checker: Send + Sync + 'static {
+    /// Checks `target`: the response's status, or why there is none.
+    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, String>>;
+}
+
+/// The default [`Checker`]: a `GET` on a new connection, HTTP/1.1 or HTTP/2 as the backend
+/// speaks, closed after the response head. A fresh connection per check tests what a new
+/// request would need (accepting, not only a warm pooled socket), as HAProxy does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpChecker;
+
+impl Checker for HttpChecker {
+    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, String>> {
+        Box::pin(async move { http_check(&target).await })
+    }
+}
+
+async fn http_check(target: &CheckTarget) -> Result<StatusCode, String> {
+    let stream = TcpStream::connect(target.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(stream);
+    let req = |uri: String| {
+        Request::get(uri)
+            .header(header::HOST, &target.authority)
+            .header(header::USER_AGENT, "switchyard-health-check")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("bad check request: {e}"))
+    };
+    let res = if target.http2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        tokio::spawn(conn);
+        let uri = format!("http://{}{}", target.authority, target.path);
+        sender.send_request(req(uri)?).await
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(conn);
+        sender.send_request(req(target.path.clone())?).await
+    };
+    res.map(|r| r.status()).map_err(|e| format!("request: {e}"))
+}

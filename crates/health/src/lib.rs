@@ -1,0 +1,80 @@
+//! The backend registry: the source of a balancer's endpoints.
+//!
+//! A [`Registry`] holds the backends (id, URL, weight, admin state), checks them actively,
+//! re-resolves the names of those given by host name, and feeds the result to a
+//! [`switchyard_balance::Balance`] as a [`tower::discover::Discover`] stream of
+//! [`Change`](tower::discover::Change)s. Requests never touch the registry: they read the
+//! balancer's snapshot. Every admin operation, check result and resolution takes the
+//! registry's own lock briefly, never across an await.
+//!
+//! # Endpoints
+//!
+//! Each address of a backend is one endpoint of the balancer: a backend given by IP
+//! address has one, a backend given by name has one per address its name resolves to
+//! (each with the backend's weight). The services behind endpoints come from an
+//! [`Endpoints`] factory; switchyard's facade makes a circuit breaker over a connection
+//! pool per address.
+//!
+//! # Active checks
+//!
+//! Every `interval` (10 s by default), each endpoint gets a `GET` of `path` (`/health`)
+//! within `timeout`; a status in `expected_status` (2xx) passes. Each endpoint starts at a
+//! random phase of the first interval, so a thousand backends are not probed in the same
+//! instant, and at most `max_concurrent` checks run at once. Health is tri-state:
+//!
+//! - [`Health::Unknown`] until the first check: routable, so a fresh proxy serves at once;
+//! - one passing check makes an unknown endpoint [`Health::Healthy`];
+//! - `fall` (3) failed checks in a row make it [`Health::Unhealthy`]: it leaves the
+//!   balancer's set;
+//! - `rise` (2) passing checks in a row bring it back.
+//!
+//! [`Registry::check_now`] runs a round at once. Transitions are logged and published
+//! ([`Registry::subscribe`]).
+//!
+//! # Active and passive signals
+//!
+//! Active checks decide **membership**: whether an endpoint is in the balancer's set.
+//! The circuit breaker (a passive signal, from real requests) decides **readiness**
+//! within that set: an open breaker makes the balancer skip the endpoint per request.
+//! Neither writes to the other, so they never fight: an endpoint takes traffic when its
+//! checks allow it *and* its breaker is closed. A backend whose checks pass while its
+//! breaker is open is reported `healthy` with `passive: "circuit open"`.
+//!
+//! # Panic mode
+//!
+//! When every endpoint of the enabled backends is unhealthy, refusing all traffic is
+//! rarely what anybody wants: with `panic_mode` (on by default) all of them are routed
+//! anyway, [`HealthReport::panic`] says so, and a [`HealthEvent::Panic`] is published.
+//!
+//! # Admin states
+//!
+//! [`AdminState::Enabled`] backends take traffic; [`AdminState::Disabled`] ones are listed
+//! and checked but take none; [`Registry::drain`] stops new requests, waits for those in
+//! flight, then removes the backend and retires its endpoints (the facade closes their
+//! pools).
+//!
+//! # DNS
+//!
+//! A backend given by host name is resolved at once and then again after its TTL, clamped
+//! to `dns_min_ttl ..= dns_max_ttl` (the system resolver gives no TTL: `dns_refresh`). A
+//! failed resolution keeps the last good addresses, is reported as the backend's error,
+//! and is passed to [`Endpoints::resolve_failed`] (the facade counts it toward the
+//! backend's circuit breaker, like a refused connection). Plug another resolver in with
+//! [`RegistryBuilder::resolver`].
+
+mod check;
+mod config;
+mod registry;
+mod resolve;
+mod status;
+mod tracked;
+
+pub use check::{CheckTarget, Checker, HttpChecker};
+pub use config::{HealthConfig, StatusRange};
+pub use registry::{
+    BackendSpec, Discovery, Drain, EndpointKey, Endpoints, Event, Listed, Registry,
+    RegistryBuilder, RegistryError,
+};
+pub use resolve::{Resolved, Resolver, SystemResolver};
+pub use status::{AdminState, BackendStatus, EndpointStatus, Health, HealthEvent, HealthReport};
+pub use tracked::{Tracked, TrackedFuture};
