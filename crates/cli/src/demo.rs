@@ -48,10 +48,19 @@ pub async fn spawn_backend(id: &'static str, addr: SocketAddr) -> std::io::Resul
 }
 
 /// The text printed when the demo starts.
-pub fn banner(listen: SocketAddr, backends: &[(&str, SocketAddr)]) -> String {
+pub fn banner(
+    listen: SocketAddr,
+    backends: &[(&str, SocketAddr)],
+    admin: Option<SocketAddr>,
+) -> String {
     let mut s = format!("switchyard demo: proxy on http://{listen}, round robin over\n");
     for (id, addr) in backends {
         s.push_str(&format!("  {id} on http://{addr}\n"));
+    }
+    if let Some(admin) = admin {
+        s.push_str(&format!(
+            "\nDashboard: http://{admin}/   (admin API: http://{admin}/backends, /stats)\n"
+        ));
     }
     s.push_str(&format!(
         "\nTry:\n  curl -i http://{listen}/hello          # answered by a backend; see x-backend\n  \

@@ -63,6 +63,8 @@ impl Default for FileConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
+    /// Whether the admin API and dashboard are served.
+    pub enabled: bool,
     /// Where the admin API listens; loopback unless a token is set.
     pub listen: SocketAddr,
     /// Bearer token every admin request must carry, when set.
@@ -72,6 +74,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             token: None,
         }
@@ -184,6 +187,9 @@ impl FileConfig {
                     format!("duplicate backend id `{}`", b.id),
                 );
             }
+        }
+        if config.admin.token.as_deref() == Some("") {
+            push("admin.token".into(), "must not be empty".into());
         }
         if config.admin.token.is_none() && !config.admin.listen.ip().is_loopback() {
             push(

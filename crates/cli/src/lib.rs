@@ -1,6 +1,7 @@
 //! The `switchyard` binary as a library: the configuration file, the HTTP server that runs
 //! the proxy, and the embedded demo. `main.rs` only parses the command line.
 
+pub mod admin;
 pub mod demo;
 pub mod file;
 pub mod server;

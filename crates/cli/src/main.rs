@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::{Backend, Proxy};
-use switchyard_cli::{demo, server, FileConfig};
+use switchyard_cli::{admin, demo, server, FileConfig};
 use tokio::net::TcpListener;
 
 // A proxy allocates and frees small buffers and futures on every request; mimalloc's
@@ -40,12 +40,21 @@ enum Command {
         /// runtime with N workers. Default: one per core.
         #[arg(long, env = "PROXY_THREADS")]
         threads: Option<usize>,
+        /// Address of the admin API and dashboard (overrides `admin.listen`).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Serve no admin API.
+        #[arg(long, conflicts_with = "admin")]
+        no_admin: bool,
     },
     /// Run the proxy on 127.0.0.1:8080 over three embedded demo backends.
     Demo {
         /// Address to listen on.
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Address of the admin API and dashboard.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
     },
     /// Check a configuration file: exits 0 when valid, or prints every problem and exits 2.
     Check {
@@ -73,6 +82,8 @@ fn main() -> ExitCode {
             listen,
             backend,
             threads,
+            admin,
+            no_admin,
         } => {
             let mut file = match config {
                 Some(path) => match FileConfig::load(&path) {
@@ -87,6 +98,16 @@ fn main() -> ExitCode {
             if let Some(listen) = listen {
                 file.listen = listen;
             }
+            if let Some(admin) = admin {
+                file.admin.listen = admin;
+                if file.admin.token.is_none() && !admin.ip().is_loopback() {
+                    eprintln!("--admin: a non-loopback admin listener needs `admin.token` in the config file");
+                    return ExitCode::from(2);
+                }
+            }
+            if no_admin {
+                file.admin.enabled = false;
+            }
             if !backend.is_empty() {
                 match backends_from_flags(&backend) {
                     Ok(backends) => file.backends = backends,
@@ -98,7 +119,7 @@ fn main() -> ExitCode {
             }
             run(threads, serve(file))
         }
-        Command::Demo { listen } => run(None, run_demo(listen)),
+        Command::Demo { listen, admin } => run(None, run_demo(listen, admin)),
     }
 }
 
@@ -170,18 +191,32 @@ async fn serve(file: FileConfig) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", file.listen))?;
     let proxy = Proxy::new(file.proxy.clone());
-    for b in file.backends {
+    for b in file.backends.clone() {
         proxy.add_backend(b).map_err(|e| e.to_string())?;
     }
     if proxy.list_backends().is_empty() {
         tracing::warn!("no backends configured: every request will get 503");
+    }
+    if file.admin.enabled {
+        let admin = TcpListener::bind(file.admin.listen).await.map_err(|e| {
+            format!(
+                "cannot listen on {} (admin.listen): {e}; pick another with --admin or turn it off with --no-admin",
+                file.admin.listen
+            )
+        })?;
+        tracing::info!(admin = %file.admin.listen, "admin API and dashboard listening");
+        tokio::spawn(admin::serve(
+            admin,
+            admin::router(proxy.clone(), &file),
+            shutdown_signal(),
+        ));
     }
     tracing::info!(listen = %file.listen, "switchyard listening");
     server::serve(listener, proxy, file.server, shutdown_signal()).await;
     Ok(())
 }
 
-async fn run_demo(listen: SocketAddr) -> Result<(), String> {
+async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e} (pick another with --listen)"))?;
@@ -199,7 +234,30 @@ async fn run_demo(listen: SocketAddr) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         backends.push((id, addr));
     }
-    println!("{}", demo::banner(listen, &backends));
+    let file = FileConfig {
+        listen,
+        admin: switchyard_cli::file::AdminConfig {
+            listen: admin_listen,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // The demo runs without its dashboard rather than not at all.
+    let admin = match TcpListener::bind(admin_listen).await {
+        Ok(admin) => {
+            tokio::spawn(admin::serve(
+                admin,
+                admin::router(proxy.clone(), &file),
+                shutdown_signal(),
+            ));
+            Some(admin_listen)
+        }
+        Err(e) => {
+            tracing::warn!(admin = %admin_listen, error = %e, "no dashboard: cannot listen (pick another address with --admin)");
+            None
+        }
+    };
+    println!("{}", demo::banner(listen, &backends, admin));
     server::serve(listener, proxy, Default::default(), shutdown_signal()).await;
     Ok(())
 }

@@ -1,0 +1,357 @@
+//! The admin API and dashboard, on their own listener.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the dashboard: one self-contained page that refreshes every second |
+//! | `GET /backends` | every backend: admin state, health, breaker, pool, metrics |
+//! | `POST /backends` | add one: `{"id", "url", "weight"?, "protocol"?, "active"?}` |
+//! | `GET /backends/{id}` | one backend |
+//! | `PATCH /backends/{id}` | `{"weight"?, "state"?: "enabled" \| "disabled" \| "draining"}` |
+//! | `DELETE /backends/{id}` | remove it now (requests in flight finish) |
+//! | `GET /stats` | the proxy's counters as JSON |
+//! | `GET /healthz` | the proxy's own liveness |
+//! | `POST /health/check` | check every backend now; answers their health |
+//! | `GET /config` | the effective configuration, secrets redacted |
+//!
+//! Errors are JSON: `{"error": "..."}` with a 4xx status. Without a token only loopback
+//! clients are served; with one, every request must carry `Authorization: Bearer <token>`
+//! (or `?access_token=<token>`, RFC 6750 §2.3, so the dashboard page itself can be opened).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard::{AdminState, Backend, BackendError, PoolStats, Proxy};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::FileConfig;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+#[derive(Clone)]
+struct Admin {
+    proxy: Proxy,
+    token: Option<Arc<str>>,
+    config: Arc<Value>,
+}
+
+/// The admin API over `proxy`, configured by `file` (its `[admin]` token, and the whole
+/// file for `GET /config`).
+pub fn router(proxy: Proxy, file: &FileConfig) -> Router {
+    let mut config = serde_json::to_value(file).unwrap_or(Value::Null);
+    if let Some(token) = config.pointer_mut("/admin/token") {
+        if !token.is_null() {
+            *token = Value::String("<redacted>".into());
+        }
+    }
+    let admin = Admin {
+        proxy,
+        token: file.admin.token.as_deref().map(Arc::from),
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/backends", get(list_backends).post(add_backend))
+        .route(
+            "/backends/{id}",
+            get(get_backend).patch(patch_backend).delete(delete_backend),
+        )
+        .route("/stats", get(stats))
+        .route("/healthz", get(healthz))
+        .route("/health/check", post(check_now))
+        .route("/config", get(config_view))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
+        .layer(middleware::from_fn_with_state(admin.clone(), authorize))
+        .with_state(admin)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn authorize(
+    State(admin): State<Admin>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match &admin.token {
+        None if !peer.ip().is_loopback() => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the admin API serves loopback clients only unless a token is configured",
+            )
+        }
+        None => {}
+        Some(token) => {
+            let offered = bearer(&req).or_else(|| query_token(&req));
+            if !offered.is_some_and(|t| same(t.as_bytes(), token.as_bytes())) {
+                let mut res = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return res;
+            }
+        }
+    }
+    next.run(req).await
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn query_token(req: &Request) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == "access_token").then(|| v.to_owned())
+    })
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ago(t: Option<Instant>) -> Value {
+    t.map_or(Value::Null, |t| json!(ms(t.elapsed())))
+}
+
+fn pool_json(p: &PoolStats) -> Value {
+    serde_json::to_value(p).unwrap_or(Value::Null)
+}
+
+/// Every backend as the API shows it, in the order they were added.
+fn backend_views(admin: &Admin) -> Vec<Value> {
+    let proxy = &admin.proxy;
+    let health = proxy.health_status();
+    let pools: HashMap<String, PoolStats> = proxy.pool_stats().into_iter().collect();
+    let protocols: HashMap<String, Backend> = proxy
+        .list_backends()
+        .into_iter()
+        .map(|b| (b.id.clone(), b))
+        .collect();
+    let breakers = proxy.circuit_breaker();
+    let max_connections = proxy.config().max_connections_per_backend;
+    health
+        .backends
+        .iter()
+        .map(|b| {
+            let endpoints: Vec<Value> = b
+                .endpoints
+                .iter()
+                .map(|e| {
+                    json!({
+                        "addr": e.addr.to_string(),
+                        "health": e.health.name(),
+                        "routed": e.routed,
+                        "consecutive_failures": e.consecutive_failures,
+                        "consecutive_successes": e.consecutive_successes,
+                        "checks": e.checks,
+                        "last_check_ms_ago": ago(e.last_check),
+                        "response_time_ms": e.last_response_time.map(ms),
+                        "error": e.last_error,
+                        "last_transition_ms_ago": ago(e.last_transition),
+                    })
+                })
+                .collect();
+            let breaker = breakers.state(&b.id);
+            json!({
+                "id": b.id,
+                "url": b.url.to_string(),
+                "weight": b.weight,
+                "protocol": protocols.get(&b.id).map(|p| p.protocol),
+                "state": b.admin.name(),
+                "in_flight": b.in_flight,
+                "health": {
+                    "state": b.health.name(),
+                    "is_healthy": b.is_healthy(),
+                    "consecutive_failures": b.consecutive_failures,
+                    "response_time_ms": b.response_time.map(ms),
+                    "error": b.error,
+                    "passive": b.passive,
+                    "panic": health.panic,
+                    "endpoints": endpoints,
+                },
+                "breaker": {
+                    "state": breaker.map(|s| s.name()),
+                    "trips": breakers.trips(&b.id),
+                },
+                "pool": pools.get(&b.id).map(pool_json),
+                "max_connections": max_connections,
+            })
+        })
+        .collect()
+}
+
+async fn list_backends(State(admin): State<Admin>) -> Json<Vec<Value>> {
+    Json(backend_views(&admin))
+}
+
+fn one_backend(admin: &Admin, id: &str) -> Response {
+    match backend_views(admin).into_iter().find(|b| b["id"] == id) {
+        Some(view) => Json(view).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no backend has id `{id}`")),
+    }
+}
+
+async fn get_backend(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
+    one_backend(&admin, &id)
+}
+
+fn backend_error(e: BackendError) -> Response {
+    let status = match e {
+        BackendError::Duplicate(_) => StatusCode::CONFLICT,
+        BackendError::NotFound(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    error(status, e.to_string())
+}
+
+fn bad_json(rejection: JsonRejection) -> Response {
+    error(StatusCode::BAD_REQUEST, rejection.body_text())
+}
+
+async fn add_backend(
+    State(admin): State<Admin>,
+    body: Result<Json<Backend>, JsonRejection>,
+) -> Response {
+    let Json(backend) = match body {
+        Ok(b) => b,
+        Err(rejection) => return bad_json(rejection),
+    };
+    let id = backend.id.clone();
+    if let Err(e) = admin.proxy.add_backend(backend) {
+        return backend_error(e);
+    }
+    admin.proxy.settled().await;
+    let mut res = one_backend(&admin, &id);
+    *res.status_mut() = StatusCode::CREATED;
+    res
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Patch {
+    weight: Option<u32>,
+    state: Option<AdminState>,
+}
+
+async fn patch_backend(
+    State(admin): State<Admin>,
+    Path(id): Path<String>,
+    body: Result<Json<Patch>, JsonRejection>,
+) -> Response {
+    let Json(patch) = match body {
+        Ok(p) => p,
+        Err(rejection) => return bad_json(rejection),
+    };
+    if !admin.proxy.list_backends().iter().any(|b| b.id == id) {
+        return error(StatusCode::NOT_FOUND, format!("no backend has id `{id}`"));
+    }
+    let proxy = &admin.proxy;
+    if let Some(weight) = patch.weight {
+        if let Err(e) = proxy.set_weight(&id, weight) {
+            return backend_error(e);
+        }
+    }
+    let changed = match patch.state {
+        None => Ok(()),
+        Some(AdminState::Enabled) => proxy.enable_backend(&id),
+        Some(AdminState::Disabled) => proxy.disable_backend(&id),
+        // The drain goes on in the background; GET shows it until the backend is gone.
+        Some(AdminState::Draining) => proxy.drain_backend(&id).map(drop),
+    };
+    if let Err(e) = changed {
+        return backend_error(e);
+    }
+    proxy.settled().await;
+    let res = one_backend(&admin, &id);
+    if res.status() == StatusCode::NOT_FOUND && patch.state == Some(AdminState::Draining) {
+        // Nothing was in flight: the drain is over already.
+        return Json(json!({ "id": id, "state": "draining", "removed": true })).into_response();
+    }
+    res
+}
+
+async fn delete_backend(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
+    match admin.proxy.remove_backend(&id) {
+        Ok(removed) => {
+            admin.proxy.settled().await;
+            Json(json!({ "removed": removed.id })).into_response()
+        }
+        Err(e) => backend_error(e),
+    }
+}
+
+async fn check_now(State(admin): State<Admin>) -> Json<Vec<Value>> {
+    admin.proxy.check_now().await;
+    Json(backend_views(&admin))
+}
+
+async fn stats(State(admin): State<Admin>) -> Json<Value> {
+    let retry = admin.proxy.retry_stats();
+    Json(json!({
+        "total_retries": retry.retries,
+        "retry": retry,
+    }))
+}
+
+async fn config_view(State(admin): State<Admin>) -> Json<Value> {
+    Json((*admin.config).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_needs_the_whole_token() {
+        assert!(same(b"s3cret", b"s3cret"));
+        assert!(!same(b"s3cret", b"s3cre"));
+        assert!(!same(b"s3cret", b"s3creT"));
+        assert!(!same(b"", b"x"));
+    }
+}
