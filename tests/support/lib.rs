@@ -241,6 +241,29 @@ fn status(status: StatusCode) -> Response<TestBody> {
     res
 }
 
+/// A [`Proxy`] with `config` over `backends`, once the balancer has them.
+pub async fn proxy_over(config: ProxyConfig, backends: &[&TestBackend]) -> Proxy {
+    let proxy = Proxy::new(config);
+    for b in backends {
+        proxy.add_backend(b.backend()).unwrap();
+    }
+    proxy.settled().await;
+    proxy
+}
+
+/// Runs a server on a fresh 127.0.0.1 listener: `serve(listener)` is spawned and lives as
+/// long as the test's runtime. Returns where it listens.
+pub async fn serve_on_loopback<F>(serve: impl FnOnce(TcpListener) -> F) -> SocketAddr
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener));
+    addr
+}
+
 /// A switchyard server on 127.0.0.1, stopped when dropped.
 #[derive(Debug)]
 pub struct TestProxy {
@@ -270,11 +293,7 @@ impl TestProxy {
         server: ServerConfig,
         backends: &[&TestBackend],
     ) -> Self {
-        let proxy = Proxy::new(config);
-        for b in backends {
-            proxy.add_backend(b.backend()).unwrap();
-        }
-        proxy.settled().await;
+        let proxy = proxy_over(config, backends).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -17,6 +17,28 @@
 //!
 //! Bodies are streamed both ways, never buffered whole.
 //!
+//! # Why this order
+//!
+//! The timeout is above the retries, so one deadline covers every attempt; the retries
+//! are above the balancer, so each attempt can go to another backend; the breakers are
+//! per backend below it, so an open one makes only its backend not ready and the
+//! balancer routes around it. (The response cache, when it lands, goes between the
+//! timeout and the retries: a hit costs no attempt, and what is stored is the outcome
+//! after retries.) The README's "Composing the stack" shows what goes wrong in other
+//! orders.
+//!
+//! Nothing in the stack waits in `poll_ready`: the balancer is always ready and fails at
+//! once with [`NoBackendsAvailable`] when no backend is, and an open breaker answers
+//! readiness with [`CircuitOpen`]. That is what axum needs, since it treats services as
+//! always ready.
+//!
+//! # In axum and tonic
+//!
+//! [`Proxy`] mounts in an axum `Router` as it is (`nest_service`, `fallback_service`),
+//! and [`ForwardLayer`] wraps an application to forward only some requests (a path
+//! prefix, a host, a closure). `tonic::client::Grpc` runs over any stack of these layers;
+//! the workspace's `examples/` show all three.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -40,6 +62,7 @@ pub mod body;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod forward;
 pub mod headers;
 mod proxy;
 mod registry;
@@ -48,6 +71,7 @@ pub mod response;
 pub use body::Body;
 pub use config::{Backend, ByteSize, ConfigProblem, LoadBalancerType, ProxyConfig};
 pub use error::{BackendError, Error};
+pub use forward::{Forward, ForwardLayer};
 pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};
 pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
