@@ -36,6 +36,11 @@ pub struct RetryConfig {
     pub non_idempotent: bool,
     /// Response statuses that are retried (default 502, 503, 504).
     pub statuses: Vec<StatusCode>,
+    /// gRPC status codes that are retried when a response carries them in its headers,
+    /// as a trailers-only gRPC error does (its HTTP status is 200). Default: none; gRPC
+    /// clients usually want `[14]` (UNAVAILABLE). Calls are POSTs, so `non_idempotent`
+    /// must be on too, which is safe only for idempotent RPCs.
+    pub grpc_statuses: Vec<u32>,
     /// Request bodies up to this size are kept to be replayed (default 64 KiB); a request
     /// with a larger body is still forwarded, just not retried.
     pub max_replay_body: usize,
@@ -61,6 +66,7 @@ impl Default for RetryConfig {
                 StatusCode::SERVICE_UNAVAILABLE,
                 StatusCode::GATEWAY_TIMEOUT,
             ],
+            grpc_statuses: Vec::new(),
             max_replay_body: 64 * 1024,
             deadline: None,
             budget: BudgetConfig::default(),

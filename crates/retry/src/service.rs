@@ -320,16 +320,26 @@ where
     }
 }
 
+/// The `grpc-status` a response carries in its headers (a trailers-only gRPC error).
+fn grpc_status<RB>(res: &Response<RB>) -> Option<u32> {
+    res.headers()
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 fn should_retry<RB>(
     config: &RetryConfig,
     idempotent: bool,
     result: &Result<Response<RB>, BoxError>,
 ) -> Option<Reason> {
     match result {
-        Ok(res) => config
-            .statuses
-            .contains(&res.status())
-            .then_some(Reason::Status),
+        Ok(res) => (config.statuses.contains(&res.status())
+            || (!config.grpc_statuses.is_empty()
+                && grpc_status(res).is_some_and(|code| config.grpc_statuses.contains(&code))))
+        .then_some(Reason::Status),
         Err(err) => match ErrorKind::of(&**err) {
             ErrorKind::Connect => Some(Reason::Connect),
             ErrorKind::CircuitOpen => Some(Reason::CircuitOpen),

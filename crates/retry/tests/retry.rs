@@ -142,6 +142,46 @@ async fn client_errors_and_other_statuses_are_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn grpc_statuses_in_headers_are_retried_when_configured() {
+    let grpc = |code: &str| {
+        Response::builder()
+            .status(200)
+            .header("grpc-status", code)
+            .body(())
+            .unwrap()
+    };
+    let config = RetryConfig {
+        grpc_statuses: vec![14],
+        non_idempotent: true,
+        ..exact()
+    };
+    // UNAVAILABLE (14) is retried; the next answer (INVALID_ARGUMENT, 3) is returned.
+    let (svc, mut handle, layer) = setup(config.clone());
+    let res = tokio::spawn(svc.oneshot(request(Method::POST, empty())));
+    for code in ["14", "3"] {
+        let (_, reply) = handle.next_request().await.expect("an attempt");
+        reply.send_response(grpc(code));
+    }
+    let res = res.await.unwrap().unwrap();
+    assert_eq!(res.headers()["grpc-status"], "3");
+    assert_eq!(
+        (layer.stats().attempts, layer.stats().retries_status),
+        (2, 1)
+    );
+
+    // Without the setting a gRPC error is an HTTP 200 like any other.
+    let (svc, mut handle, layer) = setup(RetryConfig {
+        non_idempotent: true,
+        ..exact()
+    });
+    let res = tokio::spawn(svc.oneshot(request(Method::POST, empty())));
+    let (_, reply) = handle.next_request().await.expect("an attempt");
+    reply.send_response(grpc("14"));
+    assert_eq!(res.await.unwrap().unwrap().headers()["grpc-status"], "14");
+    assert_eq!(layer.stats().attempts, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn post_is_retried_only_when_opted_in() {
     let (svc, mut handle, layer) = setup(exact());
     let res = tokio::spawn(svc.oneshot(request(Method::POST, empty())));

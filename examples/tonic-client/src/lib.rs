@@ -4,9 +4,8 @@
 //! ```text
 //!   GreeterClient (tonic::client::Grpc)
 //!     ─▶ grpc_status        switchyard's errors become gRPC statuses (UNAVAILABLE…)
-//!        Retry              gRPC calls are POSTs: opted in; retries 503; each retry
-//!                           goes to another server
-//!        unavailable_as_503 a gRPC UNAVAILABLE, told in the headers, shows as HTTP 503
+//!        Retry              gRPC calls are POSTs: opted in; retries grpc-status
+//!                           UNAVAILABLE; each retry goes to another server
 //!        Balance            round robin over the servers, skipping open breakers
 //!        CircuitBreaker     one per server, judging by gRPC status (GrpcClassifier)
 //!        HttpEndpoint       one per server: its own pool of HTTP/2 connections
@@ -19,13 +18,11 @@
 //!   retried on another server. Once the breaker trips, the balancer skips that server
 //!   until the breaker's timeout has passed.
 //! - **A server that answers `UNAVAILABLE`** (draining, overloaded) is treated the same:
-//!   [`GrpcClassifier`] counts it as a failure and the call is retried elsewhere. gRPC
-//!   servers report errors in `grpc-status` with HTTP status 200 (a "trailers-only"
-//!   response), while switchyard's retry layer decides on the HTTP status, so
-//!   [`unavailable_as_503`] gives such a response the status gRPC's HTTP mapping pairs with
-//!   `UNAVAILABLE`. tonic reads `grpc-status` first, so the caller still sees the gRPC
-//!   status. Retrying is safe here because `SayHello` is idempotent; leave `UNAVAILABLE`
-//!   unretried for methods that are not.
+//!   [`GrpcClassifier`] counts it as a failure, and the retry layer, told to retry gRPC
+//!   code 14 (`RetryConfig::grpc_statuses`), retries the call elsewhere. gRPC servers
+//!   report errors in `grpc-status` with HTTP status 200 (a "trailers-only" response),
+//!   which both layers read. Retrying is safe here because `SayHello` is idempotent;
+//!   leave `UNAVAILABLE` unretried for methods that are not.
 //! - **A caller's error** (`INVALID_ARGUMENT`, `NOT_FOUND`…) comes back at once: it is not
 //!   retried and does not count against the server.
 //! - **No server left**: `UNAVAILABLE` (and `DEADLINE_EXCEEDED` for a timeout), from
@@ -38,7 +35,7 @@ pub mod greeter;
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use switchyard::endpoint::HttpEndpoint;
 use switchyard::layers::balance::{http_route_hint, Balance};
 use switchyard::layers::breaker::GrpcClassifier;
@@ -94,7 +91,6 @@ impl GrpcStack {
             .map_request(|req: Request<tonic::body::Body>| req.map(switchyard::body::boxed))
             .map_err(grpc_status)
             .layer(retry.clone())
-            .map_response(unavailable_as_503)
             .map_request(|req: Request<ReplayBody<Body>>| req.map(switchyard::body::boxed))
             .service(balance);
         Ok(Self {
@@ -125,26 +121,18 @@ impl GrpcStack {
     }
 }
 
-/// Retries for gRPC: every call is a POST, so non-idempotent methods are opted in, and
-/// only 503 is retried (the status [`unavailable_as_503`] gives `UNAVAILABLE`; gRPC
-/// servers do not answer 502 or 504 themselves). Failed connects and open breakers are
+/// Retries for gRPC: a trailers-only response whose `grpc-status` is `UNAVAILABLE` (14)
+/// is retried; every call is a POST, so non-idempotent methods are opted in (right for
+/// `SayHello`, which is idempotent; leave it off for RPCs that are not). HTTP 503 is
+/// retried too (a proxy in between may answer it). Failed connects and open breakers are
 /// retried whatever the method: the request was not sent.
 pub fn retry_config() -> RetryConfig {
     RetryConfig {
         non_idempotent: true,
         statuses: vec![StatusCode::SERVICE_UNAVAILABLE],
+        grpc_statuses: vec![Code::Unavailable as u32],
         ..RetryConfig::default()
     }
-}
-
-/// Gives a trailers-only response whose `grpc-status` is `UNAVAILABLE` (14) the HTTP
-/// status 503, so that the retry layer, which decides on HTTP statuses, retries it.
-pub fn unavailable_as_503(mut res: Response<Body>) -> Response<Body> {
-    let unavailable = HeaderValue::from_static("14");
-    if res.status() == StatusCode::OK && res.headers().get("grpc-status") == Some(&unavailable) {
-        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    }
-    res
 }
 
 /// Turns the stack's errors into gRPC statuses: a timeout is `DEADLINE_EXCEEDED`;
