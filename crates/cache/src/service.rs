@@ -1,0 +1,253 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::body::CacheBody;
+use crate::directives::RequestDirectives;
+use crate::key::primary_key;
+use crate::policy::{decide, serve, Use, STALE_WHILE_REVALIDATE};
+use crate::shared::Shared;
+use crate::stats::bump;
+use crate::status::{CacheStatus, Fwd};
+use crate::upstream::{pass, refresh_in_background, Forward};
+use crate::{CacheConfig, CacheHandle, CacheLayer};
+
+/// A shared HTTP response cache in front of `S`. See the [crate docs](crate).
+pub struct Cache<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Cache<S> {
+    /// Caches `inner`'s responses in a store of its own (a [`MemoryStore`](crate::MemoryStore)).
+    pub fn new(inner: S, config: CacheConfig) -> Self {
+        CacheLayer::new(config).wrap(inner)
+    }
+
+    /// A layer that builds [`Cache`]s sharing one store; a shortcut for
+    /// [`CacheLayer::new`].
+    pub fn layer(config: CacheConfig) -> CacheLayer {
+        CacheLayer::new(config)
+    }
+
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// A handle on the store and counters, shared with every clone of this service.
+    pub fn handle(&self) -> CacheHandle {
+        CacheHandle::new(self.shared.clone())
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for Cache<S> {
+    /// A clone shares the store, the fetches in flight and the counters.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Cache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("inner", &self.inner)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Requests the cache leaves alone although they are GET or HEAD: ranges (partial
+/// responses are not stored) and protocol upgrades (WebSocket).
+fn bypass<B>(req: &Request<B>) -> bool {
+    let h = req.headers();
+    h.contains_key(header::RANGE) || h.contains_key(header::UPGRADE)
+}
+
+impl<S, B, RB> Service<Request<B>> for Cache<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Default + Send + 'static,
+    RB: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<CacheBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<RB, S::Error>;
+
+    /// Always ready: a hit needs nothing from the inner service, so it is not held up
+    /// while the inner service is busy or failing. A request that goes upstream readies
+    /// a clone of the inner service in its response future, and an inner readiness
+    /// error is that request's error (or, with `stale-if-error`, answered from the cache).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        let method = req.method();
+        let get_or_head = *method == Method::GET || *method == Method::HEAD;
+        if !get_or_head || bypass(&req) {
+            let fwd = if get_or_head {
+                Fwd::Bypass
+            } else {
+                Fwd::Method
+            };
+            let invalidate = (!is_safe(method)).then(|| primary_key(req.uri(), req.headers()));
+            let fut = pass(shared.clone(), self.inner.clone(), req, fwd, invalidate);
+            return ResponseFuture::upstream(fut);
+        }
+
+        let key = primary_key(req.uri(), req.headers());
+        let directives = RequestDirectives::parse(req.headers());
+        let now = Instant::now();
+        let lookup = shared.lookup(&key, req.headers());
+        let mut fwd = if lookup.found {
+            Fwd::VaryMiss
+        } else {
+            Fwd::UriMiss
+        };
+        let mut candidate = None;
+        if let Some(entry) = lookup.entry {
+            let decision = decide(&entry, entry.age(now), &directives, &shared.config);
+            let status = match decision {
+                Use::Fresh => Some(CacheStatus::hit()),
+                Use::Stale(detail) => {
+                    bump(&shared.stats.stale_served);
+                    if detail == STALE_WHILE_REVALIDATE {
+                        refresh_in_background(shared, &self.inner, &key, &entry, &req);
+                    }
+                    Some(CacheStatus::hit().detail(detail))
+                }
+                Use::Validate { stale } => {
+                    fwd = if stale { Fwd::Stale } else { Fwd::Request };
+                    None
+                }
+            };
+            if let Some(status) = status {
+                bump(&shared.stats.hits);
+                return ResponseFuture::ready(serve(&entry, now, method, req.headers(), status));
+            }
+            candidate = Some(entry);
+        }
+
+        if directives.only_if_cached {
+            return ResponseFuture::ready(gateway_timeout());
+        }
+        if *method == Method::HEAD {
+            // HEAD is answered from a stored GET but never stored itself.
+            bump(&shared.stats.misses);
+            let fut = pass(shared.clone(), self.inner.clone(), req, fwd, None);
+            return ResponseFuture::upstream(fut);
+        }
+        let forward = Forward::new(
+            shared.clone(),
+            self.inner.clone(),
+            key,
+            fwd,
+            candidate,
+            directives,
+        );
+        ResponseFuture::upstream(forward.run(req))
+    }
+}
+
+/// RFC 9111 §5.2.1.7: `only-if-cached` and nothing usable stored.
+fn gateway_timeout<RB>() -> Response<CacheBody<RB>> {
+    let mut res = Response::new(CacheBody::empty());
+    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    CacheStatus::default()
+        .detail("only-if-cached")
+        .append_to(res.headers_mut());
+    res
+}
+
+type Upstream<RB, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<RB>>, E>> + Send>>;
+
+pin_project! {
+    /// The response future of [`Cache`]: a response answered from the cache is ready at
+    /// once (no allocation for the future); one that goes upstream is boxed.
+    pub struct ResponseFuture<RB, E> {
+        kind: Kind<RB, E>,
+    }
+}
+
+enum Kind<RB, E> {
+    Ready(Option<Response<CacheBody<RB>>>),
+    Upstream(Upstream<RB, E>),
+}
+
+impl<RB, E> ResponseFuture<RB, E> {
+    fn ready(response: Response<CacheBody<RB>>) -> Self {
+        Self {
+            kind: Kind::Ready(Some(response)),
+        }
+    }
+
+    fn upstream<F>(fut: F) -> Self
+    where
+        F: Future<Output = Result<Response<CacheBody<RB>>, E>> + Send + 'static,
+    {
+        Self {
+            kind: Kind::Upstream(Box::pin(fut)),
+        }
+    }
+}
+
+impl<RB, E> fmt::Debug for ResponseFuture<RB, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Ready(_) => "Ready",
+            Kind::Upstream(_) => "Upstream",
+        };
+        f.debug_tuple("ResponseFuture").field(&kind).finish()
+    }
+}
+
+impl<RB, E> Future for ResponseFuture<RB, E> {
+    type Output = Result<Response<CacheBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind {
+            Kind::Ready(response) => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            Kind::Upstream(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}

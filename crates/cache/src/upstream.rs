@@ -1,0 +1,390 @@
+//! The paths that go upstream: a GET miss or revalidation (coalesced, conditional, stored
+//! as it streams, stale on failure), a background refresh, and everything passed through.
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body;
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use crate::body::{CacheBody, Tee};
+use crate::directives::RequestDirectives;
+use crate::entry::{Head, Times};
+use crate::flight::{FlightGuard, Join};
+use crate::key::{resolve_same_origin, vary_values};
+use crate::policy::{
+    decide, is_failure, serve, stale_if_error, storable, worth_storing, Use, STALE_IF_ERROR,
+};
+use crate::shared::Shared;
+use crate::stats::bump;
+use crate::status::{CacheStatus, Fwd};
+use crate::Entry;
+
+/// The request's own validators, replaced by the stored response's when revalidating.
+const CONDITIONALS: [header::HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+/// A GET going upstream for a URL.
+pub(crate) struct Forward<S> {
+    shared: Arc<Shared>,
+    inner: S,
+    key: String,
+    fwd: Fwd,
+    /// The stored response selected for the request, if any: revalidated when it has a
+    /// validator, served when the upstream fails and `stale-if-error` allows.
+    candidate: Option<Arc<Entry>>,
+    directives: RequestDirectives,
+    /// The lead of the URL's fetch, when this request has it.
+    guard: Option<FlightGuard>,
+    /// A background refresh: no client waits for it.
+    background: bool,
+}
+
+impl<S> Forward<S> {
+    /// A client's request, with what the lookup found.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        inner: S,
+        key: String,
+        fwd: Fwd,
+        candidate: Option<Arc<Entry>>,
+        directives: RequestDirectives,
+    ) -> Self {
+        Self {
+            shared,
+            inner,
+            key,
+            fwd,
+            candidate,
+            directives,
+            guard: None,
+            background: false,
+        }
+    }
+
+    pub(crate) async fn run<B, RB>(
+        mut self,
+        mut req: Request<B>,
+    ) -> Result<Response<CacheBody<RB>>, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<RB>>,
+        RB: Body<Data = Bytes>,
+    {
+        if let Some(res) = self.coalesce(req.method(), req.headers()).await {
+            return Ok(res);
+        }
+        let req_headers = req.headers().clone();
+        let validating = match &self.candidate {
+            Some(c) => set_validators(req.headers_mut(), c.headers()),
+            None => false,
+        };
+        let stats = &self.shared.stats;
+        if validating {
+            bump(&stats.revalidations);
+        }
+        if !self.background {
+            bump(&stats.misses);
+        }
+        let sent = Instant::now();
+        let result = match self.inner.ready().await {
+            Ok(svc) => svc.call(req).await,
+            Err(e) => Err(e),
+        };
+        let times = Times::now(sent);
+
+        let res = match (result, self.fallback(times.response)) {
+            (Err(_), Some(stale)) => {
+                return Ok(self.serve_stale_if_error(&stale, times, &req_headers, None))
+            }
+            (Err(e), None) => return Err(e),
+            (Ok(res), Some(stale)) if is_failure(res.status()) => {
+                let status = Some(res.status().as_u16());
+                return Ok(self.serve_stale_if_error(&stale, times, &req_headers, status));
+            }
+            (Ok(res), _) => res,
+        };
+        if validating && res.status() == StatusCode::NOT_MODIFIED {
+            return Ok(self.refreshed(res.headers(), times, &req_headers));
+        }
+        Ok(self.respond(res, times, &req_headers))
+    }
+
+    /// Joins the URL's fetch: leads it, or waits for the leader's response and answers
+    /// from it when it was stored. A request that must see the origin (`no-cache`) neither
+    /// waits for another, nor does one that will not store what it gets (`no-store`).
+    /// (It takes the request's head by parts: a request body need not be `Sync`.)
+    async fn coalesce<RB>(
+        &mut self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<Response<CacheBody<RB>>> {
+        if self.background || self.directives.no_cache || self.directives.no_store {
+            return None;
+        }
+        let shared = &self.shared;
+        let mut done = match shared.flights.join(&self.key) {
+            Join::Lead(guard) => {
+                self.guard = Some(guard);
+                return None;
+            }
+            Join::Follow(done) => done,
+        };
+        bump(&shared.stats.coalesced);
+        let _ = tokio::time::timeout(shared.config.coalesce_wait, done.changed()).await;
+        let now = Instant::now();
+        if let Some(entry) = shared.lookup(&self.key, headers).entry {
+            match decide(&entry, entry.age(now), &self.directives, &shared.config) {
+                Use::Fresh => {
+                    bump(&shared.stats.hits);
+                    let status = CacheStatus {
+                        collapsed: true,
+                        ..CacheStatus::fwd(self.fwd)
+                    };
+                    return Some(serve(&entry, now, method, headers, status));
+                }
+                Use::Validate { stale: false } => self.fwd = Fwd::Request,
+                _ => self.fwd = Fwd::Stale,
+            }
+            self.candidate = Some(entry);
+        }
+        // Not stored (or not in time): go upstream, leading the next requests if nobody
+        // else does by now.
+        self.guard = shared.flights.lead(&self.key);
+        None
+    }
+
+    /// The stale response to serve if the upstream fails: only a stale one, only for a
+    /// client that did not ask for a newer one, only within `stale-if-error`.
+    fn fallback(&self, now: Instant) -> Option<Arc<Entry>> {
+        self.candidate
+            .as_ref()
+            .filter(|c| {
+                !self.background
+                    && self.fwd == Fwd::Stale
+                    && self.directives.max_age.is_none()
+                    && stale_if_error(c, c.age(now), &self.shared.config)
+            })
+            .cloned()
+    }
+
+    fn serve_stale_if_error<RB>(
+        &self,
+        stale: &Entry,
+        times: Times,
+        req_headers: &HeaderMap,
+        fwd_status: Option<u16>,
+    ) -> Response<CacheBody<RB>> {
+        bump(&self.shared.stats.stale_served);
+        let status = CacheStatus {
+            fwd_status,
+            ..CacheStatus::fwd(Fwd::Stale)
+        }
+        .detail(STALE_IF_ERROR);
+        serve(stale, times.response, &Method::GET, req_headers, status)
+    }
+
+    /// Updates the stored response from a `304 Not Modified` and answers from it.
+    fn refreshed<RB>(
+        self,
+        not_modified: &HeaderMap,
+        times: Times,
+        req_headers: &HeaderMap,
+    ) -> Response<CacheBody<RB>> {
+        let shared = &self.shared;
+        let stored = self
+            .candidate
+            .as_ref()
+            .expect("revalidated a stored response");
+        bump(&shared.stats.not_modified);
+        let head = stored
+            .head()
+            .refreshed(not_modified, times, shared.config.ttl);
+        let keep = !(head.directives.no_store || head.directives.private);
+        let entry = Arc::new(head.into_entry(stored.body().clone()));
+        if keep {
+            shared.store(self.key.clone(), entry.clone());
+        } else {
+            shared.remove(&self.key, stored);
+        }
+        let status = CacheStatus {
+            fwd_status: Some(304),
+            ..CacheStatus::fwd(self.fwd)
+        };
+        let mut res = serve(&entry, times.response, &Method::GET, req_headers, status);
+        // A cookie the origin set in its 304 was meant for this client (and is not stored).
+        for cookie in not_modified.get_all(header::SET_COOKIE) {
+            res.headers_mut().append(header::SET_COOKIE, cookie.clone());
+        }
+        res
+        // The guard drops here, once the refreshed response is stored.
+    }
+
+    /// A full response from upstream: stored as it streams when it may be, passed
+    /// through otherwise.
+    fn respond<RB: Body<Data = Bytes>>(
+        mut self,
+        res: Response<RB>,
+        times: Times,
+        req_headers: &HeaderMap,
+    ) -> Response<CacheBody<RB>> {
+        let config = &self.shared.config;
+        let (mut parts, body) = res.into_parts();
+        let mut status = CacheStatus::fwd(self.fwd);
+        let head = storable(
+            req_headers,
+            &self.directives,
+            parts.status,
+            &parts.headers,
+            config,
+        )
+        .map(|fields| {
+            let vary = vary_values(&fields, req_headers);
+            Head::new(parts.status, &parts.headers, vary, times, config.ttl)
+        })
+        .filter(|head| worth_storing(head, config));
+        let limit = head
+            .as_ref()
+            .map(|head| config.max_object_size.saturating_sub(head.weight(0)));
+        let hint = body.size_hint();
+        let body = match (head, limit) {
+            (Some(head), Some(limit)) if hint.lower() <= limit => {
+                status.stored = true;
+                let (shared, key) = (self.shared.clone(), self.key.clone());
+                let tee = Tee::new(
+                    shared,
+                    key,
+                    head,
+                    limit as usize,
+                    hint.exact(),
+                    self.guard.take(),
+                );
+                CacheBody::tee(body, tee)
+            }
+            _ => CacheBody::new(body),
+        };
+        if let Some(stale) = &self.candidate {
+            let s = parts.status.as_u16();
+            // The origin answered with a response that replaces the stored one but is not
+            // stored itself: do not keep serving the old one.
+            if !status.stored && s != 304 && s < 500 {
+                self.shared.remove(&self.key, stale);
+            }
+        }
+        status.append_to(&mut parts.headers);
+        Response::from_parts(parts, body)
+    }
+}
+
+/// Puts the stored response's validators on the request in place of the client's;
+/// `false` when it has none.
+fn set_validators(req: &mut HeaderMap, stored: &HeaderMap) -> bool {
+    let etag = stored.get(header::ETAG).cloned();
+    let last_modified = stored.get(header::LAST_MODIFIED).cloned();
+    if etag.is_none() && last_modified.is_none() {
+        return false;
+    }
+    for name in &CONDITIONALS {
+        req.remove(name);
+    }
+    if let Some(etag) = etag {
+        req.insert(header::IF_NONE_MATCH, etag);
+    }
+    if let Some(date) = last_modified {
+        req.insert(header::IF_MODIFIED_SINCE, date);
+    }
+    true
+}
+
+/// Starts refreshing `entry` on a task of its own, unless its URL is already being
+/// fetched or there is no tokio runtime to run it on.
+pub(crate) fn refresh_in_background<S, B, RB>(
+    shared: &Arc<Shared>,
+    inner: &S,
+    key: &str,
+    entry: &Arc<Entry>,
+    req: &Request<B>,
+) where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    B: Default + Send + 'static,
+    RB: Body<Data = Bytes> + Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let Some(guard) = shared.flights.lead(key) else {
+        return;
+    };
+    let mut refresh = Request::new(B::default());
+    *refresh.method_mut() = Method::GET;
+    *refresh.uri_mut() = req.uri().clone();
+    *refresh.version_mut() = req.version();
+    *refresh.headers_mut() = req.headers().clone();
+    *refresh.extensions_mut() = req.extensions().clone();
+    for name in &CONDITIONALS {
+        refresh.headers_mut().remove(name);
+    }
+    let forward = Forward {
+        guard: Some(guard),
+        background: true,
+        ..Forward::new(
+            shared.clone(),
+            inner.clone(),
+            key.to_owned(),
+            Fwd::Stale,
+            Some(entry.clone()),
+            RequestDirectives::default(),
+        )
+    };
+    runtime.spawn(async move {
+        if let Ok(res) = forward.run(refresh).await {
+            // Reading the body to its end is what stores it.
+            let mut body = pin!(res.into_body());
+            while let Some(Ok(_)) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {}
+        }
+    });
+}
+
+/// A request the cache does not answer, passed upstream; a successful unsafe one
+/// invalidates what is stored for `invalidate` and for its `Location` and
+/// `Content-Location` on the same origin (RFC 9111 §4.4).
+pub(crate) async fn pass<S, B, RB>(
+    shared: Arc<Shared>,
+    inner: S,
+    req: Request<B>,
+    fwd: Fwd,
+    invalidate: Option<String>,
+) -> Result<Response<CacheBody<RB>>, S::Error>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    let mut res = inner.oneshot(req).await?;
+    let status = res.status();
+    if let Some(key) = invalidate.filter(|_| status.is_success() || status.is_redirection()) {
+        shared.invalidate(&key);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let targets: Vec<String> = res
+                .headers()
+                .get_all(&name)
+                .iter()
+                .filter_map(|v: &HeaderValue| resolve_same_origin(&key, v))
+                .collect();
+            for target in targets {
+                shared.invalidate(&target);
+            }
+        }
+    }
+    CacheStatus::fwd(fwd).append_to(res.headers_mut());
+    Ok(res.map(CacheBody::new))
+}
