@@ -120,6 +120,8 @@ pub struct BackendOptions {
 /// - `/close`: answers with `Connection: close`;
 /// - `/delay/<ms>`: answers after `ms` milliseconds;
 /// - `/status/<code>`: answers with that status;
+/// - `/cacheable/<s>`: `<id> <method>`, cacheable for `s` seconds, with an `ETag`
+///   (every other answer says `Cache-Control: no-store`);
 /// - anything else: the id.
 pub async fn backend(id: &'static str) -> TestBackend {
     backend_with(id, BackendOptions::default()).await
@@ -182,6 +184,10 @@ async fn answer(
 ) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_owned();
     let mut res = Response::builder().header("x-backend", id);
+    // Dynamic answers, as most of a backend's are: a cache must not store them.
+    if !path.starts_with("/cacheable/") {
+        res = res.header("cache-control", "no-store");
+    }
     if let Some(status) = fail_with {
         // Read the request first, as a backend that fails while handling it would.
         let _ = req.into_body().collect().await;
@@ -225,6 +231,13 @@ async fn answer(
             full(id)
         }
         p if p.starts_with("/stream/") => streamed(p["/stream/".len()..].parse().unwrap()),
+        p if p.starts_with("/cacheable/") => {
+            let max_age: u64 = p["/cacheable/".len()..].parse().unwrap();
+            res = res
+                .header("cache-control", format!("public, max-age={max_age}"))
+                .header("etag", "\"v1\"");
+            full(format!("{id} {}", req.method()))
+        }
         p if p.starts_with("/status/") => {
             let code: u16 = p["/status/".len()..].parse().unwrap();
             res = res.status(code);

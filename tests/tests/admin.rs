@@ -297,3 +297,35 @@ async fn health_check_now_reports_a_dead_backend() {
     assert!(report[1]["health"]["endpoints"][0]["response_time_ms"].is_number());
     assert_eq!(backends_seen(&proxy, 4).await, ["a"]);
 }
+
+#[tokio::test]
+async fn cache_purge_drops_stored_responses() {
+    let (a, b, proxy) = two().await;
+    let admin = start_admin(&proxy, None).await;
+    let client = client();
+    let cached = proxy.url("/cacheable/60");
+    let fetched = || a.request_count() + b.request_count();
+    get(&client, &cached).await;
+    get(&client, &cached).await;
+    assert_eq!(fetched(), 1, "the second GET was a hit");
+
+    let body = json!({ "url": cached }).to_string();
+    let (status, purged) = admin.call("POST", "/cache/purge", Some(&body)).await;
+    assert_eq!((status, &purged["purged"]), (StatusCode::OK, &json!(1)));
+    get(&client, &cached).await;
+    assert_eq!(fetched(), 2, "purged: fetched again");
+
+    let (status, purged) = admin
+        .call("POST", "/cache/purge", Some(r#"{"all":true}"#))
+        .await;
+    assert_eq!((status, &purged["purged"]), (StatusCode::OK, &json!(1)));
+    let (status, err) = admin
+        .call("POST", "/cache/purge", Some(r#"{"url":"/relative"}"#))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err["error"].as_str().unwrap().contains("absolute"));
+    assert_eq!(
+        admin.call("POST", "/cache/purge", Some("{}")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}

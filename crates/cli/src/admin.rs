@@ -11,6 +11,7 @@
 //! | `GET /stats` | the proxy's counters as JSON |
 //! | `GET /healthz` | the proxy's own liveness |
 //! | `POST /health/check` | check every backend now; answers their health |
+//! | `POST /cache/purge` | `{"url": "http://host/path"}` drops that URL's stored responses, `{"all": true}` every one |
 //! | `GET /config` | the effective configuration, secrets redacted |
 //!
 //! Errors are JSON: `{"error": "..."}` with a 4xx status. Without a token only loopback
@@ -71,6 +72,7 @@ pub fn router(proxy: Proxy, file: &FileConfig) -> Router {
         .route("/stats", get(stats))
         .route("/healthz", get(healthz))
         .route("/health/check", post(check_now))
+        .route("/cache/purge", post(purge))
         .route("/config", get(config_view))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
@@ -337,6 +339,47 @@ async fn stats(State(admin): State<Admin>) -> Json<Value> {
         "total_retries": retry.retries,
         "retry": retry,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Purge {
+    url: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn purge(State(admin): State<Admin>, body: Result<Json<Purge>, JsonRejection>) -> Response {
+    let Json(purge) = match body {
+        Ok(p) => p,
+        Err(rejection) => return bad_json(rejection),
+    };
+    let Some(cache) = admin.proxy.cache() else {
+        return error(StatusCode::CONFLICT, "the response cache is off");
+    };
+    match (purge.url, purge.all) {
+        (None, true) => {
+            let entries = cache.stats().entries;
+            cache.purge_all();
+            Json(json!({ "purged": entries })).into_response()
+        }
+        (Some(url), false) => {
+            let uri = match url.parse::<http::Uri>() {
+                Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => uri,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("`{url}` is not an absolute URL (http://host/path)"),
+                    )
+                }
+            };
+            Json(json!({ "purged": u64::from(cache.purge(&uri)) })).into_response()
+        }
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "give either `url` or `\"all\": true`",
+        ),
+    }
 }
 
 async fn config_view(State(admin): State<Admin>) -> Json<Value> {

@@ -12,8 +12,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 /// Starts a demo backend on `addr` (port 0 for any). It answers every path with
-/// `hello from <id>` and an `x-backend: <id>` header, and `/health` with `ok`. Returns the
-/// address it listens on; it serves until the runtime stops.
+/// `hello from <id>` and an `x-backend: <id>` header (not cacheable: `no-store`),
+/// `/static/...` with a response the proxy may cache for a minute, and `/health` with
+/// `ok`. Returns the address it listens on; it serves until the runtime stops.
 pub async fn spawn_backend(id: &'static str, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -23,16 +24,24 @@ pub async fn spawn_backend(id: &'static str, addr: SocketAddr) -> std::io::Resul
                 continue;
             };
             let service = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                let body = if req.uri().path() == "/health" {
-                    "ok\n".to_owned()
+                let path = req.uri().path();
+                let (body, cache_control) = if path == "/health" {
+                    ("ok\n".to_owned(), "no-store")
+                } else if path.starts_with("/static/") {
+                    (
+                        format!("static {path}, served by {id}\n"),
+                        "public, max-age=60",
+                    )
                 } else {
-                    format!("hello from {id}: {} {}\n", req.method(), req.uri())
+                    let text = format!("hello from {id}: {} {}\n", req.method(), req.uri());
+                    (text, "no-store")
                 };
                 Ok::<_, Infallible>(
                     Response::builder()
                         .status(StatusCode::OK)
                         .header("x-backend", id)
                         .header("content-type", "text/plain; charset=utf-8")
+                        .header("cache-control", cache_control)
                         .body(Full::new(Bytes::from(body)))
                         .expect("valid response"),
                 )
@@ -65,7 +74,8 @@ pub fn banner(
     s.push_str(&format!(
         "\nTry:\n  curl -i http://{listen}/hello          # answered by a backend; see x-backend\n  \
          for i in 1 2 3 4 5 6; do curl -s http://{listen}/; done   # round robin\n  \
-         curl --http2-prior-knowledge -i http://{listen}/h2       # HTTP/2 in, HTTP/1.1 out\n\n\
+         curl --http2-prior-knowledge -i http://{listen}/h2       # HTTP/2 in, HTTP/1.1 out\n  \
+         curl -si http://{listen}/static/app.css | grep -i cache-status   # twice: the second is a cache hit\n\n\
          Stop with Ctrl-C.\n"
     ));
     s

@@ -46,6 +46,13 @@ enum Command {
         /// Serve no admin API.
         #[arg(long, conflicts_with = "admin")]
         no_admin: bool,
+        /// Freshness given to cacheable responses that carry none (overrides
+        /// `proxy.cache_ttl`; "0s" caches only explicitly fresh responses).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        cache_ttl: Option<std::time::Duration>,
+        /// Turn the response cache off (overrides `proxy.cache_enabled`).
+        #[arg(long, conflicts_with = "cache_ttl")]
+        no_cache: bool,
     },
     /// Run the proxy on 127.0.0.1:8080 over three embedded demo backends.
     Demo {
@@ -84,6 +91,8 @@ fn main() -> ExitCode {
             threads,
             admin,
             no_admin,
+            cache_ttl,
+            no_cache,
         } => {
             let mut file = match config {
                 Some(path) => match FileConfig::load(&path) {
@@ -107,6 +116,12 @@ fn main() -> ExitCode {
             }
             if no_admin {
                 file.admin.enabled = false;
+            }
+            if let Some(ttl) = cache_ttl {
+                file.proxy.cache_ttl = ttl;
+            }
+            if no_cache {
+                file.proxy.cache_enabled = false;
             }
             if !backend.is_empty() {
                 match backends_from_flags(&backend) {
@@ -245,12 +260,13 @@ async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), St
     // The demo runs without its dashboard rather than not at all.
     let admin = match TcpListener::bind(admin_listen).await {
         Ok(admin) => {
+            let bound = admin.local_addr().unwrap_or(admin_listen);
             tokio::spawn(admin::serve(
                 admin,
                 admin::router(proxy.clone(), &file),
                 shutdown_signal(),
             ));
-            Some(admin_listen)
+            Some(bound)
         }
         Err(e) => {
             tracing::warn!(admin = %admin_listen, error = %e, "no dashboard: cannot listen (pick another address with --admin)");

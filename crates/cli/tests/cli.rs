@@ -110,7 +110,7 @@ fn demo_serves_round_robin_over_three_backends() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = switchyard()
-        .args(["demo", "--listen", &addr])
+        .args(["demo", "--listen", &addr, "--admin", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -124,12 +124,34 @@ fn demo_serves_round_robin_over_three_backends() {
         }
     }
     let answers: Vec<String> = (0..6).map(|_| get(&addr, "/")).collect();
+    let statics: Vec<String> = (0..2).map(|_| get(&addr, "/static/app.css")).collect();
+    let dashboard = banner
+        .lines()
+        .find_map(|l| l.strip_prefix("Dashboard: http://"))
+        .and_then(|l| l.split('/').next())
+        .map(|admin| get(admin, "/"))
+        .unwrap_or_default();
     child.kill().unwrap();
     child.wait().unwrap();
 
     assert!(
         banner.contains(&format!("curl -i http://{addr}/hello")),
         "{banner}"
+    );
+    assert!(
+        dashboard.starts_with("HTTP/1.1 200"),
+        "the dashboard: {dashboard}"
+    );
+    assert!(dashboard.contains("<title>switchyard</title>"));
+    assert!(
+        statics[0].contains("cache-status: switchyard; fwd=uri-miss; stored"),
+        "{}",
+        statics[0]
+    );
+    assert!(
+        statics[1].contains("cache-status: switchyard; hit"),
+        "{}",
+        statics[1]
     );
     let ids: Vec<&str> = answers
         .iter()
@@ -153,4 +175,20 @@ fn demo_serves_round_robin_over_three_backends() {
             "backend-3"
         ]
     );
+}
+
+#[test]
+fn cache_flags_are_checked() {
+    let out = switchyard()
+        .args(["serve", "--cache-ttl", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cache-ttl"));
+    let out = switchyard()
+        .args(["serve", "--no-cache", "--cache-ttl", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchyard_breaker::BreakerConfig;
+use switchyard_cache::CacheConfig;
 use switchyard_health::{HealthConfig, StatusRange};
 use switchyard_pool::{PoolConfig, Protocol};
 use switchyard_retry::RetryConfig;
@@ -60,6 +61,20 @@ pub struct ProxyConfig {
     pub cache_ttl: Duration,
     /// Memory bound of the response cache.
     pub cache_max_size: ByteSize,
+    /// The largest response the cache stores (larger ones stream through).
+    pub cache_max_object_size: ByteSize,
+    /// How long past freshness a stored response may answer when the backends fail, for
+    /// responses that carry no `stale-if-error` of their own (0: only when they do).
+    #[serde(with = "humantime_serde")]
+    pub cache_stale_if_error: Duration,
+    /// How long past freshness a stored response may be served while it is refreshed in
+    /// the background, for responses without `stale-while-revalidate` (0: only with it).
+    #[serde(with = "humantime_serde")]
+    pub cache_stale_while_revalidate: Duration,
+    /// How long a request waits for a concurrent request fetching the same URL before
+    /// going to the backends itself.
+    #[serde(with = "humantime_serde")]
+    pub cache_coalesce_wait: Duration,
     /// Whether backends are checked actively.
     pub health_check_enabled: bool,
     /// Time between health checks of one backend.
@@ -101,6 +116,7 @@ pub struct ProxyConfig {
 impl Default for ProxyConfig {
     fn default() -> Self {
         let health = HealthConfig::default();
+        let cache = CacheConfig::default();
         Self {
             load_balancer_type: LoadBalancerType::RoundRobin,
             circuit_breaker_enabled: true,
@@ -117,7 +133,11 @@ impl Default for ProxyConfig {
             retry_non_idempotent: false,
             cache_enabled: true,
             cache_ttl: Duration::from_secs(300),
-            cache_max_size: ByteSize(100 * 1024 * 1024),
+            cache_max_size: ByteSize(cache.max_size),
+            cache_max_object_size: ByteSize(cache.max_object_size),
+            cache_stale_if_error: cache.stale_if_error,
+            cache_stale_while_revalidate: cache.stale_while_revalidate,
+            cache_coalesce_wait: cache.coalesce_wait,
             health_check_enabled: true,
             health_check_interval: Duration::from_secs(10),
             health_check_path: "/health".to_owned(),
@@ -187,6 +207,18 @@ impl ProxyConfig {
         }
     }
 
+    /// The response cache's settings.
+    pub fn cache_config(&self) -> CacheConfig {
+        CacheConfig {
+            ttl: self.cache_ttl,
+            max_size: self.cache_max_size.bytes(),
+            max_object_size: self.cache_max_object_size.bytes(),
+            stale_if_error: self.cache_stale_if_error,
+            stale_while_revalidate: self.cache_stale_while_revalidate,
+            coalesce_wait: self.cache_coalesce_wait,
+        }
+    }
+
     /// The health checker's and resolver's settings.
     pub fn health_config(&self) -> HealthConfig {
         HealthConfig {
@@ -245,6 +277,11 @@ impl ProxyConfig {
             !self.request_timeout.is_zero(),
             "request_timeout",
             "must be longer than 0s",
+        );
+        check(
+            self.cache_max_object_size <= self.cache_max_size,
+            "cache_max_object_size",
+            "must not exceed cache_max_size",
         );
         for (key, message) in self.health_config().problems() {
             let key = match key {

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //!   request ──▶ ErrorResponse   typed errors become 503 / 504 / 502 responses
+//!               Cache           RFC 9111 shared cache (switchyard-cache)
 //!               Timeout         request_timeout (tower::timeout)
 //!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
 //!               Retry           backoff, budget, idempotency, body replay (switchyard-retry)
@@ -19,13 +20,13 @@
 //!
 //! # Why this order
 //!
-//! The timeout is above the retries, so one deadline covers every attempt; the retries
-//! are above the balancer, so each attempt can go to another backend; the breakers are
-//! per backend below it, so an open one makes only its backend not ready and the
-//! balancer routes around it. (The response cache, when it lands, goes between the
-//! timeout and the retries: a hit costs no attempt, and what is stored is the outcome
-//! after retries.) The README's "Composing the stack" shows what goes wrong in other
-//! orders.
+//! The cache is on top, so a hit costs no timer and no attempt, what is stored is the
+//! outcome after retries, and a stored response can stand in for backends that fail or
+//! time out (`stale-if-error`). The timeout is above the retries, so one deadline covers
+//! every attempt; the retries are above the balancer, so each attempt can go to another
+//! backend; the breakers are per backend below it, so an open one makes only its backend
+//! not ready and the balancer routes around it. The README's "Composing the stack" shows
+//! what goes wrong in other orders.
 //!
 //! Nothing in the stack waits in `poll_ready`: the balancer is always ready and fails at
 //! once with [`NoBackendsAvailable`] when no backend is, and an open breaker answers
@@ -76,6 +77,7 @@ pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};
 pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
+pub use switchyard_cache::{CacheConfig, CacheHandle, CacheStats};
 pub use switchyard_core::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};
 pub use switchyard_health::{
     AdminState, BackendStatus, Drain, EndpointStatus, Health, HealthConfig, HealthEvent,
@@ -88,6 +90,7 @@ pub use switchyard_retry::{RetryConfig, RetryStats};
 pub mod layers {
     pub use switchyard_balance as balance;
     pub use switchyard_breaker as breaker;
+    pub use switchyard_cache as cache;
     pub use switchyard_health as health;
     pub use switchyard_pool as pool;
     pub use switchyard_retry as retry;

@@ -6,13 +6,14 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use switchyard_balance::{http_route_hint, Balance};
 use switchyard_breaker::CircuitBreakers;
+use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
 use switchyard_core::BoxError;
 use switchyard_health::{AdminState, Drain, HealthEvent, HealthReport, Registry, Tracked};
 use switchyard_pool::PoolStats;
 use switchyard_retry::{ReplayBody, Retry, RetryLayer, RetryStats};
 use tower::timeout::{Timeout, TimeoutLayer};
-use tower::util::MapRequest;
-use tower::{Service, ServiceBuilder};
+use tower::util::{Either, MapRequest, MapResponse};
+use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
 use crate::registry::{self as reg, EndpointService, HttpEndpoints};
@@ -23,11 +24,17 @@ use crate::{
 
 type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
 type BoxReplay = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
-type Stack = ErrorResponse<Timeout<ProxyHeaders<Retry<BoxReplay>>>>;
+type Upstream = Timeout<ProxyHeaders<Retry<BoxReplay>>>;
+type Cached = MapResponse<Cache<Upstream>, fn(Response<CacheBody<Body>>) -> Response<Body>>;
+type Stack = ErrorResponse<Either<Cached, Upstream>>;
 
 /// Between retry and balance: attempts carry a replayable body; below, one body type.
 fn box_replay(req: Request<ReplayBody<Body>>) -> Request<Body> {
     req.map(body::boxed)
+}
+
+fn box_cached(res: Response<CacheBody<Body>>) -> Response<Body> {
+    res.map(body::boxed)
 }
 
 /// The future of [`Proxy`]'s `call`.
@@ -53,6 +60,7 @@ struct Shared {
     endpoints: tokio::sync::watch::Receiver<usize>,
     config: ProxyConfig,
     registry: Registry<HttpEndpoints>,
+    cache: Option<CacheHandle>,
 }
 
 impl Proxy {
@@ -70,18 +78,29 @@ impl Proxy {
         let retry = RetryLayer::new(config.retry_config());
         let balance = Balance::weighted(discovery).route_hints(http_route_hint);
         let endpoints = balance.endpoint_count();
-        let stack = ServiceBuilder::new()
-            .layer(ErrorResponseLayer::new())
+        let upstream = ServiceBuilder::new()
             .layer(TimeoutLayer::new(config.request_timeout))
             .layer(ProxyHeadersLayer::new().preserve_host(config.preserve_host))
             .layer(retry.clone())
             .service(MapRequest::new(balance, box_replay as fn(_) -> _));
+        // The cache sits above the timeout: a hit takes no timer, and a stored response can
+        // answer for backends that time out (stale-if-error).
+        let (cached, cache) = if config.cache_enabled {
+            let layer = CacheLayer::new(config.cache_config());
+            let handle = layer.handle();
+            let cached = MapResponse::new(layer.layer(upstream), box_cached as fn(_) -> _);
+            (Either::Left(cached), Some(handle))
+        } else {
+            (Either::Right(upstream), None)
+        };
+        let stack = ErrorResponseLayer::new().layer(cached);
         Self {
             shared: Arc::new(Shared {
                 config,
                 registry,
                 retry,
                 endpoints,
+                cache,
             }),
             stack,
         }
@@ -188,6 +207,12 @@ impl Proxy {
     /// backend, trip counts, forcing, and a stream of transitions.
     pub fn circuit_breaker(&self) -> &CircuitBreakers {
         &self.shared.registry.endpoints().breakers
+    }
+
+    /// The response cache: purge entries, read its counters. `None` when
+    /// `cache_enabled` is off.
+    pub fn cache(&self) -> Option<&CacheHandle> {
+        self.shared.cache.as_ref()
     }
 
     /// Connection pool counters of every backend, in the order they were added

@@ -1,0 +1,117 @@
+//! The response cache in the standard stack: hits touch no backend, stale answers stand in
+//! for dead backends, unsafe methods invalidate, and it can be turned off.
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use switchyard::ProxyConfig;
+use switchyard_cli::ServerConfig;
+use switchyard_tests::{backend, client, full, TestProxy};
+
+async fn fetch(proxy: &TestProxy, method: &str, path: &str) -> (StatusCode, String, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(proxy.url(path))
+        .body(full(""))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    let status = res.status();
+    let cache_status = res
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        status,
+        cache_status,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_hit_is_answered_without_a_backend() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let proxy = TestProxy::with(&[&a, &b]).await;
+    let first = fetch(&proxy, "GET", "/cacheable/60").await;
+    assert_eq!(
+        first,
+        (
+            StatusCode::OK,
+            "switchyard; fwd=uri-miss; stored".into(),
+            "a GET".into()
+        )
+    );
+    for _ in 0..5 {
+        let (status, cache, body) = fetch(&proxy, "GET", "/cacheable/60").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "a GET"));
+        assert!(cache.starts_with("switchyard; hit"), "{cache}");
+    }
+    assert_eq!(a.request_count() + b.request_count(), 1);
+    // Uncacheable answers are forwarded every time, round robin.
+    let (_, cache, _) = fetch(&proxy, "GET", "/").await;
+    assert_eq!(cache, "switchyard; fwd=uri-miss");
+    fetch(&proxy, "GET", "/").await;
+    assert_eq!(a.request_count() + b.request_count(), 3);
+    let stats = proxy.proxy.cache().unwrap().stats();
+    assert_eq!((stats.hits, stats.stores), (5, 1));
+}
+
+#[tokio::test]
+async fn a_stale_answer_stands_in_for_dead_backends_when_allowed() {
+    let a = backend("a").await;
+    let config = ProxyConfig {
+        cache_stale_if_error: Duration::from_secs(60),
+        ..switchyard_tests::config()
+    };
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
+    // max-age=0: stale at once, kept because it may answer errors.
+    let (status, _, body) = fetch(&proxy, "GET", "/cacheable/0").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a GET"));
+    a.kill();
+    let (status, cache, body) = fetch(&proxy, "GET", "/cacheable/0").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a GET"));
+    assert!(
+        cache.contains("fwd=stale") && cache.contains("detail=stale-if-error"),
+        "{cache}"
+    );
+    // Without a stored answer the error is the client's (502, or 503 once the breaker
+    // has opened on the refused connections).
+    let (status, _, _) = fetch(&proxy, "GET", "/cacheable/1").await;
+    assert!(status.is_server_error(), "{status}");
+}
+
+#[tokio::test]
+async fn a_post_invalidates_the_stored_get() {
+    let a = backend("a").await;
+    let proxy = TestProxy::with(&[&a]).await;
+    fetch(&proxy, "GET", "/cacheable/60").await;
+    assert!(fetch(&proxy, "GET", "/cacheable/60")
+        .await
+        .1
+        .starts_with("switchyard; hit"));
+    let (status, _, body) = fetch(&proxy, "POST", "/cacheable/60").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a POST"));
+    let (_, cache, _) = fetch(&proxy, "GET", "/cacheable/60").await;
+    assert_eq!(cache, "switchyard; fwd=uri-miss; stored");
+    assert_eq!(a.request_count(), 3);
+}
+
+#[tokio::test]
+async fn with_the_cache_off_every_request_reaches_a_backend() {
+    let a = backend("a").await;
+    let config = ProxyConfig {
+        cache_enabled: false,
+        ..switchyard_tests::config()
+    };
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
+    for _ in 0..3 {
+        let (status, cache, _) = fetch(&proxy, "GET", "/cacheable/60").await;
+        assert_eq!((status, cache.as_str()), (StatusCode::OK, ""));
+    }
+    assert_eq!(a.request_count(), 3);
+    assert!(proxy.proxy.cache().is_none());
+}
