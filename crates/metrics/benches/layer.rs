@@ -1,0 +1,114 @@
+//! Cost of the metrics layers: ready + call + await of a `service_fn` that answers at once,
+//! bare and wrapped, next to the cost of the two clock reads each layer makes; then two
+//! threads recording into one registry at once, with the recorders striped (the default)
+//! and with a single stripe.
+
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)] // benchmarks measure wall-clock time
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures::FutureExt;
+use http::{Request, Response};
+use switchyard_metrics::MetricsRegistry;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+type Answer = Ready<Result<Response<()>, Infallible>>;
+
+fn ok(_req: Request<()>) -> Answer {
+    ready(Ok(Response::new(())))
+}
+
+fn once<S>(svc: &mut S) -> Response<()>
+where
+    S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
+{
+    let svc = svc.ready().now_or_never().unwrap().unwrap();
+    svc.call(Request::new(())).now_or_never().unwrap().unwrap()
+}
+
+/// Wall time of `work(iters)` run on two threads at once: the time of one iteration on each
+/// thread while the other runs too.
+fn on_two_threads(iters: u64, work: impl Fn(u64) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| work(iters));
+        }
+    });
+    start.elapsed()
+}
+
+/// `iters` requests on each of two threads, each through its own service from `make`.
+fn two_threads<S, F>(iters: u64, make: F) -> Duration
+where
+    S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
+    F: Fn() -> S + Sync,
+{
+    on_two_threads(iters, |n| {
+        let mut svc = make();
+        for _ in 0..n {
+            once(&mut svc);
+        }
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut group = c.benchmark_group("metrics");
+
+    let mut bare = service_fn(ok);
+    group.bench_function("bare service", |b| b.iter(|| once(&mut bare)));
+
+    // What the layer cannot do without: reading the clock at call and at the answer.
+    group.bench_function("two clock reads", |b| {
+        b.iter(|| tokio::time::Instant::now().elapsed())
+    });
+
+    let metrics = MetricsRegistry::new();
+    let mut proxy = metrics.layer().layer(service_fn(ok));
+    group.bench_function("proxy-wide layer", |b| b.iter(|| once(&mut proxy)));
+
+    let mut both = metrics
+        .layer()
+        .layer(metrics.backend("a").layer(service_fn(ok)));
+    group.bench_function("proxy-wide + backend layers", |b| {
+        b.iter(|| once(&mut both))
+    });
+
+    group.bench_function("bare service, 2 threads", |b| {
+        b.iter_custom(|iters| two_threads(iters, || service_fn(ok)))
+    });
+    group.bench_function("two clock reads, 2 threads", |b| {
+        b.iter_custom(|iters| {
+            on_two_threads(iters, |n| {
+                for _ in 0..n {
+                    std::hint::black_box(tokio::time::Instant::now().elapsed());
+                }
+            })
+        })
+    });
+    let striped = MetricsRegistry::new();
+    group.bench_function("proxy-wide layer, 2 threads, striped", |b| {
+        b.iter_custom(|iters| two_threads(iters, || striped.layer().layer(service_fn(ok))))
+    });
+    let single = MetricsRegistry::with_stripes(1);
+    group.bench_function("proxy-wide layer, 2 threads, 1 stripe", |b| {
+        b.iter_custom(|iters| two_threads(iters, || single.layer().layer(service_fn(ok))))
+    });
+    group.finish();
+
+    // The numbers recorded are exact whatever the contention.
+    let s = single.snapshot();
+    assert_eq!(s.total_requests, s.successful_requests);
+    assert_eq!(s.in_flight, 0);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

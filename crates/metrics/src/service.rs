@@ -1,0 +1,122 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use crate::recorder::{InFlight, Outcome, Recorder};
+use crate::MetricsRegistry;
+
+/// A service whose requests are counted and timed. See the [crate docs](crate).
+///
+/// Made by a [`MetricsLayer`](crate::MetricsLayer) (proxy-wide numbers) or a
+/// [`BackendMetrics`](crate::BackendMetrics) (one backend's).
+pub struct Metrics<S> {
+    inner: S,
+    recorder: Arc<Recorder>,
+}
+
+impl<S> Metrics<S> {
+    /// Wraps `inner`, recording into `registry`'s proxy-wide numbers.
+    pub fn new(inner: S, registry: &MetricsRegistry) -> Self {
+        Self::with_recorder(inner, registry.proxy_recorder().clone())
+    }
+
+    pub(crate) fn with_recorder(inner: S, recorder: Arc<Recorder>) -> Self {
+        Self { inner, recorder }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for Metrics<S> {
+    fn clone(&self) -> Self {
+        Self::with_recorder(self.inner.clone(), self.recorder.clone())
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Metrics<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Metrics<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    /// The inner service's readiness, untouched: nothing is recorded until `call`.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Started before the inner `call`, which may do work of its own.
+        let in_flight = self.recorder.start();
+        ResponseFuture {
+            inner: self.inner.call(req),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Metrics`]: records the outcome and latency when the
+    /// response head (or an error) arrives, and a cancellation if dropped before.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("in_flight", &self.in_flight.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Some(in_flight) = this.in_flight.take() {
+            let outcome = match &result {
+                Ok(res) if !res.status().is_server_error() => Outcome::Success,
+                _ => Outcome::Failure,
+            };
+            in_flight.finish(outcome);
+        }
+        Poll::Ready(result)
+    }
+}
