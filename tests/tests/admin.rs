@@ -110,6 +110,23 @@ async fn backends_healthz_config_and_unknown_routes() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(err["error"].is_string());
 
+    get(&client(), &proxy.url("/")).await;
+    let (status, stats) = admin.call("GET", "/stats", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["total_requests"], 1);
+    assert_eq!(stats["successful_requests"], 1);
+    assert!(stats["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(stats["backend_metrics"]["a"]["requests"], 1);
+    let (_, list) = admin.call("GET", "/backends", None).await;
+    assert_eq!(list[0]["metrics"]["requests"], 1);
+    let (status, text) = admin.call("GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("switchyard_requests_total{outcome=\"success\"} 1"),
+        "{text}"
+    );
+
     let (status, page) = admin.call("GET", "/", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("<title>switchyard</title>"));

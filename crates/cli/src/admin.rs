@@ -8,7 +8,8 @@
 //! | `GET /backends/{id}` | one backend |
 //! | `PATCH /backends/{id}` | `{"weight"?, "state"?: "enabled" \| "disabled" \| "draining"}` |
 //! | `DELETE /backends/{id}` | remove it now (requests in flight finish) |
-//! | `GET /stats` | the proxy's counters as JSON |
+//! | `GET /stats` | the proxy's counters as JSON (specification `GetMetrics`) |
+//! | `GET /metrics` | the same and the backends' pool, breaker and health state, as Prometheus text (OpenMetrics when asked for in `Accept`) |
 //! | `GET /healthz` | the proxy's own liveness |
 //! | `POST /health/check` | check every backend now; answers their health |
 //! | `POST /cache/purge` | `{"url": "http://host/path"}` drops that URL's stored responses, `{"all": true}` every one |
@@ -33,7 +34,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use switchyard::{AdminState, Backend, BackendError, PoolStats, Proxy};
+use switchyard::{
+    AdminState, Backend, BackendError, BackendSnapshot, PoolStats, Proxy, TextFormat,
+};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -70,6 +73,7 @@ pub fn router(proxy: Proxy, file: &FileConfig) -> Router {
             get(get_backend).patch(patch_backend).delete(delete_backend),
         )
         .route("/stats", get(stats))
+        .route("/metrics", get(prometheus))
         .route("/healthz", get(healthz))
         .route("/health/check", post(check_now))
         .route("/cache/purge", post(purge))
@@ -177,6 +181,7 @@ fn backend_views(admin: &Admin) -> Vec<Value> {
         .collect();
     let breakers = proxy.circuit_breaker();
     let max_connections = proxy.config().max_connections_per_backend;
+    let metrics = proxy.metrics().backend_metrics;
     health
         .backends
         .iter()
@@ -222,6 +227,7 @@ fn backend_views(admin: &Admin) -> Vec<Value> {
                     "trips": breakers.trips(&b.id),
                 },
                 "pool": pools.get(&b.id).map(pool_json),
+                "metrics": metrics.get(&b.id).map(backend_metrics_json),
                 "max_connections": max_connections,
             })
         })
@@ -333,12 +339,61 @@ async fn check_now(State(admin): State<Admin>) -> Json<Vec<Value>> {
     Json(backend_views(&admin))
 }
 
+fn backend_metrics_json(m: &BackendSnapshot) -> Value {
+    json!({
+        "requests": m.requests,
+        "successes": m.successes,
+        "failures": m.failures,
+        "cancelled": m.cancelled,
+        "success_rate": m.success_rate,
+        "in_flight": m.in_flight,
+        "average_response_time_ms": ms(m.average_response_time),
+        "p99_ms": ms(m.p99),
+    })
+}
+
 async fn stats(State(admin): State<Admin>) -> Json<Value> {
-    let retry = admin.proxy.retry_stats();
+    let m = admin.proxy.metrics();
+    let backends: serde_json::Map<String, Value> = m
+        .backend_metrics
+        .iter()
+        .map(|(id, b)| (id.clone(), backend_metrics_json(b)))
+        .collect();
     Json(json!({
-        "total_retries": retry.retries,
-        "retry": retry,
+        "total_requests": m.total_requests,
+        "successful_requests": m.successful_requests,
+        "failed_requests": m.failed_requests,
+        "cancelled_requests": m.cancelled_requests,
+        "in_flight": m.in_flight,
+        "average_response_time_ms": ms(m.average_response_time),
+        "latency": {
+            "p50_ms": ms(m.latency.p50),
+            "p90_ms": ms(m.latency.p90),
+            "p99_ms": ms(m.latency.p99),
+            "max_ms": ms(m.latency.max),
+            "count": m.latency.count,
+        },
+        "cache_hits": m.cache_hits,
+        "cache_misses": m.cache_misses,
+        "total_retries": m.total_retries,
+        "retry": admin.proxy.retry_stats(),
+        "cache": admin.proxy.cache().map(|c| c.stats()),
+        "backend_metrics": backends,
     }))
+}
+
+async fn prometheus(State(admin): State<Admin>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let format = if openmetrics {
+        TextFormat::OpenMetrics
+    } else {
+        TextFormat::Prometheus
+    };
+    let body = admin.proxy.encode_metrics(format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 #[derive(Debug, Deserialize)]

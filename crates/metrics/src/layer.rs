@@ -10,15 +10,21 @@ use crate::{BackendSnapshot, Metrics, MetricsRegistry};
 /// retries, so that a retried request counts once). From [`MetricsRegistry::layer`].
 #[derive(Clone)]
 pub struct MetricsLayer {
-    recorder: Arc<Recorder>,
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl MetricsLayer {
     /// A layer recording into `registry`'s proxy-wide numbers.
     pub fn new(registry: &MetricsRegistry) -> Self {
         Self {
-            recorder: registry.proxy_recorder().clone(),
+            recorder: Some(registry.proxy_recorder().clone()),
         }
+    }
+
+    /// A layer that records nothing: its services pass requests straight through. For a
+    /// stack whose type must not depend on whether metrics are on.
+    pub fn off() -> Self {
+        Self { recorder: None }
     }
 }
 
@@ -26,7 +32,10 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = Metrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Metrics::with_recorder(inner, self.recorder.clone())
+        match &self.recorder {
+            Some(recorder) => Metrics::with_recorder(inner, recorder.clone()),
+            None => Metrics::off(inner),
+        }
     }
 }
 

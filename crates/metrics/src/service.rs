@@ -17,7 +17,8 @@ use crate::MetricsRegistry;
 /// [`BackendMetrics`](crate::BackendMetrics) (one backend's).
 pub struct Metrics<S> {
     inner: S,
-    recorder: Arc<Recorder>,
+    /// `None`: metrics are off and requests pass through unrecorded.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl<S> Metrics<S> {
@@ -27,7 +28,19 @@ impl<S> Metrics<S> {
     }
 
     pub(crate) fn with_recorder(inner: S, recorder: Arc<Recorder>) -> Self {
-        Self { inner, recorder }
+        Self {
+            inner,
+            recorder: Some(recorder),
+        }
+    }
+
+    /// Wraps `inner` without recording anything: the same type as a recording service,
+    /// for stacks where metrics can be turned off (see [`MetricsLayer::off`](crate::MetricsLayer::off)).
+    pub fn off(inner: S) -> Self {
+        Self {
+            inner,
+            recorder: None,
+        }
     }
 
     /// The inner service.
@@ -48,7 +61,10 @@ impl<S> Metrics<S> {
 
 impl<S: Clone> Clone for Metrics<S> {
     fn clone(&self) -> Self {
-        Self::with_recorder(self.inner.clone(), self.recorder.clone())
+        Self {
+            inner: self.inner.clone(),
+            recorder: self.recorder.clone(),
+        }
     }
 }
 
@@ -75,10 +91,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // Started before the inner `call`, which may do work of its own.
-        let in_flight = self.recorder.start();
+        let in_flight = self.recorder.as_ref().map(|r| r.start());
         ResponseFuture {
             inner: self.inner.call(req),
-            in_flight: Some(in_flight),
+            in_flight,
         }
     }
 }

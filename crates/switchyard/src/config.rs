@@ -111,6 +111,9 @@ pub struct ProxyConfig {
     pub request_timeout: Duration,
     /// Forward the client's `Host` header (`true`), or send the backend's authority.
     pub preserve_host: bool,
+    /// Count and time requests, proxy-wide and per backend (`Proxy::metrics`, the admin
+    /// API's `/metrics`). Off, requests pass the metrics layers unrecorded.
+    pub metrics_enabled: bool,
 }
 
 impl Default for ProxyConfig {
@@ -152,6 +155,7 @@ impl Default for ProxyConfig {
             dns_max_ttl: health.dns_max_ttl,
             request_timeout: Duration::from_secs(30),
             preserve_host: true,
+            metrics_enabled: true,
         }
     }
 }

@@ -60,6 +60,7 @@
 //! ```
 
 pub mod body;
+mod collector;
 pub mod config;
 pub mod endpoint;
 pub mod error;
@@ -83,6 +84,7 @@ pub use switchyard_health::{
     AdminState, BackendStatus, Drain, EndpointStatus, Health, HealthConfig, HealthEvent,
     HealthReport, StatusRange,
 };
+pub use switchyard_metrics::{BackendSnapshot, Latency, MetricsSnapshot, TextFormat};
 pub use switchyard_pool::{PoolConfig, PoolStats, Protocol};
 pub use switchyard_retry::{RetryConfig, RetryStats};
 
@@ -92,6 +94,7 @@ pub mod layers {
     pub use switchyard_breaker as breaker;
     pub use switchyard_cache as cache;
     pub use switchyard_health as health;
+    pub use switchyard_metrics as metrics;
     pub use switchyard_pool as pool;
     pub use switchyard_retry as retry;
 }

@@ -9,6 +9,9 @@ use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
 use switchyard_core::BoxError;
 use switchyard_health::{AdminState, Drain, HealthEvent, HealthReport, Registry, Tracked};
+use switchyard_metrics::{
+    CacheCounters, Metrics, MetricsLayer, MetricsRegistry, MetricsSnapshot, TextFormat,
+};
 use switchyard_pool::PoolStats;
 use switchyard_retry::{ReplayBody, Retry, RetryLayer, RetryStats};
 use tower::timeout::{Timeout, TimeoutLayer};
@@ -16,6 +19,7 @@ use tower::util::{Either, MapRequest, MapResponse};
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
+use crate::collector::BackendState;
 use crate::registry::{self as reg, EndpointService, HttpEndpoints};
 use crate::{
     Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
@@ -26,7 +30,7 @@ type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
 type BoxReplay = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
 type Upstream = Timeout<ProxyHeaders<Retry<BoxReplay>>>;
 type Cached = MapResponse<Cache<Upstream>, fn(Response<CacheBody<Body>>) -> Response<Body>>;
-type Stack = ErrorResponse<Either<Cached, Upstream>>;
+type Stack = Metrics<ErrorResponse<Either<Cached, Upstream>>>;
 
 /// Between retry and balance: attempts carry a replayable body; below, one body type.
 fn box_replay(req: Request<ReplayBody<Body>>) -> Request<Body> {
@@ -61,6 +65,7 @@ struct Shared {
     config: ProxyConfig,
     registry: Registry<HttpEndpoints>,
     cache: Option<CacheHandle>,
+    metrics: MetricsRegistry,
 }
 
 impl Proxy {
@@ -70,9 +75,11 @@ impl Proxy {
     /// Check the configuration with [`ProxyConfig::validate`] first where it comes from a
     /// user.
     pub fn new(config: ProxyConfig) -> Self {
+        let metrics = MetricsRegistry::new();
         let endpoints = HttpEndpoints {
             pool: config.pool_config(),
             breakers: CircuitBreakers::new(config.breaker_config()),
+            metrics: config.metrics_enabled.then(|| metrics.clone()),
         };
         let (registry, discovery) = Registry::new(config.health_config(), endpoints);
         let retry = RetryLayer::new(config.retry_config());
@@ -93,7 +100,26 @@ impl Proxy {
         } else {
             (Either::Right(upstream), None)
         };
-        let stack = ErrorResponseLayer::new().layer(cached);
+        let top = if config.metrics_enabled {
+            let retries = retry.clone();
+            metrics.retry_source(move || retries.stats().retries);
+            if let Some(cache) = cache.clone() {
+                metrics.cache_source(move || {
+                    let stats = cache.stats();
+                    CacheCounters {
+                        hits: stats.hits,
+                        misses: stats.misses,
+                    }
+                });
+            }
+            metrics.register_collector(BackendState {
+                registry: registry.clone(),
+            });
+            MetricsLayer::new(&metrics)
+        } else {
+            MetricsLayer::off()
+        };
+        let stack = top.layer(ErrorResponseLayer::new().layer(cached));
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -101,6 +127,7 @@ impl Proxy {
                 retry,
                 endpoints,
                 cache,
+                metrics,
             }),
             stack,
         }
@@ -209,6 +236,18 @@ impl Proxy {
         &self.shared.registry.endpoints().breakers
     }
 
+    /// Request counts, latency, cache hits and misses, retries, and each backend's numbers
+    /// (specification `GetMetrics`). All zero when `metrics_enabled` is off.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The metrics, and the backends' pool, breaker and health state, as Prometheus or
+    /// OpenMetrics text.
+    pub fn encode_metrics(&self, format: TextFormat) -> String {
+        self.shared.metrics.encode(format)
+    }
+
     /// The response cache: purge entries, read its counters. `None` when
     /// `cache_enabled` is off.
     pub fn cache(&self) -> Option<&CacheHandle> {
@@ -225,7 +264,7 @@ impl Proxy {
             .map(|b| {
                 let pools = registry.services(&b.spec.id);
                 let stats =
-                    reg::sum_pool_stats(pools.iter().map(|(_, s)| s.get_ref().pool_stats()));
+                    reg::sum_pool_stats(pools.iter().map(|(_, s)| reg::pool_of(s).pool_stats()));
                 (b.spec.id, stats)
             })
             .collect()

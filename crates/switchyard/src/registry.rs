@@ -5,19 +5,29 @@ use std::net::SocketAddr;
 
 use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
 use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed};
+use switchyard_metrics::{Metrics, MetricsRegistry};
 use switchyard_pool::{PoolConfig, PoolStats, Protocol};
+use tower::Layer;
 
 use crate::endpoint::HttpEndpoint;
 use crate::Backend;
 
-/// One endpoint of the balancer: a backend's address behind its breaker.
-pub(crate) type EndpointService = CircuitBreaker<HttpEndpoint>;
+/// One endpoint of the balancer: a backend's address behind its breaker, counted in the
+/// backend's metrics.
+pub(crate) type EndpointService = Metrics<CircuitBreaker<HttpEndpoint>>;
+
+/// The pool under an endpoint.
+pub(crate) fn pool_of(service: &EndpointService) -> &HttpEndpoint {
+    service.get_ref().get_ref()
+}
 
 /// Makes the endpoints of HTTP backends.
 #[derive(Debug)]
 pub(crate) struct HttpEndpoints {
     pub(crate) pool: PoolConfig,
     pub(crate) breakers: CircuitBreakers,
+    /// `None` when metrics are off.
+    pub(crate) metrics: Option<MetricsRegistry>,
 }
 
 impl Endpoints for HttpEndpoints {
@@ -30,20 +40,23 @@ impl Endpoints for HttpEndpoints {
         };
         let endpoint = HttpEndpoint::with_address(&backend.url, addr, pool)?;
         let breaker = self.breakers.breaker(&backend.id);
-        Ok(CircuitBreaker::new(
-            endpoint,
-            breaker,
-            HttpClassifier::new(),
-        ))
+        let guarded = CircuitBreaker::new(endpoint, breaker, HttpClassifier::new());
+        Ok(match &self.metrics {
+            Some(metrics) => metrics.backend(&backend.id).layer(guarded),
+            None => Metrics::off(guarded),
+        })
     }
 
     fn retire(&self, _: &BackendSpec, service: &EndpointService) {
         // Idle connections close now, busy ones after their response.
-        service.get_ref().close();
+        pool_of(service).close();
     }
 
     fn removed(&self, backend: &BackendSpec) {
         self.breakers.remove(&backend.id);
+        if let Some(metrics) = &self.metrics {
+            metrics.remove_backend(&backend.id);
+        }
     }
 
     fn resolve_failed(&self, backend: &BackendSpec, _: &str) {

@@ -1,0 +1,112 @@
+//! The backends' pool, breaker and health state in the Prometheus output, read at scrape
+//! time.
+
+use std::fmt;
+
+use switchyard_health::{Health, Registry};
+use switchyard_metrics::prometheus_client::collector::Collector;
+use switchyard_metrics::prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use switchyard_metrics::prometheus_client::metrics::gauge::ConstGauge;
+use switchyard_metrics::prometheus_client::metrics::MetricType;
+
+use crate::registry::{self, HttpEndpoints};
+
+pub(crate) struct BackendState {
+    pub(crate) registry: Registry<HttpEndpoints>,
+}
+
+impl fmt::Debug for BackendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BackendState")
+    }
+}
+
+/// One gauge family: `name{backend=…, extra…} value` for each backend.
+fn family(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&str, &str)>, i64)],
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in rows {
+        ConstGauge::new(*value).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for BackendState {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let report = self.registry.status();
+        let breakers = &self.registry.endpoints().breakers;
+        let mut up = Vec::new();
+        let mut circuit = Vec::new();
+        let mut weight = Vec::new();
+        let mut pool = Vec::new();
+        let mut waiting = Vec::new();
+        let stats: Vec<_> = report
+            .backends
+            .iter()
+            .map(|b| {
+                let services = self.registry.services(&b.id);
+                registry::sum_pool_stats(
+                    services
+                        .iter()
+                        .map(|(_, s)| registry::pool_of(s).pool_stats()),
+                )
+            })
+            .collect();
+        for (b, p) in report.backends.iter().zip(&stats) {
+            let id = b.id.as_str();
+            up.push((
+                vec![("backend", id)],
+                i64::from(b.health != Health::Unhealthy),
+            ));
+            let open = breakers.state(id).is_some_and(|s| !s.is_closed());
+            circuit.push((vec![("backend", id)], i64::from(open)));
+            weight.push((vec![("backend", id)], i64::from(b.weight)));
+            for (state, n) in [("idle", p.idle), ("in_use", p.in_use)] {
+                pool.push((vec![("backend", id), ("state", state)], n as i64));
+            }
+            waiting.push((vec![("backend", id)], p.waiting as i64));
+        }
+        family(
+            &mut enc,
+            "backend_up",
+            "1 unless active health checks found the backend unhealthy.",
+            &up,
+        )?;
+        family(
+            &mut enc,
+            "backend_circuit_open",
+            "1 while the backend's circuit breaker is not closed.",
+            &circuit,
+        )?;
+        family(
+            &mut enc,
+            "backend_weight",
+            "The backend's balancing weight.",
+            &weight,
+        )?;
+        family(
+            &mut enc,
+            "backend_pool_connections",
+            "Open pooled connections to the backend, idle or in use.",
+            &pool,
+        )?;
+        family(
+            &mut enc,
+            "backend_pool_waiting",
+            "Requests waiting for a pooled connection.",
+            &waiting,
+        )?;
+        let panic = [(Vec::new(), i64::from(report.panic))];
+        family(
+            &mut enc,
+            "panic_mode",
+            "1 while every backend is unhealthy and all are routed anyway.",
+            &panic,
+        )?;
+        Ok(())
+    }
+}
