@@ -53,6 +53,9 @@ enum Command {
         /// Turn the response cache off (overrides `proxy.cache_enabled`).
         #[arg(long, conflicts_with = "cache_ttl")]
         no_cache: bool,
+        /// Record no metrics (overrides `proxy.metrics_enabled`).
+        #[arg(long)]
+        no_metrics: bool,
     },
     /// Run the proxy on 127.0.0.1:8080 over three embedded demo backends.
     Demo {
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
             no_admin,
             cache_ttl,
             no_cache,
+            no_metrics,
         } => {
             let mut file = match config {
                 Some(path) => match FileConfig::load(&path) {
@@ -122,6 +126,9 @@ fn main() -> ExitCode {
             }
             if no_cache {
                 file.proxy.cache_enabled = false;
+            }
+            if no_metrics {
+                file.proxy.metrics_enabled = false;
             }
             if !backend.is_empty() {
                 match backends_from_flags(&backend) {
