@@ -3,6 +3,7 @@
 # starts two bench backends and the proxy under valgrind, sends a bounded wrk load to
 # 127.0.0.1, and divides the total instruction count by the requests served.
 #   benches/callgrind.sh                      # switchyard, current-thread runtime
+#   SERVE_ARGS="--no-cache --no-metrics" benches/callgrind.sh   # flags added to `serve`
 #   PROXY="path/to/minproxy --listen 127.0.0.1:18100 --backends 127.0.0.1:18081,127.0.0.1:18082 --threads 0" PORT=18100 benches/callgrind.sh
 # Needs: valgrind, wrk, and the harness's backend (cargo build --release in ../shared/bench).
 set -euo pipefail
@@ -11,7 +12,7 @@ backend=${BACKEND:-../shared/bench/target/release/bench-backend}
 port=${PORT:-18106}
 if [[ -z "${PROXY:-}" ]]; then
   cargo build --release --bin switchyard
-  PROXY="target/release/switchyard serve --listen 127.0.0.1:$port --backends 127.0.0.1:18081,127.0.0.1:18082 --threads 1"
+  PROXY="target/release/switchyard serve --listen 127.0.0.1:$port --backends 127.0.0.1:18081,127.0.0.1:18082 --threads 1 --no-admin ${SERVE_ARGS:-}"
 fi
 out=$(mktemp -d)
 pids=()
