@@ -31,3 +31,53 @@ async fn hand_built_stack_balances_and_maps_errors() {
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"504 Gateway Timeout\n");
 }
+
+#[tokio::test]
+async fn retry_and_breaker_stand_alone_around_a_hyper_client() {
+    use switchyard::{BreakerConfig, BreakerState, RetryConfig};
+    use switchyard_tests::{backend_with, BackendOptions};
+    use tower::ServiceExt;
+
+    let flaky = backend_with(
+        "flaky",
+        BackendOptions {
+            fail_with: Some(503),
+            ..BackendOptions::default()
+        },
+    )
+    .await;
+    let retry = RetryConfig {
+        max_retries: 2,
+        delay: Duration::from_millis(1),
+        ..RetryConfig::default()
+    };
+    let breaker = BreakerConfig {
+        threshold: 3,
+        timeout: Duration::from_secs(60),
+        ..BreakerConfig::default()
+    };
+    let (client, breakers) = example_custom_stack::resilient_client(retry, breaker);
+    let url = format!("{}/", flaky.url());
+    let call = |client: tower::util::BoxCloneSyncService<_, _, _>| {
+        let req = Request::get(url.as_str())
+            .body(switchyard::body::empty())
+            .unwrap();
+        client.oneshot(req)
+    };
+
+    // 1 attempt + 2 retries, all 503: the caller gets the last 503, and the breaker, three
+    // failures in a row, opens.
+    let res = call(client.clone()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(flaky.request_count(), 3);
+    assert!(matches!(
+        breakers.state("upstream"),
+        Some(BreakerState::Open { .. })
+    ));
+
+    // Open: the next call fails at once without reaching the upstream.
+    let err = call(client).await.unwrap_err();
+    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(err.to_string().contains("circuit"), "{err}");
+    assert_eq!(flaky.request_count(), 3);
+}

@@ -6,8 +6,13 @@
 //! error responses, and maps them by hand with [`switchyard::Error::status`].
 //!
 //! ```text
-//!   Timeout (2 s) ─▶ ProxyHeaders ─▶ Balance (round robin) ─▶ HttpEndpoint × n
+//!   stack():            Timeout (2 s) ─▶ ProxyHeaders ─▶ Balance (round robin) ─▶ HttpEndpoint × n
+//!   resilient_client(): Retry ─▶ CircuitBreaker ─▶ hyper-util Client (one upstream)
 //! ```
+//!
+//! The second shows the retry and breaker layers with no balancer and no switchyard pool:
+//! around a plain hyper client calling one service, as an application calling a flaky
+//! dependency would use them.
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,9 +20,16 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use http::{Request, Response, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use switchyard::endpoint::HttpEndpoint;
 use switchyard::layers::balance::Balance;
-use switchyard::{Body, BoxError, Error, PoolConfig, ProxyHeadersLayer};
+use switchyard::layers::breaker::CircuitBreakers;
+use switchyard::layers::retry::{ReplayBody, RetryLayer};
+use switchyard::{
+    Body, BoxError, BreakerConfig, Error, PoolConfig, ProxyHeadersLayer, RetryConfig,
+};
 use tower::discover::ServiceList;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -56,4 +68,29 @@ pub fn forward(
             res
         }
     })
+}
+
+/// A client of one upstream with retries and a circuit breaker, and nothing else: a
+/// hyper-util client (its own connection pool) under a circuit breaker under
+/// [`RetryLayer`]. A 502/503/504 or a failed connection is retried with backoff; once
+/// the breaker has seen `breaker.threshold` failures in a row, calls fail at once with
+/// `CircuitOpen` (a 503 by [`Error::status`]) until its timeout has passed. Returns the
+/// breaker's handle too, to read its state.
+pub fn resilient_client(
+    retry: RetryConfig,
+    breaker: BreakerConfig,
+) -> (
+    BoxCloneSyncService<Request<Body>, Response<Body>, Error>,
+    CircuitBreakers,
+) {
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let breakers = CircuitBreakers::new(breaker);
+    let service = ServiceBuilder::new()
+        .map_err(|e: BoxError| Error::from(e))
+        .layer(RetryLayer::new(retry))
+        .map_request(|req: Request<ReplayBody<Body>>| req.map(switchyard::body::boxed))
+        .layer(breakers.layer("upstream"))
+        .map_response(|res: Response<hyper::body::Incoming>| res.map(switchyard::body::boxed))
+        .service(client);
+    (BoxCloneSyncService::new(service), breakers)
 }
