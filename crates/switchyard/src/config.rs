@@ -17,9 +17,9 @@ use switchyard_retry::RetryConfig;
 ///
 /// Deserializes from TOML/JSON with the specification's field names in snake_case;
 /// durations are human strings (`"100ms"`, `"30s"`, `"5m"`), sizes are `"100MiB"` or a
-/// byte count. Unknown keys are an error. Settings of layers that are configured but not
-/// in the stack yet (circuit breaker, retries, cache, health checks) are kept so a config
-/// file stays valid as they land.
+/// byte count. Unknown keys are an error. Besides the specification's keys it holds each
+/// layer's own settings (breaker, retries, cache, health checks and DNS, pool, metrics);
+/// `cache_config()`, `health_config()` and the like turn them into each crate's config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[doc(alias = "DefaultProxyConfig")]
