@@ -123,6 +123,8 @@ pub struct BackendOptions {
 /// - `/cacheable/<s>`: `<id> <method>`, cacheable for `s` seconds, with an `ETag`
 ///   (every other answer says `Cache-Control: no-store`);
 /// - anything else: the id.
+///
+/// A request carrying `x-test-hang` is never answered, whatever its path.
 pub async fn backend(id: &'static str) -> TestBackend {
     backend_with(id, BackendOptions::default()).await
 }
@@ -192,6 +194,10 @@ async fn answer(
         // Read the request first, as a backend that fails while handling it would.
         let _ = req.into_body().collect().await;
         return Ok(res.status(status).body(full(id)).unwrap());
+    }
+    if req.headers().contains_key("x-test-hang") {
+        // Any path: never answer (a backend that stopped responding).
+        return std::future::pending().await;
     }
     let body = match path.as_str() {
         "/headers" => {

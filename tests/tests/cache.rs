@@ -115,3 +115,40 @@ async fn with_the_cache_off_every_request_reaches_a_backend() {
     assert_eq!(a.request_count(), 3);
     assert!(proxy.proxy.cache().is_none());
 }
+
+#[tokio::test]
+async fn a_stale_answer_stands_in_for_a_backend_that_times_out() {
+    let a = backend("a").await;
+    let config = ProxyConfig {
+        request_timeout: Duration::from_millis(300),
+        cache_stale_if_error: Duration::from_secs(60),
+        ..switchyard_tests::config()
+    };
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
+    let (status, _, _) = fetch(&proxy, "GET", "/cacheable/0").await;
+    assert_eq!(status, StatusCode::OK);
+    // The stored answer is stale: the cache asks the backend again, which never answers.
+    // The request timeout below the cache ends the attempt, and the cache answers with
+    // what it has.
+    let req = Request::get(proxy.url("/cacheable/0"))
+        .header("x-test-hang", "1")
+        .body(full(""))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let cache = res.headers()["cache-status"].to_str().unwrap().to_owned();
+    assert!(
+        cache.contains("fwd=stale") && cache.contains("detail=stale-if-error"),
+        "{cache}"
+    );
+    assert_eq!(a.request_count(), 2);
+    // A request for something never stored gets the 504.
+    let req = Request::get(proxy.url("/cacheable/5"))
+        .header("x-test-hang", "1")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(
+        client().request(req).await.unwrap().status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
+}
