@@ -61,6 +61,16 @@ impl<B> CacheBody<B> {
             kind: Kind::Stream { body, tee: None },
         }
     }
+
+    /// The upstream's body when this one only passes it through (it is neither a stored
+    /// body nor being stored): a caller that boxes bodies can then hand it on as it is,
+    /// rather than box a wrapper around it.
+    pub fn into_passthrough(self) -> Result<B, Self> {
+        match self.kind {
+            Kind::Stream { body, tee: None } => Ok(body),
+            kind => Err(Self { kind }),
+        }
+    }
 }
 
 impl<B: Body<Data = Bytes>> CacheBody<B> {

@@ -81,6 +81,21 @@ impl Default for AdminConfig {
     }
 }
 
+impl AdminConfig {
+    /// Why these settings cannot be served, as (key, message): an empty token, or a
+    /// listener off loopback without a token.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        match &self.token {
+            Some(token) if token.is_empty() => Some(("admin.token", "must not be empty")),
+            None if !self.listen.ip().is_loopback() => Some((
+                "admin.listen",
+                "a non-loopback admin listener needs `admin.token`",
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -188,14 +203,8 @@ impl FileConfig {
                 );
             }
         }
-        if config.admin.token.as_deref() == Some("") {
-            push("admin.token".into(), "must not be empty".into());
-        }
-        if config.admin.token.is_none() && !config.admin.listen.ip().is_loopback() {
-            push(
-                "admin.listen".into(),
-                "a non-loopback admin listener needs `admin.token`".into(),
-            );
+        if let Some((key, message)) = config.admin.problem() {
+            push(key.into(), message.into());
         }
         problems.sort_by_key(|p| p.line);
         if problems.is_empty() {

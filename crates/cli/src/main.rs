@@ -113,8 +113,8 @@ fn main() -> ExitCode {
             }
             if let Some(admin) = admin {
                 file.admin.listen = admin;
-                if file.admin.token.is_none() && !admin.ip().is_loopback() {
-                    eprintln!("--admin: a non-loopback admin listener needs `admin.token` in the config file");
+                if let Some((key, message)) = file.admin.problem() {
+                    eprintln!("--admin: `{key}`: {message}");
                     return ExitCode::from(2);
                 }
             }

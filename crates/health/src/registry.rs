@@ -395,7 +395,7 @@ impl<E: Endpoints> Registry<E> {
     /// Removes a backend at once (specification `RemoveBackend`): it gets no new
     /// requests, requests in flight on it finish. See [`Registry::drain`] for a removal
     /// that waits for them.
-    pub fn remove(&self, id: &str) -> Result<BackendSpec, RegistryError> {
+    pub fn remove(&self, id: &str) -> Result<Listed, RegistryError> {
         self.inner.remove(id, None)
     }
 
@@ -649,7 +649,7 @@ impl<E: Endpoints> Inner<E> {
 
     /// Removes backend `id`; with `generation`, only that incarnation and only if it is
     /// still draining.
-    fn remove(&self, id: &str, generation: Option<u64>) -> Result<BackendSpec, RegistryError> {
+    fn remove(&self, id: &str, generation: Option<u64>) -> Result<Listed, RegistryError> {
         let mut state = self.lock();
         let pos = state
             .members
@@ -677,7 +677,11 @@ impl<E: Endpoints> Inner<E> {
         let _ = self.events.send(HealthEvent::Removed {
             backend: id.to_owned(),
         });
-        Ok(member.spec)
+        Ok(Listed {
+            addrs: member.endpoints.iter().map(|ep| ep.addr).collect(),
+            admin: member.admin,
+            spec: member.spec,
+        })
     }
 
     /// The endpoints to check: of one backend incarnation, or of all (`None`).
@@ -842,7 +846,8 @@ impl<E: Endpoints> Inner<E> {
                     self.factory.retire(&member.spec, &ep.service);
                 }
                 for addr in addrs {
-                    if before.contains(&addr) || member.endpoints.iter().any(|ep| ep.addr == addr) {
+                    // Kept endpoints, and addresses listed twice, are there already.
+                    if member.endpoints.iter().any(|ep| ep.addr == addr) {
                         continue;
                     }
                     match self.factory.make(&member.spec, addr) {

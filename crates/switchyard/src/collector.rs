@@ -47,14 +47,7 @@ impl Collector for BackendState {
         let stats: Vec<_> = report
             .backends
             .iter()
-            .map(|b| {
-                let services = self.registry.services(&b.id);
-                registry::sum_pool_stats(
-                    services
-                        .iter()
-                        .map(|(_, s)| registry::pool_of(s).pool_stats()),
-                )
-            })
+            .map(|b| registry::pool_stats(&self.registry, &b.id))
             .collect();
         for (b, p) in report.backends.iter().zip(&stats) {
             let id = b.id.as_str();

@@ -37,8 +37,10 @@ fn box_replay(req: Request<ReplayBody<Body>>) -> Request<Body> {
     req.map(body::boxed)
 }
 
+/// A response the cache only passed through keeps its body as it is; a stored or storing
+/// one is boxed.
 fn box_cached(res: Response<CacheBody<Body>>) -> Response<Body> {
-    res.map(body::boxed)
+    res.map(|b| b.into_passthrough().unwrap_or_else(body::boxed))
 }
 
 /// The future of [`Proxy`]'s `call`.
@@ -160,13 +162,7 @@ impl Proxy {
     /// Removes a backend at once (specification `RemoveBackend`); requests in flight on it
     /// finish. See [`Proxy::drain_backend`] for a removal that waits for them first.
     pub fn remove_backend(&self, id: &str) -> Result<Backend, BackendError> {
-        let spec = self.shared.registry.remove(id)?;
-        let listed = switchyard_health::Listed {
-            spec,
-            admin: AdminState::Enabled,
-            addrs: Vec::new(),
-        };
-        Ok(reg::backend(listed))
+        Ok(reg::backend(self.shared.registry.remove(id)?))
     }
 
     /// Drains a backend: no new requests; once those in flight are done it is removed and
@@ -262,9 +258,7 @@ impl Proxy {
             .list()
             .into_iter()
             .map(|b| {
-                let pools = registry.services(&b.spec.id);
-                let stats =
-                    reg::sum_pool_stats(pools.iter().map(|(_, s)| reg::pool_of(s).pool_stats()));
+                let stats = reg::pool_stats(registry, &b.spec.id);
                 (b.spec.id, stats)
             })
             .collect()

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
-use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed};
+use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed, Registry};
 use switchyard_metrics::{Metrics, MetricsRegistry};
 use switchyard_pool::{PoolConfig, PoolStats, Protocol};
 use tower::Layer;
@@ -100,10 +100,11 @@ pub(crate) fn backend(listed: Listed) -> Backend {
     }
 }
 
-/// The pool counters of a backend's endpoints, added up.
-pub(crate) fn sum_pool_stats(stats: impl IntoIterator<Item = PoolStats>) -> PoolStats {
-    stats.into_iter().fold(PoolStats::default(), |mut sum, s| {
-        sum += s;
-        sum
-    })
+/// The pool counters of backend `id`'s endpoints, added up.
+pub(crate) fn pool_stats(registry: &Registry<HttpEndpoints>, id: &str) -> PoolStats {
+    let mut sum = PoolStats::default();
+    for (_, service) in registry.services(id) {
+        sum += pool_of(&service).pool_stats();
+    }
+    sum
 }
