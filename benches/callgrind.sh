@@ -2,7 +2,8 @@
 # Instructions per proxied request, counted by callgrind (repeatable, unlike wall time):
 # starts two bench backends and the proxy under valgrind, sends a bounded wrk load to
 # 127.0.0.1, and divides the total instruction count by the requests served.
-#   benches/callgrind.sh                      # switchyard, current-thread runtime
+#   benches/callgrind.sh                      # switchyard, current-thread runtime, GET /small
+#   URL_PATH=/large benches/callgrind.sh      # the 64 KiB response instead
 #   SERVE_ARGS="--no-cache --no-metrics" benches/callgrind.sh   # flags added to `serve`
 #   PROXY="path/to/minproxy --listen 127.0.0.1:18100 --backends 127.0.0.1:18081,127.0.0.1:18082 --threads 0" PORT=18100 benches/callgrind.sh
 # Needs: valgrind, wrk, and the harness's backend (cargo build --release in ../shared/bench).
@@ -25,7 +26,7 @@ RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg" $PROXY >/
 proxy=$!
 pids+=($proxy)
 sleep 3
-n=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$port/small" | awk '/requests in/ {print $1}')
+n=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$port${URL_PATH:-/small}" | awk '/requests in/ {print $1}')
 kill -INT "$proxy"; wait "$proxy" 2>/dev/null || true
 total=$(callgrind_annotate "$out/cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "requests: $n  instructions: $total  per request: $((total / n))"

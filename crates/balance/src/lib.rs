@@ -59,7 +59,7 @@ mod weight;
 
 pub use future::ResponseFuture;
 pub use layer::{BalanceLayer, WeightedBalanceLayer};
-pub use service::{http_route_hint, Balance};
+pub use service::Balance;
 pub use switchyard_core::NoBackendsAvailable;
 pub use switchyard_core::RouteHint;
 pub use weight::{Weight, Weighted};

@@ -134,17 +134,12 @@ where
 impl<S, Req> Balance<S, Req> {
     /// Reads a [`RouteHint`] from each request with `hint`: when the endpoint readied for
     /// a request is the one its previous attempt went to, another ready endpoint is chosen
-    /// if there is one, and the chosen endpoint is recorded in the hint. For HTTP
-    /// requests, [`http_route_hint`] reads it from the request's extensions.
+    /// if there is one, and the chosen endpoint is recorded in the hint. Under the retry
+    /// layer, `switchyard_retry::route_hint` reads it from the request's replayable body.
     pub fn route_hints(mut self, hint: fn(&Req) -> Option<&RouteHint>) -> Self {
         self.hint = hint;
         self
     }
-}
-
-/// Finds a [`RouteHint`] in an HTTP request's extensions, for [`Balance::route_hints`].
-pub fn http_route_hint<B>(req: &http::Request<B>) -> Option<&RouteHint> {
-    req.extensions().get::<RouteHint>()
 }
 
 impl<S, Req> Balance<S, Req> {

@@ -1,6 +1,7 @@
 //! The balancer driven by tower-test mocks: order, weights, readiness and discovery changes.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use futures::FutureExt;
 use switchyard_balance::{Balance, NoBackendsAvailable, Weighted};
@@ -236,14 +237,14 @@ async fn discovery_task_stops_when_the_last_clone_drops() {
 
 /// A request that carries a retry's route hint.
 #[derive(Debug)]
-struct Hinted(switchyard_balance::RouteHint);
+struct Hinted(Arc<switchyard_balance::RouteHint>);
 
 #[tokio::test]
 async fn a_retry_avoids_the_endpoint_of_the_previous_attempt() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let discover = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut balance: Balance<Weighted<mock::Mock<Hinted, &'static str>>, Hinted> =
-        Balance::weighted(discover).route_hints(|req: &Hinted| Some(&req.0));
+        Balance::weighted(discover).route_hints(|req: &Hinted| Some(&*req.0));
     let mut handles = Vec::new();
     for key in 0..2usize {
         let (svc, handle) = mock::pair::<Hinted, &'static str>();
@@ -260,18 +261,14 @@ async fn a_retry_avoids_the_endpoint_of_the_previous_attempt() {
         .await
         .unwrap();
 
-    let hint = switchyard_balance::RouteHint::new();
+    let hint = Arc::new(switchyard_balance::RouteHint::new());
     // First attempt: endpoint 0 (id 1), recorded in the hint.
     let _first = balance.ready().await.unwrap().call(Hinted(hint.clone()));
     assert!(handles[0].next_request().now_or_never().is_some());
     assert_eq!(hint.last(), Some(1));
     // The rotation now points at endpoint 1; move it back to endpoint 0 so that the
     // retry would land on the same endpoint without the hint.
-    let _other = balance
-        .ready()
-        .await
-        .unwrap()
-        .call(Hinted(switchyard_balance::RouteHint::new()));
+    let _other = balance.ready().await.unwrap().call(Hinted(Arc::default()));
     assert!(handles[1].next_request().now_or_never().is_some());
     let _retry = balance.ready().await.unwrap().call(Hinted(hint.clone()));
     assert!(

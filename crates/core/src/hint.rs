@@ -1,12 +1,13 @@
 //! How a retry tells the balancer which backend the previous attempt went to.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-/// A request extension shared by the attempts of one request: the balancer records the
-/// endpoint each attempt goes to, and avoids the previous one when another is ready.
-#[derive(Debug, Clone, Default)]
-pub struct RouteHint(Arc<AtomicU64>);
+/// Shared by the attempts of one request (the retry layer keeps it beside the request's
+/// replayable body): the balancer records the endpoint each attempt goes to, and avoids
+/// the previous one when another is ready. A plain atomic, so carrying it costs a request
+/// no allocation.
+#[derive(Debug, Default)]
+pub struct RouteHint(AtomicU64);
 
 impl RouteHint {
     /// A hint with no attempt recorded.

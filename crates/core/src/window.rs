@@ -40,16 +40,20 @@ impl SlidingCounts {
         }
     }
 
-    fn period(&self) -> u64 {
-        let elapsed = Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_nanos();
+    fn period(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.epoch).as_nanos();
         u64::try_from(elapsed).unwrap_or(u64::MAX) / self.bucket_nanos + 1
     }
 
     /// Adds to both counts now.
     pub fn add(&self, first: u32, second: u32) {
-        let period = self.period();
+        self.add_at(Instant::now(), first, second);
+    }
+
+    /// Adds to both counts at `now`, a time the caller has already read (a clock read
+    /// costs as much as the rest of an add).
+    pub fn add_at(&self, now: Instant, first: u32, second: u32) {
+        let period = self.period(now);
         let bucket = &self.buckets[(period % BUCKETS as u64) as usize];
         let seen = bucket.period.load(Ordering::Acquire);
         if seen != period
@@ -71,7 +75,7 @@ impl SlidingCounts {
 
     /// Both counts over the window ending now.
     pub fn sums(&self) -> (u64, u64) {
-        let period = self.period();
+        let period = self.period(Instant::now());
         let (mut first, mut second) = (0, 0);
         for b in &self.buckets {
             let p = b.period.load(Ordering::Acquire);

@@ -2,6 +2,7 @@
 //! clock.
 
 use switchyard_core::SlidingCounts;
+use tokio::time::Instant;
 
 use crate::BudgetConfig;
 
@@ -21,9 +22,9 @@ impl Budget {
         }
     }
 
-    /// Counts a request (its first attempt).
-    pub(crate) fn deposit(&self) {
-        self.counts.add(1, 0);
+    /// Counts a request (its first attempt), made at `now`.
+    pub(crate) fn deposit(&self, now: Instant) {
+        self.counts.add_at(now, 1, 0);
     }
 
     /// Takes one retry from the budget; `false` when it is spent.

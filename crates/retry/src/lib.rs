@@ -1,9 +1,9 @@
 //! Retries for HTTP requests through a balancer, as a `tower::Layer`.
 //!
 //! [`Retry`] sits above the balancer so that every attempt picks a backend again, and
-//! tells the balancer (through a [`RouteHint`](switchyard_core::RouteHint) request
-//! extension) which backend the previous attempt went to, so that a retry goes elsewhere
-//! when another backend is ready.
+//! tells the balancer (through the [`RouteHint`](switchyard_core::RouteHint) that travels
+//! with the request's [`ReplayBody`]; give the balancer [`route_hint`]) which backend the
+//! previous attempt went to, so that a retry goes elsewhere when another backend is ready.
 //!
 //! - **What is retried.** Only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
 //!   DELETE), unless [`RetryConfig::non_idempotent`] opts POST and PATCH in. Only
@@ -35,5 +35,5 @@ mod replay;
 mod service;
 
 pub use config::{BudgetConfig, Jitter, RetryConfig};
-pub use replay::ReplayBody;
+pub use replay::{route_hint, ReplayBody};
 pub use service::{ResponseFuture, Retry, RetryLayer, RetryStats};

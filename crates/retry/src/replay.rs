@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
-use switchyard_core::BoxError;
+use switchyard_core::{BoxError, RouteHint};
 
 /// The body of one attempt. The first attempt streams the original body and keeps a copy
 /// of what it sends, up to a cap; a later attempt sends that copy again, then carries on
@@ -30,6 +30,8 @@ type Lock<T> = std::sync::Mutex<T>;
 struct Shared<B> {
     state: Lock<State<B>>,
     size_hint: SizeHint,
+    /// Which endpoint the latest attempt went to, for the balancer.
+    hint: RouteHint,
 }
 
 struct State<B> {
@@ -61,6 +63,7 @@ where
         let empty = body.is_end_stream();
         let shared = Arc::new(Shared {
             size_hint: body.size_hint(),
+            hint: RouteHint::new(),
             state: Lock::new(State {
                 body: Some(body),
                 chunks: Vec::new(),
@@ -81,6 +84,21 @@ where
         };
         (first, Replay { shared, empty })
     }
+}
+
+impl<B> ReplayBody<B> {
+    /// The route hint the attempts of this request share: a balancer below the retry
+    /// layer records each attempt's endpoint in it, and steers a retry elsewhere.
+    pub fn route_hint(&self) -> &RouteHint {
+        &self.shared.hint
+    }
+}
+
+/// Finds the [`RouteHint`] of a request under the retry layer, for
+/// `switchyard_balance::Balance::route_hints`: it travels with the request's body, so it
+/// costs no extension map.
+pub fn route_hint<B>(req: &Request<ReplayBody<B>>) -> Option<&RouteHint> {
+    Some(req.body().route_hint())
 }
 
 impl<B> Replay<B> {

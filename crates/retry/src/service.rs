@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 use switchyard_core::classify::retry_after;
-use switchyard_core::{BoxError, ErrorKind, RouteHint};
+use switchyard_core::{BoxError, ErrorKind};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -253,24 +253,30 @@ where
     B::Error: Into<BoxError>,
 {
     let config = &shared.config;
+    // One clock read serves the budget and the deadline.
     let start = Instant::now();
     bump(&shared.stats.requests);
-    shared.budget.deposit();
+    shared.budget.deposit(start);
     let idempotent = idempotent(req.method());
     let retryable = config.max_retries > 0 && (config.non_idempotent || idempotent);
-    let (mut parts, body) = req.into_parts();
-    let hint = RouteHint::new();
-    parts.extensions.insert(hint);
+    let (parts, body) = req.into_parts();
     let (first, replay) = ReplayBody::new(body, if retryable { config.max_replay_body } else { 0 });
+    bump(&shared.stats.attempts);
+    if !retryable {
+        // Never sent twice: the head goes down as it is, uncopied.
+        return svc
+            .call(Request::from_parts(parts, first))
+            .await
+            .map_err(Into::into);
+    }
     let mut body = first;
     let mut retries = 0;
     loop {
-        bump(&shared.stats.attempts);
         let result = svc
             .call(Request::from_parts(parts.clone(), body))
             .await
             .map_err(Into::into);
-        if !retryable || retries >= config.max_retries {
+        if retries >= config.max_retries {
             return result;
         }
         let Some(reason) = should_retry(config, idempotent, &result) else {
@@ -317,6 +323,7 @@ where
         shared.stats.retried(reason);
         body = next;
         svc.ready().await.map_err(Into::into)?;
+        bump(&shared.stats.attempts);
     }
 }
 

@@ -8,7 +8,7 @@ use http::{Method, Request, Response};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use switchyard_core::{BoxError, CircuitOpen, ConnectError, ConnectErrorKind, RouteHint};
+use switchyard_core::{BoxError, CircuitOpen, ConnectError, ConnectErrorKind};
 use switchyard_retry::{BudgetConfig, Jitter, ReplayBody, Retry, RetryConfig, RetryLayer};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
@@ -380,16 +380,16 @@ async fn attempts_share_a_route_hint() {
     let (svc, mut handle, _) = setup(exact());
     let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
     let (first, reply) = handle.next_request().await.unwrap();
-    let hint = first
-        .extensions()
-        .get::<RouteHint>()
-        .expect("a route hint")
-        .clone();
-    hint.set(7); // what a balancer does
+    assert_eq!(first.body().route_hint().last(), None);
+    assert!(
+        first.extensions().is_empty(),
+        "no extension map per request"
+    );
+    first.body().route_hint().set(7); // what a balancer does
     reply.send_response(response(503, None));
     let (second, reply) = handle.next_request().await.unwrap();
     assert_eq!(
-        second.extensions().get::<RouteHint>().unwrap().last(),
+        switchyard_retry::route_hint(&second).and_then(|h| h.last()),
         Some(7)
     );
     reply.send_response(response(200, None));

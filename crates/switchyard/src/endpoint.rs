@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response, Uri};
 use pin_project_lite::pin_project;
@@ -17,12 +18,28 @@ use crate::body::{self, Body};
 /// One backend: every request it takes is sent to its authority on its own connection
 /// pool. Cheap to clone (one reference count): the balancer clones the chosen endpoint for
 /// every request.
-#[derive(Debug, Clone)]
-pub struct HttpEndpoint {
-    pool: Pool<Body>,
+///
+/// `B` is the request body it sends: the proxy's [`Body`] by default; the facade's own
+/// stack sends the retry layer's `ReplayBody<Body>` as it is, without boxing it again.
+#[derive(Debug)]
+pub struct HttpEndpoint<B = Body> {
+    pool: Pool<B>,
 }
 
-impl HttpEndpoint {
+impl<B> Clone for HttpEndpoint<B> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<B> HttpEndpoint<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     /// An endpoint for the backend at `url` (`http://host:port`; a path is ignored), with a
     /// new pool. Must be called within a tokio runtime (the pool spawns its reaper).
     pub fn new(url: &Uri, config: PoolConfig) -> Result<Self, String> {
@@ -79,16 +96,20 @@ fn authority(url: &Uri) -> Result<Authority, String> {
     Ok(authority)
 }
 
-impl Service<Request<Body>> for HttpEndpoint {
+impl<B> Service<Request<B>> for HttpEndpoint<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.pool.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         ResponseFuture {
             inner: self.pool.call(req),
         }
@@ -97,19 +118,23 @@ impl Service<Request<Body>> for HttpEndpoint {
 
 pin_project! {
     /// The response future of [`HttpEndpoint`].
-    pub struct ResponseFuture {
+    pub struct ResponseFuture<B = Body> {
         #[pin]
-        inner: switchyard_pool::ResponseFuture<Body>,
+        inner: switchyard_pool::ResponseFuture<B>,
     }
 }
 
-impl std::fmt::Debug for ResponseFuture {
+impl<B> std::fmt::Debug for ResponseFuture<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ResponseFuture")
     }
 }
 
-impl Future for ResponseFuture {
+impl<B> Future for ResponseFuture<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     type Output = Result<Response<Body>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

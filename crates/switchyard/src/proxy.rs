@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use switchyard_balance::{http_route_hint, Balance};
+use switchyard_balance::Balance;
 use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
 use switchyard_core::BoxError;
@@ -13,9 +13,9 @@ use switchyard_metrics::{
     CacheCounters, Metrics, MetricsLayer, MetricsRegistry, MetricsSnapshot, TextFormat,
 };
 use switchyard_pool::PoolStats;
-use switchyard_retry::{ReplayBody, Retry, RetryLayer, RetryStats};
+use switchyard_retry::{route_hint, ReplayBody, Retry, RetryLayer, RetryStats};
 use tower::timeout::{Timeout, TimeoutLayer};
-use tower::util::{Either, MapRequest, MapResponse};
+use tower::util::{Either, MapResponse};
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
@@ -26,16 +26,10 @@ use crate::{
     ProxyHeadersLayer,
 };
 
-type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
-type BoxReplay = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
-type Upstream = Timeout<ProxyHeaders<Retry<BoxReplay>>>;
+type Balancer = Balance<Tracked<EndpointService>, Request<ReplayBody<Body>>>;
+type Upstream = Timeout<ProxyHeaders<Retry<Balancer>>>;
 type Cached = MapResponse<Cache<Upstream>, fn(Response<CacheBody<Body>>) -> Response<Body>>;
 type Stack = Metrics<ErrorResponse<Either<Cached, Upstream>>>;
-
-/// Between retry and balance: attempts carry a replayable body; below, one body type.
-fn box_replay(req: Request<ReplayBody<Body>>) -> Request<Body> {
-    req.map(body::boxed)
-}
 
 /// A response the cache only passed through keeps its body as it is; a stored or storing
 /// one is boxed.
@@ -85,13 +79,13 @@ impl Proxy {
         };
         let (registry, discovery) = Registry::new(config.health_config(), endpoints);
         let retry = RetryLayer::new(config.retry_config());
-        let balance = Balance::weighted(discovery).route_hints(http_route_hint);
+        let balance = Balance::weighted(discovery).route_hints(route_hint);
         let endpoints = balance.endpoint_count();
         let upstream = ServiceBuilder::new()
             .layer(TimeoutLayer::new(config.request_timeout))
             .layer(ProxyHeadersLayer::new().preserve_host(config.preserve_host))
             .layer(retry.clone())
-            .service(MapRequest::new(balance, box_replay as fn(_) -> _));
+            .service(balance);
         // The cache sits above the timeout: a hit takes no timer, and a stored response can
         // answer for backends that time out (stale-if-error).
         let (cached, cache) = if config.cache_enabled {
