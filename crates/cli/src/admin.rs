@@ -241,12 +241,16 @@ async fn list_backends(State(admin): State<Admin>) -> Json<Vec<Value>> {
 fn one_backend(admin: &Admin, id: &str) -> Response {
     match backend_views(admin).into_iter().find(|b| b["id"] == id) {
         Some(view) => Json(view).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no backend has id `{id}`")),
+        None => no_such_backend(id),
     }
 }
 
 async fn get_backend(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
     one_backend(&admin, &id)
+}
+
+fn no_such_backend(id: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no backend has id `{id}`"))
 }
 
 fn backend_error(e: BackendError) -> Response {
@@ -297,7 +301,7 @@ async fn patch_backend(
         Err(rejection) => return bad_json(rejection),
     };
     if !admin.proxy.list_backends().iter().any(|b| b.id == id) {
-        return error(StatusCode::NOT_FOUND, format!("no backend has id `{id}`"));
+        return no_such_backend(&id);
     }
     let proxy = &admin.proxy;
     if let Some(weight) = patch.weight {

@@ -57,7 +57,9 @@ where
             pool: Pool::with_address(authority, addr, config),
         })
     }
+}
 
+impl<B> HttpEndpoint<B> {
     /// The backend's authority (`host:port`).
     pub fn authority(&self) -> &Authority {
         self.pool.authority()
