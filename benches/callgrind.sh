@@ -26,6 +26,8 @@ RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg" $PROXY >/
 proxy=$!
 pids+=($proxy)
 sleep 3
+# Count only what serving costs: start-up (config, runtime, first connections) is zeroed.
+callgrind_control -z "$proxy" >/dev/null
 n=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$port${URL_PATH:-/small}" | awk '/requests in/ {print $1}')
 kill -INT "$proxy"; wait "$proxy" 2>/dev/null || true
 total=$(callgrind_annotate "$out/cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
