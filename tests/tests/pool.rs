@@ -10,7 +10,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use switchyard::{Backend, ErrorKind, ProxyConfig};
 use switchyard_cli::ServerConfig;
-use switchyard_pool::{ConnectError, ConnectErrorKind, Pool, PoolConfig, PoolTimeout, Protocol};
+use switchyard_pool::{
+    ConnectError, ConnectErrorKind, Pool, PoolConfig, PoolStats, PoolTimeout, Protocol,
+};
 use switchyard_tests::{
     backend, backend_with, client, get, BackendOptions, TestBackend, TestProxy,
 };
@@ -178,6 +180,65 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
         a.wait_closed(1).await,
         1,
         "the backend's connection was not closed"
+    );
+}
+
+/// A burst of 8 requests at once, then 30 rounds of `per_round` requests at once, one round
+/// every 10 s, with a 90 s idle timeout: each of the burst's 8 connections is taken at
+/// least every 80 s (reuse is first in, first out), so none is ever idle for a whole idle
+/// timeout on its own. Returns the backend and the pool's stats at the end.
+async fn burst_then_steady(per_round: usize) -> (TestBackend, PoolStats) {
+    let a = backend("a").await;
+    let pool = pool(
+        &a,
+        PoolConfig {
+            idle_timeout: Duration::from_secs(90),
+            ..PoolConfig::default()
+        },
+    );
+    let burst = join_all((0..8).map(|_| fetch(&pool, "/delay/20"))).await;
+    assert!(burst.iter().all(|r| r.is_ok()), "{burst:?}");
+    assert_eq!((a.accepted(), pool.stats().idle), (8, 8));
+    for _ in 0..30 {
+        let round = join_all((0..per_round).map(|_| fetch(&pool, "/delay/20"))).await;
+        assert!(round.iter().all(|r| r.is_ok()), "{round:?}");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let stats = pool.stats();
+    (a, stats)
+}
+
+/// The pool shrinks back to what steady traffic uses after a burst grew it.
+#[tokio::test(start_paused = true)]
+async fn connections_spare_for_an_idle_timeout_are_closed_under_steady_traffic() {
+    let (a, stats) = burst_then_steady(1).await;
+    assert_eq!(
+        (stats.open, stats.created, stats.closed.idle_timeout),
+        (1, 8, 7),
+        "{stats:?}"
+    );
+    assert_eq!(stats.reused, 30, "every steady request reused a connection");
+    assert_eq!(
+        a.wait_closed(7).await,
+        7,
+        "the backend saw the spare ones close"
+    );
+}
+
+/// Shrinking stops at what the traffic uses: with three requests at a time the pool keeps
+/// three connections and never dials again.
+#[tokio::test(start_paused = true)]
+async fn shrinking_keeps_the_connections_the_traffic_uses() {
+    let (a, stats) = burst_then_steady(3).await;
+    assert_eq!(
+        (stats.open, stats.created, stats.closed.idle_timeout),
+        (3, 8, 5),
+        "{stats:?}"
+    );
+    assert_eq!(
+        a.accepted(),
+        8,
+        "the backend saw a connection dialled again"
     );
 }
 

@@ -26,7 +26,8 @@ pub struct PoolConfig {
     /// How long a request waits for a free connection when the cap is reached before
     /// failing with `PoolTimeout` (default 10 s, the specification's connection timeout).
     pub wait_timeout: Duration,
-    /// Connections idle this long are closed (default 90 s).
+    /// Connections idle this long are closed, and so are those the traffic left spare
+    /// that long (default 90 s).
     pub idle_timeout: Duration,
     /// HTTP/1.1 or HTTP/2.
     pub protocol: Protocol,

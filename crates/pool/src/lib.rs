@@ -13,7 +13,10 @@
 //!   could not send is sent on another.
 //! - **Idle reaping** on `tokio::time`: connections idle for
 //!   [`PoolConfig::idle_timeout`] are closed (checked when one is taken, and by a reaper
-//!   task that stops when the pool is dropped). At most [`PoolConfig::max_idle`] are kept.
+//!   task that stops when the pool is dropped). So are connections that the traffic left
+//!   spare for a whole idle timeout: idle connections are reused first in, first out, so
+//!   under steady traffic each is taken now and then, and a pool grown by a burst would
+//!   otherwise keep its size. At most [`PoolConfig::max_idle`] are kept.
 //! - **HTTP/2** by prior knowledge ([`Protocol::Http2`]): requests share one multiplexed
 //!   connection, and another is opened when every open one carries
 //!   [`PoolConfig::h2_max_streams`] streams.

@@ -47,6 +47,9 @@ struct Inner<B> {
     /// tokio's semaphore queues waiters first come, first served.
     permits: Arc<Semaphore>,
     idle: ArrayQueue<Idle<B>>,
+    /// The fewest idle connections a request left behind since the reaper's last shrink:
+    /// that many were never needed in that time (see [`Inner::shrink`]).
+    idle_low: AtomicUsize,
     /// HTTP/2: the open connections, read on every request, written when one is dialled or
     /// found closed.
     h2: ArcSwap<Vec<Arc<H2Conn<B>>>>,
@@ -104,13 +107,18 @@ where
         let host = HeaderValue::from_str(authority.as_str())
             .expect("an authority is a valid header value");
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<B>>| {
-            let reaper = tokio::spawn(reap(weak.clone(), reap_every(config.idle_timeout)));
+            let reaper = tokio::spawn(reap(
+                weak.clone(),
+                reap_every(config.idle_timeout),
+                config.idle_timeout,
+            ));
             Inner {
                 authority,
                 addr,
                 host,
                 permits: Arc::new(Semaphore::new(config.max_connections)),
                 idle: ArrayQueue::new(config.max_idle.max(1)),
+                idle_low: AtomicUsize::new(0),
                 h2: ArcSwap::from_pointee(Vec::new()),
                 h2_dial: tokio::sync::Mutex::new(()),
                 h2_released: Notify::new(),
@@ -319,10 +327,39 @@ impl<B> Inner<B> {
             } else if self.idle_for(idle.since, now) {
                 self.counters.closed(Closed::IdleTimeout);
             } else {
+                self.note_idle_left();
                 return Some(idle.sender);
             }
         }
+        self.note_idle_left();
         None
+    }
+
+    /// Lowers the idle low-water mark to what a request just left in the idle set. A load
+    /// first: once the mark has settled, requests only read its line.
+    #[inline]
+    fn note_idle_left(&self) {
+        let left = self.idle.len();
+        if left < self.idle_low.load(Ordering::Relaxed) {
+            self.idle_low.fetch_min(left, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes the idle connections that no request needed during the last idle timeout,
+    /// the oldest first. Reuse is first in, first out, so under steady traffic every idle
+    /// connection is taken now and then and none stays idle for a whole idle timeout on
+    /// its own: without this, a pool grown by a burst would keep its size for good. The
+    /// low-water mark says how many were spare all along.
+    fn shrink(&self) {
+        let spare = self.idle_low.load(Ordering::Relaxed).min(self.idle.len());
+        for _ in 0..spare {
+            match self.idle.pop() {
+                Some(idle) if idle.sender.is_closed() => self.counters.closed(Closed::Backend),
+                Some(_) => self.counters.closed(Closed::IdleTimeout),
+                None => break,
+            }
+        }
+        self.idle_low.store(self.idle.len(), Ordering::Relaxed);
     }
 
     fn end_stream(&self, conn: &H2Conn<B>) {
@@ -341,8 +378,8 @@ impl<B> Inner<B> {
     }
 
     /// One pass of the reaper: closes idle connections past the idle timeout and those the
-    /// backend closed.
-    fn reap(&self) {
+    /// backend closed; with `shrink`, also those spare for the whole last idle timeout.
+    fn reap(&self, shrink: bool) {
         let now = Instant::now();
         for _ in 0..self.idle.len() {
             let Some(idle) = self.idle.pop() else { break };
@@ -353,6 +390,9 @@ impl<B> Inner<B> {
             } else if self.idle.push(idle).is_err() {
                 self.counters.closed(Closed::Evicted);
             }
+        }
+        if shrink {
+            self.shrink();
         }
         let conns = self.h2.load();
         let now = self.now_nanos();
@@ -386,15 +426,19 @@ fn reap_every(idle_timeout: Duration) -> Duration {
     (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
 }
 
-async fn reap<B>(pool: Weak<Inner<B>>, every: Duration) {
+async fn reap<B>(pool: Weak<Inner<B>>, every: Duration, idle_timeout: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut window = Instant::now();
     loop {
         tick.tick().await;
-        match pool.upgrade() {
-            Some(inner) => inner.reap(),
-            None => return,
+        let Some(inner) = pool.upgrade() else { return };
+        let now = Instant::now();
+        let shrink = now.saturating_duration_since(window) >= idle_timeout;
+        if shrink {
+            window = now;
         }
+        inner.reap(shrink);
     }
 }
 

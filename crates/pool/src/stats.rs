@@ -5,7 +5,7 @@ use serde::Serialize;
 /// Why connections were closed, counted since the pool was made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ClosedStats {
-    /// Idle longer than the idle timeout.
+    /// Idle longer than the idle timeout, or spare (never needed) for that long.
     pub idle_timeout: u64,
     /// Closed by the backend (seen when idle, or when a request could not be sent on it).
     pub backend_closed: u64,
