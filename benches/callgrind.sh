@@ -6,7 +6,7 @@
 #   URL_PATH=/large benches/callgrind.sh      # the 64 KiB response instead
 #   SERVE_ARGS="--no-cache --no-metrics" benches/callgrind.sh   # flags added to `serve`
 #   PROXY="path/to/minproxy --listen 127.0.0.1:18100 --backends 127.0.0.1:18081,127.0.0.1:18082 --threads 0" PORT=18100 benches/callgrind.sh
-# Needs: valgrind, wrk, and the harness's backend (cargo build --release in ../shared/bench).
+# Needs: valgrind, wrk, curl, and the harness's backend (cargo build --release in ../shared/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend=${BACKEND:-../shared/bench/target/release/bench-backend}
@@ -27,9 +27,13 @@ proxy=$!
 pids+=($proxy)
 sleep 3
 # Count only what serving costs: start-up (config, runtime, first connections) is zeroed.
-callgrind_control -z "$proxy" >/dev/null
+# valgrind takes the command when the program next runs, so one request wakes an idle proxy.
+callgrind_control -z "$proxy" >/dev/null &
+zero=$!
+curl -s -o /dev/null "http://127.0.0.1:$port${URL_PATH:-/small}"
+wait "$zero"
 n=$(wrk -t1 -c8 -d10s "http://127.0.0.1:$port${URL_PATH:-/small}" | awk '/requests in/ {print $1}')
-kill -INT "$proxy"; wait "$proxy" 2>/dev/null || true
+kill -TERM "$proxy"; wait "$proxy" 2>/dev/null || true
 total=$(callgrind_annotate "$out/cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "requests: $n  instructions: $total  per request: $((total / n))"
 echo "profile: $out/cg (callgrind_annotate --inclusive=yes $out/cg)"
