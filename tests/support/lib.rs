@@ -47,6 +47,8 @@ pub fn full(data: impl Into<Bytes>) -> TestBody {
 pub struct TestBackend {
     /// Its id, sent back in `x-backend`.
     pub id: &'static str,
+    /// `https` when it speaks TLS.
+    pub scheme: &'static str,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Requests it has received.
@@ -61,7 +63,7 @@ pub struct TestBackend {
 impl TestBackend {
     /// Its URL.
     pub fn url(&self) -> http::Uri {
-        format!("http://{}", self.addr).parse().unwrap()
+        format!("{}://{}", self.scheme, self.addr).parse().unwrap()
     }
 
     /// A [`Backend`] entry for it, with its id.
@@ -131,9 +133,76 @@ pub async fn backend(id: &'static str) -> TestBackend {
 
 /// [`backend`], with options. It speaks HTTP/1.1 and HTTP/2 (prior knowledge).
 pub async fn backend_with(id: &'static str, options: BackendOptions) -> TestBackend {
+    serve_backend(id, options, None).await
+}
+
+/// A certificate authority made for one test, and a certificate it signed for
+/// `localhost` and `127.0.0.1`.
+#[derive(Debug)]
+pub struct TestCa {
+    /// The CA's certificate, PEM: what a client must trust.
+    pub ca_pem: String,
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestCa {
+    /// A fresh CA and server certificate.
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::IpAddress([127, 0, 0, 1].into()),
+        ];
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            cert: cert.der().clone(),
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// [`backend`] over TLS with `ca`'s server certificate: HTTP/1.1, or HTTP/2 when the
+/// client offers `h2` with ALPN.
+pub async fn tls_backend(id: &'static str, ca: &TestCa) -> TestBackend {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ca.cert.clone()], ca.key.clone_key())
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    serve_backend(id, BackendOptions::default(), Some(acceptor)).await
+}
+
+/// A backend's connection: plain TCP, or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn serve_backend(
+    id: &'static str,
+    options: BackendOptions,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> TestBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b = TestBackend {
         id,
+        scheme: if tls.is_some() { "https" } else { "http" },
         addr: listener.local_addr().unwrap(),
         requests: Arc::default(),
         connections: Arc::default(),
@@ -160,7 +229,18 @@ pub async fn backend_with(id: &'static str, options: BackendOptions) -> TestBack
                 requests.fetch_add(1, Ordering::SeqCst);
                 answer(id, req, options.fail_with)
             });
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let stream: Box<dyn Io> = match tls {
+                    None => Box::new(stream),
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => Box::new(stream),
+                        Err(_) => {
+                            closed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    },
+                };
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 if let Some(idle) = options.idle_close {
                     builder

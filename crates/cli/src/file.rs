@@ -157,14 +157,22 @@ impl FileConfig {
                 message: format!("cannot read: {e}"),
             }],
         })?;
-        Self::parse(&text).map_err(|problems| LoadError {
+        // Paths in the file are relative to the file's directory.
+        let dir = path.parent().unwrap_or(Path::new(""));
+        Self::parse_in(&text, dir).map_err(|problems| LoadError {
             path: path.to_owned(),
             problems,
         })
     }
 
-    /// Parses and checks a configuration text, returning every problem found.
+    /// Parses and checks a configuration text, returning every problem found. Relative
+    /// paths in it are taken from the working directory.
     pub fn parse(text: &str) -> Result<Self, Vec<Problem>> {
+        Self::parse_in(text, Path::new(""))
+    }
+
+    /// [`parse`](Self::parse), with relative paths taken from `dir`.
+    fn parse_in(text: &str, dir: &Path) -> Result<Self, Vec<Problem>> {
         let doc = ImDocument::parse(text).map_err(|e| {
             vec![Problem {
                 key: None,
@@ -174,9 +182,14 @@ impl FileConfig {
         })?;
         let keys = KeySpans::of(&doc);
         let (config, mut problems) = deserialize_all(text, &keys);
-        let Some(config) = config else {
+        let Some(mut config) = config else {
             return Err(problems);
         };
+        if let Some(ca) = &mut config.proxy.backend_ca_file {
+            if ca.is_relative() {
+                *ca = dir.join(&*ca);
+            }
+        }
         let mut push = |key: String, message: String| {
             let line = keys.line_of(&key, text);
             problems.push(Problem {
@@ -395,6 +408,22 @@ active = false
         let p = &FileConfig::parse(text).unwrap_err()[0];
         assert!(p.message.contains("max_retires"), "{p}");
         assert_eq!(p.line, Some(3), "{p}");
+    }
+
+    #[test]
+    fn a_ca_file_is_found_next_to_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("switchyard-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchyard.toml");
+        std::fs::write(&file, "[proxy]\nbackend_ca_file = \"ca.pem\"\n").unwrap();
+        let err = FileConfig::load(&file).unwrap_err();
+        let p = &err.problems[0];
+        assert_eq!(p.key.as_deref(), Some("proxy.backend_ca_file"), "{err}");
+        assert_eq!(p.line, Some(2), "{err}");
+        let expected = format!("cannot read {}", dir.join("ca.pem").display());
+        assert!(p.message.contains(&expected), "{err}");
+        assert!(err.to_string().starts_with(&file.display().to_string()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

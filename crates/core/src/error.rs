@@ -94,6 +94,9 @@ pub enum ConnectErrorKind {
     Refused,
     /// Connecting (resolution included) took longer than the connect timeout.
     Timeout,
+    /// The TLS handshake failed: the backend's certificate was not trusted or not for its
+    /// name, or the two sides share no protocol version or cipher.
+    Tls,
     /// Anything else: unreachable network, reset during the handshake…
     Other,
 }
@@ -148,6 +151,7 @@ impl fmt::Display for ConnectError {
             ConnectErrorKind::Dns => "cannot resolve",
             ConnectErrorKind::Refused => "connection refused by",
             ConnectErrorKind::Timeout => "timed out connecting to",
+            ConnectErrorKind::Tls => "TLS handshake failed with",
             ConnectErrorKind::Other => "cannot connect to",
         };
         write!(f, "{what} {}", self.backend)

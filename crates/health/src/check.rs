@@ -6,7 +6,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{header, Request, StatusCode};
 use http_body_util::Empty;
+use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use switchyard_pool::{Protocol, TlsConfig};
 use tokio::net::TcpStream;
 
 /// Where a check goes.
@@ -22,6 +24,8 @@ pub struct CheckTarget {
     pub path: String,
     /// Whether the backend speaks HTTP/2 by prior knowledge.
     pub http2: bool,
+    /// Whether the backend is an `https` one: the check runs over TLS.
+    pub https: bool,
 }
 
 /// Runs health checks. The registry bounds each check with the configured timeout,
@@ -33,23 +37,61 @@ pub trait Checker: Send + Sync + 'static {
 }
 
 /// The default [`Checker`]: a `GET` on a new connection, HTTP/1.1 or HTTP/2 as the backend
-/// speaks, closed after the response head. A fresh connection per check tests what a new
-/// request would need (accepting, not only a warm pooled socket), as HAProxy does.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HttpChecker;
+/// speaks, over TLS for an `https` backend, closed after the response head. A fresh
+/// connection per check tests what a new request would need (accepting and the TLS
+/// handshake, not only a warm pooled socket), as HAProxy does.
+#[derive(Debug, Clone, Default)]
+pub struct HttpChecker {
+    tls: Option<TlsConfig>,
+}
 
-impl Checker for HttpChecker {
-    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, String>> {
-        Box::pin(async move { http_check(&target).await })
+impl HttpChecker {
+    /// A checker that trusts `tls`'s certificate authorities on `https` backends (the
+    /// default trusts Mozilla's, as [`TlsConfig::webpki_roots`]). Use the settings the
+    /// backends' pools use, so that a check passes when a request would.
+    pub fn with_tls(tls: TlsConfig) -> Self {
+        Self { tls: Some(tls) }
     }
 }
 
-async fn http_check(target: &CheckTarget) -> Result<StatusCode, String> {
+impl Checker for HttpChecker {
+    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, String>> {
+        let tls = self.tls.clone();
+        Box::pin(async move { http_check(&target, tls).await })
+    }
+}
+
+async fn http_check(target: &CheckTarget, tls: Option<TlsConfig>) -> Result<StatusCode, String> {
     let stream = TcpStream::connect(target.addr)
         .await
         .map_err(|e| format!("connect {}: {e}", target.addr))?;
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+    if !target.https {
+        return check_on(target, TokioIo::new(stream)).await;
+    }
+    let tls = tls.unwrap_or_else(TlsConfig::webpki_roots);
+    let authority: http::uri::Authority = target
+        .authority
+        .parse()
+        .map_err(|e| format!("bad authority {}: {e}", target.authority))?;
+    let host = authority.host();
+    let protocol = if target.http2 {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
+    let stream = tls
+        .handshake(host, stream, protocol)
+        .await
+        .map_err(|e| format!("TLS handshake with {}: {e}", target.authority))?;
+    check_on(target, TokioIo::new(stream)).await
+}
+
+async fn check_on<I>(target: &CheckTarget, io: I) -> Result<StatusCode, String>
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    let scheme = if target.https { "https" } else { "http" };
     let req = |uri: String| {
         Request::get(uri)
             .header(header::HOST, &target.authority)
@@ -62,7 +104,7 @@ async fn http_check(target: &CheckTarget) -> Result<StatusCode, String> {
             .await
             .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
         tokio::spawn(conn);
-        let uri = format!("http://{}{}", target.authority, target.path);
+        let uri = format!("{scheme}://{}{}", target.authority, target.path);
         sender.send_request(req(uri)?).await
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)

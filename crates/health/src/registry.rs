@@ -315,7 +315,7 @@ impl<E: Endpoints> Registry<E> {
         RegistryBuilder {
             config,
             factory: endpoints,
-            checker: Arc::new(HttpChecker),
+            checker: Arc::new(HttpChecker::default()),
             resolver: Arc::new(SystemResolver),
         }
     }
@@ -705,6 +705,7 @@ impl<E: Endpoints> Inner<E> {
                         authority: authority.clone(),
                         path: self.config.path.clone(),
                         http2: m.spec.http2,
+                        https: m.spec.url.scheme_str() == Some("https"),
                     };
                     (target, m.generation)
                 })

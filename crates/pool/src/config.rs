@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::TlsConfig;
+
 /// How the pool speaks to its backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +36,8 @@ pub struct PoolConfig {
     /// Concurrent streams carried by one HTTP/2 connection before another is opened
     /// (default 100).
     pub h2_max_streams: usize,
+    /// Speak TLS to the backend (an `https` one) with these settings; `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for PoolConfig {
@@ -46,6 +50,7 @@ impl Default for PoolConfig {
             idle_timeout: Duration::from_secs(90),
             protocol: Protocol::Http1,
             h2_max_streams: 100,
+            tls: None,
         }
     }
 }

@@ -1,12 +1,57 @@
-//! Dialling a backend: resolution and TCP connect under one timeout, errors typed.
+//! Dialling a backend: resolution, TCP connect and the TLS handshake (for an `https`
+//! backend) under one timeout, errors typed.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::uri::Authority;
+use rustls::pki_types::ServerName;
 use switchyard_core::{ConnectError, ConnectErrorKind};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::tls::Stream;
+
+/// What an `https` pool needs to handshake: its connector (ALPN set) and the backend's name.
+pub(crate) struct Tls {
+    pub(crate) connector: TlsConnector,
+    /// The backend's host as a certificate name, or why it is not one.
+    pub(crate) name: Result<ServerName<'static>, String>,
+}
+
+/// Connects as [`tcp`] does, then runs the TLS handshake when `tls` is given, all within
+/// `timeout`.
+pub(crate) async fn dial(
+    authority: &Authority,
+    addr: Option<SocketAddr>,
+    timeout: Duration,
+    tls: Option<&Tls>,
+) -> Result<Stream, ConnectError> {
+    let Some(tls) = tls else {
+        return tcp(authority, addr, timeout).await.map(Stream::Tcp);
+    };
+    let backend = authority.as_str();
+    let attempt = async {
+        let name = tls
+            .name
+            .clone()
+            .map_err(|e| ConnectError::new(ConnectErrorKind::Tls, backend, Some(e.into())))?;
+        let stream = tcp(authority, addr, timeout).await?;
+        tls.connector.connect(name, stream).await.map_err(|e| {
+            let kind = if e.kind() == io::ErrorKind::InvalidData {
+                ConnectErrorKind::Tls
+            } else {
+                ConnectErrorKind::Other
+            };
+            ConnectError::new(kind, backend, Some(e.into()))
+        })
+    };
+    let stream = tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ConnectError::new(ConnectErrorKind::Timeout, backend, None))??;
+    Ok(Stream::Tls(Box::new(stream)))
+}
 
 /// Resolves `authority` (unless `addr` is given) and connects to the first address that
 /// accepts, all within `timeout`.

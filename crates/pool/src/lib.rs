@@ -20,8 +20,11 @@
 //! - **HTTP/2** by prior knowledge ([`Protocol::Http2`]): requests share one multiplexed
 //!   connection, and another is opened when every open one carries
 //!   [`PoolConfig::h2_max_streams`] streams.
+//! - **TLS** to `https` backends when [`PoolConfig::tls`] is set ([`TlsConfig`]: rustls,
+//!   Mozilla's roots or your own CA), with the backend's host as SNI and ALPN for the
+//!   protocol; the handshake counts against the connect timeout.
 //! - **Typed connect errors** ([`ConnectError`](switchyard_core::ConnectError): refused,
-//!   DNS, timeout), so a breaker or retry policy can classify them.
+//!   DNS, timeout, TLS), so a breaker or retry policy can classify them.
 //! - **Stats** from atomics, never a lock: [`Pool::stats`].
 //!
 //! A pool belongs to one backend instance: a backend removed and added again gets a new
@@ -50,9 +53,11 @@ mod config;
 mod connect;
 mod pool;
 mod stats;
+mod tls;
 
 pub use body::PooledBody;
 pub use config::{PoolConfig, Protocol};
 pub use pool::{Pool, ResponseFuture};
 pub use stats::{ClosedStats, PoolStats};
 pub use switchyard_core::{ConnectError, ConnectErrorKind, PoolTimeout};
+pub use tls::TlsConfig;

@@ -23,6 +23,7 @@ use tower::Service;
 use crate::body::PooledBody;
 use crate::connect;
 use crate::stats::{Closed, Counters};
+use crate::tls::Stream;
 use crate::{PoolConfig, PoolStats, Protocol};
 
 /// One backend's connection pool, as a service. Cheap to clone; clones share the pool.
@@ -40,6 +41,8 @@ struct Inner<B> {
     /// Connect here instead of resolving `authority` (an address resolved by discovery).
     addr: Option<SocketAddr>,
     host: HeaderValue,
+    /// `Some` for an `https` backend.
+    tls: Option<connect::Tls>,
     config: PoolConfig,
     counters: Counters,
     closed: AtomicBool,
@@ -106,6 +109,10 @@ where
         config.h2_max_streams = config.h2_max_streams.max(1);
         let host = HeaderValue::from_str(authority.as_str())
             .expect("an authority is a valid header value");
+        let tls = config.tls.as_ref().map(|tls| connect::Tls {
+            connector: tls.connector(config.protocol),
+            name: crate::tls::server_name(authority.host()).map_err(|e| e.to_string()),
+        });
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<B>>| {
             let reaper = tokio::spawn(reap(
                 weak.clone(),
@@ -116,6 +123,7 @@ where
                 authority,
                 addr,
                 host,
+                tls,
                 permits: Arc::new(Semaphore::new(config.max_connections)),
                 idle: ArrayQueue::new(config.max_idle.max(1)),
                 idle_low: AtomicUsize::new(0),
@@ -460,7 +468,7 @@ fn prepare_h1<B>(req: &mut Request<B>, host: &HeaderValue) {
 
 /// Sends over HTTP/2: the URI absolute, with the request's `Host` (if any) as its
 /// `:authority`, and no connection-specific header (HTTP/2 forbids them).
-fn prepare_h2<B>(req: &mut Request<B>, backend: &Authority) {
+fn prepare_h2<B>(req: &mut Request<B>, backend: &Authority, tls: bool) {
     let headers = req.headers_mut();
     let authority = headers
         .remove(HOST)
@@ -480,7 +488,7 @@ fn prepare_h2<B>(req: &mut Request<B>, backend: &Authority) {
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
     parts.authority = Some(authority);
     parts.path_and_query = Some(path);
     *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are set");
@@ -508,26 +516,33 @@ async fn acquire<B>(inner: &Inner<B>) -> Result<OwnedSemaphorePermit, BoxError> 
     }
 }
 
-/// Connects to the backend and runs `handshake` on the stream. A failure of either is a
-/// connect error; a success is a created connection, whose task is spawned.
-async fn dial<B, S, C, F, Fut>(inner: &Inner<B>, handshake: F) -> Result<S, BoxError>
+/// Connects to the backend (TCP, then TLS for an `https` one). A failure is a connect
+/// error.
+async fn connect<B>(inner: &Inner<B>) -> Result<Stream, BoxError> {
+    connect::dial(
+        &inner.authority,
+        inner.addr,
+        inner.config.connect_timeout,
+        inner.tls.as_ref(),
+    )
+    .await
+    .map_err(|e| {
+        Counters::bump(&inner.counters.connect_errors);
+        e.into()
+    })
+}
+
+/// The end of a dial: a failed handshake is a connect error; a success is a created
+/// connection, whose task is spawned.
+fn established<B, S, C>(inner: &Inner<B>, handshaken: hyper::Result<(S, C)>) -> Result<S, BoxError>
 where
-    F: FnOnce(TokioIo<tokio::net::TcpStream>) -> Fut,
-    Fut: Future<Output = hyper::Result<(S, C)>>,
     C: Future<Output = hyper::Result<()>> + Send + 'static,
 {
-    let handshaken =
-        match connect::tcp(&inner.authority, inner.addr, inner.config.connect_timeout).await {
-            Ok(stream) => handshake(TokioIo::new(stream))
-                .await
-                .map_err(BoxError::from),
-            Err(e) => Err(e.into()),
-        };
     let (sender, conn) = match handshaken {
         Ok(pair) => pair,
         Err(e) => {
             Counters::bump(&inner.counters.connect_errors);
-            return Err(e);
+            return Err(e.into());
         }
     };
     Counters::bump(&inner.counters.created);
@@ -546,7 +561,12 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    dial(inner, |io| http1::Builder::new().handshake(io)).await
+    // Each stream type gets its own connection task, so plain TCP pays nothing for TLS.
+    let h1 = http1::Builder::new();
+    match connect(inner).await? {
+        Stream::Tcp(s) => established(inner, h1.handshake(TokioIo::new(s)).await),
+        Stream::Tls(s) => established(inner, h1.handshake(TokioIo::new(*s)).await),
+    }
 }
 
 async fn send_h1<B>(
@@ -623,7 +643,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    prepare_h2(&mut req, &inner.authority);
+    prepare_h2(&mut req, &inner.authority, inner.tls.is_some());
     let conn = h2_stream(&inner).await?;
     let mut sender = conn.sender.clone();
     // From here the stream is accounted for, however the request ends.
@@ -723,10 +743,10 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    dial(inner, |io| {
-        http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
-    })
-    .await
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
+    match connect(inner).await? {
+        Stream::Tcp(s) => established(inner, h2.handshake(TokioIo::new(s)).await),
+        Stream::Tls(s) => established(inner, h2.handshake(TokioIo::new(*s)).await),
+    }
 }

@@ -1,6 +1,7 @@
 //! Configuration, with the specification's defaults.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchyard_breaker::BreakerConfig;
 use switchyard_cache::CacheConfig;
 use switchyard_health::{HealthConfig, StatusRange};
-use switchyard_pool::{PoolConfig, Protocol};
+use switchyard_pool::{PoolConfig, Protocol, TlsConfig};
 use switchyard_retry::RetryConfig;
 
 /// The proxy's configuration. `ProxyConfig::default()` is the specification's
@@ -45,6 +46,13 @@ pub struct ProxyConfig {
     pub max_idle_per_backend: usize,
     /// Concurrent streams on one HTTP/2 backend connection before another is opened.
     pub h2_max_streams_per_connection: usize,
+    /// PEM file of the certificate authorities trusted for `https` backends, instead of
+    /// the Mozilla roots built in (a private CA's backends).
+    pub backend_ca_file: Option<PathBuf>,
+    /// TLS settings for `https` backends given in code (client certificates, a custom
+    /// verifier…); they take precedence over `backend_ca_file`. Not read from a file.
+    #[serde(skip)]
+    pub backend_tls: Option<TlsConfig>,
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// Delay before the first retry.
@@ -130,6 +138,8 @@ impl Default for ProxyConfig {
             idle_conn_timeout: Duration::from_secs(90),
             max_idle_per_backend: 100,
             h2_max_streams_per_connection: 100,
+            backend_ca_file: None,
+            backend_tls: None,
             max_retries: 3,
             retry_delay: Duration::from_millis(100),
             retry_backoff: true,
@@ -186,6 +196,24 @@ impl ProxyConfig {
             idle_timeout: self.idle_conn_timeout,
             protocol: Protocol::Http1,
             h2_max_streams: self.h2_max_streams_per_connection,
+            tls: None,
+        }
+    }
+
+    /// The TLS settings for `https` backends: `backend_tls`, else the CAs of
+    /// `backend_ca_file`, else the Mozilla roots. A CA file that cannot be loaded (which
+    /// [`validate`](Self::validate) reports) is logged, and the built-in roots are used.
+    pub fn tls_config(&self) -> TlsConfig {
+        if let Some(tls) = &self.backend_tls {
+            return tls.clone();
+        }
+        match self.backend_ca_file.as_deref().map(TlsConfig::from_ca_file) {
+            Some(Ok(tls)) => tls,
+            Some(Err(e)) => {
+                tracing::error!(file = ?self.backend_ca_file, "backend_ca_file: {e}");
+                TlsConfig::webpki_roots()
+            }
+            None => TlsConfig::webpki_roots(),
         }
     }
 
@@ -287,6 +315,15 @@ impl ProxyConfig {
             "cache_max_object_size",
             "must not exceed cache_max_size",
         );
+        if self.backend_tls.is_none() {
+            if let Some(Err(message)) = self.backend_ca_file.as_deref().map(TlsConfig::from_ca_file)
+            {
+                problems.push(ConfigProblem {
+                    key: "backend_ca_file".into(),
+                    message,
+                });
+            }
+        }
         for (key, message) in self.health_config().problems() {
             let key = match key {
                 "dns_refresh" | "dns_min_ttl" | "dns_max_ttl" => key.to_owned(),
@@ -456,10 +493,9 @@ impl Backend {
             });
         }
         let url_problem = match (self.url.scheme_str(), self.url.authority()) {
-            (Some("http"), Some(_)) => None,
-            (Some("https"), _) => Some("https backends are not supported yet; use http".to_owned()),
-            (Some(other), _) if other != "http" => {
-                Some(format!("unsupported scheme `{other}`; use http"))
+            (Some("http" | "https"), Some(_)) => None,
+            (Some(other), _) if other != "http" && other != "https" => {
+                Some(format!("unsupported scheme `{other}`; use http or https"))
             }
             (None, _) => Some(format!(
                 "`{}` has no scheme; write http://{}",

@@ -10,7 +10,7 @@ use http::uri::Authority;
 use http::{Request, Response, Uri};
 use pin_project_lite::pin_project;
 use switchyard_core::BoxError;
-use switchyard_pool::{Pool, PoolConfig, PoolStats};
+use switchyard_pool::{Pool, PoolConfig, PoolStats, TlsConfig};
 use tower::Service;
 
 use crate::body::{self, Body};
@@ -40,12 +40,14 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// An endpoint for the backend at `url` (`http://host:port`; a path is ignored), with a
-    /// new pool. Must be called within a tokio runtime (the pool spawns its reaper).
+    /// An endpoint for the backend at `url` (`http://host:port` or `https://host:port`; a
+    /// path is ignored), with a new pool. An `https` backend is spoken to over TLS with
+    /// `config.tls`, or Mozilla's roots when that is `None`. Must be called within a tokio
+    /// runtime (the pool spawns its reaper).
     pub fn new(url: &Uri, config: PoolConfig) -> Result<Self, String> {
         let authority = authority(url)?;
         Ok(Self {
-            pool: Pool::new(authority, config),
+            pool: Pool::new(authority, tls_for(url, config)),
         })
     }
 
@@ -54,7 +56,7 @@ where
     pub fn with_address(url: &Uri, addr: SocketAddr, config: PoolConfig) -> Result<Self, String> {
         let authority = authority(url)?;
         Ok(Self {
-            pool: Pool::with_address(authority, addr, config),
+            pool: Pool::with_address(authority, addr, tls_for(url, config)),
         })
     }
 }
@@ -77,21 +79,31 @@ impl<B> HttpEndpoint<B> {
     }
 }
 
+/// `config` with TLS for an `https` URL (Mozilla's roots unless it has settings), and
+/// without for an `http` one.
+fn tls_for(url: &Uri, mut config: PoolConfig) -> PoolConfig {
+    config.tls = match url.scheme_str() {
+        Some("https") => Some(config.tls.unwrap_or_else(TlsConfig::webpki_roots)),
+        _ => None,
+    };
+    config
+}
+
 /// The authority requests to the backend at `url` carry, with the port made explicit.
 fn authority(url: &Uri) -> Result<Authority, String> {
-    match url.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("https backends are not supported yet; use http".into()),
-        Some(other) => return Err(format!("unsupported scheme `{other}`; use http")),
+    let default_port = match url.scheme_str() {
+        Some("http") => 80,
+        Some("https") => 443,
+        Some(other) => return Err(format!("unsupported scheme `{other}`; use http or https")),
         None => return Err(format!("`{url}` has no scheme; write http://{url}")),
-    }
+    };
     let authority = url
         .authority()
         .cloned()
         .ok_or_else(|| format!("`{url}` has no host"))?;
     let authority = match authority.port() {
         Some(_) => authority,
-        None => format!("{}:80", authority.host())
+        None => format!("{}:{default_port}", authority.host())
             .parse::<Authority>()
             .map_err(|e| e.to_string())?,
     };

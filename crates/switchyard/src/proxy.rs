@@ -8,7 +8,9 @@ use switchyard_balance::Balance;
 use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
 use switchyard_core::BoxError;
-use switchyard_health::{AdminState, Drain, HealthEvent, HealthReport, Registry, Tracked};
+use switchyard_health::{
+    AdminState, Drain, HealthEvent, HealthReport, HttpChecker, Registry, Tracked,
+};
 use switchyard_metrics::{
     CacheCounters, Metrics, MetricsLayer, MetricsRegistry, MetricsSnapshot, TextFormat,
 };
@@ -72,12 +74,17 @@ impl Proxy {
     /// user.
     pub fn new(config: ProxyConfig) -> Self {
         let metrics = MetricsRegistry::new();
+        let tls = config.tls_config();
         let endpoints = HttpEndpoints {
             pool: config.pool_config(),
+            tls: tls.clone(),
             breakers: CircuitBreakers::new(config.breaker_config()),
             metrics: config.metrics_enabled.then(|| metrics.clone()),
         };
-        let (registry, discovery) = Registry::new(config.health_config(), endpoints);
+        // Health checks trust what requests trust.
+        let (registry, discovery) = Registry::builder(config.health_config(), endpoints)
+            .checker(HttpChecker::with_tls(tls))
+            .build();
         let retry = RetryLayer::new(config.retry_config());
         let balance = Balance::weighted(discovery).route_hints(route_hint);
         let endpoints = balance.endpoint_count();

@@ -1,0 +1,132 @@
+//! TLS to `https` backends, with rustls (ring for its cryptography).
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::Protocol;
+
+/// How a pool speaks TLS to its backend: which certificate authorities it trusts, on top of
+/// rustls's defaults (TLS 1.2 and 1.3, certificate and host name verification).
+///
+/// The pool sends the backend's host as the server name (SNI) and offers ALPN for its
+/// protocol (`http/1.1`, or `h2` for an HTTP/2 backend). Cheap to clone; two values are
+/// equal when they share their settings.
+#[derive(Clone)]
+pub struct TlsConfig {
+    client: Arc<ClientConfig>,
+}
+
+impl TlsConfig {
+    /// Trusts the certificate authorities Mozilla's browsers trust (the `webpki-roots`
+    /// bundle built into the binary, so no system store is needed).
+    pub fn webpki_roots() -> Self {
+        let roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        Self::with_roots(roots)
+    }
+
+    /// Trusts only the certificate authorities in `pem` (one or more PEM certificates):
+    /// for backends whose certificates a private CA signed.
+    pub fn from_ca_pem(pem: &[u8]) -> Result<Self, String> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("holds no PEM certificate".into());
+        }
+        Ok(Self::with_roots(roots))
+    }
+
+    /// [`from_ca_pem`](Self::from_ca_pem) with the contents of the file at `path`. Errors
+    /// name the file.
+    pub fn from_ca_file(path: &Path) -> Result<Self, String> {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::from_ca_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Any rustls client configuration (client certificates, a custom verifier…). Its ALPN
+    /// protocols are replaced by the pool's.
+    pub fn from_rustls(client: Arc<ClientConfig>) -> Self {
+        Self { client }
+    }
+
+    fn with_roots(roots: RootCertStore) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self {
+            client: Arc::new(client),
+        }
+    }
+
+    /// The rustls configuration.
+    pub fn rustls(&self) -> &Arc<ClientConfig> {
+        &self.client
+    }
+
+    /// The connector of a pool speaking `protocol`: this configuration with that ALPN.
+    pub(crate) fn connector(&self, protocol: Protocol) -> tokio_rustls::TlsConnector {
+        let mut client = ClientConfig::clone(&self.client);
+        client.alpn_protocols = vec![match protocol {
+            Protocol::Http1 => b"http/1.1".to_vec(),
+            Protocol::Http2 => b"h2".to_vec(),
+        }];
+        tokio_rustls::TlsConnector::from(Arc::new(client))
+    }
+
+    /// Runs the TLS handshake with the backend named `host` over `tcp`, offering ALPN for
+    /// `protocol`: for a caller that dials on its own, such as a health checker.
+    pub async fn handshake(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        protocol: Protocol,
+    ) -> io::Result<TlsStream<TcpStream>> {
+        let name = server_name(host)?;
+        self.connector(protocol).connect(name, tcp).await
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig").finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for TlsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.client, &other.client)
+    }
+}
+
+impl Eq for TlsConfig {}
+
+/// The name a certificate must be for: a DNS name, or an IP address (`[...]` or bare).
+pub(crate) fn server_name(host: &str) -> io::Result<ServerName<'static>> {
+    ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// A connection to a backend: plain TCP, or TLS over it. Each is handed to hyper as its
+/// own type, so that plain connections do no dispatch on every read and write.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}

@@ -1,0 +1,177 @@
+//! `https` backends: the pool's TLS (trust, reuse, ALPN for HTTP/2, typed handshake
+//! errors) and the proxy with its health checks, against TLS backends on loopback whose
+//! certificates a CA made for the test signed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use switchyard::{Health, ProxyConfig};
+use switchyard_cli::ServerConfig;
+use switchyard_pool::{ConnectError, ConnectErrorKind, Pool, PoolConfig, Protocol, TlsConfig};
+use switchyard_tests::{client, get, tls_backend, TestBackend, TestCa, TestProxy};
+use tower::ServiceExt;
+
+fn tls_pool(b: &TestBackend, tls: TlsConfig, protocol: Protocol) -> Pool<Empty<Bytes>> {
+    Pool::new(
+        b.addr.to_string().parse().unwrap(),
+        PoolConfig {
+            tls: Some(tls),
+            protocol,
+            ..PoolConfig::default()
+        },
+    )
+}
+
+/// Sends a GET for `path`; returns the status, the response's HTTP version and the body.
+async fn fetch(
+    pool: &Pool<Empty<Bytes>>,
+    path: &str,
+) -> Result<(StatusCode, http::Version, Bytes), switchyard::BoxError> {
+    let res = pool
+        .clone()
+        .oneshot(Request::get(path).body(Empty::new()).unwrap())
+        .await?;
+    let (status, version) = (res.status(), res.version());
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((status, version, body))
+}
+
+#[tokio::test]
+async fn pool_speaks_tls_and_reuses_the_connection() {
+    let ca = TestCa::new();
+    let a = tls_backend("a", &ca).await;
+    let pool = tls_pool(
+        &a,
+        TlsConfig::from_ca_pem(ca.ca_pem.as_bytes()).unwrap(),
+        Protocol::Http1,
+    );
+    for _ in 0..3 {
+        let (status, version, body) = fetch(&pool, "/").await.unwrap();
+        assert_eq!(
+            (status, version, &body[..]),
+            (StatusCode::OK, http::Version::HTTP_11, &b"a"[..])
+        );
+    }
+    let stats = pool.stats();
+    assert_eq!((a.accepted(), stats.created, stats.reused), (1, 1, 2));
+}
+
+#[tokio::test]
+async fn http2_over_tls_is_negotiated_and_shared() {
+    let ca = TestCa::new();
+    let a = tls_backend("a", &ca).await;
+    let pool = tls_pool(
+        &a,
+        TlsConfig::from_ca_pem(ca.ca_pem.as_bytes()).unwrap(),
+        Protocol::Http2,
+    );
+    let results = futures::future::join_all((0..20).map(|_| fetch(&pool, "/delay/20"))).await;
+    for r in results {
+        let (status, version, _) = r.unwrap();
+        assert_eq!((status, version), (StatusCode::OK, http::Version::HTTP_2));
+    }
+    assert_eq!(
+        a.accepted(),
+        1,
+        "20 streams should share one TLS connection"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_typed_tls_error() {
+    let ca = TestCa::new();
+    let a = tls_backend("a", &ca).await;
+    // Mozilla's roots do not include the test's CA.
+    let pool = tls_pool(&a, TlsConfig::webpki_roots(), Protocol::Http1);
+    let err = fetch(&pool, "/").await.unwrap_err();
+    let connect = err
+        .downcast_ref::<ConnectError>()
+        .unwrap_or_else(|| panic!("not a connect error: {err}"));
+    assert_eq!(connect.kind(), ConnectErrorKind::Tls, "{err}");
+    assert_eq!(a.request_count(), 0);
+    assert_eq!(pool.stats().connect_errors, 1);
+}
+
+#[test]
+fn a_ca_file_without_certificates_is_refused() {
+    let err = TlsConfig::from_ca_pem(b"not a certificate").unwrap_err();
+    assert!(err.contains("no PEM certificate"), "{err}");
+}
+
+fn checked(backend_ca_file: Option<std::path::PathBuf>) -> ProxyConfig {
+    ProxyConfig {
+        backend_ca_file,
+        health_check_enabled: true,
+        // Long enough that only `check_now` runs checks during a test.
+        health_check_interval: Duration::from_secs(3600),
+        health_check_path: "/".into(),
+        health_check_fall: 1,
+        health_check_rise: 1,
+        ..switchyard_tests::config()
+    }
+}
+
+/// The proxy forwards to an `https` backend it trusts through `backend_ca_file`, and its
+/// health checks reach the backend over TLS too (a check over plain TCP would fail and
+/// take the backend out of rotation).
+#[tokio::test]
+async fn proxy_forwards_to_an_https_backend_and_checks_its_health() {
+    let ca = TestCa::new();
+    let a = tls_backend("a", &ca).await;
+    let dir = std::env::temp_dir().join(format!("switchyard-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let config = checked(Some(ca_file));
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
+
+    let report = proxy.proxy.check_now().await;
+    let status = report.get("a").unwrap();
+    assert_eq!(
+        (status.health, status.error.as_deref()),
+        (Health::Healthy, None)
+    );
+    assert_eq!(a.request_count(), 1, "the check reached the backend");
+
+    let (status, id, _) = get(&client(), &proxy.url("/")).await;
+    assert_eq!((status, id.as_str()), (StatusCode::OK, "a"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A backend whose certificate the proxy does not trust fails its health check with the
+/// TLS error, and a request to it gets 502; the proxy keeps serving.
+#[tokio::test]
+async fn an_untrusted_https_backend_fails_its_check_and_answers_502() {
+    let ca = TestCa::new();
+    let a = tls_backend("a", &ca).await;
+    let proxy = TestProxy::start(
+        ProxyConfig {
+            health_check_enabled: false,
+            ..checked(None)
+        },
+        ServerConfig::default(),
+        &[&a],
+    )
+    .await;
+    let (status, _, _) = get(&client(), &proxy.url("/")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+
+    let checking = TestProxy::start(checked(None), ServerConfig::default(), &[&a]).await;
+    let report = checking.proxy.check_now().await;
+    let status = report.get("a").unwrap();
+    assert_eq!(status.health, Health::Unhealthy);
+    let error = status.error.as_deref().unwrap_or_default();
+    assert!(error.contains("TLS handshake"), "{error}");
+    assert_eq!(a.request_count(), 0);
+}
+
+#[test]
+fn a_missing_ca_file_is_a_config_problem() {
+    let problems = checked(Some("/nonexistent/ca.pem".into())).validate();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "backend_ca_file");
+    assert!(problems[0].message.contains("cannot read"), "{problems:?}");
+}
