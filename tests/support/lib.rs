@@ -178,6 +178,11 @@ impl Default for TestCa {
 /// [`backend`] over TLS with `ca`'s server certificate: HTTP/1.1, or HTTP/2 when the
 /// client offers `h2` with ALPN.
 pub async fn tls_backend(id: &'static str, ca: &TestCa) -> TestBackend {
+    tls_backend_with_alpn(id, ca, &[b"h2", b"http/1.1"]).await
+}
+
+/// [`tls_backend`] agreeing in ALPN only to the protocols in `alpn`.
+pub async fn tls_backend_with_alpn(id: &'static str, ca: &TestCa, alpn: &[&[u8]]) -> TestBackend {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -185,7 +190,7 @@ pub async fn tls_backend(id: &'static str, ca: &TestCa) -> TestBackend {
         .with_no_client_auth()
         .with_single_cert(vec![ca.cert.clone()], ca.key.clone_key())
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     serve_backend(id, BackendOptions::default(), Some(acceptor)).await
 }

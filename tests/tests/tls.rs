@@ -10,7 +10,9 @@ use http_body_util::{BodyExt, Empty};
 use switchyard::{Health, ProxyConfig};
 use switchyard_cli::ServerConfig;
 use switchyard_pool::{ConnectError, ConnectErrorKind, Pool, PoolConfig, Protocol, TlsConfig};
-use switchyard_tests::{client, get, tls_backend, TestBackend, TestCa, TestProxy};
+use switchyard_tests::{
+    client, get, tls_backend, tls_backend_with_alpn, TestBackend, TestCa, TestProxy,
+};
 use tower::ServiceExt;
 
 fn tls_pool(b: &TestBackend, tls: TlsConfig, protocol: Protocol) -> Pool<Empty<Bytes>> {
@@ -92,6 +94,36 @@ async fn an_untrusted_certificate_is_a_typed_tls_error() {
     assert_eq!(connect.kind(), ConnectErrorKind::Tls, "{err}");
     assert_eq!(a.request_count(), 0);
     assert_eq!(pool.stats().connect_errors, 1);
+}
+
+/// HTTP/2 over TLS needs the backend's agreement in ALPN (RFC 9113 §3.2). A backend that
+/// offers only HTTP/1.1 fails the handshake; one without ALPN completes it but is refused
+/// before any HTTP/2 is sent. Both are TLS connect errors.
+#[tokio::test]
+async fn an_h2_backend_that_does_not_agree_to_h2_in_alpn_is_a_tls_error() {
+    let ca = TestCa::new();
+    for (alpn, says) in [
+        (&[&b"http/1.1"[..]][..], "NoApplicationProtocol"),
+        (&[][..], "did not agree to HTTP/2"),
+    ] {
+        let a = tls_backend_with_alpn("a", &ca, alpn).await;
+        let pool = tls_pool(
+            &a,
+            TlsConfig::from_ca_pem(ca.ca_pem.as_bytes()).unwrap(),
+            Protocol::Http2,
+        );
+        let err = fetch(&pool, "/").await.unwrap_err();
+        let connect = err
+            .downcast_ref::<ConnectError>()
+            .unwrap_or_else(|| panic!("not a connect error: {err}"));
+        assert_eq!(connect.kind(), ConnectErrorKind::Tls, "{err}");
+        let source = std::error::Error::source(connect).map(ToString::to_string);
+        assert!(
+            source.as_deref().is_some_and(|s| s.contains(says)),
+            "{source:?}"
+        );
+        assert_eq!(a.request_count(), 0);
+    }
 }
 
 #[test]

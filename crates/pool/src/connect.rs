@@ -18,6 +18,8 @@ pub(crate) struct Tls {
     pub(crate) connector: TlsConnector,
     /// The backend's host as a certificate name, or why it is not one.
     pub(crate) name: Result<ServerName<'static>, String>,
+    /// HTTP/2 was asked for: the backend must agree to it in ALPN (RFC 9113 §3.2).
+    pub(crate) h2: bool,
 }
 
 /// Connects as [`tcp`] does, then runs the TLS handshake when `tls` is given, all within
@@ -38,14 +40,23 @@ pub(crate) async fn dial(
             .clone()
             .map_err(|e| ConnectError::new(ConnectErrorKind::Tls, backend, Some(e.into())))?;
         let stream = tcp(authority, addr, timeout).await?;
-        tls.connector.connect(name, stream).await.map_err(|e| {
+        let stream = tls.connector.connect(name, stream).await.map_err(|e| {
             let kind = if e.kind() == io::ErrorKind::InvalidData {
                 ConnectErrorKind::Tls
             } else {
                 ConnectErrorKind::Other
             };
             ConnectError::new(kind, backend, Some(e.into()))
-        })
+        })?;
+        if tls.h2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            let why = "the backend did not agree to HTTP/2 in ALPN; configure it as HTTP/1.1";
+            return Err(ConnectError::new(
+                ConnectErrorKind::Tls,
+                backend,
+                Some(why.into()),
+            ));
+        }
+        Ok(stream)
     };
     let stream = tokio::time::timeout(timeout, attempt)
         .await

@@ -112,6 +112,7 @@ where
         let tls = config.tls.as_ref().map(|tls| connect::Tls {
             connector: tls.connector(config.protocol),
             name: crate::tls::server_name(authority.host()).map_err(|e| e.to_string()),
+            h2: config.protocol == Protocol::Http2,
         });
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<B>>| {
             let reaper = tokio::spawn(reap(
