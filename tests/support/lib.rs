@@ -142,6 +142,10 @@ pub async fn backend_with(id: &'static str, options: BackendOptions) -> TestBack
 pub struct TestCa {
     /// The CA's certificate, PEM: what a client must trust.
     pub ca_pem: String,
+    /// The server certificate, PEM, for a server configured from files.
+    pub cert_pem: String,
+    /// Its private key, PEM.
+    pub key_pem: String,
     cert: rustls::pki_types::CertificateDer<'static>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
 }
@@ -163,6 +167,8 @@ impl TestCa {
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
         Self {
             ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             cert: cert.der().clone(),
             key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         }

@@ -207,3 +207,128 @@ fn a_missing_ca_file_is_a_config_problem() {
     assert_eq!(problems[0].key, "backend_ca_file");
     assert!(problems[0].message.contains("cannot read"), "{problems:?}");
 }
+
+/// The listener's side: a proxy serving HTTPS from a certificate and key file.
+mod listener {
+    use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// A proxy over `backend` whose listener speaks TLS with `ca`'s certificate.
+    async fn https_proxy(ca: &TestCa, backend: &TestBackend) -> (TestProxy, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-https-{}-{}",
+            std::process::id(),
+            backend.addr.port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("proxy.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.join("proxy.key"), &ca.key_pem).unwrap();
+        let server = ServerConfig {
+            tls_cert_file: Some(dir.join("proxy.pem")),
+            tls_key_file: Some(dir.join("proxy.key")),
+            ..ServerConfig::default()
+        };
+        assert!(server.validate().is_empty(), "{:?}", server.validate());
+        let proxy = TestProxy::start(switchyard_tests::config(), server, &[backend]).await;
+        (proxy, dir)
+    }
+
+    async fn tls_to(
+        proxy: &TestProxy,
+        ca: &TestCa,
+        protocol: Protocol,
+    ) -> impl hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static {
+        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+        let tls = TlsConfig::from_ca_pem(ca.ca_pem.as_bytes())
+            .unwrap()
+            .handshake("127.0.0.1", tcp, protocol)
+            .await
+            .unwrap();
+        TokioIo::new(tls)
+    }
+
+    #[tokio::test]
+    async fn https_clients_are_served_and_forwarded_as_https() {
+        let ca = TestCa::new();
+        let a = switchyard_tests::backend("a").await;
+        let (proxy, dir) = https_proxy(&ca, &a).await;
+
+        let io = tls_to(&proxy, &ca, Protocol::Http1).await;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/headers")
+            .header(http::header::HOST, "example.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let headers = String::from_utf8_lossy(&body).to_lowercase();
+        assert!(headers.contains("x-forwarded-proto: https"), "{headers}");
+        assert!(headers.contains("host: example.test"), "{headers}");
+
+        // HTTP/2, negotiated with ALPN.
+        let io = tls_to(&proxy, &ca, Protocol::Http2).await;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(format!("https://127.0.0.1:{}/", proxy.addr.port()))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(
+            (res.status(), res.version()),
+            (StatusCode::OK, http::Version::HTTP_2)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A client that speaks plain HTTP to the TLS port is dropped; the listener goes on
+    /// serving TLS clients.
+    #[tokio::test]
+    async fn a_plaintext_client_is_dropped_and_others_are_served() {
+        let ca = TestCa::new();
+        let a = switchyard_tests::backend("a").await;
+        let (proxy, dir) = https_proxy(&ca, &a).await;
+
+        let mut plain = TcpStream::connect(proxy.addr).await.unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf))
+            .await
+            .expect("the proxy kept a failed handshake open");
+        assert!(
+            read.is_err() || !String::from_utf8_lossy(&buf).contains("200"),
+            "answered plaintext: {buf:?}"
+        );
+        assert_eq!(a.request_count(), 0);
+
+        let io = tls_to(&proxy, &ca, Protocol::Http1).await;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/")
+            .header(http::header::HOST, "x")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_certificate_without_its_key_is_a_config_problem() {
+        let server = ServerConfig {
+            tls_cert_file: Some("proxy.pem".into()),
+            ..ServerConfig::default()
+        };
+        let problems = server.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "tls_key_file");
+    }
+}

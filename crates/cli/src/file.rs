@@ -185,9 +185,16 @@ impl FileConfig {
         let Some(mut config) = config else {
             return Err(problems);
         };
-        if let Some(ca) = &mut config.proxy.backend_ca_file {
-            if ca.is_relative() {
-                *ca = dir.join(&*ca);
+        for path in [
+            &mut config.proxy.backend_ca_file,
+            &mut config.server.tls_cert_file,
+            &mut config.server.tls_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
             }
         }
         let mut push = |key: String, message: String| {

@@ -239,7 +239,8 @@ async fn serve(file: FileConfig) -> Result<(), String> {
             shutdown_signal(),
         ));
     }
-    tracing::info!(listen = %file.listen, "switchyard listening");
+    let tls = file.server.tls_cert_file.is_some();
+    tracing::info!(listen = %file.listen, tls, "switchyard listening");
     server::serve(listener, proxy, file.server, shutdown_signal()).await;
     Ok(())
 }

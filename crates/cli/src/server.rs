@@ -4,12 +4,16 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures::future::{self, Either};
 use pin_project_lite::pin_project;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Limited;
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
 use switchyard::{body, headers, Body, ByteSize, ClientAddr, Proxy, ProxyFuture};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 /// Limits on client connections, so that one bad client cannot hurt the others.
@@ -39,8 +44,13 @@ pub struct ServerConfig {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1.
+    /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1; over TLS, offer it in
+    /// ALPN.
     pub http2: bool,
+    /// PEM certificate chain: with `tls_key_file`, the listener speaks TLS (HTTPS).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -51,14 +61,60 @@ impl Default for ServerConfig {
             max_request_body: None,
             shutdown_timeout: Duration::from_secs(30),
             http2: true,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The TLS acceptor of the listener: `None` for plain HTTP. Errors name the key.
+    pub fn tls_acceptor(&self) -> Result<Option<TlsAcceptor>, ConfigProblem> {
+        let (cert, key) = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => return Err(problem("tls_key_file", "is needed with tls_cert_file")),
+            (None, Some(_)) => return Err(problem("tls_cert_file", "is needed with tls_key_file")),
+        };
+        let read = |key: &str, path: &Path| {
+            std::fs::read(path)
+                .map_err(|e| problem(key, &format!("cannot read {}: {e}", path.display())))
+        };
+        let chain = CertificateDer::pem_slice_iter(&read("tls_cert_file", cert)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| problem("tls_cert_file", &format!("{}: {e}", cert.display())))?;
+        if chain.is_empty() {
+            let message = format!("{}: holds no PEM certificate", cert.display());
+            return Err(problem("tls_cert_file", &message));
+        }
+        let private = PrivateKeyDer::from_pem_slice(&read("tls_key_file", key)?)
+            .map_err(|e| problem("tls_key_file", &format!("{}: {e}", key.display())))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| problem("tls_cert_file", &e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .map_err(|e| {
+                problem(
+                    "tls_key_file",
+                    &format!("does not fit the certificate: {e}"),
+                )
+            })?;
+        tls.alpn_protocols = if self.http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        Ok(Some(TlsAcceptor::from(Arc::new(tls))))
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
+        if let Err(p) = self.tls_acceptor() {
+            problems.push(p);
+        }
         if self.header_read_timeout.is_zero() {
             problems.push(ConfigProblem {
                 key: "header_read_timeout".into(),
@@ -95,14 +151,32 @@ impl ServerConfig {
     }
 }
 
+fn problem(key: &str, message: &str) -> ConfigProblem {
+    ConfigProblem {
+        key: key.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// requests in flight finish for up to `config.shutdown_timeout`.
+/// requests in flight finish for up to `config.shutdown_timeout`. Over TLS when `config`
+/// has a certificate: each handshake runs in its connection's task, bounded by
+/// `header_read_timeout`, so a slow or broken client holds up no one else. A certificate
+/// that cannot be loaded (which [`ServerConfig::validate`] reports) is logged, and nothing
+/// is served.
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    let tls = match config.tls_acceptor() {
+        Ok(tls) => tls,
+        Err(p) => {
+            tracing::error!("server.{}: {}", p.key, p.message);
+            return;
+        }
+    };
     let builder = config.builder();
     let max_body = config.max_request_body.map(|b| b.bytes());
     let graceful = GracefulShutdown::new();
@@ -125,13 +199,38 @@ pub async fn serve(
             proxy: proxy.clone(),
             client: ClientAddr::new(remote),
             max_body,
+            tls: tls.is_some(),
         };
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let Some(tls) = &tls else {
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+        let handshake_timeout = config.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
         });
@@ -153,6 +252,8 @@ struct Connection {
     proxy: Proxy,
     client: ClientAddr,
     max_body: Option<u64>,
+    /// The connection is TLS: HTTP/1.1 requests are `https` ones.
+    tls: bool,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
@@ -161,7 +262,7 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
     type Future = Either<Ready, AccessLog<ProxyFuture>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        handle(&self.proxy, req, &self.client, self.max_body)
+        handle(&self.proxy, req, &self.client, self.max_body, self.tls)
     }
 }
 
@@ -172,7 +273,15 @@ fn handle(
     mut req: Request<Incoming>,
     client: &ClientAddr,
     max_body: Option<u64>,
+    tls: bool,
 ) -> Either<Ready, AccessLog<ProxyFuture>> {
+    if tls && req.uri().scheme().is_none() {
+        // An HTTP/1.1 request over TLS is an `https` one (HTTP/2 carries its `:scheme`):
+        // made absolute, `X-Forwarded-Proto` says so and the cache keys it apart.
+        if let Some(uri) = https_uri(&req) {
+            *req.uri_mut() = uri;
+        }
+    }
     if let Some(max) = max_body {
         if content_length(&req).is_some_and(|len| len > max) {
             return Either::Left(future::ready(Ok(status(StatusCode::PAYLOAD_TOO_LARGE))));
@@ -237,6 +346,18 @@ where
         }
         Poll::Ready(res)
     }
+}
+
+/// The request's URI in absolute `https` form, with its `Host` as authority.
+fn https_uri<B>(req: &Request<B>) -> Option<http::Uri> {
+    let host = req.headers().get(header::HOST)?.to_str().ok()?;
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    http::Uri::builder()
+        .scheme("https")
+        .authority(host)
+        .path_and_query(path)
+        .build()
+        .ok()
 }
 
 fn content_length<B>(req: &Request<B>) -> Option<u64> {
