@@ -249,20 +249,30 @@ mod listener {
         TokioIo::new(tls)
     }
 
+    /// A GET of `path` with `Host: host`, over HTTP/1.1 on a new TLS connection.
+    async fn h1_get(
+        proxy: &TestProxy,
+        ca: &TestCa,
+        path: &str,
+        host: &str,
+    ) -> http::Response<hyper::body::Incoming> {
+        let io = tls_to(proxy, ca, Protocol::Http1).await;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header(http::header::HOST, host)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(req).await.unwrap()
+    }
+
     #[tokio::test]
     async fn https_clients_are_served_and_forwarded_as_https() {
         let ca = TestCa::new();
         let a = switchyard_tests::backend("a").await;
         let (proxy, dir) = https_proxy(&ca, &a).await;
 
-        let io = tls_to(&proxy, &ca, Protocol::Http1).await;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        let req = Request::get("/headers")
-            .header(http::header::HOST, "example.test")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let res = sender.send_request(req).await.unwrap();
+        let res = h1_get(&proxy, &ca, "/headers", "example.test").await;
         assert_eq!(res.status(), StatusCode::OK);
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let headers = String::from_utf8_lossy(&body).to_lowercase();
@@ -309,14 +319,7 @@ mod listener {
         );
         assert_eq!(a.request_count(), 0);
 
-        let io = tls_to(&proxy, &ca, Protocol::Http1).await;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        let req = Request::get("/")
-            .header(http::header::HOST, "x")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let res = sender.send_request(req).await.unwrap();
+        let res = h1_get(&proxy, &ca, "/", "x").await;
         assert_eq!(res.status(), StatusCode::OK);
         std::fs::remove_dir_all(&dir).unwrap();
     }

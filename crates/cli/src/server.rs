@@ -92,7 +92,7 @@ impl ServerConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| problem("tls_cert_file", &e.to_string()))?
+            .expect("ring supports the default protocol versions")
             .with_no_client_auth()
             .with_single_cert(chain, private)
             .map_err(|e| {
@@ -116,16 +116,10 @@ impl ServerConfig {
             problems.push(p);
         }
         if self.header_read_timeout.is_zero() {
-            problems.push(ConfigProblem {
-                key: "header_read_timeout".into(),
-                message: "must be longer than 0s".into(),
-            });
+            problems.push(problem("header_read_timeout", "must be longer than 0s"));
         }
         if self.max_header_size.bytes() < 8192 {
-            problems.push(ConfigProblem {
-                key: "max_header_size".into(),
-                message: "must be at least 8KiB".into(),
-            });
+            problems.push(problem("max_header_size", "must be at least 8KiB"));
         }
         problems
     }

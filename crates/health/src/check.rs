@@ -40,17 +40,23 @@ pub trait Checker: Send + Sync + 'static {
 /// speaks, over TLS for an `https` backend, closed after the response head. A fresh
 /// connection per check tests what a new request would need (accepting and the TLS
 /// handshake, not only a warm pooled socket), as HAProxy does.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpChecker {
-    tls: Option<TlsConfig>,
+    tls: TlsConfig,
 }
 
 impl HttpChecker {
-    /// A checker that trusts `tls`'s certificate authorities on `https` backends (the
-    /// default trusts Mozilla's, as [`TlsConfig::webpki_roots`]). Use the settings the
-    /// backends' pools use, so that a check passes when a request would.
+    /// A checker that trusts `tls`'s certificate authorities on `https` backends. Use the
+    /// settings the backends' pools use, so that a check passes when a request would.
     pub fn with_tls(tls: TlsConfig) -> Self {
-        Self { tls: Some(tls) }
+        Self { tls }
+    }
+}
+
+impl Default for HttpChecker {
+    /// Trusts Mozilla's certificate authorities, as [`TlsConfig::webpki_roots`].
+    fn default() -> Self {
+        Self::with_tls(TlsConfig::webpki_roots())
     }
 }
 
@@ -61,7 +67,7 @@ impl Checker for HttpChecker {
     }
 }
 
-async fn http_check(target: &CheckTarget, tls: Option<TlsConfig>) -> Result<StatusCode, String> {
+async fn http_check(target: &CheckTarget, tls: TlsConfig) -> Result<StatusCode, String> {
     let stream = TcpStream::connect(target.addr)
         .await
         .map_err(|e| format!("connect {}: {e}", target.addr))?;
@@ -69,7 +75,6 @@ async fn http_check(target: &CheckTarget, tls: Option<TlsConfig>) -> Result<Stat
     if !target.https {
         return check_on(target, TokioIo::new(stream)).await;
     }
-    let tls = tls.unwrap_or_else(TlsConfig::webpki_roots);
     let authority: http::uri::Authority = target
         .authority
         .parse()

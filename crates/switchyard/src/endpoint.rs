@@ -80,7 +80,7 @@ impl<B> HttpEndpoint<B> {
 }
 
 /// `config` with TLS for an `https` URL (Mozilla's roots unless it has settings), and
-/// without for an `http` one.
+/// without for an `http` one: the URL's scheme alone decides.
 fn tls_for(url: &Uri, mut config: PoolConfig) -> PoolConfig {
     config.tls = match url.scheme_str() {
         Some("https") => Some(config.tls.unwrap_or_else(TlsConfig::webpki_roots)),

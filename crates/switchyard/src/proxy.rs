@@ -14,7 +14,7 @@ use switchyard_health::{
 use switchyard_metrics::{
     CacheCounters, Metrics, MetricsLayer, MetricsRegistry, MetricsSnapshot, TextFormat,
 };
-use switchyard_pool::PoolStats;
+use switchyard_pool::{PoolConfig, PoolStats};
 use switchyard_retry::{route_hint, ReplayBody, Retry, RetryLayer, RetryStats};
 use tower::timeout::{Timeout, TimeoutLayer};
 use tower::util::{Either, MapResponse};
@@ -76,8 +76,10 @@ impl Proxy {
         let metrics = MetricsRegistry::new();
         let tls = config.tls_config();
         let endpoints = HttpEndpoints {
-            pool: config.pool_config(),
-            tls: tls.clone(),
+            pool: PoolConfig {
+                tls: Some(tls.clone()),
+                ..config.pool_config()
+            },
             breakers: CircuitBreakers::new(config.breaker_config()),
             metrics: config.metrics_enabled.then(|| metrics.clone()),
         };

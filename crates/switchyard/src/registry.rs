@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
 use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed, Registry};
 use switchyard_metrics::{Metrics, MetricsRegistry};
-use switchyard_pool::{PoolConfig, PoolStats, Protocol, TlsConfig};
+use switchyard_pool::{PoolConfig, PoolStats, Protocol};
 use switchyard_retry::ReplayBody;
 use tower::Layer;
 
@@ -29,9 +29,8 @@ pub(crate) fn pool_of(service: &EndpointService) -> &HttpEndpoint<ReplayBody<Bod
 /// Makes the endpoints of HTTP backends.
 #[derive(Debug)]
 pub(crate) struct HttpEndpoints {
+    /// Its `tls` is used for `https` backends (see `HttpEndpoint::new`).
     pub(crate) pool: PoolConfig,
-    /// For `https` backends.
-    pub(crate) tls: TlsConfig,
     pub(crate) breakers: CircuitBreakers,
     /// `None` when metrics are off.
     pub(crate) metrics: Option<MetricsRegistry>,
@@ -43,7 +42,6 @@ impl Endpoints for HttpEndpoints {
     fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<EndpointService, String> {
         let pool = PoolConfig {
             protocol: protocol(backend),
-            tls: (backend.url.scheme_str() == Some("https")).then(|| self.tls.clone()),
             ..self.pool.clone()
         };
         let endpoint = HttpEndpoint::with_address(&backend.url, addr, pool)?;
