@@ -136,8 +136,8 @@ pub async fn backend_with(id: &'static str, options: BackendOptions) -> TestBack
     serve_backend(id, options, None).await
 }
 
-/// A certificate authority made for one test, and a certificate it signed for
-/// `localhost` and `127.0.0.1`.
+/// A certificate authority made for one test, a server certificate it signed for
+/// `localhost` and `127.0.0.1`, and a client certificate it signed.
 #[derive(Debug)]
 pub struct TestCa {
     /// The CA's certificate, PEM: what a client must trust.
@@ -146,8 +146,13 @@ pub struct TestCa {
     pub cert_pem: String,
     /// Its private key, PEM.
     pub key_pem: String,
+    /// A client certificate, PEM, for mutual TLS.
+    pub client_cert_pem: String,
+    /// Its private key, PEM.
+    pub client_key_pem: String,
     cert: rustls::pki_types::CertificateDer<'static>,
     key: rustls::pki_types::PrivateKeyDer<'static>,
+    ca: rustls::pki_types::CertificateDer<'static>,
 }
 
 impl TestCa {
@@ -165,12 +170,19 @@ impl TestCa {
             SanType::IpAddress([127, 0, 0, 1].into()),
         ];
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(vec!["switchyard".to_owned()]).unwrap();
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
         Self {
             ca_pem: ca.pem(),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
             cert: cert.der().clone(),
             key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            ca: ca.der().clone(),
         }
     }
 }
@@ -189,11 +201,37 @@ pub async fn tls_backend(id: &'static str, ca: &TestCa) -> TestBackend {
 
 /// [`tls_backend`] agreeing in ALPN only to the protocols in `alpn`.
 pub async fn tls_backend_with_alpn(id: &'static str, ca: &TestCa, alpn: &[&[u8]]) -> TestBackend {
+    tls_backend_from(id, ca, alpn, false).await
+}
+
+/// [`tls_backend`] that asks every client for a certificate signed by `ca` (mutual TLS)
+/// and refuses the handshake of a client without one.
+pub async fn tls_backend_requiring_client_cert(id: &'static str, ca: &TestCa) -> TestBackend {
+    tls_backend_from(id, ca, &[b"h2", b"http/1.1"], true).await
+}
+
+async fn tls_backend_from(
+    id: &'static str,
+    ca: &TestCa,
+    alpn: &[&[u8]],
+    client_auth: bool,
+) -> TestBackend {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
+        .unwrap();
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.ca.clone()).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
         .with_single_cert(vec![ca.cert.clone()], ca.key.clone_key())
         .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

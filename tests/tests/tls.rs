@@ -11,7 +11,8 @@ use switchyard::{Health, ProxyConfig};
 use switchyard_cli::ServerConfig;
 use switchyard_pool::{ConnectError, ConnectErrorKind, Pool, PoolConfig, Protocol, TlsConfig};
 use switchyard_tests::{
-    client, get, tls_backend, tls_backend_with_alpn, TestBackend, TestCa, TestProxy,
+    client, get, tls_backend, tls_backend_requiring_client_cert, tls_backend_with_alpn,
+    TestBackend, TestCa, TestProxy,
 };
 use tower::ServiceExt;
 
@@ -145,6 +146,20 @@ fn checked(backend_ca_file: Option<std::path::PathBuf>) -> ProxyConfig {
     }
 }
 
+/// A proxy over `backend` with a valid `config`, which has checked the backend's health
+/// once and found it healthy.
+async fn checked_proxy(config: ProxyConfig, backend: &TestBackend) -> TestProxy {
+    assert!(config.validate().is_empty(), "{:?}", config.validate());
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[backend]).await;
+    let report = proxy.proxy.check_now().await;
+    let status = report.get(backend.id).unwrap();
+    assert_eq!(
+        (status.health, status.error.as_deref()),
+        (Health::Healthy, None)
+    );
+    proxy
+}
+
 /// The proxy forwards to an `https` backend it trusts through `backend_ca_file`, and its
 /// health checks reach the backend over TLS too (a check over plain TCP would fail and
 /// take the backend out of rotation).
@@ -152,20 +167,8 @@ fn checked(backend_ca_file: Option<std::path::PathBuf>) -> ProxyConfig {
 async fn proxy_forwards_to_an_https_backend_and_checks_its_health() {
     let ca = TestCa::new();
     let a = tls_backend("a", &ca).await;
-    let dir = std::env::temp_dir().join(format!("switchyard-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca_file = dir.join("ca.pem");
-    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
-    let config = checked(Some(ca_file));
-    assert!(config.validate().is_empty(), "{:?}", config.validate());
-    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
-
-    let report = proxy.proxy.check_now().await;
-    let status = report.get("a").unwrap();
-    assert_eq!(
-        (status.health, status.error.as_deref()),
-        (Health::Healthy, None)
-    );
+    let dir = write_files("tls", &[("ca.pem", &ca.ca_pem)]);
+    let proxy = checked_proxy(checked(Some(dir.join("ca.pem"))), &a).await;
     assert_eq!(a.request_count(), 1, "the check reached the backend");
 
     let (status, id, _) = get(&client(), &proxy.url("/")).await;
@@ -208,27 +211,120 @@ fn a_missing_ca_file_is_a_config_problem() {
     assert!(problems[0].message.contains("cannot read"), "{problems:?}");
 }
 
+/// Writes `files` into a directory of their own; returns its path.
+fn write_files(tag: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.join(name), contents).unwrap();
+    }
+    dir
+}
+
+/// Mutual TLS: a backend that asks for a client certificate gets the one configured in
+/// the files, on requests and on health checks alike; a proxy without one is refused
+/// before any request reaches the backend, and its client gets 502.
+#[tokio::test]
+async fn a_backend_asking_for_a_client_certificate_gets_the_configured_one() {
+    let ca = TestCa::new();
+    let a = tls_backend_requiring_client_cert("a", &ca).await;
+    let dir = write_files(
+        "mtls",
+        &[
+            ("ca.pem", &ca.ca_pem),
+            ("client.pem", &ca.client_cert_pem),
+            ("client.key", &ca.client_key_pem),
+        ],
+    );
+    let config = ProxyConfig {
+        backend_client_cert_file: Some(dir.join("client.pem")),
+        backend_client_key_file: Some(dir.join("client.key")),
+        ..checked(Some(dir.join("ca.pem")))
+    };
+    let proxy = checked_proxy(config, &a).await;
+    let (status, id, _) = get(&client(), &proxy.url("/")).await;
+    assert_eq!((status, id.as_str()), (StatusCode::OK, "a"));
+    assert_eq!(a.request_count(), 2, "the check and the request");
+
+    let anonymous = TestProxy::start(
+        ProxyConfig {
+            health_check_enabled: false,
+            ..checked(Some(dir.join("ca.pem")))
+        },
+        ServerConfig::default(),
+        &[&a],
+    )
+    .await;
+    let (status, _, _) = get(&client(), &anonymous.url("/")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.request_count(), 2, "no request got past the handshake");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client certificate needs its key, and the key must be the certificate's: each
+/// problem names the key at fault.
+#[test]
+fn a_client_certificate_without_its_own_key_is_a_config_problem() {
+    let (ca, other) = (TestCa::new(), TestCa::new());
+    let dir = write_files(
+        "mtls-bad",
+        &[
+            ("client.pem", &ca.client_cert_pem),
+            ("other.key", &other.client_key_pem),
+        ],
+    );
+    let only_cert = ProxyConfig {
+        backend_client_cert_file: Some(dir.join("client.pem")),
+        ..ProxyConfig::default()
+    };
+    let problems = only_cert.validate();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "backend_client_key_file");
+
+    let wrong_key = ProxyConfig {
+        backend_client_key_file: Some(dir.join("other.key")),
+        ..only_cert
+    };
+    let problems = wrong_key.validate();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "backend_client_key_file");
+    assert!(
+        problems[0].message.contains("does not fit the certificate")
+            && problems[0].message.contains("other.key"),
+        "{problems:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The listener's side: a proxy serving HTTPS from a certificate and key file.
 mod listener {
     use super::*;
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::sync::Arc;
+    use switchyard_cli::ListenerTls;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
     /// A proxy over `backend` whose listener speaks TLS with `ca`'s certificate.
     async fn https_proxy(ca: &TestCa, backend: &TestBackend) -> (TestProxy, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "switchyard-https-{}-{}",
-            std::process::id(),
-            backend.addr.port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("proxy.pem"), &ca.cert_pem).unwrap();
-        std::fs::write(dir.join("proxy.key"), &ca.key_pem).unwrap();
+        https_proxy_with(ca, backend, ServerConfig::default()).await
+    }
+
+    /// [`https_proxy`] with other server settings.
+    async fn https_proxy_with(
+        ca: &TestCa,
+        backend: &TestBackend,
+        server: ServerConfig,
+    ) -> (TestProxy, std::path::PathBuf) {
+        let tag = format!("https-{}", backend.addr.port());
+        let dir = write_files(
+            &tag,
+            &[("proxy.pem", &ca.cert_pem), ("proxy.key", &ca.key_pem)],
+        );
         let server = ServerConfig {
             tls_cert_file: Some(dir.join("proxy.pem")),
             tls_key_file: Some(dir.join("proxy.key")),
-            ..ServerConfig::default()
+            ..server
         };
         assert!(server.validate().is_empty(), "{:?}", server.validate());
         let proxy = TestProxy::start(switchyard_tests::config(), server, &[backend]).await;
@@ -240,13 +336,20 @@ mod listener {
         ca: &TestCa,
         protocol: Protocol,
     ) -> impl hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static {
+        TokioIo::new(try_tls_to(proxy, ca, protocol).await.unwrap())
+    }
+
+    /// A TLS connection to the proxy by a client that trusts only `ca`.
+    async fn try_tls_to(
+        proxy: &TestProxy,
+        ca: &TestCa,
+        protocol: Protocol,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-        let tls = TlsConfig::from_ca_pem(ca.ca_pem.as_bytes())
+        TlsConfig::from_ca_pem(ca.ca_pem.as_bytes())
             .unwrap()
             .handshake("127.0.0.1", tcp, protocol)
             .await
-            .unwrap();
-        TokioIo::new(tls)
     }
 
     /// A GET of `path` with `Host: host`, over HTTP/1.1 on a new TLS connection.
@@ -321,6 +424,122 @@ mod listener {
 
         let res = h1_get(&proxy, &ca, "/", "x").await;
         assert_eq!(res.status(), StatusCode::OK);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A renewed certificate written over the files is served to new connections; a
+    /// connection opened before goes on being served.
+    #[tokio::test]
+    async fn a_renewed_certificate_is_served_without_a_restart() {
+        let (old, new) = (TestCa::new(), TestCa::new());
+        let a = switchyard_tests::backend("a").await;
+        let server = ServerConfig {
+            tls_reload_interval: Duration::from_millis(20),
+            ..ServerConfig::default()
+        };
+        let (proxy, dir) = https_proxy_with(&old, &a, server).await;
+        let (mut before, conn) =
+            hyper::client::conn::http1::handshake(tls_to(&proxy, &old, Protocol::Http1).await)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        assert!(try_tls_to(&proxy, &new, Protocol::Http1).await.is_err());
+
+        std::fs::write(dir.join("proxy.pem"), &new.cert_pem).unwrap();
+        std::fs::write(dir.join("proxy.key"), &new.key_pem).unwrap();
+        // Real time here, so wait (boundedly) for the next reload rather than for a time.
+        let renewed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if try_tls_to(&proxy, &new, Protocol::Http1).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(renewed.is_ok(), "the renewed certificate was never served");
+        assert!(
+            try_tls_to(&proxy, &old, Protocol::Http1).await.is_err(),
+            "new connections still get the old certificate"
+        );
+        let res = h1_get(&proxy, &new, "/", "x").await;
+        assert_eq!(res.status(), StatusCode::OK);
+
+        let req = Request::get("/")
+            .header(http::header::HOST, "x")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = before.send_request(req).await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "the older connection was served"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    /// The files are read once per interval. A renewal half written (the new certificate
+    /// beside the old key) is refused and the old certificate stays; the whole renewal is
+    /// loaded at the first interval after it is complete, and not before.
+    #[tokio::test(start_paused = true)]
+    async fn the_files_are_read_again_once_per_interval() {
+        let (old, new) = (TestCa::new(), TestCa::new());
+        let dir = write_files(
+            "reload-interval",
+            &[("proxy.pem", &old.cert_pem), ("proxy.key", &old.key_pem)],
+        );
+        let tls = ListenerTls::load(&dir.join("proxy.pem"), &dir.join("proxy.key"), true);
+        let tls = Arc::new(tls.unwrap());
+        assert_eq!(tls.certificate(), der(&old.cert_pem));
+        let watch = tokio::spawn(tls.clone().watch(Duration::from_secs(60)));
+
+        std::fs::write(dir.join("proxy.pem"), &new.cert_pem).unwrap();
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(tls.certificate(), der(&old.cert_pem), "half a renewal");
+
+        std::fs::write(dir.join("proxy.key"), &new.key_pem).unwrap();
+        tokio::time::sleep(Duration::from_secs(58)).await;
+        assert_eq!(
+            tls.certificate(),
+            der(&old.cert_pem),
+            "read before the interval"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(tls.certificate(), der(&new.cert_pem));
+        watch.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `reload` says whether the certificate changed; a broken renewal is an error naming
+    /// the key and file, reported once, and the certificate served stays as it was.
+    #[test]
+    fn a_broken_renewal_is_reported_once_and_changes_nothing() {
+        let (old, new) = (TestCa::new(), TestCa::new());
+        let dir = write_files(
+            "reload-broken",
+            &[("proxy.pem", &old.cert_pem), ("proxy.key", &old.key_pem)],
+        );
+        let tls = ListenerTls::load(&dir.join("proxy.pem"), &dir.join("proxy.key"), true).unwrap();
+        assert_eq!(tls.reload(), Ok(false), "unchanged files");
+
+        std::fs::write(dir.join("proxy.pem"), "-----BEGIN CERTIFICATE-----\ntrunc").unwrap();
+        let err = tls.reload().unwrap_err();
+        assert_eq!(err.key, "tls_cert_file");
+        assert!(err.message.contains("proxy.pem"), "{err:?}");
+        assert_eq!(tls.reload(), Ok(false), "reported once");
+        assert_eq!(tls.certificate(), der(&old.cert_pem));
+
+        std::fs::write(dir.join("proxy.pem"), &new.cert_pem).unwrap();
+        std::fs::write(dir.join("proxy.key"), &new.key_pem).unwrap();
+        assert_eq!(tls.reload(), Ok(true));
+        assert_eq!(tls.certificate(), der(&new.cert_pem));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -187,6 +187,8 @@ impl FileConfig {
         };
         for path in [
             &mut config.proxy.backend_ca_file,
+            &mut config.proxy.backend_client_cert_file,
+            &mut config.proxy.backend_client_key_file,
             &mut config.server.tls_cert_file,
             &mut config.server.tls_key_file,
         ]

@@ -5,6 +5,8 @@ pub mod admin;
 pub mod demo;
 pub mod file;
 pub mod server;
+pub mod tls;
 
 pub use file::{FileConfig, LoadError, Problem};
 pub use server::ServerConfig;
+pub use tls::ListenerTls;

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -12,8 +12,6 @@ use std::time::Duration;
 
 use futures::future::{self, Either};
 use pin_project_lite::pin_project;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Limited;
@@ -25,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
 use switchyard::{body, headers, Body, ByteSize, ClientAddr, Proxy, ProxyFuture};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tower::Service;
+
+use crate::tls::ListenerTls;
 
 /// Limits on client connections, so that one bad client cannot hurt the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +50,11 @@ pub struct ServerConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate and key files are read again; when they changed, new
+    /// handshakes get the new certificate (connections stay open). On Unix, SIGHUP
+    /// reloads at once. `0s`: only on SIGHUP.
+    #[serde(with = "humantime_serde")]
+    pub tls_reload_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -63,56 +67,26 @@ impl Default for ServerConfig {
             http2: true,
             tls_cert_file: None,
             tls_key_file: None,
+            tls_reload_interval: Duration::from_secs(60),
         }
     }
 }
 
 impl ServerConfig {
-    /// The TLS acceptor of the listener: `None` for plain HTTP. Errors name the key.
-    pub fn tls_acceptor(&self) -> Result<Option<TlsAcceptor>, ConfigProblem> {
-        let (cert, key) = match (&self.tls_cert_file, &self.tls_key_file) {
-            (None, None) => return Ok(None),
-            (Some(cert), Some(key)) => (cert, key),
-            (Some(_), None) => return Err(problem("tls_key_file", "is needed with tls_cert_file")),
-            (None, Some(_)) => return Err(problem("tls_cert_file", "is needed with tls_key_file")),
-        };
-        let read = |key: &str, path: &Path| {
-            std::fs::read(path)
-                .map_err(|e| problem(key, &format!("cannot read {}: {e}", path.display())))
-        };
-        let chain = CertificateDer::pem_slice_iter(&read("tls_cert_file", cert)?)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| problem("tls_cert_file", &format!("{}: {e}", cert.display())))?;
-        if chain.is_empty() {
-            let message = format!("{}: holds no PEM certificate", cert.display());
-            return Err(problem("tls_cert_file", &message));
+    /// The TLS side of the listener: `None` for plain HTTP. Errors name the key.
+    pub fn tls(&self) -> Result<Option<ListenerTls>, ConfigProblem> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => ListenerTls::load(cert, key, self.http2).map(Some),
+            (Some(_), None) => Err(problem("tls_key_file", "is needed with tls_cert_file")),
+            (None, Some(_)) => Err(problem("tls_cert_file", "is needed with tls_key_file")),
         }
-        let private = PrivateKeyDer::from_pem_slice(&read("tls_key_file", key)?)
-            .map_err(|e| problem("tls_key_file", &format!("{}: {e}", key.display())))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, private)
-            .map_err(|e| {
-                problem(
-                    "tls_key_file",
-                    &format!("does not fit the certificate: {e}"),
-                )
-            })?;
-        tls.alpn_protocols = if self.http2 {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
-        };
-        Ok(Some(TlsAcceptor::from(Arc::new(tls))))
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
-        if let Err(p) = self.tls_acceptor() {
+        if let Err(p) = self.tls() {
             problems.push(p);
         }
         if self.header_read_timeout.is_zero() {
@@ -145,32 +119,38 @@ impl ServerConfig {
     }
 }
 
-fn problem(key: &str, message: &str) -> ConfigProblem {
+pub(crate) fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
     ConfigProblem {
         key: key.to_owned(),
-        message: message.to_owned(),
+        message: message.into(),
     }
 }
 
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops accepting and lets
 /// requests in flight finish for up to `config.shutdown_timeout`. Over TLS when `config`
 /// has a certificate: each handshake runs in its connection's task, bounded by
-/// `header_read_timeout`, so a slow or broken client holds up no one else. A certificate
-/// that cannot be loaded (which [`ServerConfig::validate`] reports) is logged, and nothing
-/// is served.
+/// `header_read_timeout`, so a slow or broken client holds up no one else, and the
+/// certificate is reloaded when its files change (see
+/// [`ServerConfig::tls_reload_interval`]). A certificate that cannot be loaded (which
+/// [`ServerConfig::validate`] reports) is logged, and nothing is served.
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let tls = match config.tls_acceptor() {
-        Ok(tls) => tls,
+    let tls = match config.tls() {
+        Ok(tls) => tls.map(Arc::new),
         Err(p) => {
             tracing::error!("server.{}: {}", p.key, p.message);
             return;
         }
     };
+    // Stops with the listener: aborted when this function returns.
+    let _reloading = tls.clone().map(|tls| {
+        let watch = tokio::spawn(tls.watch(config.tls_reload_interval));
+        AbortOnDrop(watch)
+    });
     let builder = config.builder();
     let max_body = config.max_request_body.map(|b| b.bytes());
     let graceful = GracefulShutdown::new();
@@ -207,7 +187,7 @@ pub async fn serve(
             });
             continue;
         };
-        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+        let (tls, builder, watcher) = (tls.acceptor().clone(), builder.clone(), graceful.watcher());
         let handshake_timeout = config.header_read_timeout;
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
@@ -236,6 +216,15 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown timeout reached; closing the remaining connections");
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -89,6 +89,16 @@ fn serve_refuses_a_bad_backend_flag() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported scheme"));
 }
 
+/// A loopback address with a port free a moment ago.
+fn free_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
 fn get(addr: &str, path: &str) -> String {
     let mut conn = TcpStream::connect(addr).unwrap();
     write!(
@@ -103,12 +113,7 @@ fn get(addr: &str, path: &str) -> String {
 
 #[test]
 fn demo_serves_round_robin_over_three_backends() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = switchyard()
         .args(["demo", "--listen", &addr, "--admin", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -191,4 +196,109 @@ fn cache_flags_are_checked() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
+/// A CA made for one test, and a certificate it signed for 127.0.0.1: the CA's DER, the
+/// certificate's PEM and its key's PEM.
+fn test_certificate() -> (Vec<u8>, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.der().to_vec(), cert.pem(), key.serialize_pem())
+}
+
+/// Whether a TLS handshake with `addr` succeeds for a client that trusts only `ca`.
+fn handshake_trusting(addr: &str, ca: &[u8]) -> bool {
+    use std::sync::Arc;
+    let Ok(mut tcp) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.to_vec().into()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = "127.0.0.1".try_into().unwrap();
+    let mut tls = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    while tls.is_handshaking() {
+        if tls.complete_io(&mut tcp).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Polls `ready` every 20 ms for up to 10 s: the proxy is another process, so this waits
+/// on the wall clock.
+#[allow(clippy::disallowed_methods)]
+fn eventually(mut ready: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// SIGHUP makes a running proxy read its certificate files again: new connections get
+/// the renewed certificate, and the process goes on serving.
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_listener_certificate() {
+    let (old_ca, old_cert, old_key) = test_certificate();
+    let (new_ca, new_cert, new_key) = test_certificate();
+    let addr = free_addr();
+    let cert = write_config("sighup.pem", &old_cert);
+    let key = write_config("sighup.key", &old_key);
+    let config = write_config(
+        "sighup.toml",
+        &format!(
+            "listen = \"{addr}\"\n\n[server]\n\
+             tls_cert_file = \"sighup.pem\"\ntls_key_file = \"sighup.key\"\n\
+             tls_reload_interval = \"0s\"\n\n\
+             [[backends]]\nid = \"a\"\nurl = \"http://127.0.0.1:9\"\n"
+        ),
+    );
+    let mut child = switchyard()
+        .args(["serve", "--no-admin", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served_old = eventually(|| handshake_trusting(&addr, &old_ca));
+    std::fs::write(&cert, &new_cert).unwrap();
+    std::fs::write(&key, &new_key).unwrap();
+    let old_still = handshake_trusting(&addr, &old_ca);
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let served_new = eventually(|| handshake_trusting(&addr, &new_ca));
+    let old_after = handshake_trusting(&addr, &old_ca);
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert!(served_old, "the proxy never served its first certificate");
+    assert!(
+        old_still,
+        "reloaded before SIGHUP with tls_reload_interval = 0s"
+    );
+    assert!(hup.success());
+    assert!(served_new, "SIGHUP did not load the renewed certificate");
+    assert!(!old_after, "new connections still get the old certificate");
+    assert!(running, "the proxy exited");
 }

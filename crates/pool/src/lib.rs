@@ -21,8 +21,9 @@
 //!   connection, and another is opened when every open one carries
 //!   [`PoolConfig::h2_max_streams`] streams.
 //! - **TLS** to `https` backends when [`PoolConfig::tls`] is set ([`TlsConfig`]: rustls,
-//!   Mozilla's roots or your own CA), with the backend's host as SNI and ALPN for the
-//!   protocol; the handshake counts against the connect timeout.
+//!   Mozilla's roots or your own CA, and a client certificate ([`CertKey`]) for backends
+//!   that ask for one), with the backend's host as SNI and ALPN for the protocol; the
+//!   handshake counts against the connect timeout.
 //! - **Typed connect errors** ([`ConnectError`](switchyard_core::ConnectError): refused,
 //!   DNS, timeout, TLS), so a breaker or retry policy can classify them.
 //! - **Stats** from atomics, never a lock: [`Pool::stats`].
@@ -60,4 +61,4 @@ pub use config::{PoolConfig, Protocol};
 pub use pool::{Pool, ResponseFuture};
 pub use stats::{ClosedStats, PoolStats};
 pub use switchyard_core::{ConnectError, ConnectErrorKind, PoolTimeout};
-pub use tls::TlsConfig;
+pub use tls::{CertKey, CertKeyError, TlsConfig};

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -56,6 +57,16 @@ impl TlsConfig {
         let pem =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::from_ca_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// This configuration, presenting `key`'s certificate to backends that ask the client
+    /// for one (mutual TLS). See [`CertKey::from_files`].
+    pub fn with_client_cert(&self, key: CertKey) -> Self {
+        let mut client = ClientConfig::clone(&self.client);
+        client.client_auth_cert_resolver = Arc::new(SingleCertAndKey::from(key.0));
+        Self {
+            client: Arc::new(client),
+        }
     }
 
     /// Any rustls client configuration (client certificates, a custom verifier…). Its ALPN
@@ -117,6 +128,78 @@ impl PartialEq for TlsConfig {
 }
 
 impl Eq for TlsConfig {}
+
+/// A certificate chain and its private key, checked to fit each other: what a server
+/// presents, or a client that must prove who it is (mutual TLS).
+#[derive(Clone)]
+pub struct CertKey(Arc<CertifiedKey>);
+
+/// Why a [`CertKey`] could not be loaded, and which of its two parts is at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertKeyError {
+    /// The certificate chain: unreadable, or holds no PEM certificate.
+    Certificate(String),
+    /// The private key: unreadable, not a PEM key, of a kind not supported, or not the
+    /// key of the certificate.
+    Key(String),
+}
+
+impl fmt::Display for CertKeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Certificate(m) => write!(f, "certificate: {m}"),
+            Self::Key(m) => write!(f, "private key: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for CertKeyError {}
+
+impl CertKey {
+    /// From a PEM certificate chain (the end entity's certificate first) and a PEM
+    /// private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Self, CertKeyError> {
+        let chain = CertificateDer::pem_slice_iter(chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CertKeyError::Certificate(format!("not a PEM certificate: {e}")))?;
+        if chain.is_empty() {
+            return Err(CertKeyError::Certificate("holds no PEM certificate".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| CertKeyError::Key(format!("not a PEM private key: {e}")))?;
+        CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+            .map(|key| Self(Arc::new(key)))
+            .map_err(|e| CertKeyError::Key(format!("does not fit the certificate: {e}")))
+    }
+
+    /// [`from_pem`](Self::from_pem) with the contents of two files. Errors name the file.
+    pub fn from_files(chain: &Path, key: &Path) -> Result<Self, CertKeyError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let chain_pem = read(chain).map_err(CertKeyError::Certificate)?;
+        let key_pem = read(key).map_err(CertKeyError::Key)?;
+        Self::from_pem(&chain_pem, &key_pem).map_err(|e| match e {
+            CertKeyError::Certificate(m) => {
+                CertKeyError::Certificate(format!("{}: {m}", chain.display()))
+            }
+            CertKeyError::Key(m) => CertKeyError::Key(format!("{}: {m}", key.display())),
+        })
+    }
+
+    /// The rustls form, for a server's or a client's certificate resolver.
+    pub fn certified_key(&self) -> &Arc<CertifiedKey> {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CertKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertKey")
+            .field("chain_len", &self.0.cert.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// The name a certificate must be for: a DNS name, or an IP address (`[...]` or bare).
 pub(crate) fn server_name(host: &str) -> io::Result<ServerName<'static>> {

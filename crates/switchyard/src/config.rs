@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchyard_breaker::BreakerConfig;
 use switchyard_cache::CacheConfig;
 use switchyard_health::{HealthConfig, StatusRange};
-use switchyard_pool::{PoolConfig, Protocol, TlsConfig};
+use switchyard_pool::{CertKey, CertKeyError, PoolConfig, Protocol, TlsConfig};
 use switchyard_retry::RetryConfig;
 
 /// The proxy's configuration. `ProxyConfig::default()` is the specification's
@@ -49,8 +49,13 @@ pub struct ProxyConfig {
     /// PEM file of the certificate authorities trusted for `https` backends, instead of
     /// the Mozilla roots built in (a private CA's backends).
     pub backend_ca_file: Option<PathBuf>,
-    /// TLS settings for `https` backends given in code (client certificates, a custom
-    /// verifier…); they take precedence over `backend_ca_file`. Not read from a file.
+    /// PEM certificate chain presented to `https` backends that ask the client for one
+    /// (mutual TLS); with `backend_client_key_file`.
+    pub backend_client_cert_file: Option<PathBuf>,
+    /// PEM private key of `backend_client_cert_file`.
+    pub backend_client_key_file: Option<PathBuf>,
+    /// TLS settings for `https` backends given in code (a custom verifier…); they take
+    /// precedence over `backend_ca_file` and the client certificate. Not read from a file.
     #[serde(skip)]
     pub backend_tls: Option<TlsConfig>,
     /// Retries after the first attempt.
@@ -139,6 +144,8 @@ impl Default for ProxyConfig {
             max_idle_per_backend: 100,
             h2_max_streams_per_connection: 100,
             backend_ca_file: None,
+            backend_client_cert_file: None,
+            backend_client_key_file: None,
             backend_tls: None,
             max_retries: 3,
             retry_delay: Duration::from_millis(100),
@@ -201,20 +208,53 @@ impl ProxyConfig {
     }
 
     /// The TLS settings for `https` backends: `backend_tls`, else the CAs of
-    /// `backend_ca_file`, else the Mozilla roots. A CA file that cannot be loaded (which
-    /// [`validate`](Self::validate) reports) is logged, and the built-in roots are used.
+    /// `backend_ca_file` (or the Mozilla roots) with the client certificate of
+    /// `backend_client_cert_file`, if any. A file that cannot be loaded (which
+    /// [`validate`](Self::validate) reports) is logged and left out: the built-in roots
+    /// are trusted, or no client certificate is presented.
     pub fn tls_config(&self) -> TlsConfig {
-        if let Some(tls) = &self.backend_tls {
-            return tls.clone();
+        let (tls, problems) = self.load_tls();
+        for p in problems {
+            tracing::error!("{}: {}", p.key, p.message);
         }
-        match self.backend_ca_file.as_deref().map(TlsConfig::from_ca_file) {
+        tls
+    }
+
+    /// The TLS settings, and what kept any file of them from loading.
+    fn load_tls(&self) -> (TlsConfig, Vec<ConfigProblem>) {
+        if let Some(tls) = &self.backend_tls {
+            return (tls.clone(), Vec::new());
+        }
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                key: key.into(),
+                message,
+            })
+        };
+        let mut tls = match self.backend_ca_file.as_deref().map(TlsConfig::from_ca_file) {
             Some(Ok(tls)) => tls,
-            Some(Err(e)) => {
-                tracing::error!(file = ?self.backend_ca_file, "backend_ca_file: {e}");
+            Some(Err(message)) => {
+                problem("backend_ca_file", message);
                 TlsConfig::webpki_roots()
             }
             None => TlsConfig::webpki_roots(),
+        };
+        let (cert_key, key_key) = ("backend_client_cert_file", "backend_client_key_file");
+        match (
+            &self.backend_client_cert_file,
+            &self.backend_client_key_file,
+        ) {
+            (None, None) => {}
+            (Some(_), None) => problem(key_key, format!("is needed with {cert_key}")),
+            (None, Some(_)) => problem(cert_key, format!("is needed with {key_key}")),
+            (Some(cert), Some(key)) => match CertKey::from_files(cert, key) {
+                Ok(client) => tls = tls.with_client_cert(client),
+                Err(CertKeyError::Certificate(message)) => problem(cert_key, message),
+                Err(CertKeyError::Key(message)) => problem(key_key, message),
+            },
         }
+        (tls, problems)
     }
 
     /// The retry layer's settings: attempts stay within `request_timeout`.
@@ -315,15 +355,7 @@ impl ProxyConfig {
             "cache_max_object_size",
             "must not exceed cache_max_size",
         );
-        if self.backend_tls.is_none() {
-            if let Some(Err(message)) = self.backend_ca_file.as_deref().map(TlsConfig::from_ca_file)
-            {
-                problems.push(ConfigProblem {
-                    key: "backend_ca_file".into(),
-                    message,
-                });
-            }
-        }
+        problems.extend(self.load_tls().1);
         for (key, message) in self.health_config().problems() {
             let key = match key {
                 "dns_refresh" | "dns_min_ttl" | "dns_max_ttl" => key.to_owned(),

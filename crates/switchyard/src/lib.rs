@@ -85,7 +85,7 @@ pub use switchyard_health::{
     HealthReport, StatusRange,
 };
 pub use switchyard_metrics::{BackendSnapshot, Latency, MetricsSnapshot, TextFormat};
-pub use switchyard_pool::{PoolConfig, PoolStats, Protocol, TlsConfig};
+pub use switchyard_pool::{CertKey, CertKeyError, PoolConfig, PoolStats, Protocol, TlsConfig};
 pub use switchyard_retry::{RetryConfig, RetryStats};
 
 /// The layers, re-exported so a custom stack needs only this crate.
