@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::{Backend, Proxy};
-use switchyard_cli::{admin, demo, server, FileConfig};
+use switchyard_cli::{admin, demo, reload, server, FileConfig};
 use tokio::net::TcpListener;
 
 // A proxy allocates and frees small buffers and futures on every request; mimalloc's
@@ -101,8 +101,8 @@ fn main() -> ExitCode {
             no_cache,
             no_metrics,
         } => {
-            let mut file = match config {
-                Some(path) => match FileConfig::load(&path) {
+            let mut file = match &config {
+                Some(path) => match FileConfig::load(path) {
                     Ok(file) => file,
                     Err(e) => {
                         eprintln!("{e}");
@@ -111,6 +111,11 @@ fn main() -> ExitCode {
                 },
                 None => FileConfig::default(),
             };
+            // SIGHUP reloads the file's backends, measured against the file as read now.
+            // Backends from --backend flags are not the file's: nothing to reload then.
+            let reload = config
+                .filter(|_| backend.is_empty())
+                .map(|path| (path, file.clone()));
             if let Some(listen) = listen {
                 file.listen = listen;
             }
@@ -142,7 +147,7 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            run(threads, serve(file))
+            run(threads, serve(file, reload))
         }
         Command::Demo { listen, admin } => run(None, run_demo(listen, admin)),
     }
@@ -214,7 +219,7 @@ fn backends_from_flags(flags: &[String]) -> Result<Vec<Backend>, String> {
     Ok(backends)
 }
 
-async fn serve(file: FileConfig) -> Result<(), String> {
+async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Result<(), String> {
     let listener = TcpListener::bind(file.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", file.listen))?;
@@ -239,6 +244,31 @@ async fn serve(file: FileConfig) -> Result<(), String> {
             shutdown_signal(),
         ));
     }
+    #[cfg(unix)]
+    {
+        use futures::StreamExt;
+        use tokio::signal::unix::{signal, SignalKind};
+        let hangups = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+        let mut hangups = Box::pin(futures::stream::unfold(hangups, |mut s| async move {
+            s.recv().await.map(|()| ((), s))
+        }));
+        match reload {
+            Some((path, loaded)) => {
+                tokio::spawn(reload::on_signals(path, proxy.clone(), loaded, hangups));
+            }
+            None => {
+                tokio::spawn(async move {
+                    while hangups.next().await.is_some() {
+                        tracing::warn!(
+                            "SIGHUP: the backends do not come from a --config file; nothing to reload"
+                        );
+                    }
+                });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
     server::serve(listener, proxy, file.server, shutdown_signal()).await;

@@ -302,3 +302,86 @@ fn sighup_reloads_the_listener_certificate() {
     assert!(!old_after, "new connections still get the old certificate");
     assert!(running, "the proxy exited");
 }
+
+/// SIGHUP re-reads the configuration file: backends the file added or removed are added
+/// or removed. A file that no longer loads changes nothing, and the proxy goes on.
+#[cfg(unix)]
+#[test]
+fn sighup_applies_the_backends_of_the_file() {
+    let (addr, admin) = (free_addr(), free_addr());
+    let text = |backends: &str| {
+        format!("listen = \"{addr}\"\n\n[admin]\nlisten = \"{admin}\"\n\n{backends}")
+    };
+    let one = "[[backends]]\nid = \"a\"\nurl = \"http://127.0.0.1:9\"\n";
+    let config = write_config("reload.toml", &text(one));
+    let mut child = switchyard()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log, line by line, as the proxy writes it.
+    let (log_tx, log) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = log_tx.send(line);
+        }
+    });
+    let logged = |what: &str| {
+        // Up to 10 s of silence: the proxy logs a line or two per event.
+        while let Ok(line) = log.recv_timeout(std::time::Duration::from_secs(10)) {
+            if line.contains(what) {
+                return true;
+            }
+        }
+        false
+    };
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    };
+    let ids = || {
+        let Ok(mut conn) = TcpStream::connect(&admin) else {
+            return String::new();
+        };
+        let _ = write!(
+            conn,
+            "GET /backends HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+        );
+        let mut out = String::new();
+        let _ = conn.read_to_string(&mut out);
+        out
+    };
+    let started = eventually(|| ids().contains("\"id\":\"a\""));
+
+    std::fs::write(
+        &config,
+        text("[[backends]]\nid = \"b\"\nurl = \"http://127.0.0.1:10\"\n"),
+    )
+    .unwrap();
+    let hup_one = hup();
+    let swapped = eventually(|| {
+        let ids = ids();
+        ids.contains("\"id\":\"b\"") && !ids.contains("\"id\":\"a\"")
+    });
+
+    std::fs::write(&config, "listen = \"not an address\"\n").unwrap();
+    let hup_two = hup();
+    let refused = logged("configuration not reloaded");
+    let after_bad = ids();
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert!(started, "the proxy never listed backend a");
+    assert!(hup_one && hup_two);
+    assert!(swapped, "SIGHUP did not apply the file's backends");
+    assert!(refused, "a broken file was not reported");
+    assert!(after_bad.contains("\"id\":\"b\""), "{after_bad}");
+    assert!(running, "the proxy exited");
+}
