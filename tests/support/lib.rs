@@ -158,6 +158,16 @@ pub struct TestCa {
 impl TestCa {
     /// A fresh CA and server certificate.
     pub fn new() -> Self {
+        Self::issue(&[], true)
+    }
+
+    /// A fresh CA and a server certificate for the DNS `names` only (`*.example.test`
+    /// for a wildcard).
+    pub fn for_names(names: &[&str]) -> Self {
+        Self::issue(names, false)
+    }
+
+    fn issue(names: &[&str], local: bool) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -165,10 +175,16 @@ impl TestCa {
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = vec![
-            SanType::DnsName("localhost".try_into().unwrap()),
-            SanType::IpAddress([127, 0, 0, 1].into()),
-        ];
+        params.subject_alt_names = names
+            .iter()
+            .map(|n| SanType::DnsName((*n).try_into().unwrap()))
+            .collect();
+        if local {
+            params.subject_alt_names.extend([
+                SanType::DnsName("localhost".try_into().unwrap()),
+                SanType::IpAddress([127, 0, 0, 1].into()),
+            ]);
+        }
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
         let client_key = KeyPair::generate().unwrap();
         let mut client_params = CertificateParams::new(vec!["switchyard".to_owned()]).unwrap();

@@ -301,7 +301,7 @@ mod listener {
     use super::*;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use std::sync::Arc;
-    use switchyard_cli::ListenerTls;
+    use switchyard_cli::{CertFiles, ListenerTls};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -478,6 +478,14 @@ mod listener {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The files `name.pem` and `name.key` in `dir`.
+    fn files(dir: &std::path::Path, name: &str) -> CertFiles {
+        CertFiles {
+            cert_file: dir.join(format!("{name}.pem")),
+            key_file: dir.join(format!("{name}.key")),
+        }
+    }
+
     fn der(pem: &str) -> Vec<u8> {
         use rustls::pki_types::pem::PemObject;
         rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
@@ -495,24 +503,24 @@ mod listener {
             "reload-interval",
             &[("proxy.pem", &old.cert_pem), ("proxy.key", &old.key_pem)],
         );
-        let tls = ListenerTls::load(&dir.join("proxy.pem"), &dir.join("proxy.key"), true);
+        let tls = ListenerTls::load(&files(&dir, "proxy"), &[], true);
         let tls = Arc::new(tls.unwrap());
-        assert_eq!(tls.certificate(), der(&old.cert_pem));
+        assert_eq!(tls.certificate(None), der(&old.cert_pem));
         let watch = tokio::spawn(tls.clone().watch(Duration::from_secs(60)));
 
         std::fs::write(dir.join("proxy.pem"), &new.cert_pem).unwrap();
         tokio::time::sleep(Duration::from_secs(61)).await;
-        assert_eq!(tls.certificate(), der(&old.cert_pem), "half a renewal");
+        assert_eq!(tls.certificate(None), der(&old.cert_pem), "half a renewal");
 
         std::fs::write(dir.join("proxy.key"), &new.key_pem).unwrap();
         tokio::time::sleep(Duration::from_secs(58)).await;
         assert_eq!(
-            tls.certificate(),
+            tls.certificate(None),
             der(&old.cert_pem),
             "read before the interval"
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(tls.certificate(), der(&new.cert_pem));
+        assert_eq!(tls.certificate(None), der(&new.cert_pem));
         watch.abort();
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -526,7 +534,7 @@ mod listener {
             "reload-broken",
             &[("proxy.pem", &old.cert_pem), ("proxy.key", &old.key_pem)],
         );
-        let tls = ListenerTls::load(&dir.join("proxy.pem"), &dir.join("proxy.key"), true).unwrap();
+        let tls = ListenerTls::load(&files(&dir, "proxy"), &[], true).unwrap();
         assert_eq!(tls.reload(), Ok(false), "unchanged files");
 
         std::fs::write(dir.join("proxy.pem"), "-----BEGIN CERTIFICATE-----\ntrunc").unwrap();
@@ -534,12 +542,105 @@ mod listener {
         assert_eq!(err.key, "tls_cert_file");
         assert!(err.message.contains("proxy.pem"), "{err:?}");
         assert_eq!(tls.reload(), Ok(false), "reported once");
-        assert_eq!(tls.certificate(), der(&old.cert_pem));
+        assert_eq!(tls.certificate(None), der(&old.cert_pem));
 
         std::fs::write(dir.join("proxy.pem"), &new.cert_pem).unwrap();
         std::fs::write(dir.join("proxy.key"), &new.key_pem).unwrap();
         assert_eq!(tls.reload(), Ok(true));
-        assert_eq!(tls.certificate(), der(&new.cert_pem));
+        assert_eq!(tls.certificate(None), der(&new.cert_pem));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Each client gets the certificate for the name it asks for (SNI), wildcards
+    /// included; a client that sends no name, or one no certificate is for, gets the
+    /// default one.
+    #[tokio::test]
+    async fn the_certificate_is_chosen_by_the_name_the_client_asks_for() {
+        let default = TestCa::new();
+        let api = TestCa::for_names(&["api.example.test"]);
+        let wild = TestCa::for_names(&["*.apps.example.test"]);
+        let dir = write_files(
+            "sni",
+            &[
+                ("proxy.pem", &default.cert_pem),
+                ("proxy.key", &default.key_pem),
+                ("api.pem", &api.cert_pem),
+                ("api.key", &api.key_pem),
+                ("wild.pem", &wild.cert_pem),
+                ("wild.key", &wild.key_pem),
+            ],
+        );
+        let by_name = vec![files(&dir, "api"), files(&dir, "wild")];
+        let tls = ListenerTls::load(&files(&dir, "proxy"), &by_name, true).unwrap();
+        assert_eq!(
+            tls.certificate(Some("api.example.test")),
+            der(&api.cert_pem)
+        );
+        assert_eq!(
+            tls.certificate(Some("API.Example.Test")),
+            der(&api.cert_pem)
+        );
+        assert_eq!(
+            tls.certificate(Some("x.apps.example.test")),
+            der(&wild.cert_pem)
+        );
+        let pick = |name| tls.certificate(Some(name));
+        assert_eq!(pick("a.b.apps.example.test"), der(&default.cert_pem));
+        assert_eq!(pick("other.test"), der(&default.cert_pem));
+        assert_eq!(tls.certificate(None), der(&default.cert_pem));
+
+        // Over real handshakes: each client trusts only the CA of the certificate it
+        // should get.
+        let a = switchyard_tests::backend("a").await;
+        let server = ServerConfig {
+            tls_cert_file: Some(dir.join("proxy.pem")),
+            tls_key_file: Some(dir.join("proxy.key")),
+            tls_certs: by_name,
+            ..ServerConfig::default()
+        };
+        assert!(server.validate().is_empty(), "{:?}", server.validate());
+        let proxy = TestProxy::start(switchyard_tests::config(), server, &[&a]).await;
+        for (name, ca) in [
+            ("api.example.test", &api),
+            ("x.apps.example.test", &wild),
+            ("127.0.0.1", &default),
+        ] {
+            let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+            let handshake = TlsConfig::from_ca_pem(ca.ca_pem.as_bytes())
+                .unwrap()
+                .handshake(name, tcp, Protocol::Http1)
+                .await;
+            assert!(handshake.is_ok(), "{name}: {handshake:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every certificate's files are checked, and a problem names its entry.
+    #[test]
+    fn a_broken_named_certificate_is_a_config_problem() {
+        let ca = TestCa::new();
+        let dir = write_files(
+            "sni-bad",
+            &[("proxy.pem", &ca.cert_pem), ("proxy.key", &ca.key_pem)],
+        );
+        let server = ServerConfig {
+            tls_cert_file: Some(dir.join("proxy.pem")),
+            tls_key_file: Some(dir.join("proxy.key")),
+            tls_certs: vec![files(&dir, "proxy"), files(&dir, "missing")],
+            ..ServerConfig::default()
+        };
+        let problems = server.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "tls_certs[1].cert_file");
+        assert!(problems[0].message.contains("missing.pem"), "{problems:?}");
+
+        let without_default = ServerConfig {
+            tls_certs: vec![files(&dir, "proxy")],
+            ..ServerConfig::default()
+        };
+        let problems = without_default.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "tls_cert_file");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

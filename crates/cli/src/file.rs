@@ -194,7 +194,13 @@ impl FileConfig {
         ]
         .into_iter()
         .flatten()
-        {
+        .chain(
+            config
+                .server
+                .tls_certs
+                .iter_mut()
+                .flat_map(|f| [&mut f.cert_file, &mut f.key_file]),
+        ) {
             if path.is_relative() {
                 *path = dir.join(&*path);
             }
@@ -432,6 +438,36 @@ active = false
         let expected = format!("cannot read {}", dir.join("ca.pem").display());
         assert!(p.message.contains(&expected), "{err}");
         assert!(err.to_string().starts_with(&file.display().to_string()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Each SNI certificate's paths are relative to the file too, and a problem with one
+    /// names its entry and line.
+    #[test]
+    fn a_named_certificate_is_found_next_to_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("switchyard-sni-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("proxy.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("proxy.key"), key.serialize_pem()).unwrap();
+        let file = dir.join("switchyard.toml");
+        let text = "[server]\ntls_cert_file = \"proxy.pem\"\ntls_key_file = \"proxy.key\"\n\n\
+                    [[server.tls_certs]]\ncert_file = \"proxy.pem\"\nkey_file = \"proxy.key\"\n\n\
+                    [[server.tls_certs]]\ncert_file = \"api.pem\"\nkey_file = \"api.key\"\n";
+        std::fs::write(&file, text).unwrap();
+        let err = FileConfig::load(&file).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        let p = &err.problems[0];
+        assert_eq!(
+            p.key.as_deref(),
+            Some("server.tls_certs[1].cert_file"),
+            "{err}"
+        );
+        assert_eq!(p.line, Some(10), "{err}");
+        let expected = format!("cannot read {}", dir.join("api.pem").display());
+        assert!(p.message.contains(&expected), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

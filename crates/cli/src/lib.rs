@@ -10,4 +10,4 @@ pub mod tls;
 
 pub use file::{FileConfig, LoadError, Problem};
 pub use server::ServerConfig;
-pub use tls::ListenerTls;
+pub use tls::{CertFiles, ListenerTls};

@@ -25,7 +25,7 @@ use switchyard::{body, headers, Body, ByteSize, ClientAddr, Proxy, ProxyFuture};
 use tokio::net::TcpListener;
 use tower::Service;
 
-use crate::tls::ListenerTls;
+use crate::tls::{CertFiles, ListenerTls};
 
 /// Limits on client connections, so that one bad client cannot hurt the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+    /// More certificates, each served to clients that ask (SNI) for a name it is valid
+    /// for, wildcards included; the first that fits wins, and `tls_cert_file` serves the
+    /// rest.
+    pub tls_certs: Vec<CertFiles>,
     /// How often the certificate and key files are read again; when they changed, new
     /// handshakes get the new certificate (connections stay open). On Unix, SIGHUP
     /// reloads at once. `0s`: only on SIGHUP.
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
             http2: true,
             tls_cert_file: None,
             tls_key_file: None,
+            tls_certs: Vec::new(),
             tls_reload_interval: Duration::from_secs(60),
         }
     }
@@ -75,12 +80,20 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The TLS side of the listener: `None` for plain HTTP. Errors name the key.
     pub fn tls(&self) -> Result<Option<ListenerTls>, ConfigProblem> {
-        match (&self.tls_cert_file, &self.tls_key_file) {
-            (None, None) => Ok(None),
-            (Some(cert), Some(key)) => ListenerTls::load(cert, key, self.http2).map(Some),
-            (Some(_), None) => Err(problem("tls_key_file", "is needed with tls_cert_file")),
-            (None, Some(_)) => Err(problem("tls_cert_file", "is needed with tls_key_file")),
-        }
+        let default = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) if self.tls_certs.is_empty() => return Ok(None),
+            (None, None) => {
+                let message = "is needed with tls_certs: the certificate for clients that send no name, or one no certificate is for";
+                return Err(problem("tls_cert_file", message));
+            }
+            (Some(cert), Some(key)) => CertFiles {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+            },
+            (Some(_), None) => return Err(problem("tls_key_file", "is needed with tls_cert_file")),
+            (None, Some(_)) => return Err(problem("tls_cert_file", "is needed with tls_key_file")),
+        };
+        ListenerTls::load(&default, &self.tls_certs, self.http2).map(Some)
     }
 
     /// Checks values that parse but cannot work.

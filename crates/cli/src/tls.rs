@@ -1,16 +1,18 @@
-//! The listener's certificate: loaded from its two PEM files, and loaded again when they
-//! change, so that a renewed certificate is served without a restart and without closing a
-//! connection.
+//! The listener's certificates: loaded from their PEM files, chosen for each handshake by
+//! the name the client asks for (SNI), and loaded again when the files change, so that a
+//! renewed certificate is served without a restart and without closing a connection.
 
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::pki_types::{DnsName, ServerName};
+use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
 use switchyard::{CertKey, CertKeyError};
 use tokio_rustls::TlsAcceptor;
@@ -22,35 +24,130 @@ use crate::server::problem;
 #[allow(clippy::disallowed_types)]
 type ReloadLock<T> = std::sync::Mutex<T>;
 
-/// The TLS side of an HTTPS listener. Every handshake takes the certificate loaded last;
-/// [`reload`](Self::reload) swaps in a new one without a lock on the handshake path.
-pub struct ListenerTls {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    current: Arc<Current>,
-    acceptor: TlsAcceptor,
-    /// The contents of the two files when they were last read, loaded or not: a change is
-    /// tried once, and a broken pair is reported once.
-    seen: ReloadLock<(Vec<u8>, Vec<u8>)>,
+/// A certificate chain and its private key, as two PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFiles {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the certificate.
+    pub key_file: PathBuf,
 }
 
-/// The certificate handed to each handshake.
+/// The TLS side of an HTTPS listener. Each handshake gets the first certificate valid for
+/// the name the client sent (SNI, wildcards included), else the default one;
+/// [`reload`](Self::reload) swaps in new certificates without a lock on the handshake
+/// path.
+pub struct ListenerTls {
+    /// The default certificate's files first, then those chosen by name, each with the
+    /// configuration keys that name them.
+    files: Vec<(CertFiles, Keys)>,
+    current: Arc<Current>,
+    acceptor: TlsAcceptor,
+    /// The contents of the files when they were last read, loaded or not: a change is
+    /// tried once, and a broken set is reported once.
+    seen: ReloadLock<Vec<Vec<u8>>>,
+}
+
+/// The configuration keys of one certificate's two files.
+#[derive(Debug, Clone)]
+struct Keys {
+    cert: String,
+    key: String,
+}
+
+/// The certificates handed to handshakes.
 #[derive(Debug)]
-struct Current(ArcSwap<CertifiedKey>);
+struct Current(ArcSwap<Certificates>);
+
+struct Certificates {
+    default: Arc<CertifiedKey>,
+    by_name: Vec<Arc<CertifiedKey>>,
+    /// Which of `by_name` each name asked for lately got (`None`: the default). Bounded, so
+    /// that clients sending made-up names cost the lookup, not memory.
+    picked: quick_cache::sync::Cache<String, Option<usize>>,
+}
+
+impl Certificates {
+    fn new(default: Arc<CertifiedKey>, by_name: Vec<Arc<CertifiedKey>>) -> Self {
+        Self {
+            default,
+            by_name,
+            picked: quick_cache::sync::Cache::new(1024),
+        }
+    }
+
+    /// The first certificate valid for `name`, else the default. Finding it parses each
+    /// candidate certificate (about 0.8 µs each, `cargo bench -p switchyard-benches
+    /// --bench sni`), so the answer for each name is remembered.
+    fn pick(&self, name: Option<&str>) -> &Arc<CertifiedKey> {
+        let Some(name) = name.filter(|_| !self.by_name.is_empty()) else {
+            return &self.default;
+        };
+        let index = match self.picked.get(name) {
+            Some(index) => index,
+            None => {
+                let index = self.find(name);
+                self.picked.insert(name.to_owned(), index);
+                index
+            }
+        };
+        index.map_or(&self.default, |i| &self.by_name[i])
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        let name = ServerName::DnsName(DnsName::try_from(name).ok()?);
+        self.by_name.iter().position(|key| {
+            key.end_entity_cert()
+                .ok()
+                .and_then(|der| ParsedCertificate::try_from(der).ok())
+                .is_some_and(|cert| rustls::client::verify_server_name(&cert, &name).is_ok())
+        })
+    }
+}
+
+impl fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificates")
+            .field("by_name", &self.by_name.len())
+            .finish_non_exhaustive()
+    }
+}
 
 impl ResolvesServerCert for Current {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load_full())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(self.0.load().pick(hello.server_name())))
     }
 }
 
 impl ListenerTls {
-    /// Loads the certificate chain and key; offers HTTP/2 in ALPN when `http2`. Problems
-    /// name the configuration key and the file.
-    pub fn load(cert_file: &Path, key_file: &Path, http2: bool) -> Result<Self, ConfigProblem> {
-        let files = read_pair(cert_file, key_file)?;
-        let key = parse(&files, cert_file, key_file)?;
-        let current = Arc::new(Current(ArcSwap::from(Arc::clone(key.certified_key()))));
+    /// Loads `default`, for clients that send no name or one that no other certificate
+    /// is valid for, and `by_name`, each chosen for the names it is valid for; offers
+    /// HTTP/2 in ALPN when `http2`. Problems name the configuration key
+    /// (`tls_cert_file`, `tls_certs[1].key_file`…) and the file.
+    pub fn load(
+        default: &CertFiles,
+        by_name: &[CertFiles],
+        http2: bool,
+    ) -> Result<Self, ConfigProblem> {
+        let mut files = vec![(
+            default.clone(),
+            Keys {
+                cert: "tls_cert_file".into(),
+                key: "tls_key_file".into(),
+            },
+        )];
+        for (i, f) in by_name.iter().enumerate() {
+            let keys = Keys {
+                cert: format!("tls_certs[{i}].cert_file"),
+                key: format!("tls_certs[{i}].key_file"),
+            };
+            files.push((f.clone(), keys));
+        }
+        let contents = read_all(&files)?;
+        let current = Arc::new(Current(ArcSwap::from_pointee(parse_all(
+            &files, &contents,
+        )?)));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -63,11 +160,10 @@ impl ListenerTls {
             vec![b"http/1.1".to_vec()]
         };
         Ok(Self {
-            cert_file: cert_file.to_owned(),
-            key_file: key_file.to_owned(),
+            files,
             current,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
-            seen: ReloadLock::new(files),
+            seen: ReloadLock::new(contents),
         })
     }
 
@@ -76,27 +172,28 @@ impl ListenerTls {
         &self.acceptor
     }
 
-    /// The end-entity certificate served now, DER.
-    pub fn certificate(&self) -> Vec<u8> {
-        self.current.0.load().cert[0].to_vec()
+    /// The end-entity certificate, DER, that a handshake asking for `server_name` (none:
+    /// no SNI) gets now.
+    pub fn certificate(&self, server_name: Option<&str>) -> Vec<u8> {
+        self.current.0.load().pick(server_name).cert[0].to_vec()
     }
 
-    /// Reads the two files again. When they changed and hold a certificate and its key,
-    /// new handshakes get it: `Ok(true)`. Unchanged files, or files that were found broken
-    /// before, are `Ok(false)`. Files that changed but cannot be loaded (a renewal half
-    /// written, a key that does not fit) leave the certificate served as it was: the error
-    /// names the key and the file.
+    /// Reads the files again. When they changed and each holds a certificate and its key,
+    /// new handshakes get them: `Ok(true)`. Unchanged files, or files that were found
+    /// broken before, are `Ok(false)`. Files that changed but cannot all be loaded (a
+    /// renewal half written, a key that does not fit) leave every certificate served as it
+    /// was: the error names the key and the file.
     pub fn reload(&self) -> Result<bool, ConfigProblem> {
-        let files = read_pair(&self.cert_file, &self.key_file)?;
+        let contents = read_all(&self.files)?;
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if *seen == files {
+            if *seen == contents {
                 return Ok(false);
             }
-            seen.clone_from(&files);
+            seen.clone_from(&contents);
         }
-        let key = parse(&files, &self.cert_file, &self.key_file)?;
-        self.current.0.store(Arc::clone(key.certified_key()));
+        let certificates = parse_all(&self.files, &contents)?;
+        self.current.0.store(Arc::new(certificates));
         Ok(true)
     }
 
@@ -135,12 +232,10 @@ impl ListenerTls {
                     () = hungup => {}
                 }
                 match self.reload() {
-                    Ok(true) => {
-                        tracing::info!(file = %self.cert_file.display(), "server certificate reloaded")
-                    }
+                    Ok(true) => tracing::info!("server certificates reloaded"),
                     Ok(false) => {}
                     Err(p) => tracing::warn!(
-                        "server.{}: {}; still serving the certificate loaded before",
+                        "server.{}: {}; still serving the certificates loaded before",
                         p.key,
                         p.message
                     ),
@@ -152,33 +247,47 @@ impl ListenerTls {
 
 impl fmt::Debug for ListenerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let files: Vec<_> = self.files.iter().map(|(f, _)| f).collect();
         f.debug_struct("ListenerTls")
-            .field("cert_file", &self.cert_file)
-            .field("key_file", &self.key_file)
+            .field("files", &files)
             .finish_non_exhaustive()
     }
 }
 
-fn read_pair(cert_file: &Path, key_file: &Path) -> Result<(Vec<u8>, Vec<u8>), ConfigProblem> {
-    let read = |key: &str, path: &Path| {
+/// The contents of every file: certificate, key, certificate, key…
+fn read_all(files: &[(CertFiles, Keys)]) -> Result<Vec<Vec<u8>>, ConfigProblem> {
+    let read = |key: &str, path: &PathBuf| {
         std::fs::read(path)
             .map_err(|e| problem(key, format!("cannot read {}: {e}", path.display())))
     };
-    Ok((
-        read("tls_cert_file", cert_file)?,
-        read("tls_key_file", key_file)?,
-    ))
+    let mut contents = Vec::with_capacity(files.len() * 2);
+    for (f, keys) in files {
+        contents.push(read(&keys.cert, &f.cert_file)?);
+        contents.push(read(&keys.key, &f.key_file)?);
+    }
+    Ok(contents)
 }
 
-fn parse(
-    (cert, key): &(Vec<u8>, Vec<u8>),
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<CertKey, ConfigProblem> {
-    CertKey::from_pem(cert, key).map_err(|e| match e {
-        CertKeyError::Certificate(m) => {
-            problem("tls_cert_file", format!("{}: {m}", cert_file.display()))
-        }
-        CertKeyError::Key(m) => problem("tls_key_file", format!("{}: {m}", key_file.display())),
-    })
+fn parse_all(
+    files: &[(CertFiles, Keys)],
+    contents: &[Vec<u8>],
+) -> Result<Certificates, ConfigProblem> {
+    let mut keys = files
+        .iter()
+        .zip(contents.chunks(2))
+        .map(|((f, keys), pem)| {
+            CertKey::from_pem(&pem[0], &pem[1])
+                .map(|k| Arc::clone(k.certified_key()))
+                .map_err(|e| match e {
+                    CertKeyError::Certificate(m) => {
+                        problem(&keys.cert, format!("{}: {m}", f.cert_file.display()))
+                    }
+                    CertKeyError::Key(m) => {
+                        problem(&keys.key, format!("{}: {m}", f.key_file.display()))
+                    }
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let default = keys.remove(0);
+    Ok(Certificates::new(default, keys))
 }
