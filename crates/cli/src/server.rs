@@ -190,7 +190,7 @@ pub async fn serve(
         };
         let Some(tls) = &tls else {
             let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
@@ -215,7 +215,7 @@ pub async fn serve(
                 }
             };
             let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
@@ -294,8 +294,9 @@ fn handle(
     // X-Forwarded-For is appended here, where the client is known, instead of through a
     // `ClientAddr` request extension: that saves an extension map per request. Stripping
     // first keeps the order ProxyHeaders uses (a client cannot have its own address removed
-    // by listing X-Forwarded-For in `Connection`); ProxyHeaders' own pass is then a no-op.
-    headers::strip_hop_by_hop(req.headers_mut());
+    // by listing X-Forwarded-For in `Connection`); ProxyHeaders' own pass is then a no-op,
+    // but for an upgrade's `Connection: upgrade`, which it keeps.
+    headers::strip_request_hop_by_hop(&mut req);
     headers::append_forwarded_for(req.headers_mut(), client.ip());
     let mut proxy = proxy.clone();
     let inner = match max_body {

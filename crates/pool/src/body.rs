@@ -49,6 +49,16 @@ impl<B> PooledBody<B> {
     }
 }
 
+impl<B> PooledBody<B> {
+    /// A body whose connection is not the pool's any more.
+    pub(crate) fn unpooled(body: Incoming) -> Self {
+        Self {
+            body,
+            release: None,
+        }
+    }
+}
+
 impl<B> std::fmt::Debug for PooledBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledBody")

@@ -7,7 +7,7 @@
 //!   backend. Over HTTP/1.1 a connection carries one request at a time, so a request that
 //!   finds every connection busy waits, first come first served, for up to
 //!   [`PoolConfig::wait_timeout`] and then fails with
-//!   [`PoolTimeout`](switchyard_core::PoolTimeout) (a 503 at the proxy).
+//!   [`PoolTimeout`] (a 503 at the proxy).
 //! - **Reuse first.** An idle connection is taken before a new one is dialled. Connections
 //!   the backend closed are dropped, not handed out; a request that a just-closed connection
 //!   could not send is sent on another.
@@ -24,7 +24,10 @@
 //!   Mozilla's roots or your own CA, and a client certificate ([`CertKey`]) for backends
 //!   that ask for one), with the backend's host as SNI and ALPN for the protocol; the
 //!   handshake counts against the connect timeout.
-//! - **Typed connect errors** ([`ConnectError`](switchyard_core::ConnectError): refused,
+//! - **Protocol upgrades**: an HTTP/1.1 connection whose backend answers `101 Switching
+//!   Protocols` is handed to the upgrade (`hyper::upgrade::on` of the response) and leaves
+//!   the pool.
+//! - **Typed connect errors** ([`ConnectError`]: refused,
 //!   DNS, timeout, TLS), so a breaker or retry policy can classify them.
 //! - **Stats** from atomics, never a lock: [`Pool::stats`].
 //!

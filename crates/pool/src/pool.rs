@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use http::header::{HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use switchyard_core::{BoxError, ConnectError, ConnectErrorKind, PoolTimeout};
@@ -563,10 +563,17 @@ where
     B::Error: Into<BoxError>,
 {
     // Each stream type gets its own connection task, so plain TCP pays nothing for TLS.
+    // With upgrades: a `101 Switching Protocols` hands the connection to the tunnel.
     let h1 = http1::Builder::new();
     match connect(inner).await? {
-        Stream::Tcp(s) => established(inner, h1.handshake(TokioIo::new(s)).await),
-        Stream::Tls(s) => established(inner, h1.handshake(TokioIo::new(*s)).await),
+        Stream::Tcp(s) => {
+            let handshaken = h1.handshake(TokioIo::new(s)).await;
+            established(inner, handshaken.map(|(s, c)| (s, c.with_upgrades())))
+        }
+        Stream::Tls(s) => {
+            let handshaken = h1.handshake(TokioIo::new(*s)).await;
+            established(inner, handshaken.map(|(s, c)| (s, c.with_upgrades())))
+        }
     }
 }
 
@@ -614,6 +621,12 @@ where
             Ok(res) => {
                 if reused {
                     Counters::bump(&inner.counters.reused);
+                }
+                if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    // The connection now belongs to the upgrade (`hyper::upgrade::on` of
+                    // the response): it leaves the pool and its limit.
+                    drop(conn.retire(Closed::Upgraded));
+                    return Ok(res.map(PooledBody::unpooled));
                 }
                 return Ok(res.map(|body| PooledBody::new(body, conn)));
             }

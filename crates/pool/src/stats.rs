@@ -13,6 +13,9 @@ pub struct ClosedStats {
     pub error: u64,
     /// Dropped by the pool: more idle than `max_idle`, or the pool was closed.
     pub evicted: u64,
+    /// Handed over to a protocol the backend switched to (`101 Switching Protocols`, as
+    /// for a WebSocket): the connection left the pool and carries the tunnel.
+    pub upgraded: u64,
 }
 
 /// A snapshot of one pool, read from atomics.
@@ -45,6 +48,7 @@ pub(crate) enum Closed {
     Backend,
     Error,
     Evicted,
+    Upgraded,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +63,7 @@ pub(crate) struct Counters {
     closed_backend: AtomicU64,
     closed_error: AtomicU64,
     closed_evicted: AtomicU64,
+    closed_upgraded: AtomicU64,
 }
 
 impl Counters {
@@ -72,6 +77,7 @@ impl Counters {
             Closed::Backend => &self.closed_backend,
             Closed::Error => &self.closed_error,
             Closed::Evicted => &self.closed_evicted,
+            Closed::Upgraded => &self.closed_upgraded,
         };
         Self::bump(counter);
         tracing::trace!(?why, "connection closed");
@@ -84,9 +90,14 @@ impl Counters {
             backend_closed: get(&self.closed_backend),
             error: get(&self.closed_error),
             evicted: get(&self.closed_evicted),
+            upgraded: get(&self.closed_upgraded),
         };
         let created = get(&self.created);
-        let gone = closed.idle_timeout + closed.backend_closed + closed.error + closed.evicted;
+        let gone = closed.idle_timeout
+            + closed.backend_closed
+            + closed.error
+            + closed.evicted
+            + closed.upgraded;
         PoolStats {
             open: created.saturating_sub(gone),
             idle,
@@ -115,6 +126,7 @@ impl std::ops::AddAssign for PoolStats {
         self.closed.backend_closed += b.closed.backend_closed;
         self.closed.error += b.closed.error;
         self.closed.evicted += b.closed.evicted;
+        self.closed.upgraded += b.closed.upgraded;
         self.connect_errors += b.connect_errors;
         self.wait_timeouts += b.wait_timeouts;
     }

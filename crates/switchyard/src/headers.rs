@@ -12,6 +12,14 @@
 //!   or with `preserve_host(false)` drops it so the backend's authority is sent.
 //!
 //! On the way back it removes hop-by-hop headers and appends `Via` to the response.
+//!
+//! An HTTP/1.1 client's upgrade (WebSocket) keeps its `Upgrade` and `Connection: upgrade`
+//! both ways, and on `101 Switching Protocols` the client and backend connections are
+//! joined, bytes copied both ways until either closes. That takes the client connection's
+//! upgrade handle, which hyper's server puts in the request's extensions when it serves
+//! with upgrades (`serve_connection_with_upgrades`, as the `switchyard` binary and
+//! `axum::serve` do); without one the request goes on as a plain one, its upgrade headers
+//! removed. Upgrades need an HTTP/1.1 backend.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +30,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
+
+use crate::upgrade::{self, Upgrade};
 
 /// The address of the client connection, inserted into request extensions by the server
 /// so that [`ProxyHeaders`] can append it to `X-Forwarded-For`.
@@ -100,6 +110,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// [`strip_hop_by_hop`] for a request on its way to a backend: an HTTP/1.1 upgrade
+/// request (`Connection: upgrade` and `Upgrade`) keeps those two, so that [`ProxyHeaders`]
+/// can forward the upgrade. For a server that strips before the proxy sees the request.
+pub fn strip_request_hop_by_hop<B>(req: &mut Request<B>) {
+    let upgrade = upgrade::requested(req);
+    strip_hop_by_hop(req.headers_mut());
+    if let Some(protocol) = upgrade {
+        upgrade::restore_request(req, protocol);
     }
 }
 
@@ -238,9 +259,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let upgrade = Upgrade::take(&mut req);
         prepare_request(&mut req, self.preserve_host);
+        if let Some(upgrade) = &upgrade {
+            upgrade.restore_request(&mut req);
+        }
         ResponseFuture {
             inner: self.inner.call(req),
+            upgrade,
         }
     }
 }
@@ -286,6 +312,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
+        upgrade: Option<Upgrade>,
     }
 }
 
@@ -296,8 +323,13 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut res = ready!(self.project().inner.poll(cx))?;
+        let this = self.project();
+        let mut res = ready!(this.inner.poll(cx))?;
+        let switched = this.upgrade.take().and_then(|u| u.answer(&mut res));
         prepare_response(&mut res);
+        if let Some(protocol) = switched {
+            upgrade::restore_response(&mut res, protocol);
+        }
         Poll::Ready(Ok(res))
     }
 }

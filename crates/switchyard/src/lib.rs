@@ -69,6 +69,7 @@ pub mod headers;
 mod proxy;
 mod registry;
 pub mod response;
+mod upgrade;
 
 pub use body::Body;
 pub use config::{Backend, ByteSize, ConfigProblem, LoadBalancerType, ProxyConfig};
