@@ -114,8 +114,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// [`strip_hop_by_hop`] for a request on its way to a backend: an HTTP/1.1 upgrade
-/// request (`Connection: upgrade` and `Upgrade`) keeps those two, so that [`ProxyHeaders`]
-/// can forward the upgrade. For a server that strips before the proxy sees the request.
+/// request (`Connection: upgrade` and `Upgrade`) whose connection can be handed over (hyper
+/// put its upgrade handle in the extensions) keeps those two, so that [`ProxyHeaders`] can
+/// forward the upgrade. For a server that strips before the proxy sees the request.
 pub fn strip_request_hop_by_hop<B>(req: &mut Request<B>) {
     let upgrade = upgrade::requested(req);
     strip_hop_by_hop(req.headers_mut());

@@ -33,6 +33,13 @@ impl Upgrade {
         Some(Self { protocol, client })
     }
 
+    /// Whether the request's connection can be handed over. Checked first: hyper adds the
+    /// handle only to requests that ask for an upgrade, and an empty extension map answers
+    /// without hashing anything.
+    fn can_upgrade<B>(req: &Request<B>) -> bool {
+        req.extensions().get::<OnUpgrade>().is_some()
+    }
+
     /// Puts the upgrade request's headers back after the hop-by-hop ones were removed.
     pub(crate) fn restore_request<B>(&self, req: &mut Request<B>) {
         restore_request(req, self.protocol.clone());
@@ -52,8 +59,11 @@ impl Upgrade {
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to: its `Upgrade`, when its
-/// `Connection` lists `upgrade`.
+/// `Connection` lists `upgrade` and its connection can be handed over.
 pub(crate) fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if !Upgrade::can_upgrade(req) {
+        return None;
+    }
     let protocol = req.headers().get(header::UPGRADE)?;
     (req.version() == Version::HTTP_11 && wants_upgrade(req.headers())).then(|| protocol.clone())
 }
