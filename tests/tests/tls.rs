@@ -301,6 +301,7 @@ mod listener {
     use super::*;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use std::sync::Arc;
+    use switchyard::CertKey;
     use switchyard_cli::{CertFiles, ListenerTls};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -642,6 +643,65 @@ mod listener {
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].key, "tls_cert_file");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// With `tls_client_ca_file`, a client presenting a certificate that CA signed is
+    /// served; one presenting none gets no response, and nothing reaches the backend.
+    #[tokio::test]
+    async fn clients_must_present_a_certificate_the_client_ca_signed() {
+        let (server_ca, client_ca) = (TestCa::new(), TestCa::new());
+        let a = switchyard_tests::backend("a").await;
+        let dir = write_files("client-ca", &[("clients.pem", &client_ca.ca_pem)]);
+        let server = ServerConfig {
+            tls_client_ca_file: Some(dir.join("clients.pem")),
+            ..ServerConfig::default()
+        };
+        let (proxy, proxy_dir) = https_proxy_with(&server_ca, &a, server).await;
+        let trust = TlsConfig::from_ca_pem(server_ca.ca_pem.as_bytes()).unwrap();
+        let identity = CertKey::from_pem(
+            client_ca.client_cert_pem.as_bytes(),
+            client_ca.client_key_pem.as_bytes(),
+        )
+        .unwrap();
+
+        let send = |tls: TlsConfig| async move {
+            let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+            let stream = tls.handshake("127.0.0.1", tcp, Protocol::Http1).await?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            let req = Request::get("/")
+                .header(http::header::HOST, "x")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            sender
+                .send_request(req)
+                .await
+                .map(|res| res.status())
+                .map_err(std::io::Error::other)
+        };
+        assert_eq!(
+            send(trust.with_client_cert(identity)).await.unwrap(),
+            StatusCode::OK
+        );
+        assert!(
+            send(trust.clone()).await.is_err(),
+            "served a client without a certificate"
+        );
+        assert_eq!(a.request_count(), 1);
+
+        let missing = ServerConfig {
+            tls_client_ca_file: Some(dir.join("missing.pem")),
+            tls_cert_file: Some(proxy_dir.join("proxy.pem")),
+            tls_key_file: Some(proxy_dir.join("proxy.key")),
+            ..ServerConfig::default()
+        };
+        let problems = missing.validate();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "tls_client_ca_file");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&proxy_dir).unwrap();
     }
 
     #[test]

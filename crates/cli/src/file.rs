@@ -191,6 +191,7 @@ impl FileConfig {
             &mut config.proxy.backend_client_key_file,
             &mut config.server.tls_cert_file,
             &mut config.server.tls_key_file,
+            &mut config.server.tls_client_ca_file,
         ]
         .into_iter()
         .flatten()

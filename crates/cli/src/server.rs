@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// for, wildcards included; the first that fits wins, and `tls_cert_file` serves the
     /// rest.
     pub tls_certs: Vec<CertFiles>,
+    /// PEM certificate authorities: when set, every client must present a certificate one
+    /// of them signed (mutual TLS), or its handshake is refused.
+    pub tls_client_ca_file: Option<PathBuf>,
     /// How often the certificate and key files are read again; when they changed, new
     /// handshakes get the new certificate (connections stay open). On Unix, SIGHUP
     /// reloads at once. `0s`: only on SIGHUP.
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_certs: Vec::new(),
+            tls_client_ca_file: None,
             tls_reload_interval: Duration::from_secs(60),
         }
     }
@@ -93,7 +97,11 @@ impl ServerConfig {
             (Some(_), None) => return Err(problem("tls_key_file", "is needed with tls_cert_file")),
             (None, Some(_)) => return Err(problem("tls_cert_file", "is needed with tls_key_file")),
         };
-        ListenerTls::load(&default, &self.tls_certs, self.http2).map(Some)
+        let tls = ListenerTls::load(&default, &self.tls_certs, self.http2)?;
+        match &self.tls_client_ca_file {
+            Some(ca) => tls.verify_clients(ca).map(Some),
+            None => Ok(Some(tls)),
+        }
     }
 
     /// Checks values that parse but cannot work.

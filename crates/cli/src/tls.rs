@@ -4,16 +4,18 @@
 
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::{DnsName, ServerName};
-use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
+use switchyard::layers::pool::ca_roots_from_file;
 use switchyard::{CertKey, CertKeyError};
 use tokio_rustls::TlsAcceptor;
 
@@ -44,6 +46,7 @@ pub struct ListenerTls {
     files: Vec<(CertFiles, Keys)>,
     current: Arc<Current>,
     acceptor: TlsAcceptor,
+    http2: bool,
     /// The contents of the files when they were last read, loaded or not: a change is
     /// tried once, and a broken set is reported once.
     seen: ReloadLock<Vec<Vec<u8>>>,
@@ -148,23 +151,27 @@ impl ListenerTls {
         let current = Arc::new(Current(ArcSwap::from_pointee(parse_all(
             &files, &contents,
         )?)));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_no_client_auth()
-            .with_cert_resolver(current.clone());
-        tls.alpn_protocols = if http2 {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
-        };
         Ok(Self {
             files,
+            acceptor: acceptor(&current, http2, None),
             current,
-            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            http2,
             seen: ReloadLock::new(contents),
         })
+    }
+
+    /// Asks every client for a certificate, and refuses the handshake of a client without
+    /// one that the certificate authorities in `ca_file` signed (mutual TLS). Problems name
+    /// `tls_client_ca_file` and the file.
+    pub fn verify_clients(mut self, ca_file: &Path) -> Result<Self, ConfigProblem> {
+        let key = "tls_client_ca_file";
+        let roots = ca_roots_from_file(ca_file).map_err(|m| problem(key, m))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| problem(key, format!("{}: {e}", ca_file.display())))?;
+        self.acceptor = acceptor(&self.current, self.http2, Some(verifier));
+        Ok(self)
     }
 
     /// The acceptor for new connections.
@@ -252,6 +259,30 @@ impl fmt::Debug for ListenerTls {
             .field("files", &files)
             .finish_non_exhaustive()
     }
+}
+
+/// A TLS acceptor handing out the `current` certificates, offering HTTP/2 in ALPN when
+/// `http2`, and verifying client certificates with `clients` if given.
+fn acceptor(
+    current: &Arc<Current>,
+    http2: bool,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
+) -> TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions");
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut tls = builder.with_cert_resolver(current.clone());
+    tls.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    TlsAcceptor::from(Arc::new(tls))
 }
 
 /// The contents of every file: certificate, key, certificate, key…

@@ -38,25 +38,13 @@ impl TlsConfig {
     /// Trusts only the certificate authorities in `pem` (one or more PEM certificates):
     /// for backends whose certificates a private CA signed.
     pub fn from_ca_pem(pem: &[u8]) -> Result<Self, String> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("not a usable CA certificate: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("holds no PEM certificate".into());
-        }
-        Ok(Self::with_roots(roots))
+        ca_roots(pem).map(Self::with_roots)
     }
 
     /// [`from_ca_pem`](Self::from_ca_pem) with the contents of the file at `path`. Errors
     /// name the file.
     pub fn from_ca_file(path: &Path) -> Result<Self, String> {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::from_ca_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+        ca_roots_from_file(path).map(Self::with_roots)
     }
 
     /// This configuration, presenting `key`'s certificate to backends that ask the client
@@ -128,6 +116,28 @@ impl PartialEq for TlsConfig {
 }
 
 impl Eq for TlsConfig {}
+
+/// The certificate authorities in `pem` (one or more PEM certificates), as a trust store:
+/// for a client verifying servers, or a server verifying client certificates.
+pub fn ca_roots(pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    Ok(roots)
+}
+
+/// [`ca_roots`] with the contents of the file at `path`. Errors name the file.
+pub fn ca_roots_from_file(path: &Path) -> Result<RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    ca_roots(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
 
 /// A certificate chain and its private key, checked to fit each other: what a server
 /// presents, or a client that must prove who it is (mutual TLS).
