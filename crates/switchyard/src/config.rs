@@ -124,6 +124,10 @@ pub struct ProxyConfig {
     pub request_timeout: Duration,
     /// Forward the client's `Host` header (`true`), or send the backend's authority.
     pub preserve_host: bool,
+    /// An upgraded connection (WebSocket) that carries no byte either way for this long
+    /// is closed; `0s`: only when a side closes it.
+    #[serde(with = "humantime_serde")]
+    pub upgrade_idle_timeout: Duration,
     /// Count and time requests, proxy-wide and per backend (`Proxy::metrics`, the admin
     /// API's `/metrics`). Off, requests pass the metrics layers unrecorded.
     pub metrics_enabled: bool,
@@ -172,6 +176,7 @@ impl Default for ProxyConfig {
             dns_max_ttl: health.dns_max_ttl,
             request_timeout: Duration::from_secs(30),
             preserve_host: true,
+            upgrade_idle_timeout: Duration::from_secs(3600),
             metrics_enabled: true,
         }
     }

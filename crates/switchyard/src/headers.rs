@@ -25,6 +25,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
@@ -62,6 +63,9 @@ impl ClientAddr {
         &self.ip
     }
 }
+
+/// How long an upgraded connection may be silent both ways, unless set otherwise.
+const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -209,6 +213,7 @@ pub fn prepare_response<B>(res: &mut Response<B>) {
 pub struct ProxyHeaders<S> {
     inner: S,
     preserve_host: bool,
+    upgrade_idle_timeout: Option<Duration>,
 }
 
 impl<S> ProxyHeaders<S> {
@@ -217,12 +222,20 @@ impl<S> ProxyHeaders<S> {
         Self {
             inner,
             preserve_host: true,
+            upgrade_idle_timeout: Some(DEFAULT_UPGRADE_IDLE_TIMEOUT),
         }
     }
 
     /// Whether the client's `Host` is forwarded (default) or replaced by the backend's.
     pub fn preserve_host(mut self, preserve: bool) -> Self {
         self.preserve_host = preserve;
+        self
+    }
+
+    /// How long an upgraded connection (WebSocket) may carry no byte either way before it
+    /// is closed; `None`: until a side closes it. Default one hour.
+    pub fn upgrade_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.upgrade_idle_timeout = idle;
         self
     }
 
@@ -260,7 +273,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let upgrade = Upgrade::take(&mut req);
+        let upgrade = Upgrade::take(&mut req, self.upgrade_idle_timeout);
         prepare_request(&mut req, self.preserve_host);
         if let Some(upgrade) = &upgrade {
             upgrade.restore_request(&mut req);
@@ -276,6 +289,7 @@ where
 #[derive(Debug, Clone)]
 pub struct ProxyHeadersLayer {
     preserve_host: bool,
+    upgrade_idle_timeout: Option<Duration>,
 }
 
 impl ProxyHeadersLayer {
@@ -283,12 +297,19 @@ impl ProxyHeadersLayer {
     pub fn new() -> Self {
         Self {
             preserve_host: true,
+            upgrade_idle_timeout: Some(DEFAULT_UPGRADE_IDLE_TIMEOUT),
         }
     }
 
     /// Whether the client's `Host` is forwarded (default) or replaced by the backend's.
     pub fn preserve_host(mut self, preserve: bool) -> Self {
         self.preserve_host = preserve;
+        self
+    }
+
+    /// See [`ProxyHeaders::upgrade_idle_timeout`].
+    pub fn upgrade_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.upgrade_idle_timeout = idle;
         self
     }
 }
@@ -303,7 +324,9 @@ impl<S> Layer<S> for ProxyHeadersLayer {
     type Service = ProxyHeaders<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ProxyHeaders::new(inner).preserve_host(self.preserve_host)
+        ProxyHeaders::new(inner)
+            .preserve_host(self.preserve_host)
+            .upgrade_idle_timeout(self.upgrade_idle_timeout)
     }
 }
 

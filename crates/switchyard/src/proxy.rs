@@ -92,7 +92,13 @@ impl Proxy {
         let endpoints = balance.endpoint_count();
         let upstream = ServiceBuilder::new()
             .layer(TimeoutLayer::new(config.request_timeout))
-            .layer(ProxyHeadersLayer::new().preserve_host(config.preserve_host))
+            .layer(
+                ProxyHeadersLayer::new()
+                    .preserve_host(config.preserve_host)
+                    .upgrade_idle_timeout(
+                        Some(config.upgrade_idle_timeout).filter(|idle| !idle.is_zero()),
+                    ),
+            )
             .layer(retry.clone())
             .service(balance);
         // The cache sits above the timeout: a hit takes no timer, and a stored response can

@@ -3,7 +3,9 @@
 //!
 //! A client's HTTP/1.1 request with `Connection: upgrade` and `Upgrade: <protocol>` is sent
 //! on with those two headers, and when the backend answers `101 Switching Protocols` the
-//! two connections are joined: bytes are copied both ways until either side closes.
+//! two connections are joined: bytes are copied both ways until either side closes, or
+//! until neither has sent a byte for the idle timeout
+//! ([`ProxyHeaders::upgrade_idle_timeout`](crate::ProxyHeaders::upgrade_idle_timeout)).
 //!
 //! Joining needs the client connection's upgrade handle, which hyper's server puts in the
 //! request's extensions when it serves the connection with upgrades
@@ -12,25 +14,39 @@
 //! upgrade headers removed like any hop-by-hop header, and the backend answers it as
 //! such. Upgrades need an HTTP/1.1 backend: HTTP/2 has no `Upgrade`.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 /// A client's upgrade, held while its request is forwarded.
 #[derive(Debug)]
 pub(crate) struct Upgrade {
     protocol: HeaderValue,
     client: OnUpgrade,
+    idle: Option<Duration>,
 }
 
 impl Upgrade {
     /// Takes the upgrade a request asks for, if it asks for one and its connection can be
     /// handed over.
-    pub(crate) fn take<B>(req: &mut Request<B>) -> Option<Self> {
+    /// The tunnel it opens is closed after `idle` without a byte either way.
+    pub(crate) fn take<B>(req: &mut Request<B>, idle: Option<Duration>) -> Option<Self> {
         let protocol = requested(req)?;
         let client = req.extensions_mut().remove::<OnUpgrade>()?;
-        Some(Self { protocol, client })
+        Some(Self {
+            protocol,
+            client,
+            idle,
+        })
     }
 
     /// Whether the request's connection can be handed over. Checked first: hyper adds the
@@ -53,7 +69,7 @@ impl Upgrade {
         }
         let protocol = res.headers().get(header::UPGRADE).cloned()?;
         let backend = res.extensions_mut().remove::<OnUpgrade>()?;
-        tokio::spawn(join(self.client, backend));
+        tokio::spawn(join(self.client, backend, self.idle));
         Some(protocol)
     }
 }
@@ -92,8 +108,8 @@ fn wants_upgrade(headers: &http::HeaderMap) -> bool {
         .any(|option| option.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Copies bytes both ways between the client and the backend until both are done.
-async fn join(client: OnUpgrade, backend: OnUpgrade) {
+/// Joins the client and the backend once both connections are handed over.
+async fn join(client: OnUpgrade, backend: OnUpgrade, idle: Option<Duration>) {
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(pair) => pair,
         Err(e) => {
@@ -102,8 +118,177 @@ async fn join(client: OnUpgrade, backend: OnUpgrade) {
         }
     };
     let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-    match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+    match tunnel(&mut client, &mut backend, idle).await {
         Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
-        Err(e) => tracing::debug!(error = %e, "upgraded connection broke"),
+        Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
+    }
+}
+
+/// Copies bytes both ways between `a` and `b` until both directions are done, or until
+/// neither side has sent a byte for `idle`: a peer gone without closing its connection
+/// does not hold the other open for ever. Returns the bytes copied from `a` to `b` and
+/// back.
+pub(crate) async fn tunnel<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Option<Duration>,
+) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let Some(idle) = idle else {
+        return tokio::io::copy_bidirectional(a, b).await;
+    };
+    let activity = Activity::new();
+    let (mut a, mut b) = (activity.watch(a), activity.watch(b));
+    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+    let watchdog = async {
+        loop {
+            let deadline = activity.last() + idle;
+            if deadline <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    tokio::select! {
+        copied = copy => copied,
+        () = watchdog => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no byte either way for {idle:?}"),
+        )),
+    }
+}
+
+/// When a tunnel last carried a byte, either way.
+struct Activity {
+    start: Instant,
+    /// Nanoseconds from `start`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+
+    fn touch(&self) {
+        let since = Instant::now().saturating_duration_since(self.start);
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(nanos, Ordering::Relaxed);
+    }
+
+    fn watch<'a, T: ?Sized>(&'a self, io: &'a mut T) -> Watched<'a, T> {
+        Watched { io, activity: self }
+    }
+}
+
+/// An I/O object whose reads mark the tunnel active.
+struct Watched<'a, T: ?Sized> {
+    io: &'a mut T,
+    activity: &'a Activity,
+}
+
+impl<T: AsyncRead + Unpin + ?Sized> AsyncRead for Watched<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut *self.io).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        read
+    }
+}
+
+impl<T: AsyncWrite + Unpin + ?Sized> AsyncWrite for Watched<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    /// A tunnel between two in-memory pipes; returns the far ends and the tunnel's task.
+    fn open(
+        idle: Option<Duration>,
+    ) -> (
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<io::Result<(u64, u64)>>,
+    ) {
+        let (client, mut near_client) = duplex(1024);
+        let (backend, mut near_backend) = duplex(1024);
+        let task =
+            tokio::spawn(async move { tunnel(&mut near_client, &mut near_backend, idle).await });
+        (client, backend, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_tunnel_is_closed_after_the_idle_timeout_and_not_before() {
+        let (mut client, mut backend, task) = open(Some(Duration::from_secs(60)));
+        let mut buf = [0u8; 5];
+        // Traffic either way keeps it open, however long the tunnel lives.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            client.write_all(b"ping!").await.unwrap();
+            backend.read_exact(&mut buf).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(50)).await;
+            backend.write_all(b"pong!").await.unwrap();
+            client.read_exact(&mut buf).await.unwrap();
+        }
+        let quiet = tokio::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(7200), task).await;
+        let err = ended
+            .expect("still open after two hours")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(quiet.elapsed(), Duration::from_secs(60));
+        // Both peers see their connection closed.
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(backend.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_ends_when_both_sides_close() {
+        let (mut client, mut backend, task) = open(Some(Duration::from_secs(60)));
+        client.write_all(b"bye").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        backend.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye");
+        backend.write_all(b"ok").await.unwrap();
+        backend.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ok");
+        assert_eq!(task.await.unwrap().unwrap(), (3, 2));
     }
 }
