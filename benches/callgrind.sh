@@ -9,18 +9,16 @@
 # Needs: valgrind, wrk, curl, and the harness's backend (cargo build --release in ../shared/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-backend=${BACKEND:-../shared/bench/target/release/bench-backend}
+source benches/lib.sh
+backend=${BACKEND:-$bin/bench-backend}
 port=${PORT:-18106}
 if [[ -z "${PROXY:-}" ]]; then
   cargo build --release --bin switchyard
   PROXY="target/release/switchyard serve --listen 127.0.0.1:$port --backends 127.0.0.1:18081,127.0.0.1:18082 --threads 1 --no-admin ${SERVE_ARGS:-}"
 fi
 out=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-"$backend" --port 18081 >/dev/null 2>&1 & pids+=($!)
-"$backend" --port 18082 >/dev/null 2>&1 & pids+=($!)
+start - "$backend" --port 18081
+start - "$backend" --port 18082
 # shellcheck disable=SC2086
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg" $PROXY >/dev/null 2>"$out/valgrind.log" &
 proxy=$!

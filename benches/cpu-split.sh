@@ -12,24 +12,17 @@
 # Needs: wrk, nginx, python3, and the harness's builds (cargo build --release in ../shared/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bench=../shared/bench
-bin=${BENCH_BIN:-$bench/target/release}
-[[ -x $bin/bench-backend ]] || bin=/tmp/bench-scratch/target/release
-[[ -x $bin/bench-backend && -x $bin/minproxy ]] || {
+source benches/lib.sh
+harness_built
+[[ -x $bin/minproxy ]] || {
   echo "build the harness first: (cd $bench && cargo build --release)" >&2
   exit 1
 }
 cargo build --release --bin switchyard
 rounds=${ROUNDS:-3} path=${URL_PATH:-/small} duration=${DURATION:-5s}
-hz=$(getconf CLK_TCK)
 run=$(mktemp -d)
 mkdir -p "$run"/nginx/{client_body,proxy,fastcgi,uwsgi,scgi}
 sed "s#/tmp/bench-run/nginx-w1#$run/nginx#g" "$bench/conf/nginx-w1.conf" > "$run/nginx.conf"
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-start() { local cpu=$1; shift; taskset -c "$cpu" "$@" >/dev/null 2>&1 & pids+=($!); }
 
 start 0 "$bin/bench-backend" --port 18081
 start 0 "$bin/bench-backend" --port 18082
@@ -52,14 +45,6 @@ declare -A pid=([switchyard]=$ours [minproxy]=$minproxy [minproxy-ct]=$minproxy_
 echo "target user_us/req sys_us/req total_us/req kreq/core requests"
 for _ in $(seq "$rounds"); do
   for t in switchyard minproxy minproxy-ct nginx-w1; do
-    url=http://127.0.0.1:${port[$t]}$path
-    taskset -c 0 wrk -t1 -c64 -d2s "$url" >/dev/null
-    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/${pid[$t]}/stat")
-    n=$(taskset -c 0 wrk -t1 -c64 -d"$duration" "$url" | awk '/requests in/ {print $1}')
-    read -r u2 s2 < <(awk '{print $14, $15}' "/proc/${pid[$t]}/stat")
-    python3 -c "
-n, hz = $n, $hz
-u, s = ($u2 - $u1) / hz, ($s2 - $s1) / hz
-print(f'$t {u / n * 1e6:.2f} {s / n * 1e6:.2f} {(u + s) / n * 1e6:.2f} {n / (u + s) / 1e3:.1f} {n}')"
+    cpu_per_request "$t" "${pid[$t]}" "http://127.0.0.1:${port[$t]}$path" "$duration" -t1 -c64
   done
 done

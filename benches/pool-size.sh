@@ -8,13 +8,8 @@
 # Needs: wrk, curl, python3, and the harness's backend (cargo build --release in ../shared/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bench=../shared/bench
-bin=${BENCH_BIN:-$bench/target/release}
-[[ -x $bin/bench-backend ]] || bin=/tmp/bench-scratch/target/release
-[[ -x $bin/bench-backend ]] || {
-  echo "build the harness first: (cd $bench && cargo build --release)" >&2
-  exit 1
-}
+source benches/lib.sh
+harness_built
 cargo build --release --bin switchyard
 idle=${IDLE:-5s} burst=${BURST:-10s} steady=${STEADY:-16}
 run=$(mktemp -d)
@@ -33,11 +28,8 @@ id = "b2"
 url = "http://127.0.0.1:18082"
 TOML
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-"$bin/bench-backend" --port 18081 >/dev/null 2>&1 & pids+=($!)
-"$bin/bench-backend" --port 18082 >/dev/null 2>&1 & pids+=($!)
+start - "$bin/bench-backend" --port 18081
+start - "$bin/bench-backend" --port 18082
 target/release/switchyard serve --config "$run/switchyard.toml" --threads 1 \
   >"$run/proxy.log" 2>&1 & pids+=($!)
 sleep 1

@@ -8,17 +8,9 @@
 # Needs: openssl, nginx (with http_ssl_module), valgrind, wrk, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 run=$(mktemp -d)
-(
-  cd "$run"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout ca.key -out ca.pem -days 2 -subj "/CN=switchyard bench CA"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout backend.key -out backend.csr -subj "/CN=127.0.0.1"
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.cnf
-  openssl x509 -req -in backend.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-    -out backend.pem -days 2 -extfile san.cnf
-) 2>/dev/null
+make_certificate "$run" backend
 body=$(printf 'x%.0s' $(seq 100))
 cat > "$run/nginx.conf" <<NGINX
 worker_processes 1;
@@ -41,10 +33,7 @@ http {
     }
 }
 NGINX
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-taskset -c 0 nginx -p "$run/" -c "$run/nginx.conf" & pids+=($!)
+start 0 nginx -p "$run/" -c "$run/nginx.conf"
 sleep 1
 cargo build --release --bin switchyard
 for scheme in http https; do

@@ -64,4 +64,4 @@ pub use config::{PoolConfig, Protocol};
 pub use pool::{Pool, ResponseFuture};
 pub use stats::{ClosedStats, PoolStats};
 pub use switchyard_core::{ConnectError, ConnectErrorKind, PoolTimeout};
-pub use tls::{ca_roots, ca_roots_from_file, CertKey, CertKeyError, TlsConfig};
+pub use tls::{ca_roots, ca_roots_from_file, crypto_provider, CertKey, CertKeyError, TlsConfig};

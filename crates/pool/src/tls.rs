@@ -5,6 +5,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
@@ -64,8 +65,7 @@ impl TlsConfig {
     }
 
     fn with_roots(roots: RootCertStore) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = ClientConfig::builder_with_provider(provider)
+        let client = ClientConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions")
             .with_root_certificates(roots)
@@ -116,6 +116,26 @@ impl PartialEq for TlsConfig {
 }
 
 impl Eq for TlsConfig {}
+
+/// The cryptography of every TLS connection switchyard makes or accepts: rustls's ring
+/// provider, with AES-128-GCM (and SHA-256) preferred over AES-256-GCM (SHA-384) and
+/// ChaCha20-Poly1305, as Go's `crypto/tls` does on hardware with AES instructions. The
+/// TLS 1.3 key schedule then hashes with SHA-256, which x86 and ARM CPUs run in hardware:
+/// a handshake costs markedly less (see `benches/README.md`, HTTPS termination).
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| {
+        use rustls::CipherSuite::*;
+        match suite.suite() {
+            TLS13_AES_128_GCM_SHA256 => 0,
+            TLS13_AES_256_GCM_SHA384 => 1,
+            TLS13_CHACHA20_POLY1305_SHA256 => 2,
+            TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 3,
+            _ => 4,
+        }
+    });
+    Arc::new(provider)
+}
 
 /// The certificate authorities in `pem` (one or more PEM certificates), as a trust store:
 /// for a client verifying servers, or a server verifying client certificates.
@@ -177,7 +197,7 @@ impl CertKey {
         }
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| CertKeyError::Key(format!("not a PEM private key: {e}")))?;
-        CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        CertifiedKey::from_der(chain, key, &crypto_provider())
             .map(|key| Self(Arc::new(key)))
             .map_err(|e| CertKeyError::Key(format!("does not fit the certificate: {e}")))
     }
