@@ -704,6 +704,70 @@ mod listener {
         std::fs::remove_dir_all(&proxy_dir).unwrap();
     }
 
+    /// A GET of `/` on a new TLS connection by a client with `tls`'s session store; the
+    /// response is read, so that the session tickets that came before it are stored.
+    /// Returns how the handshake went.
+    async fn get_with(proxy: &TestProxy, tls: &TlsConfig) -> rustls::HandshakeKind {
+        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+        let stream = tls
+            .handshake("127.0.0.1", tcp, Protocol::Http1)
+            .await
+            .unwrap();
+        let kind = stream.get_ref().1.handshake_kind().unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/")
+            .header(http::header::HOST, "x")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        res.into_body().collect().await.unwrap();
+        kind
+    }
+
+    /// With session tickets a returning client resumes, however many other clients came
+    /// in between; without them its session has left the listener's 256-session cache
+    /// and it makes a full handshake.
+    #[tokio::test]
+    async fn a_returning_client_resumes_with_its_session_ticket() {
+        for tickets in [true, false] {
+            let ca = TestCa::new();
+            let a = switchyard_tests::backend("a").await;
+            let server = ServerConfig {
+                tls_session_tickets: tickets,
+                ..ServerConfig::default()
+            };
+            let (proxy, dir) = https_proxy_with(&ca, &a, server).await;
+            let trust = |ca: &TestCa| TlsConfig::from_ca_pem(ca.ca_pem.as_bytes()).unwrap();
+            let returning = trust(&ca);
+            assert_eq!(
+                get_with(&proxy, &returning).await,
+                rustls::HandshakeKind::Full
+            );
+            assert_eq!(
+                get_with(&proxy, &returning).await,
+                rustls::HandshakeKind::Resumed
+            );
+            for _ in 0..150 {
+                let other = get_with(&proxy, &trust(&ca)).await;
+                assert_eq!(other, rustls::HandshakeKind::Full);
+            }
+            let expected = if tickets {
+                rustls::HandshakeKind::Resumed
+            } else {
+                rustls::HandshakeKind::Full
+            };
+            assert_eq!(
+                get_with(&proxy, &returning).await,
+                expected,
+                "tickets: {tickets}"
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
     #[test]
     fn a_certificate_without_its_key_is_a_config_problem() {
         let server = ServerConfig {

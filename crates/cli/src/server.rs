@@ -57,6 +57,10 @@ pub struct ServerConfig {
     /// PEM certificate authorities: when set, every client must present a certificate one
     /// of them signed (mutual TLS), or its handshake is refused.
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Let returning clients resume with a session ticket instead of a full handshake
+    /// (ticket keys made at start, rotated every 6 hours). Off: only the 256 most recent
+    /// sessions can be resumed, each once.
+    pub tls_session_tickets: bool,
     /// How often the certificate and key files are read again; when they changed, new
     /// handshakes get the new certificate (connections stay open). On Unix, SIGHUP
     /// reloads at once. `0s`: only on SIGHUP.
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             tls_key_file: None,
             tls_certs: Vec::new(),
             tls_client_ca_file: None,
+            tls_session_tickets: true,
             tls_reload_interval: Duration::from_secs(60),
         }
     }
@@ -97,7 +102,8 @@ impl ServerConfig {
             (Some(_), None) => return Err(problem("tls_key_file", "is needed with tls_cert_file")),
             (None, Some(_)) => return Err(problem("tls_cert_file", "is needed with tls_key_file")),
         };
-        let tls = ListenerTls::load(&default, &self.tls_certs, self.http2)?;
+        let tls = ListenerTls::load(&default, &self.tls_certs, self.http2)?
+            .session_tickets(self.tls_session_tickets);
         match &self.tls_client_ca_file {
             Some(ca) => tls.verify_clients(ca).map(Some),
             None => Ok(Some(tls)),

@@ -46,10 +46,20 @@ pub struct ListenerTls {
     files: Vec<(CertFiles, Keys)>,
     current: Arc<Current>,
     acceptor: TlsAcceptor,
-    http2: bool,
+    settings: Settings,
     /// The contents of the files when they were last read, loaded or not: a change is
     /// tried once, and a broken set is reported once.
     seen: ReloadLock<Vec<Vec<u8>>>,
+}
+
+/// What the acceptor is built with, besides the certificates.
+struct Settings {
+    /// Offer HTTP/2 in ALPN.
+    http2: bool,
+    /// Issue session tickets.
+    tickets: bool,
+    /// Verify client certificates with this.
+    clients: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// The configuration keys of one certificate's two files.
@@ -151,13 +161,27 @@ impl ListenerTls {
         let current = Arc::new(Current(ArcSwap::from_pointee(parse_all(
             &files, &contents,
         )?)));
+        let settings = Settings {
+            http2,
+            tickets: true,
+            clients: None,
+        };
         Ok(Self {
             files,
-            acceptor: acceptor(&current, http2, None),
+            acceptor: acceptor(&current, &settings),
             current,
-            http2,
+            settings,
             seen: ReloadLock::new(contents),
         })
+    }
+
+    /// Whether returning clients may resume with a session ticket (the default): sealed
+    /// with keys made at start and rotated every 6 hours, as nginx and Go do by default.
+    /// Without tickets only the 256 most recent sessions can be resumed, each once.
+    pub fn session_tickets(mut self, on: bool) -> Self {
+        self.settings.tickets = on;
+        self.acceptor = acceptor(&self.current, &self.settings);
+        self
     }
 
     /// Asks every client for a certificate, and refuses the handshake of a client without
@@ -170,7 +194,8 @@ impl ListenerTls {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
                 .build()
                 .map_err(|e| problem(key, format!("{}: {e}", ca_file.display())))?;
-        self.acceptor = acceptor(&self.current, self.http2, Some(verifier));
+        self.settings.clients = Some(verifier);
+        self.acceptor = acceptor(&self.current, &self.settings);
         Ok(self)
     }
 
@@ -261,25 +286,26 @@ impl fmt::Debug for ListenerTls {
     }
 }
 
-/// A TLS acceptor handing out the `current` certificates, offering HTTP/2 in ALPN when
-/// `http2`, and verifying client certificates with `clients` if given.
-fn acceptor(
-    current: &Arc<Current>,
-    http2: bool,
-    clients: Option<Arc<dyn ClientCertVerifier>>,
-) -> TlsAcceptor {
+/// A TLS acceptor handing out the `current` certificates, with `settings`.
+fn acceptor(current: &Arc<Current>, settings: &Settings) -> TlsAcceptor {
     let builder = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions");
-    let builder = match clients {
-        Some(verifier) => builder.with_client_cert_verifier(verifier),
+    let builder = match &settings.clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
         None => builder.with_no_client_auth(),
     };
     let mut tls = builder.with_cert_resolver(current.clone());
     // The provider's order (AES-128-GCM first), not the client's: most clients list
     // AES-256-GCM first, whose SHA-384 key schedule costs a handshake more.
     tls.ignore_client_order = true;
-    tls.alpn_protocols = if http2 {
+    if settings.tickets {
+        match rustls::crypto::ring::Ticketer::new() {
+            Ok(ticketer) => tls.ticketer = ticketer,
+            Err(e) => tracing::warn!(error = %e, "no TLS session tickets"),
+        }
+    }
+    tls.alpn_protocols = if settings.http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
