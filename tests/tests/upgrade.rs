@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
@@ -145,11 +146,23 @@ async fn an_upgrade_joins_the_client_and_the_backend() {
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "plain");
 
+    let open = switchyard::TunnelStats { open: 1, total: 1 };
+    assert_eq!(proxy.tunnel_stats(), open);
+    let metrics = proxy.encode_metrics(switchyard::TextFormat::OpenMetrics);
+    assert!(metrics.contains("upgraded_connections 1"), "{metrics}");
+
     // Closing the client's side closes the tunnel: the backend stops echoing.
     conn.shutdown().await.unwrap();
     let mut rest = Vec::new();
     conn.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty(), "{rest:?}");
+    let closed = switchyard::TunnelStats { open: 0, total: 1 };
+    let counted = tokio::time::timeout(Duration::from_secs(5), async {
+        while proxy.tunnel_stats() != closed {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(counted.await.is_ok(), "{:?}", proxy.tunnel_stats());
 }
 
 /// A backend that does not switch answers as usual, and the client's connection goes on

@@ -382,6 +382,7 @@ async fn stats(State(admin): State<Admin>) -> Json<Value> {
         "total_retries": m.total_retries,
         "retry": admin.proxy.retry_stats(),
         "cache": admin.proxy.cache().map(|c| c.stats()),
+        "upgraded_connections": admin.proxy.tunnel_stats(),
         "backend_metrics": backends,
     }))
 }

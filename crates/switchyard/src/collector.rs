@@ -1,15 +1,17 @@
-//! The backends' pool, breaker and health state in the Prometheus output, read at scrape
-//! time.
+//! The backends' pool, breaker and health state, and the open upgraded connections, in
+//! the Prometheus output, read at scrape time.
 
 use std::fmt;
 
 use switchyard_health::{Health, Registry};
 use switchyard_metrics::prometheus_client::collector::Collector;
 use switchyard_metrics::prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use switchyard_metrics::prometheus_client::metrics::counter::ConstCounter;
 use switchyard_metrics::prometheus_client::metrics::gauge::ConstGauge;
 use switchyard_metrics::prometheus_client::metrics::MetricType;
 
 use crate::registry::{self, HttpEndpoints};
+use crate::upgrade::Tunnels;
 
 pub(crate) struct BackendState {
     pub(crate) registry: Registry<HttpEndpoints>,
@@ -100,6 +102,36 @@ impl Collector for BackendState {
             "1 while every backend is unhealthy and all are routed anyway.",
             &panic,
         )?;
+        Ok(())
+    }
+}
+
+/// The upgraded connections (WebSocket tunnels) open now, and opened in all.
+pub(crate) struct TunnelGauge(pub(crate) Tunnels);
+
+impl fmt::Debug for TunnelGauge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TunnelGauge")
+    }
+}
+
+impl Collector for TunnelGauge {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let stats = self.0.stats();
+        let open = [(Vec::new(), i64::try_from(stats.open).unwrap_or(i64::MAX))];
+        family(
+            &mut enc,
+            "upgraded_connections",
+            "Upgraded connections (WebSocket tunnels) open now.",
+            &open,
+        )?;
+        let mut m = enc.encode_descriptor(
+            "upgraded_connections_opened",
+            "Upgraded connections (WebSocket tunnels) opened.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(stats.total).encode(m.encode_family(&Vec::<(&str, &str)>::new())?)?;
         Ok(())
     }
 }

@@ -32,7 +32,7 @@ use http::{Request, Response, Version};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::upgrade::{self, Upgrade};
+use crate::upgrade::{self, Tunnels, Upgrade};
 
 /// The address of the client connection, inserted into request extensions by the server
 /// so that [`ProxyHeaders`] can append it to `X-Forwarded-For`.
@@ -214,6 +214,7 @@ pub struct ProxyHeaders<S> {
     inner: S,
     preserve_host: bool,
     upgrade_idle_timeout: Option<Duration>,
+    tunnels: Tunnels,
 }
 
 impl<S> ProxyHeaders<S> {
@@ -223,6 +224,7 @@ impl<S> ProxyHeaders<S> {
             inner,
             preserve_host: true,
             upgrade_idle_timeout: Some(DEFAULT_UPGRADE_IDLE_TIMEOUT),
+            tunnels: Tunnels::default(),
         }
     }
 
@@ -230,6 +232,11 @@ impl<S> ProxyHeaders<S> {
     pub fn preserve_host(mut self, preserve: bool) -> Self {
         self.preserve_host = preserve;
         self
+    }
+
+    /// The upgraded connections (WebSocket tunnels) this service opened, and its clones.
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 
     /// How long an upgraded connection (WebSocket) may carry no byte either way before it
@@ -273,7 +280,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let upgrade = Upgrade::take(&mut req, self.upgrade_idle_timeout);
+        let upgrade = Upgrade::take(&mut req, self.upgrade_idle_timeout, &self.tunnels);
         prepare_request(&mut req, self.preserve_host);
         if let Some(upgrade) = &upgrade {
             upgrade.restore_request(&mut req);
@@ -290,6 +297,7 @@ where
 pub struct ProxyHeadersLayer {
     preserve_host: bool,
     upgrade_idle_timeout: Option<Duration>,
+    tunnels: Tunnels,
 }
 
 impl ProxyHeadersLayer {
@@ -298,6 +306,7 @@ impl ProxyHeadersLayer {
         Self {
             preserve_host: true,
             upgrade_idle_timeout: Some(DEFAULT_UPGRADE_IDLE_TIMEOUT),
+            tunnels: Tunnels::default(),
         }
     }
 
@@ -305,6 +314,11 @@ impl ProxyHeadersLayer {
     pub fn preserve_host(mut self, preserve: bool) -> Self {
         self.preserve_host = preserve;
         self
+    }
+
+    /// The upgraded connections opened by every service this layer builds.
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 
     /// See [`ProxyHeaders::upgrade_idle_timeout`].
@@ -324,9 +338,12 @@ impl<S> Layer<S> for ProxyHeadersLayer {
     type Service = ProxyHeaders<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ProxyHeaders::new(inner)
-            .preserve_host(self.preserve_host)
-            .upgrade_idle_timeout(self.upgrade_idle_timeout)
+        ProxyHeaders {
+            inner,
+            preserve_host: self.preserve_host,
+            upgrade_idle_timeout: self.upgrade_idle_timeout,
+            tunnels: self.tunnels.clone(),
+        }
     }
 }
 

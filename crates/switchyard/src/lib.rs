@@ -88,6 +88,7 @@ pub use switchyard_health::{
 pub use switchyard_metrics::{BackendSnapshot, Latency, MetricsSnapshot, TextFormat};
 pub use switchyard_pool::{CertKey, CertKeyError, PoolConfig, PoolStats, Protocol, TlsConfig};
 pub use switchyard_retry::{RetryConfig, RetryStats};
+pub use upgrade::{TunnelStats, Tunnels};
 
 /// The layers, re-exported so a custom stack needs only this crate.
 pub mod layers {

@@ -21,11 +21,11 @@ use tower::util::{Either, MapResponse};
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
-use crate::collector::BackendState;
+use crate::collector::{BackendState, TunnelGauge};
 use crate::registry::{self as reg, EndpointService, HttpEndpoints};
 use crate::{
     Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
-    ProxyHeadersLayer,
+    ProxyHeadersLayer, TunnelStats, Tunnels,
 };
 
 type Balancer = Balance<Tracked<EndpointService>, Request<ReplayBody<Body>>>;
@@ -64,6 +64,7 @@ struct Shared {
     registry: Registry<HttpEndpoints>,
     cache: Option<CacheHandle>,
     metrics: MetricsRegistry,
+    tunnels: Tunnels,
 }
 
 impl Proxy {
@@ -90,15 +91,13 @@ impl Proxy {
         let retry = RetryLayer::new(config.retry_config());
         let balance = Balance::weighted(discovery).route_hints(route_hint);
         let endpoints = balance.endpoint_count();
+        let headers = ProxyHeadersLayer::new()
+            .preserve_host(config.preserve_host)
+            .upgrade_idle_timeout(Some(config.upgrade_idle_timeout).filter(|idle| !idle.is_zero()));
+        let tunnels = headers.tunnels().clone();
         let upstream = ServiceBuilder::new()
             .layer(TimeoutLayer::new(config.request_timeout))
-            .layer(
-                ProxyHeadersLayer::new()
-                    .preserve_host(config.preserve_host)
-                    .upgrade_idle_timeout(
-                        Some(config.upgrade_idle_timeout).filter(|idle| !idle.is_zero()),
-                    ),
-            )
+            .layer(headers)
             .layer(retry.clone())
             .service(balance);
         // The cache sits above the timeout: a hit takes no timer, and a stored response can
@@ -126,6 +125,7 @@ impl Proxy {
             metrics.register_collector(BackendState {
                 registry: registry.clone(),
             });
+            metrics.register_collector(TunnelGauge(tunnels.clone()));
             MetricsLayer::new(&metrics)
         } else {
             MetricsLayer::off()
@@ -139,6 +139,7 @@ impl Proxy {
                 endpoints,
                 cache,
                 metrics,
+                tunnels,
             }),
             stack,
         }
@@ -271,6 +272,11 @@ impl Proxy {
                 (b.spec.id, stats)
             })
             .collect()
+    }
+
+    /// Upgraded connections (WebSocket tunnels): open now, and opened since start.
+    pub fn tunnel_stats(&self) -> TunnelStats {
+        self.shared.tunnels.stats()
     }
 
     /// Waits until the balancer has applied every backend change made so far; for tests

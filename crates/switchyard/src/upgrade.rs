@@ -17,6 +17,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,8 +25,58 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+/// Upgraded connections (tunnels) through one stack: how many are open, and how many
+/// were opened. Cheap to clone; clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct Tunnels(Arc<TunnelCounts>);
+
+#[derive(Debug, Default)]
+struct TunnelCounts {
+    opened: AtomicU64,
+    closed: AtomicU64,
+}
+
+/// A snapshot of [`Tunnels`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TunnelStats {
+    /// Tunnels open now.
+    pub open: u64,
+    /// Tunnels opened since the stack was built.
+    pub total: u64,
+}
+
+impl Tunnels {
+    /// The counts now.
+    pub fn stats(&self) -> TunnelStats {
+        // Closed first: a tunnel closing between the two reads is not counted as open
+        // without having been opened.
+        let closed = self.0.closed.load(Ordering::Relaxed);
+        let total = self.0.opened.load(Ordering::Relaxed);
+        TunnelStats {
+            open: total.saturating_sub(closed),
+            total,
+        }
+    }
+
+    /// Counts a tunnel open until the returned guard is dropped.
+    fn open(&self) -> OpenTunnel {
+        self.0.opened.fetch_add(1, Ordering::Relaxed);
+        OpenTunnel(self.clone())
+    }
+}
+
+/// An open tunnel, counted closed when dropped (also when its task is aborted).
+struct OpenTunnel(Tunnels);
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0 .0.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// A client's upgrade, held while its request is forwarded.
 #[derive(Debug)]
@@ -33,19 +84,25 @@ pub(crate) struct Upgrade {
     protocol: HeaderValue,
     client: OnUpgrade,
     idle: Option<Duration>,
+    tunnels: Tunnels,
 }
 
 impl Upgrade {
     /// Takes the upgrade a request asks for, if it asks for one and its connection can be
     /// handed over.
     /// The tunnel it opens is closed after `idle` without a byte either way.
-    pub(crate) fn take<B>(req: &mut Request<B>, idle: Option<Duration>) -> Option<Self> {
+    pub(crate) fn take<B>(
+        req: &mut Request<B>,
+        idle: Option<Duration>,
+        tunnels: &Tunnels,
+    ) -> Option<Self> {
         let protocol = requested(req)?;
         let client = req.extensions_mut().remove::<OnUpgrade>()?;
         Some(Self {
             protocol,
             client,
             idle,
+            tunnels: tunnels.clone(),
         })
     }
 
@@ -69,7 +126,7 @@ impl Upgrade {
         }
         let protocol = res.headers().get(header::UPGRADE).cloned()?;
         let backend = res.extensions_mut().remove::<OnUpgrade>()?;
-        tokio::spawn(join(self.client, backend, self.idle));
+        tokio::spawn(join(self.client, backend, self.idle, self.tunnels));
         Some(protocol)
     }
 }
@@ -109,7 +166,7 @@ fn wants_upgrade(headers: &http::HeaderMap) -> bool {
 }
 
 /// Joins the client and the backend once both connections are handed over.
-async fn join(client: OnUpgrade, backend: OnUpgrade, idle: Option<Duration>) {
+async fn join(client: OnUpgrade, backend: OnUpgrade, idle: Option<Duration>, tunnels: Tunnels) {
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(pair) => pair,
         Err(e) => {
@@ -117,6 +174,7 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, idle: Option<Duration>) {
             return;
         }
     };
+    let _open = tunnels.open();
     let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
     match tunnel(&mut client, &mut backend, idle).await {
         Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
