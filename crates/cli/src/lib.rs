@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod demo;
 pub mod file;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod server;
 pub mod tls;

@@ -25,6 +25,7 @@ use switchyard::{body, headers, Body, ByteSize, ClientAddr, Proxy, ProxyFuture};
 use tokio::net::TcpListener;
 use tower::Service;
 
+use crate::proxy_protocol;
 use crate::tls::{CertFiles, ListenerTls};
 
 /// Limits on client connections, so that one bad client cannot hurt the others.
@@ -61,6 +62,11 @@ pub struct ServerConfig {
     /// (ticket keys made at start, rotated every 6 hours). Off: only the 256 most recent
     /// sessions can be resumed, each once.
     pub tls_session_tickets: bool,
+    /// Every connection starts with a PROXY protocol header (version 1 or 2) naming the
+    /// client, as a load balancer in front sends it (AWS NLB, HAProxy, Envoy); a
+    /// connection without one is closed. Only for a listener that nothing but the load
+    /// balancer can reach: anyone else could name any client.
+    pub proxy_protocol: bool,
     /// How often the certificate and key files are read again; when they changed, new
     /// handshakes get the new certificate (connections stay open). On Unix, SIGHUP
     /// reloads at once. `0s`: only on SIGHUP.
@@ -82,6 +88,7 @@ impl Default for ServerConfig {
             tls_client_ca_file: None,
             tls_session_tickets: true,
             tls_reload_interval: Duration::from_secs(60),
+            proxy_protocol: false,
         }
     }
 }
@@ -154,9 +161,11 @@ pub(crate) fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
 }
 
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// requests in flight finish for up to `config.shutdown_timeout`. Over TLS when `config`
-/// has a certificate: each handshake runs in its connection's task, bounded by
-/// `header_read_timeout`, so a slow or broken client holds up no one else, and the
+/// requests in flight finish for up to `config.shutdown_timeout`. With
+/// [`ServerConfig::proxy_protocol`] each connection's PROXY header is read first, and
+/// names the client. Over TLS when `config` has a certificate: each handshake runs in its
+/// connection's task, bounded (with the PROXY header) by `header_read_timeout`, so a slow
+/// or broken client holds up no one else, and the
 /// certificate is reloaded when its files change (see
 /// [`ServerConfig::tls_reload_interval`]). A certificate that cannot be loaded (which
 /// [`ServerConfig::validate`] reports) is logged, and nothing is served.
@@ -202,7 +211,7 @@ pub async fn serve(
             max_body,
             tls: tls.is_some(),
         };
-        let Some(tls) = &tls else {
+        if tls.is_none() && !config.proxy_protocol {
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
@@ -213,11 +222,40 @@ pub async fn serve(
                 }
             });
             continue;
-        };
-        let (tls, builder, watcher) = (tls.acceptor().clone(), builder.clone(), graceful.watcher());
-        let handshake_timeout = config.header_read_timeout;
+        }
+        // A PROXY protocol header, a TLS handshake, or both come first: in the
+        // connection's own task, within `header_read_timeout` together.
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor().clone());
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let deadline = tokio::time::Instant::now() + config.header_read_timeout;
+        let proxy_protocol = config.proxy_protocol;
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+            let (mut stream, mut service) = (stream, service);
+            if proxy_protocol {
+                let header = proxy_protocol::read_header(&mut stream);
+                match tokio::time::timeout_at(deadline, header).await {
+                    Ok(Ok(Some(client))) => service.client = ClientAddr::new(client),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "PROXY protocol header refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "PROXY protocol header timed out");
+                        return;
+                    }
+                }
+            }
+            let Some(tls) = acceptor else {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+                return;
+            };
+            let stream = match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "TLS handshake failed");
