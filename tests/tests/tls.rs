@@ -646,7 +646,8 @@ mod listener {
     }
 
     /// With `tls_client_ca_file`, a client presenting a certificate that CA signed is
-    /// served; one presenting none gets no response, and nothing reaches the backend.
+    /// served; one presenting none gets no response, and nothing reaches the backend. A
+    /// new CA written over the file is taken at the next reload.
     #[tokio::test]
     async fn clients_must_present_a_certificate_the_client_ca_signed() {
         let (server_ca, client_ca) = (TestCa::new(), TestCa::new());
@@ -654,6 +655,7 @@ mod listener {
         let dir = write_files("client-ca", &[("clients.pem", &client_ca.ca_pem)]);
         let server = ServerConfig {
             tls_client_ca_file: Some(dir.join("clients.pem")),
+            tls_reload_interval: Duration::from_millis(20),
             ..ServerConfig::default()
         };
         let (proxy, proxy_dir) = https_proxy_with(&server_ca, &a, server).await;
@@ -682,7 +684,9 @@ mod listener {
                 .map_err(std::io::Error::other)
         };
         assert_eq!(
-            send(trust.with_client_cert(identity)).await.unwrap(),
+            send(trust.with_client_cert(identity.clone()))
+                .await
+                .unwrap(),
             StatusCode::OK
         );
         assert!(
@@ -690,6 +694,26 @@ mod listener {
             "served a client without a certificate"
         );
         assert_eq!(a.request_count(), 1);
+
+        // The clients' CA is replaced: its clients are served from the next reload on
+        // (real time here, so waited for boundedly), and the old CA's are refused.
+        let next_ca = TestCa::new();
+        let next = CertKey::from_pem(
+            next_ca.client_cert_pem.as_bytes(),
+            next_ca.client_key_pem.as_bytes(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("clients.pem"), &next_ca.ca_pem).unwrap();
+        let taken = tokio::time::timeout(Duration::from_secs(10), async {
+            while send(trust.with_client_cert(next.clone())).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert!(taken.await.is_ok(), "the new client CA was never taken");
+        assert!(
+            send(trust.with_client_cert(identity)).await.is_err(),
+            "served a client of the replaced CA"
+        );
 
         let missing = ServerConfig {
             tls_client_ca_file: Some(dir.join("missing.pem")),

@@ -56,7 +56,8 @@ pub struct ServerConfig {
     /// rest.
     pub tls_certs: Vec<CertFiles>,
     /// PEM certificate authorities: when set, every client must present a certificate one
-    /// of them signed (mutual TLS), or its handshake is refused.
+    /// of them signed (mutual TLS), or its handshake is refused. Reloaded with the
+    /// certificates (`tls_reload_interval`, SIGHUP).
     pub tls_client_ca_file: Option<PathBuf>,
     /// Let returning clients resume with a session ticket instead of a full handshake
     /// (ticket keys made at start, rotated every 6 hours). Off: only the 256 most recent
@@ -225,7 +226,7 @@ pub async fn serve(
         }
         // A PROXY protocol header, a TLS handshake, or both come first: in the
         // connection's own task, within `header_read_timeout` together.
-        let acceptor = tls.as_ref().map(|tls| tls.acceptor().clone());
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let deadline = tokio::time::Instant::now() + config.header_read_timeout;
         let proxy_protocol = config.proxy_protocol;

@@ -11,11 +11,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rustls::pki_types::{DnsName, ServerName};
 use rustls::server::danger::ClientCertVerifier;
+use rustls::server::ProducesTickets;
 use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
-use switchyard::layers::pool::{ca_roots_from_file, crypto_provider};
+use switchyard::layers::pool::{ca_roots, crypto_provider};
 use switchyard::{CertKey, CertKeyError};
 use tokio_rustls::TlsAcceptor;
 
@@ -45,10 +46,11 @@ pub struct ListenerTls {
     /// configuration keys that name them.
     files: Vec<(CertFiles, Keys)>,
     current: Arc<Current>,
-    acceptor: TlsAcceptor,
+    /// Swapped when the client CA file changes; the certificates are swapped in `current`.
+    acceptor: ArcSwap<TlsAcceptor>,
     settings: Settings,
-    /// The contents of the files when they were last read, loaded or not: a change is
-    /// tried once, and a broken set is reported once.
+    /// The contents of the files when they were last read, loaded or not (the client CA
+    /// file last): a change is tried once, and a broken set is reported once.
     seen: ReloadLock<Vec<Vec<u8>>>,
 }
 
@@ -56,10 +58,12 @@ pub struct ListenerTls {
 struct Settings {
     /// Offer HTTP/2 in ALPN.
     http2: bool,
-    /// Issue session tickets.
-    tickets: bool,
-    /// Verify client certificates with this.
-    clients: Option<Arc<dyn ClientCertVerifier>>,
+    /// Seals session tickets; kept across reloads, so that tickets stay good.
+    tickets: Option<Arc<dyn ProducesTickets>>,
+    /// The client CA file, when client certificates are verified.
+    client_ca: Option<PathBuf>,
+    /// The verifier built from it at start (a reload builds its own).
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// The configuration keys of one certificate's two files.
@@ -161,14 +165,22 @@ impl ListenerTls {
         let current = Arc::new(Current(ArcSwap::from_pointee(parse_all(
             &files, &contents,
         )?)));
+        let tickets = match rustls::crypto::ring::Ticketer::new() {
+            Ok(ticketer) => Some(ticketer),
+            Err(e) => {
+                tracing::warn!(error = %e, "no TLS session tickets");
+                None
+            }
+        };
         let settings = Settings {
             http2,
-            tickets: true,
-            clients: None,
+            tickets,
+            client_ca: None,
+            verifier: None,
         };
         Ok(Self {
             files,
-            acceptor: acceptor(&current, &settings),
+            acceptor: ArcSwap::from_pointee(acceptor(&current, &settings, None)),
             current,
             settings,
             seen: ReloadLock::new(contents),
@@ -179,29 +191,53 @@ impl ListenerTls {
     /// with keys made at start and rotated every 6 hours, as nginx and Go do by default.
     /// Without tickets only the 256 most recent sessions can be resumed, each once.
     pub fn session_tickets(mut self, on: bool) -> Self {
-        self.settings.tickets = on;
-        self.acceptor = acceptor(&self.current, &self.settings);
+        if !on {
+            self.settings.tickets = None;
+            let verifier = self.settings.verifier.clone();
+            self.acceptor
+                .store(Arc::new(acceptor(&self.current, &self.settings, verifier)));
+        }
         self
     }
 
     /// Asks every client for a certificate, and refuses the handshake of a client without
-    /// one that the certificate authorities in `ca_file` signed (mutual TLS). Problems name
-    /// `tls_client_ca_file` and the file.
+    /// one that the certificate authorities in `ca_file` signed (mutual TLS). The file is
+    /// reloaded with the certificates. Problems name `tls_client_ca_file` and the file.
     pub fn verify_clients(mut self, ca_file: &Path) -> Result<Self, ConfigProblem> {
-        let key = "tls_client_ca_file";
-        let roots = ca_roots_from_file(ca_file).map_err(|m| problem(key, m))?;
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
-                .build()
-                .map_err(|e| problem(key, format!("{}: {e}", ca_file.display())))?;
-        self.settings.clients = Some(verifier);
-        self.acceptor = acceptor(&self.current, &self.settings);
+        self.settings.client_ca = Some(ca_file.to_owned());
+        let pem = std::fs::read(ca_file).map_err(|e| {
+            problem(
+                "tls_client_ca_file",
+                format!("cannot read {}: {e}", ca_file.display()),
+            )
+        })?;
+        let verifier = Some(Self::client_verifier(ca_file, &pem)?);
+        self.settings.verifier.clone_from(&verifier);
+        self.acceptor
+            .store(Arc::new(acceptor(&self.current, &self.settings, verifier)));
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pem);
         Ok(self)
     }
 
+    /// The verifier of client certificates signed by the CAs in `pem`, the contents of
+    /// `path`.
+    fn client_verifier(
+        path: &Path,
+        pem: &[u8],
+    ) -> Result<Arc<dyn ClientCertVerifier>, ConfigProblem> {
+        let named = |m: String| problem("tls_client_ca_file", format!("{}: {m}", path.display()));
+        let roots = ca_roots(pem).map_err(named)?;
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+            .build()
+            .map_err(|e| named(e.to_string()))
+    }
+
     /// The acceptor for new connections.
-    pub fn acceptor(&self) -> &TlsAcceptor {
-        &self.acceptor
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::clone(&self.acceptor.load())
     }
 
     /// The end-entity certificate, DER, that a handshake asking for `server_name` (none:
@@ -216,16 +252,36 @@ impl ListenerTls {
     /// renewal half written, a key that does not fit) leave every certificate served as it
     /// was: the error names the key and the file.
     pub fn reload(&self) -> Result<bool, ConfigProblem> {
-        let contents = read_all(&self.files)?;
-        {
+        let mut contents = read_all(&self.files)?;
+        if let Some(path) = &self.settings.client_ca {
+            let pem = std::fs::read(path).map_err(|e| {
+                problem(
+                    "tls_client_ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            contents.push(pem);
+        }
+        let ca_changed = {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if *seen == contents {
                 return Ok(false);
             }
+            let ca_changed = self.settings.client_ca.is_some() && seen.last() != contents.last();
             seen.clone_from(&contents);
-        }
-        let certificates = parse_all(&self.files, &contents)?;
+            ca_changed
+        };
+        let certificates = parse_all(&self.files, &contents[..self.files.len() * 2])?;
+        // All or nothing: the CA file is checked before the certificates are swapped.
+        let verifier = match (&self.settings.client_ca, contents.last()) {
+            (Some(path), Some(pem)) if ca_changed => Some(Self::client_verifier(path, pem)?),
+            _ => None,
+        };
         self.current.0.store(Arc::new(certificates));
+        if let Some(verifier) = verifier {
+            let rebuilt = acceptor(&self.current, &self.settings, Some(verifier));
+            self.acceptor.store(Arc::new(rebuilt));
+        }
         Ok(true)
     }
 
@@ -286,24 +342,26 @@ impl fmt::Debug for ListenerTls {
     }
 }
 
-/// A TLS acceptor handing out the `current` certificates, with `settings`.
-fn acceptor(current: &Arc<Current>, settings: &Settings) -> TlsAcceptor {
+/// A TLS acceptor handing out the `current` certificates, with `settings`, verifying client
+/// certificates with `clients` if given.
+fn acceptor(
+    current: &Arc<Current>,
+    settings: &Settings,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
+) -> TlsAcceptor {
     let builder = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions");
-    let builder = match &settings.clients {
-        Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut tls = builder.with_cert_resolver(current.clone());
     // The provider's order (AES-128-GCM first), not the client's: most clients list
     // AES-256-GCM first, whose SHA-384 key schedule costs a handshake more.
     tls.ignore_client_order = true;
-    if settings.tickets {
-        match rustls::crypto::ring::Ticketer::new() {
-            Ok(ticketer) => tls.ticketer = ticketer,
-            Err(e) => tracing::warn!(error = %e, "no TLS session tickets"),
-        }
+    if let Some(ticketer) = &settings.tickets {
+        tls.ticketer = ticketer.clone();
     }
     tls.alpn_protocols = if settings.http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
