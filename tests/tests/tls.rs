@@ -689,11 +689,41 @@ mod listener {
                 .unwrap(),
             StatusCode::OK
         );
+        // The backend learns which certificate the client presented (not what the client
+        // says in its own X-Forwarded-Client-Cert).
+        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+        let stream = trust
+            .with_client_cert(identity.clone())
+            .handshake("127.0.0.1", tcp, Protocol::Http1)
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/headers")
+            .header(http::header::HOST, "x")
+            .header("x-forwarded-client-cert", "Hash=forged")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let headers = String::from_utf8_lossy(&body);
+        let der = {
+            use rustls::pki_types::pem::PemObject;
+            let pem = client_ca.client_cert_pem.as_bytes();
+            rustls::pki_types::CertificateDer::from_pem_slice(pem).unwrap()
+        };
+        let hash = ring::digest::digest(&ring::digest::SHA256, &der);
+        let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let expected = format!("x-forwarded-client-cert: Hash={hex}\n");
+        assert!(headers.contains(&expected), "{headers}");
+        assert!(!headers.contains("forged"), "{headers}");
         assert!(
             send(trust.clone()).await.is_err(),
             "served a client without a certificate"
         );
-        assert_eq!(a.request_count(), 1);
+        assert_eq!(a.request_count(), 2);
 
         // The clients' CA is replaced: its clients are served from the next reload on
         // (real time here, so waited for boundedly), and the old CA's are refused.

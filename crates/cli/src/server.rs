@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::future::{self, Either};
 use pin_project_lite::pin_project;
 
+use http::header::{HeaderName, HeaderValue};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Limited;
 use hyper::body::Incoming;
@@ -57,7 +58,9 @@ pub struct ServerConfig {
     pub tls_certs: Vec<CertFiles>,
     /// PEM certificate authorities: when set, every client must present a certificate one
     /// of them signed (mutual TLS), or its handshake is refused. Reloaded with the
-    /// certificates (`tls_reload_interval`, SIGHUP).
+    /// certificates (`tls_reload_interval`, SIGHUP). Backends get
+    /// `X-Forwarded-Client-Cert: Hash=<hex SHA-256 of the client's certificate>`, in place
+    /// of any the client sent.
     pub tls_client_ca_file: Option<PathBuf>,
     /// Let returning clients resume with a session ticket instead of a full handshake
     /// (ticket keys made at start, rotated every 6 hours). Off: only the 256 most recent
@@ -211,6 +214,7 @@ pub async fn serve(
             client: ClientAddr::new(remote),
             max_body,
             tls: tls.is_some(),
+            client_cert: None,
         };
         if tls.is_none() && !config.proxy_protocol {
             let conn = builder
@@ -230,6 +234,7 @@ pub async fn serve(
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let deadline = tokio::time::Instant::now() + config.header_read_timeout;
         let proxy_protocol = config.proxy_protocol;
+        let verifies_clients = config.tls_client_ca_file.is_some();
         tokio::spawn(async move {
             let (mut stream, mut service) = (stream, service);
             if proxy_protocol {
@@ -257,7 +262,12 @@ pub async fn serve(
                 return;
             };
             let stream = match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
+                Ok(Ok(stream)) => {
+                    if verifies_clients {
+                        service.client_cert = client_cert_header(stream.get_ref().1);
+                    }
+                    stream
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "TLS handshake failed");
                     return;
@@ -285,6 +295,22 @@ pub async fn serve(
     }
 }
 
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// `X-Forwarded-Client-Cert` for a client that presented a verified certificate, in
+/// Envoy's form: `Hash=` and the SHA-256 of the certificate's DER, in hex.
+fn client_cert_header(tls: &rustls::ServerConnection) -> Option<HeaderValue> {
+    let cert = tls.peer_certificates()?.first()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert);
+    let hex: String = digest
+        .as_ref()
+        .iter()
+        .flat_map(|byte| [byte >> 4, byte & 0xf])
+        .map(|nibble| char::from_digit(u32::from(nibble), 16).unwrap_or('0'))
+        .collect();
+    HeaderValue::try_from(format!("Hash={hex}")).ok()
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -303,6 +329,9 @@ struct Connection {
     max_body: Option<u64>,
     /// The connection is TLS: HTTP/1.1 requests are `https` ones.
     tls: bool,
+    /// When the listener verifies client certificates: the `X-Forwarded-Client-Cert`
+    /// naming this connection's, set on every request in place of what the client sent.
+    client_cert: Option<HeaderValue>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
@@ -311,19 +340,14 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
     type Future = Either<Ready, AccessLog<ProxyFuture>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        handle(&self.proxy, req, &self.client, self.max_body, self.tls)
+        handle(self, req)
     }
 }
 
 /// One request: the client's address for `X-Forwarded-For`, the body limit, and the
 /// access log line. No async block: the future is the proxy's own, wrapped once.
-fn handle(
-    proxy: &Proxy,
-    mut req: Request<Incoming>,
-    client: &ClientAddr,
-    max_body: Option<u64>,
-    tls: bool,
-) -> Either<Ready, AccessLog<ProxyFuture>> {
+fn handle(conn: &Connection, mut req: Request<Incoming>) -> Either<Ready, AccessLog<ProxyFuture>> {
+    let (proxy, client, max_body, tls) = (&conn.proxy, &conn.client, conn.max_body, conn.tls);
     if tls && req.uri().scheme().is_none() {
         // An HTTP/1.1 request over TLS is an `https` one (HTTP/2 carries its `:scheme`):
         // made absolute, `X-Forwarded-Proto` says so and the cache keys it apart.
@@ -351,6 +375,10 @@ fn handle(
     // but for an upgrade's `Connection: upgrade`, which it keeps.
     headers::strip_request_hop_by_hop(&mut req);
     headers::append_forwarded_for(req.headers_mut(), client.ip());
+    if let Some(cert) = &conn.client_cert {
+        req.headers_mut()
+            .insert(X_FORWARDED_CLIENT_CERT.clone(), cert.clone());
+    }
     let mut proxy = proxy.clone();
     let inner = match max_body {
         Some(max) => {
