@@ -1,7 +1,7 @@
 //! A circuit breaker for one backend, as a `tower::Layer`.
 //!
 //! The breaker watches the results of the requests it lets through, classified by a
-//! [`Classify`](switchyard_core::Classify) shared with the retry layer (by default:
+//! [`Classify`] shared with the retry layer (by default:
 //! connect errors, timeouts and 5xx are failures, 4xx are not). It
 //!
 //! - **trips** after [`BreakerConfig::threshold`] consecutive failures, or, when
