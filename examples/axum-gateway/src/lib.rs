@@ -19,6 +19,10 @@
 //! request in it. When every backend is down the proxy answers 503 while the
 //! application's own routes keep working.
 //!
+//! WebSockets under `/api` pass through too: `axum::serve` serves connections with
+//! upgrades, so the proxy finds the client's upgrade handle in the request and, when the
+//! backend answers `101 Switching Protocols`, joins the two connections.
+//!
 //! One thing axum does not do for the proxy is tell it who the client is: switchyard
 //! appends the client's address to `X-Forwarded-For` from a [`ClientAddr`] request
 //! extension, which its own server inserts. Here [`serve`] asks axum for each
