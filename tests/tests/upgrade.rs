@@ -226,3 +226,47 @@ async fn an_upgrade_through_the_axum_gateway_is_joined() {
     conn.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"echo:over axum");
 }
+
+/// At shutdown the proxy stops accepting but lets an open tunnel run, within the shutdown
+/// timeout: the server finishes once the tunnel closes.
+#[tokio::test]
+async fn shutdown_waits_for_open_tunnels_to_close() {
+    let (backend, _heads) = echo_backend().await;
+    let proxy = proxy_over(backend).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(switchyard_cli::server::serve(
+        listener,
+        proxy.clone(),
+        ServerConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let head = ask_upgrade(&mut conn, "/chat").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+
+    stop.send(()).unwrap();
+    // The tunnel still carries messages after the shutdown began.
+    for message in ["during", "shutdown"] {
+        conn.write_all(message.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 5 + message.len()];
+        conn.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer, format!("echo:{message}").as_bytes());
+    }
+    assert!(
+        !server.is_finished(),
+        "the server stopped with a tunnel open"
+    );
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting connections"
+    );
+
+    conn.shutdown().await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server).await;
+    assert!(stopped.is_ok(), "the server outlived the tunnel");
+    assert_eq!(proxy.tunnel_stats().open, 0);
+}

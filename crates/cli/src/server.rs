@@ -42,7 +42,8 @@ pub struct ServerConfig {
     /// Largest request body accepted, when set; a larger `Content-Length` gets 413 and a
     /// streamed body that grows past it is cut off.
     pub max_request_body: Option<ByteSize>,
-    /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
+    /// On SIGINT/SIGTERM, how long in-flight requests and open upgraded connections
+    /// (WebSockets) may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1; over TLS, offer it in
@@ -165,7 +166,8 @@ pub(crate) fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
 }
 
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// requests in flight finish for up to `config.shutdown_timeout`. With
+/// requests in flight, then upgraded connections (WebSockets), finish for up to
+/// `config.shutdown_timeout` in all. With
 /// [`ServerConfig::proxy_protocol`] each connection's PROXY header is read first, and
 /// names the client. Over TLS when `config` has a certificate: each handshake runs in its
 /// connection's task, bounded (with the PROXY header) by `header_read_timeout`, so a slow
@@ -287,11 +289,31 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: waiting for in-flight requests");
-    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+    let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("shutdown timeout reached; closing the remaining connections");
+    }
+    // Upgraded connections (WebSockets) left hyper's watch when they switched: they get
+    // what is left of the same timeout to close.
+    let open = proxy.tunnel_stats().open;
+    if open > 0 {
+        tracing::info!(
+            open,
+            "shutting down: waiting for upgraded connections to close"
+        );
+        if tokio::time::timeout_at(deadline, proxy.tunnels().all_closed())
+            .await
+            .is_err()
+        {
+            let open = proxy.tunnel_stats().open;
+            tracing::warn!(
+                open,
+                "shutdown timeout reached; closing the upgraded connections"
+            );
+        }
     }
 }
 

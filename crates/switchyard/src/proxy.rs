@@ -279,6 +279,12 @@ impl Proxy {
         self.shared.tunnels.stats()
     }
 
+    /// The upgraded connections, to wait for them at shutdown
+    /// ([`Tunnels::all_closed`]).
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.shared.tunnels
+    }
+
     /// Waits until the balancer has applied every backend change made so far; for tests
     /// and start-up code that must not send a request before the backends are in place.
     pub async fn settled(&self) {

@@ -38,6 +38,8 @@ pub struct Tunnels(Arc<TunnelCounts>);
 struct TunnelCounts {
     opened: AtomicU64,
     closed: AtomicU64,
+    /// Woken each time a tunnel closes.
+    closing: tokio::sync::Notify,
 }
 
 /// A snapshot of [`Tunnels`].
@@ -62,6 +64,20 @@ impl Tunnels {
         }
     }
 
+    /// Completes once no tunnel is open: for a shutdown that lets them finish.
+    pub async fn all_closed(&self) {
+        loop {
+            let closing = self.0.closing.notified();
+            tokio::pin!(closing);
+            // Registered before the count is read, so that a close in between wakes it.
+            closing.as_mut().enable();
+            if self.stats().open == 0 {
+                return;
+            }
+            closing.await;
+        }
+    }
+
     /// Counts a tunnel open until the returned guard is dropped.
     fn open(&self) -> OpenTunnel {
         self.0.opened.fetch_add(1, Ordering::Relaxed);
@@ -75,6 +91,7 @@ struct OpenTunnel(Tunnels);
 impl Drop for OpenTunnel {
     fn drop(&mut self) {
         self.0 .0.closed.fetch_add(1, Ordering::Relaxed);
+        self.0 .0.closing.notify_waiters();
     }
 }
 
@@ -332,6 +349,25 @@ mod tests {
         // Both peers see their connection closed.
         assert_eq!(client.read(&mut buf).await.unwrap(), 0);
         assert_eq!(backend.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn all_closed_waits_for_the_last_open_tunnel() {
+        let tunnels = Tunnels::default();
+        tunnels.all_closed().await;
+        let (first, second) = (tunnels.open(), tunnels.open());
+        let waiting = tokio::spawn({
+            let tunnels = tunnels.clone();
+            async move { tunnels.all_closed().await }
+        });
+        drop(first);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "one tunnel is still open");
+        drop(second);
+        waiting.await.unwrap();
+        assert_eq!(tunnels.stats(), TunnelStats { open: 0, total: 2 });
     }
 
     #[tokio::test(start_paused = true)]
