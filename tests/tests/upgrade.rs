@@ -270,3 +270,57 @@ async fn shutdown_waits_for_open_tunnels_to_close() {
     assert!(stopped.is_ok(), "the server outlived the tunnel");
     assert_eq!(proxy.tunnel_stats().open, 0);
 }
+
+/// A real WebSocket session (tungstenite on both ends) through the proxy: the handshake's
+/// key and accept headers, text and binary frames (one larger than any buffer on the
+/// way), ping and pong, and the closing handshake, after which the tunnel is gone.
+#[tokio::test]
+async fn a_websocket_session_passes_through_end_to_end() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_text() || message.is_binary() {
+                        ws.send(message).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let proxy = proxy_over(backend).await;
+    let addr = serve(proxy.clone()).await;
+
+    let (mut ws, res) = tokio_tungstenite::connect_async(format!("ws://{addr}/chat"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    ws.send(Message::Ping(Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Pong(Bytes::from_static(b"are you there"))
+    );
+    assert_eq!(proxy.tunnel_stats().open, 1);
+
+    ws.close(None).await.unwrap();
+    while let Some(Ok(message)) = ws.next().await {
+        assert!(message.is_close(), "{message:?}");
+    }
+    // The backend closed its connection after the closing handshake; the tunnel ends
+    // once the client closes its own too.
+    drop(ws);
+    let closed = tokio::time::timeout(Duration::from_secs(5), proxy.tunnels().all_closed());
+    assert!(closed.await.is_ok(), "{:?}", proxy.tunnel_stats());
+}
