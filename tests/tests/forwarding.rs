@@ -276,6 +276,14 @@ async fn malformed_requests_get_4xx_and_the_proxy_keeps_serving() {
     );
     let res = raw(&proxy, huge.as_bytes()).await;
     assert!(res.starts_with("HTTP/1.1 431"), "{res}");
+    // CONNECT asks for a tunnel to a host of the client's choosing: not a reverse
+    // proxy's job, and nothing for a backend.
+    let connect =
+        b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\nconnection: close\r\n\r\n";
+    let res = raw(&proxy, connect).await.to_lowercase();
+    assert!(res.starts_with("http/1.1 405"), "{res}");
+    assert!(res.contains("allow: get, head"), "{res}");
+    assert_eq!(a.request_count(), 0);
     let (status, _, _) = get(&client(), &proxy.url("/")).await;
     assert_eq!(status, StatusCode::OK);
 }

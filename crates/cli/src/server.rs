@@ -370,6 +370,17 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
 /// access log line. No async block: the future is the proxy's own, wrapped once.
 fn handle(conn: &Connection, mut req: Request<Incoming>) -> Either<Ready, AccessLog<ProxyFuture>> {
     let (proxy, client, max_body, tls) = (&conn.proxy, &conn.client, conn.max_body, conn.tls);
+    if req.method() == http::Method::CONNECT {
+        // A tunnel to a host of the client's choosing is a forward proxy's job (and an
+        // HTTP/2 extended CONNECT, a WebSocket over HTTP/2, is not supported): refused
+        // here rather than sent on to a backend as a request it cannot make sense of.
+        let mut res = status(StatusCode::METHOD_NOT_ALLOWED);
+        res.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+        );
+        return Either::Left(future::ready(Ok(res)));
+    }
     if tls && req.uri().scheme().is_none() {
         // An HTTP/1.1 request over TLS is an `https` one (HTTP/2 carries its `:scheme`):
         // made absolute, `X-Forwarded-Proto` says so and the cache keys it apart.
