@@ -6,6 +6,14 @@
 bench=../shared/bench
 bin=${BENCH_BIN:-$bench/target/release}
 [[ -x $bin/bench-backend ]] || bin=/tmp/bench-scratch/target/release
+# The harness's two backends (started on 18081 and 18082), for a switchyard config file.
+harness_backends='[[backends]]
+id = "b1"
+url = "http://127.0.0.1:18081"
+[[backends]]
+id = "b2"
+url = "http://127.0.0.1:18082"'
+
 harness_built() {
   [[ -x $bin/bench-backend ]] || {
     echo "build the harness first: (cd $bench && cargo build --release)" >&2

@@ -20,12 +20,7 @@ listen = "127.0.0.1:18141"
 [proxy]
 idle_conn_timeout = "$idle"
 cache_enabled = false
-[[backends]]
-id = "b1"
-url = "http://127.0.0.1:18081"
-[[backends]]
-id = "b2"
-url = "http://127.0.0.1:18082"
+$harness_backends
 TOML
 
 start - "$bin/bench-backend" --port 18081

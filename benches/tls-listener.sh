@@ -33,12 +33,7 @@ tls_cert_file = "proxy.pem"
 tls_key_file = "proxy.key"
 [proxy]
 cache_enabled = false
-[[backends]]
-id = "b1"
-url = "http://127.0.0.1:18081"
-[[backends]]
-id = "b2"
-url = "http://127.0.0.1:18082"
+$harness_backends
 TOML
 
 start 0 "$bin/bench-backend" --port 18081

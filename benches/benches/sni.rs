@@ -4,7 +4,7 @@
 //! returns its DER).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use switchyard_cli::{CertFiles, ListenerTls};
+use switchyard_cli::{CertFiles, ListenerOptions, ListenerTls};
 
 fn write_certificate(dir: &std::path::Path, name: &str) -> CertFiles {
     let key = rcgen::KeyPair::generate().unwrap();
@@ -26,8 +26,8 @@ fn sni(c: &mut Criterion) {
     let named: Vec<_> = (0..10)
         .map(|i| write_certificate(&dir, &format!("host{i}.example.test")))
         .collect();
-    let one = ListenerTls::load(&default, &[], true).unwrap();
-    let ten = ListenerTls::load(&default, &named, true).unwrap();
+    let one = ListenerTls::load(&default, &[], &ListenerOptions::default()).unwrap();
+    let ten = ListenerTls::load(&default, &named, &ListenerOptions::default()).unwrap();
     let mut group = c.benchmark_group("sni");
     group.bench_function("no named certificates", |b| {
         b.iter(|| one.certificate(Some("host0.example.test")))

@@ -167,6 +167,11 @@ impl TestCa {
         Self::issue(names, false)
     }
 
+    /// A client's TLS settings that trust this CA alone.
+    pub fn trust(&self) -> switchyard::TlsConfig {
+        switchyard::TlsConfig::from_ca_pem(self.ca_pem.as_bytes()).unwrap()
+    }
+
     fn issue(names: &[&str], local: bool) -> Self {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
         let ca_key = KeyPair::generate().unwrap();
@@ -207,6 +212,27 @@ impl Default for TestCa {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Sends `GET path` with `headers` over HTTP/1.1 on `io`, a connection of its own (a TLS
+/// stream, or one that started with something else).
+pub async fn h1_get_on<I>(
+    io: I,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> hyper::Result<Response<Incoming>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::get(path);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    sender
+        .send_request(req.body(http_body_util::Empty::<Bytes>::new()).unwrap())
+        .await
 }
 
 /// [`backend`] over TLS with `ca`'s server certificate: HTTP/1.1, or HTTP/2 when the

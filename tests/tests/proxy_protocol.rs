@@ -2,13 +2,11 @@
 //! is the one `X-Forwarded-For` names, the bytes after it are left for HTTP or TLS, and a
 //! connection without a header is closed.
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
+use http_body_util::BodyExt;
 use switchyard_cli::ServerConfig;
-use switchyard_pool::{Protocol, TlsConfig};
-use switchyard_tests::{TestBackend, TestCa, TestProxy};
+use switchyard_pool::Protocol;
+use switchyard_tests::{h1_get_on, TestBackend, TestCa, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -110,20 +108,12 @@ async fn the_header_comes_before_the_tls_handshake() {
     tcp.write_all(b"PROXY TCP4 198.51.100.9 10.0.0.1 5555 443\r\n")
         .await
         .unwrap();
-    let tls = TlsConfig::from_ca_pem(ca.ca_pem.as_bytes())
-        .unwrap()
+    let tls = ca
+        .trust()
         .handshake("127.0.0.1", tcp, Protocol::Http1)
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get("/headers")
-        .header(http::header::HOST, "x")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = sender.send_request(req).await.unwrap();
+    let res = h1_get_on(tls, "/headers", &[("host", "x")]).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let headers = String::from_utf8_lossy(&body).to_lowercase();

@@ -45,11 +45,7 @@ async fn fetch(
 async fn pool_speaks_tls_and_reuses_the_connection() {
     let ca = TestCa::new();
     let a = tls_backend("a", &ca).await;
-    let pool = tls_pool(
-        &a,
-        TlsConfig::from_ca_pem(ca.ca_pem.as_bytes()).unwrap(),
-        Protocol::Http1,
-    );
+    let pool = tls_pool(&a, ca.trust(), Protocol::Http1);
     for _ in 0..3 {
         let (status, version, body) = fetch(&pool, "/").await.unwrap();
         assert_eq!(
@@ -65,11 +61,7 @@ async fn pool_speaks_tls_and_reuses_the_connection() {
 async fn http2_over_tls_is_negotiated_and_shared() {
     let ca = TestCa::new();
     let a = tls_backend("a", &ca).await;
-    let pool = tls_pool(
-        &a,
-        TlsConfig::from_ca_pem(ca.ca_pem.as_bytes()).unwrap(),
-        Protocol::Http2,
-    );
+    let pool = tls_pool(&a, ca.trust(), Protocol::Http2);
     let results = futures::future::join_all((0..20).map(|_| fetch(&pool, "/delay/20"))).await;
     for r in results {
         let (status, version, _) = r.unwrap();
@@ -108,11 +100,7 @@ async fn an_h2_backend_that_does_not_agree_to_h2_in_alpn_is_a_tls_error() {
         (&[][..], "did not agree to HTTP/2"),
     ] {
         let a = tls_backend_with_alpn("a", &ca, alpn).await;
-        let pool = tls_pool(
-            &a,
-            TlsConfig::from_ca_pem(ca.ca_pem.as_bytes()).unwrap(),
-            Protocol::Http2,
-        );
+        let pool = tls_pool(&a, ca.trust(), Protocol::Http2);
         let err = fetch(&pool, "/").await.unwrap_err();
         let connect = err
             .downcast_ref::<ConnectError>()
@@ -302,7 +290,8 @@ mod listener {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use std::sync::Arc;
     use switchyard::CertKey;
-    use switchyard_cli::{CertFiles, ListenerTls};
+    use switchyard_cli::{CertFiles, ListenerOptions, ListenerTls};
+    use switchyard_tests::h1_get_on;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -346,11 +335,17 @@ mod listener {
         ca: &TestCa,
         protocol: Protocol,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        connect_with(proxy, &ca.trust(), protocol).await
+    }
+
+    /// A TLS connection to the proxy made with `tls`.
+    async fn connect_with(
+        proxy: &TestProxy,
+        tls: &TlsConfig,
+        protocol: Protocol,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-        TlsConfig::from_ca_pem(ca.ca_pem.as_bytes())
-            .unwrap()
-            .handshake("127.0.0.1", tcp, protocol)
-            .await
+        tls.handshake("127.0.0.1", tcp, protocol).await
     }
 
     /// A GET of `path` with `Host: host`, over HTTP/1.1 on a new TLS connection.
@@ -360,14 +355,8 @@ mod listener {
         path: &str,
         host: &str,
     ) -> http::Response<hyper::body::Incoming> {
-        let io = tls_to(proxy, ca, Protocol::Http1).await;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        let req = Request::get(path)
-            .header(http::header::HOST, host)
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        sender.send_request(req).await.unwrap()
+        let stream = try_tls_to(proxy, ca, Protocol::Http1).await.unwrap();
+        h1_get_on(stream, path, &[("host", host)]).await.unwrap()
     }
 
     #[tokio::test]
@@ -504,7 +493,7 @@ mod listener {
             "reload-interval",
             &[("proxy.pem", &old.cert_pem), ("proxy.key", &old.key_pem)],
         );
-        let tls = ListenerTls::load(&files(&dir, "proxy"), &[], true);
+        let tls = ListenerTls::load(&files(&dir, "proxy"), &[], &ListenerOptions::default());
         let tls = Arc::new(tls.unwrap());
         assert_eq!(tls.certificate(None), der(&old.cert_pem));
         let watch = tokio::spawn(tls.clone().watch(Duration::from_secs(60)));
@@ -535,7 +524,8 @@ mod listener {
             "reload-broken",
             &[("proxy.pem", &old.cert_pem), ("proxy.key", &old.key_pem)],
         );
-        let tls = ListenerTls::load(&files(&dir, "proxy"), &[], true).unwrap();
+        let tls =
+            ListenerTls::load(&files(&dir, "proxy"), &[], &ListenerOptions::default()).unwrap();
         assert_eq!(tls.reload(), Ok(false), "unchanged files");
 
         std::fs::write(dir.join("proxy.pem"), "-----BEGIN CERTIFICATE-----\ntrunc").unwrap();
@@ -572,7 +562,8 @@ mod listener {
             ],
         );
         let by_name = vec![files(&dir, "api"), files(&dir, "wild")];
-        let tls = ListenerTls::load(&files(&dir, "proxy"), &by_name, true).unwrap();
+        let tls = ListenerTls::load(&files(&dir, "proxy"), &by_name, &ListenerOptions::default())
+            .unwrap();
         assert_eq!(
             tls.certificate(Some("api.example.test")),
             der(&api.cert_pem)
@@ -607,10 +598,7 @@ mod listener {
             ("127.0.0.1", &default),
         ] {
             let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-            let handshake = TlsConfig::from_ca_pem(ca.ca_pem.as_bytes())
-                .unwrap()
-                .handshake(name, tcp, Protocol::Http1)
-                .await;
+            let handshake = ca.trust().handshake(name, tcp, Protocol::Http1).await;
             assert!(handshake.is_ok(), "{name}: {handshake:?}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
@@ -659,26 +647,17 @@ mod listener {
             ..ServerConfig::default()
         };
         let (proxy, proxy_dir) = https_proxy_with(&server_ca, &a, server).await;
-        let trust = TlsConfig::from_ca_pem(server_ca.ca_pem.as_bytes()).unwrap();
+        let trust = server_ca.trust();
         let identity = CertKey::from_pem(
             client_ca.client_cert_pem.as_bytes(),
             client_ca.client_key_pem.as_bytes(),
         )
         .unwrap();
 
+        let proxy = &proxy;
         let send = |tls: TlsConfig| async move {
-            let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-            let stream = tls.handshake("127.0.0.1", tcp, Protocol::Http1).await?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(std::io::Error::other)?;
-            tokio::spawn(conn);
-            let req = Request::get("/")
-                .header(http::header::HOST, "x")
-                .body(Empty::<Bytes>::new())
-                .unwrap();
-            sender
-                .send_request(req)
+            let stream = connect_with(proxy, &tls, Protocol::Http1).await?;
+            h1_get_on(stream, "/", &[("host", "x")])
                 .await
                 .map(|res| res.status())
                 .map_err(std::io::Error::other)
@@ -691,22 +670,10 @@ mod listener {
         );
         // The backend learns which certificate the client presented (not what the client
         // says in its own X-Forwarded-Client-Cert).
-        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-        let stream = trust
-            .with_client_cert(identity.clone())
-            .handshake("127.0.0.1", tcp, Protocol::Http1)
-            .await
-            .unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get("/headers")
-            .header(http::header::HOST, "x")
-            .header("x-forwarded-client-cert", "Hash=forged")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let res = sender.send_request(req).await.unwrap();
+        let tls = trust.with_client_cert(identity.clone());
+        let stream = connect_with(proxy, &tls, Protocol::Http1).await.unwrap();
+        let forged = [("host", "x"), ("x-forwarded-client-cert", "Hash=forged")];
+        let res = h1_get_on(stream, "/headers", &forged).await.unwrap();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let headers = String::from_utf8_lossy(&body);
         let der = {
@@ -762,21 +729,9 @@ mod listener {
     /// response is read, so that the session tickets that came before it are stored.
     /// Returns how the handshake went.
     async fn get_with(proxy: &TestProxy, tls: &TlsConfig) -> rustls::HandshakeKind {
-        let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-        let stream = tls
-            .handshake("127.0.0.1", tcp, Protocol::Http1)
-            .await
-            .unwrap();
+        let stream = connect_with(proxy, tls, Protocol::Http1).await.unwrap();
         let kind = stream.get_ref().1.handshake_kind().unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::get("/")
-            .header(http::header::HOST, "x")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let res = sender.send_request(req).await.unwrap();
+        let res = h1_get_on(stream, "/", &[("host", "x")]).await.unwrap();
         res.into_body().collect().await.unwrap();
         kind
     }
@@ -794,8 +749,7 @@ mod listener {
                 ..ServerConfig::default()
             };
             let (proxy, dir) = https_proxy_with(&ca, &a, server).await;
-            let trust = |ca: &TestCa| TlsConfig::from_ca_pem(ca.ca_pem.as_bytes()).unwrap();
-            let returning = trust(&ca);
+            let returning = ca.trust();
             assert_eq!(
                 get_with(&proxy, &returning).await,
                 rustls::HandshakeKind::Full
@@ -805,7 +759,7 @@ mod listener {
                 rustls::HandshakeKind::Resumed
             );
             for _ in 0..150 {
-                let other = get_with(&proxy, &trust(&ca)).await;
+                let other = get_with(&proxy, &ca.trust()).await;
                 assert_eq!(other, rustls::HandshakeKind::Full);
             }
             let expected = if tickets {

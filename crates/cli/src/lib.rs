@@ -11,4 +11,4 @@ pub mod tls;
 
 pub use file::{FileConfig, LoadError, Problem};
 pub use server::ServerConfig;
-pub use tls::{CertFiles, ListenerTls};
+pub use tls::{CertFiles, ListenerOptions, ListenerTls};

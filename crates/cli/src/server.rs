@@ -19,7 +19,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
 use switchyard::{body, headers, Body, ByteSize, ClientAddr, Proxy, ProxyFuture};
@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tower::Service;
 
 use crate::proxy_protocol;
-use crate::tls::{CertFiles, ListenerTls};
+use crate::tls::{CertFiles, ListenerOptions, ListenerTls};
 
 /// Limits on client connections, so that one bad client cannot hurt the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,12 +114,12 @@ impl ServerConfig {
             (Some(_), None) => return Err(problem("tls_key_file", "is needed with tls_cert_file")),
             (None, Some(_)) => return Err(problem("tls_cert_file", "is needed with tls_key_file")),
         };
-        let tls = ListenerTls::load(&default, &self.tls_certs, self.http2)?
-            .session_tickets(self.tls_session_tickets);
-        match &self.tls_client_ca_file {
-            Some(ca) => tls.verify_clients(ca).map(Some),
-            None => Ok(Some(tls)),
-        }
+        let options = ListenerOptions {
+            http2: self.http2,
+            session_tickets: self.tls_session_tickets,
+            client_ca_file: self.tls_client_ca_file.clone(),
+        };
+        ListenerTls::load(&default, &self.tls_certs, &options).map(Some)
     }
 
     /// Checks values that parse but cannot work.
@@ -219,15 +219,14 @@ pub async fn serve(
             client_cert: None,
         };
         if tls.is_none() && !config.proxy_protocol {
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%remote, error = %e, "connection ended with an error");
-                }
-            });
+            let io = TokioIo::new(stream);
+            tokio::spawn(connection(
+                &builder,
+                io,
+                service,
+                graceful.watcher(),
+                remote,
+            ));
             continue;
         }
         // A PROXY protocol header, a TLS handshake, or both come first: in the
@@ -236,55 +235,30 @@ pub async fn serve(
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let deadline = tokio::time::Instant::now() + config.header_read_timeout;
         let proxy_protocol = config.proxy_protocol;
-        let verifies_clients = config.tls_client_ca_file.is_some();
         tokio::spawn(async move {
             let (mut stream, mut service) = (stream, service);
             if proxy_protocol {
                 let header = proxy_protocol::read_header(&mut stream);
-                match tokio::time::timeout_at(deadline, header).await {
-                    Ok(Ok(Some(client))) => service.client = ClientAddr::new(client),
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "PROXY protocol header refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "PROXY protocol header timed out");
-                        return;
-                    }
+                let Some(client) = first(deadline, header, "PROXY protocol header", remote).await
+                else {
+                    return;
+                };
+                if let Some(client) = client {
+                    service.client = ClientAddr::new(client);
                 }
             }
             let Some(tls) = acceptor else {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(%remote, error = %e, "connection ended with an error");
-                }
+                let io = TokioIo::new(stream);
+                return connection(&builder, io, service, watcher, remote).await;
+            };
+            let handshake = tls.accept(stream);
+            let Some(stream) = first(deadline, handshake, "TLS handshake", remote).await else {
                 return;
             };
-            let stream = match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    if verifies_clients {
-                        service.client_cert = client_cert_header(stream.get_ref().1);
-                    }
-                    stream
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
+            // A client presents a certificate only when the listener asks for one, and
+            // then it has been verified.
+            service.client_cert = client_cert_header(stream.get_ref().1);
+            connection(&builder, TokioIo::new(stream), service, watcher, remote).await;
         });
     }
     drop(listener);
@@ -313,6 +287,49 @@ pub async fn serve(
                 open,
                 "shutdown timeout reached; closing the upgraded connections"
             );
+        }
+    }
+}
+
+/// Runs `step`, what comes before HTTP on a connection (`what`: its PROXY header, its TLS
+/// handshake), by `deadline`; logs why not and gives `None` when it fails or is late.
+async fn first<T, E: std::fmt::Display>(
+    deadline: tokio::time::Instant,
+    step: impl Future<Output = Result<T, E>>,
+    what: &str,
+    remote: SocketAddr,
+) -> Option<T> {
+    match tokio::time::timeout_at(deadline, step).await {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "{what} failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "{what} timed out");
+            None
+        }
+    }
+}
+
+/// Serves one client connection, with upgrades, under the graceful shutdown's `watcher`.
+fn connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: Connection,
+    watcher: Watcher,
+    remote: SocketAddr,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn = builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    let conn = watcher.watch(conn);
+    async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
     }
 }

@@ -49,9 +49,34 @@ pub struct ListenerTls {
     /// Swapped when the client CA file changes; the certificates are swapped in `current`.
     acceptor: ArcSwap<TlsAcceptor>,
     settings: Settings,
-    /// The contents of the files when they were last read, loaded or not (the client CA
-    /// file last): a change is tried once, and a broken set is reported once.
-    seen: ReloadLock<Vec<Vec<u8>>>,
+    /// The contents of the files when they were last read, loaded or not: a change is
+    /// tried once, and a broken set is reported once.
+    seen: ReloadLock<Contents>,
+}
+
+/// How a listener speaks TLS, besides its certificates.
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// Offer HTTP/2 in ALPN.
+    pub http2: bool,
+    /// Let returning clients resume with a session ticket: sealed with keys made at
+    /// start and rotated every 6 hours, as nginx and Go do by default. Without tickets
+    /// only the 256 most recent sessions can be resumed, each once.
+    pub session_tickets: bool,
+    /// Ask every client for a certificate, and refuse the handshake of a client without
+    /// one that the certificate authorities in this PEM file signed (mutual TLS). The
+    /// file is reloaded with the certificates.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        Self {
+            http2: true,
+            session_tickets: true,
+            client_ca_file: None,
+        }
+    }
 }
 
 /// What the acceptor is built with, besides the certificates.
@@ -62,8 +87,14 @@ struct Settings {
     tickets: Option<Arc<dyn ProducesTickets>>,
     /// The client CA file, when client certificates are verified.
     client_ca: Option<PathBuf>,
-    /// The verifier built from it at start (a reload builds its own).
-    verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// What the files held when read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Contents {
+    /// Certificate, key, certificate, key…, in the order of `ListenerTls::files`.
+    certificates: Vec<Vec<u8>>,
+    client_ca: Option<Vec<u8>>,
 }
 
 /// The configuration keys of one certificate's two files.
@@ -139,13 +170,13 @@ impl ResolvesServerCert for Current {
 
 impl ListenerTls {
     /// Loads `default`, for clients that send no name or one that no other certificate
-    /// is valid for, and `by_name`, each chosen for the names it is valid for; offers
-    /// HTTP/2 in ALPN when `http2`. Problems name the configuration key
-    /// (`tls_cert_file`, `tls_certs[1].key_file`…) and the file.
+    /// is valid for, and `by_name`, each chosen for the names it is valid for, with
+    /// `options`. Problems name the configuration key (`tls_cert_file`,
+    /// `tls_certs[1].key_file`, `tls_client_ca_file`…) and the file.
     pub fn load(
         default: &CertFiles,
         by_name: &[CertFiles],
-        http2: bool,
+        options: &ListenerOptions,
     ) -> Result<Self, ConfigProblem> {
         let mut files = vec![(
             default.clone(),
@@ -161,78 +192,33 @@ impl ListenerTls {
             };
             files.push((f.clone(), keys));
         }
-        let contents = read_all(&files)?;
-        let current = Arc::new(Current(ArcSwap::from_pointee(parse_all(
-            &files, &contents,
-        )?)));
-        let tickets = match rustls::crypto::ring::Ticketer::new() {
-            Ok(ticketer) => Some(ticketer),
-            Err(e) => {
-                tracing::warn!(error = %e, "no TLS session tickets");
-                None
+        let tickets = if options.session_tickets {
+            match rustls::crypto::ring::Ticketer::new() {
+                Ok(ticketer) => Some(ticketer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no TLS session tickets");
+                    None
+                }
             }
+        } else {
+            None
         };
         let settings = Settings {
-            http2,
+            http2: options.http2,
             tickets,
-            client_ca: None,
-            verifier: None,
+            client_ca: options.client_ca_file.clone(),
         };
+        let contents = read_all(&files, settings.client_ca.as_deref())?;
+        let certificates = parse_all(&files, &contents.certificates)?;
+        let verifier = client_verifier(settings.client_ca.as_deref(), &contents)?;
+        let current = Arc::new(Current(ArcSwap::from_pointee(certificates)));
         Ok(Self {
             files,
-            acceptor: ArcSwap::from_pointee(acceptor(&current, &settings, None)),
+            acceptor: ArcSwap::from_pointee(acceptor(&current, &settings, verifier)),
             current,
             settings,
             seen: ReloadLock::new(contents),
         })
-    }
-
-    /// Whether returning clients may resume with a session ticket (the default): sealed
-    /// with keys made at start and rotated every 6 hours, as nginx and Go do by default.
-    /// Without tickets only the 256 most recent sessions can be resumed, each once.
-    pub fn session_tickets(mut self, on: bool) -> Self {
-        if !on {
-            self.settings.tickets = None;
-            let verifier = self.settings.verifier.clone();
-            self.acceptor
-                .store(Arc::new(acceptor(&self.current, &self.settings, verifier)));
-        }
-        self
-    }
-
-    /// Asks every client for a certificate, and refuses the handshake of a client without
-    /// one that the certificate authorities in `ca_file` signed (mutual TLS). The file is
-    /// reloaded with the certificates. Problems name `tls_client_ca_file` and the file.
-    pub fn verify_clients(mut self, ca_file: &Path) -> Result<Self, ConfigProblem> {
-        self.settings.client_ca = Some(ca_file.to_owned());
-        let pem = std::fs::read(ca_file).map_err(|e| {
-            problem(
-                "tls_client_ca_file",
-                format!("cannot read {}: {e}", ca_file.display()),
-            )
-        })?;
-        let verifier = Some(Self::client_verifier(ca_file, &pem)?);
-        self.settings.verifier.clone_from(&verifier);
-        self.acceptor
-            .store(Arc::new(acceptor(&self.current, &self.settings, verifier)));
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(pem);
-        Ok(self)
-    }
-
-    /// The verifier of client certificates signed by the CAs in `pem`, the contents of
-    /// `path`.
-    fn client_verifier(
-        path: &Path,
-        pem: &[u8],
-    ) -> Result<Arc<dyn ClientCertVerifier>, ConfigProblem> {
-        let named = |m: String| problem("tls_client_ca_file", format!("{}: {m}", path.display()));
-        let roots = ca_roots(pem).map_err(named)?;
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
-            .build()
-            .map_err(|e| named(e.to_string()))
     }
 
     /// The acceptor for new connections.
@@ -252,34 +238,26 @@ impl ListenerTls {
     /// renewal half written, a key that does not fit) leave every certificate served as it
     /// was: the error names the key and the file.
     pub fn reload(&self) -> Result<bool, ConfigProblem> {
-        let mut contents = read_all(&self.files)?;
-        if let Some(path) = &self.settings.client_ca {
-            let pem = std::fs::read(path).map_err(|e| {
-                problem(
-                    "tls_client_ca_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            contents.push(pem);
-        }
+        let contents = read_all(&self.files, self.settings.client_ca.as_deref())?;
         let ca_changed = {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if *seen == contents {
                 return Ok(false);
             }
-            let ca_changed = self.settings.client_ca.is_some() && seen.last() != contents.last();
+            let ca_changed = seen.client_ca != contents.client_ca;
             seen.clone_from(&contents);
             ca_changed
         };
-        let certificates = parse_all(&self.files, &contents[..self.files.len() * 2])?;
         // All or nothing: the CA file is checked before the certificates are swapped.
-        let verifier = match (&self.settings.client_ca, contents.last()) {
-            (Some(path), Some(pem)) if ca_changed => Some(Self::client_verifier(path, pem)?),
-            _ => None,
+        let certificates = parse_all(&self.files, &contents.certificates)?;
+        let verifier = if ca_changed {
+            client_verifier(self.settings.client_ca.as_deref(), &contents)?
+        } else {
+            None
         };
         self.current.0.store(Arc::new(certificates));
-        if let Some(verifier) = verifier {
-            let rebuilt = acceptor(&self.current, &self.settings, Some(verifier));
+        if verifier.is_some() {
+            let rebuilt = acceptor(&self.current, &self.settings, verifier);
             self.acceptor.store(Arc::new(rebuilt));
         }
         Ok(true)
@@ -371,18 +349,44 @@ fn acceptor(
     TlsAcceptor::from(Arc::new(tls))
 }
 
-/// The contents of every file: certificate, key, certificate, key…
-fn read_all(files: &[(CertFiles, Keys)]) -> Result<Vec<Vec<u8>>, ConfigProblem> {
-    let read = |key: &str, path: &PathBuf| {
-        std::fs::read(path)
-            .map_err(|e| problem(key, format!("cannot read {}: {e}", path.display())))
-    };
-    let mut contents = Vec::with_capacity(files.len() * 2);
+/// The contents of every certificate and key file, and of the client CA file if any.
+fn read_all(
+    files: &[(CertFiles, Keys)],
+    client_ca: Option<&Path>,
+) -> Result<Contents, ConfigProblem> {
+    let mut certificates = Vec::with_capacity(files.len() * 2);
     for (f, keys) in files {
-        contents.push(read(&keys.cert, &f.cert_file)?);
-        contents.push(read(&keys.key, &f.key_file)?);
+        certificates.push(read(&keys.cert, &f.cert_file)?);
+        certificates.push(read(&keys.key, &f.key_file)?);
     }
-    Ok(contents)
+    let client_ca = client_ca
+        .map(|path| read("tls_client_ca_file", path))
+        .transpose()?;
+    Ok(Contents {
+        certificates,
+        client_ca,
+    })
+}
+
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigProblem> {
+    std::fs::read(path).map_err(|e| problem(key, format!("cannot read {}: {e}", path.display())))
+}
+
+/// The verifier of client certificates signed by the CAs in the client CA file at `path`,
+/// as `contents` holds it; `None` when clients are not verified.
+fn client_verifier(
+    path: Option<&Path>,
+    contents: &Contents,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, ConfigProblem> {
+    let (Some(path), Some(pem)) = (path, &contents.client_ca) else {
+        return Ok(None);
+    };
+    let named = |m: String| problem("tls_client_ca_file", format!("{}: {m}", path.display()));
+    let roots = ca_roots(pem).map_err(named)?;
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+        .build()
+        .map(Some)
+        .map_err(|e| named(e.to_string()))
 }
 
 fn parse_all(

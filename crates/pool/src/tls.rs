@@ -155,8 +155,12 @@ pub fn ca_roots(pem: &[u8]) -> Result<RootCertStore, String> {
 
 /// [`ca_roots`] with the contents of the file at `path`. Errors name the file.
 pub fn ca_roots_from_file(path: &Path) -> Result<RootCertStore, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    ca_roots(&pem).map_err(|e| format!("{}: {e}", path.display()))
+    ca_roots(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The contents of the file at `path`; the error names it.
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// A certificate chain and its private key, checked to fit each other: what a server
@@ -204,9 +208,6 @@ impl CertKey {
 
     /// [`from_pem`](Self::from_pem) with the contents of two files. Errors name the file.
     pub fn from_files(chain: &Path, key: &Path) -> Result<Self, CertKeyError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-        };
         let chain_pem = read(chain).map_err(CertKeyError::Certificate)?;
         let key_pem = read(key).map_err(CertKeyError::Key)?;
         Self::from_pem(&chain_pem, &key_pem).map_err(|e| match e {
