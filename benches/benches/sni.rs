@@ -4,7 +4,7 @@
 //! returns its DER).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use switchyard_cli::{CertFiles, ListenerOptions, ListenerTls};
+use switchyard_server::{CertFiles, ListenerOptions, ListenerTls};
 
 fn write_certificate(dir: &std::path::Path, name: &str) -> CertFiles {
     let key = rcgen::KeyPair::generate().unwrap();

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use switchyard::{Backend, Proxy, ProxyConfig};
-use switchyard_cli::ServerConfig;
+use switchyard_server::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -487,7 +487,7 @@ impl TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(switchyard_cli::server::serve(
+        let done = tokio::spawn(switchyard_server::serve(
             listener,
             proxy.clone(),
             server,

@@ -7,7 +7,8 @@ use axum::extract::ConnectInfo;
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use switchyard::ProxyConfig;
-use switchyard_cli::{admin, FileConfig, ServerConfig};
+use switchyard_admin::AdminConfig;
+use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, client, full, get, send, TestBackend, TestProxy};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -19,13 +20,17 @@ struct Admin {
 }
 
 async fn start_admin(proxy: &TestProxy, token: Option<&str>) -> Admin {
-    let mut file = FileConfig::default();
-    file.admin.token = token.map(str::to_owned);
+    let admin = AdminConfig {
+        token: token.map(str::to_owned),
+        ..AdminConfig::default()
+    };
+    // The configuration `GET /config` shows, as the binary's file has it.
+    let shown = json!({ "admin": &admin, "proxy": ProxyConfig::default() });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = admin::router(proxy.proxy.clone(), &file);
-    tokio::spawn(admin::serve(listener, router, async {
+    let router = switchyard_admin::router(proxy.proxy.clone(), &admin, &shown);
+    tokio::spawn(switchyard_admin::serve(listener, router, async {
         let _ = stopped.await;
     }));
     Admin {
@@ -167,7 +172,7 @@ async fn a_token_is_required_when_configured_and_never_shown() {
 #[tokio::test]
 async fn without_a_token_only_loopback_clients_are_served() {
     let (_a, _b, proxy) = two().await;
-    let router = admin::router(proxy.proxy.clone(), &FileConfig::default());
+    let router = switchyard_admin::router(proxy.proxy.clone(), &AdminConfig::default(), &());
     let from = |peer: SocketAddr| {
         let mut req = Request::get("/healthz")
             .body(axum::body::Body::empty())

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use switchyard::{Backend, BreakerState, ProxyConfig};
-use switchyard_cli::ServerConfig;
+use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, backend_with, client, get, BackendOptions, TestProxy};
 
 fn failing() -> BackendOptions {

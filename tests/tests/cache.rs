@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use switchyard::ProxyConfig;
-use switchyard_cli::ServerConfig;
+use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, client, full, TestProxy};
 
 async fn fetch(proxy: &TestProxy, method: &str, path: &str) -> (StatusCode, String, String) {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use switchyard::ProxyConfig;
-use switchyard_cli::{admin, FileConfig, ServerConfig};
+use switchyard_admin::AdminConfig;
+use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, client, get, TestProxy};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -49,8 +50,8 @@ async fn the_dashboard_lists_backends_and_shows_one_failing() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = admin::router(proxy.proxy.clone(), &FileConfig::default());
-    tokio::spawn(admin::serve(listener, router, async {
+    let router = switchyard_admin::router(proxy.proxy.clone(), &AdminConfig::default(), &());
+    tokio::spawn(switchyard_admin::serve(listener, router, async {
         let _ = stopped.await;
     }));
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use switchyard::{Backend, ProxyConfig};
-use switchyard_cli::ServerConfig;
+use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, client, full, get, h2_client, send, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

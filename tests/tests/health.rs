@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use switchyard::{AdminState, Health, ProxyConfig};
-use switchyard_cli::ServerConfig;
+use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, client, get, TestProxy};
 
 fn checked() -> ProxyConfig {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use http::{Request, StatusCode};
 use switchyard::{ProxyConfig, TextFormat};
-use switchyard_cli::ServerConfig;
+use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, backend_with, client, full, BackendOptions, TestProxy};
 
 /// The value of the Prometheus sample `series` (name and labels as written).

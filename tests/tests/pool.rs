@@ -9,10 +9,10 @@ use futures::future::join_all;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use switchyard::{Backend, ErrorKind, ProxyConfig};
-use switchyard_cli::ServerConfig;
 use switchyard_pool::{
     ConnectError, ConnectErrorKind, Pool, PoolConfig, PoolStats, PoolTimeout, Protocol,
 };
+use switchyard_server::ServerConfig;
 use switchyard_tests::{
     backend, backend_with, client, get, BackendOptions, TestBackend, TestProxy,
 };

@@ -4,8 +4,8 @@
 
 use http::StatusCode;
 use http_body_util::BodyExt;
-use switchyard_cli::ServerConfig;
 use switchyard_pool::Protocol;
+use switchyard_server::ServerConfig;
 use switchyard_tests::{h1_get_on, TestBackend, TestCa, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

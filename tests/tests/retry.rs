@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{Request, StatusCode};
 use switchyard::{Backend, ProxyConfig};
-use switchyard_cli::ServerConfig;
+use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, backend_with, client, full, get, send, BackendOptions, TestProxy};
 
 fn unavailable() -> BackendOptions {

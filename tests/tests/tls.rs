@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use switchyard::{Health, ProxyConfig};
-use switchyard_cli::ServerConfig;
 use switchyard_pool::{ConnectError, ConnectErrorKind, Pool, PoolConfig, Protocol, TlsConfig};
+use switchyard_server::ServerConfig;
 use switchyard_tests::{
     client, get, tls_backend, tls_backend_requiring_client_cert, tls_backend_with_alpn,
     TestBackend, TestCa, TestProxy,
@@ -290,7 +290,7 @@ mod listener {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use std::sync::Arc;
     use switchyard::CertKey;
-    use switchyard_cli::{CertFiles, ListenerOptions, ListenerTls};
+    use switchyard_server::{CertFiles, ListenerOptions, ListenerTls};
     use switchyard_tests::h1_get_on;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use switchyard::{Backend, Proxy};
-use switchyard_cli::ServerConfig;
+use switchyard_server::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -85,7 +85,7 @@ async fn serve(proxy: Proxy) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = ServerConfig::default();
-    tokio::spawn(switchyard_cli::server::serve(
+    tokio::spawn(switchyard_server::serve(
         listener,
         proxy,
         config,
@@ -236,7 +236,7 @@ async fn shutdown_waits_for_open_tunnels_to_close() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchyard_cli::server::serve(
+    let server = tokio::spawn(switchyard_server::serve(
         listener,
         proxy.clone(),
         ServerConfig::default(),

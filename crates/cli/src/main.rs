@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::{Backend, Proxy};
-use switchyard_cli::{admin, demo, reload, server, FileConfig};
+use switchyard_cli::{demo, reload, FileConfig};
+use switchyard_server::shutdown_signal;
 use tokio::net::TcpListener;
 
 // A proxy allocates and frees small buffers and futures on every request; mimalloc's
@@ -169,19 +170,14 @@ fn run(
     threads: Option<usize>,
     main: impl std::future::Future<Output = Result<(), String>>,
 ) -> ExitCode {
-    let runtime = match threads {
-        Some(0 | 1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+    let mut runtime = match threads {
+        Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
     };
-    let result = match runtime {
+    if let Some(n @ 2..) = threads {
+        runtime.worker_threads(n);
+    }
+    let result = match runtime.enable_all().build() {
         Ok(rt) => rt.block_on(main),
         Err(e) => Err(format!("cannot start the runtime: {e}")),
     };
@@ -231,47 +227,38 @@ async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Resul
         tracing::warn!("no backends configured: every request will get 503");
     }
     if file.admin.enabled {
-        let admin = TcpListener::bind(file.admin.listen).await.map_err(|e| {
+        spawn_admin(&proxy, &file).await.map_err(|e| {
             format!(
                 "cannot listen on {} (admin.listen): {e}; pick another with --admin or turn it off with --no-admin",
                 file.admin.listen
             )
         })?;
         tracing::info!(admin = %file.admin.listen, "admin API and dashboard listening");
-        tokio::spawn(admin::serve(
-            admin,
-            admin::router(proxy.clone(), &file),
-            shutdown_signal(),
-        ));
     }
+    // SIGHUP reloads the file's backends, and the certificates (which the server watches).
     #[cfg(unix)]
     {
-        use futures::StreamExt;
         use tokio::signal::unix::{signal, SignalKind};
-        let hangups = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
-        let mut hangups = Box::pin(futures::stream::unfold(hangups, |mut s| async move {
-            s.recv().await.map(|()| ((), s))
-        }));
-        match reload {
-            Some((path, loaded)) => {
-                tokio::spawn(reload::on_signals(path, proxy.clone(), loaded, hangups));
+        let mut hangups =
+            signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let mut reload = reload;
+            while hangups.recv().await.is_some() {
+                match &mut reload {
+                    Some((path, loaded)) => reload::reread(path, &proxy, loaded),
+                    None => tracing::warn!(
+                        "SIGHUP: the backends do not come from a --config file; nothing to reload"
+                    ),
+                }
             }
-            None => {
-                tokio::spawn(async move {
-                    while hangups.next().await.is_some() {
-                        tracing::warn!(
-                            "SIGHUP: the backends do not come from a --config file; nothing to reload"
-                        );
-                    }
-                });
-            }
-        }
+        });
     }
     #[cfg(not(unix))]
     drop(reload);
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
-    server::serve(listener, proxy, file.server, shutdown_signal()).await;
+    switchyard_server::serve(listener, proxy, file.server, shutdown_signal()).await;
     Ok(())
 }
 
@@ -302,36 +289,20 @@ async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), St
         ..Default::default()
     };
     // The demo runs without its dashboard rather than not at all.
-    let admin = match TcpListener::bind(admin_listen).await {
-        Ok(admin) => {
-            let bound = admin.local_addr().unwrap_or(admin_listen);
-            tokio::spawn(admin::serve(
-                admin,
-                admin::router(proxy.clone(), &file),
-                shutdown_signal(),
-            ));
-            Some(bound)
-        }
-        Err(e) => {
-            tracing::warn!(admin = %admin_listen, error = %e, "no dashboard: cannot listen (pick another address with --admin)");
-            None
-        }
-    };
-    println!("{}", demo::banner(listen, &backends, admin));
-    server::serve(listener, proxy, Default::default(), shutdown_signal()).await;
+    let admin = spawn_admin(&proxy, &file).await.map_err(|e| {
+        tracing::warn!(admin = %admin_listen, error = %e, "no dashboard: cannot listen (pick another address with --admin)");
+    });
+    println!("{}", demo::banner(listen, &backends, admin.ok()));
+    switchyard_server::serve(listener, proxy, Default::default(), shutdown_signal()).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+/// Serves the admin API over `proxy` as `file` configures it, until shutdown; returns the
+/// address it listens on.
+async fn spawn_admin(proxy: &Proxy, file: &FileConfig) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(file.admin.listen).await?;
+    let bound = listener.local_addr().unwrap_or(file.admin.listen);
+    let router = switchyard_admin::router(proxy.clone(), &file.admin, file);
+    tokio::spawn(switchyard_admin::serve(listener, router, shutdown_signal()));
+    Ok(bound)
 }

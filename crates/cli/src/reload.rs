@@ -1,101 +1,20 @@
 //! Reloading the configuration file while the proxy runs: the backends that changed in
-//! the file since it was last loaded are added, removed or updated in place. Backends
-//! added or changed through the admin API since then are left as they are, unless the
-//! file changed the same backend.
+//! the file since it was last loaded are added, removed or updated in place
+//! ([`switchyard_admin::apply_backends`]); the other sections are read only at start.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::path::PathBuf;
+use std::path::Path;
 
-use switchyard::{Backend, Proxy};
+use switchyard::Proxy;
+pub use switchyard_admin::Reloaded;
 
 use crate::FileConfig;
 
-/// What applying a new version of the file changed, and what it could not.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reloaded {
-    /// Ids of the backends added.
-    pub added: Vec<String>,
-    /// Ids of the backends removed.
-    pub removed: Vec<String>,
-    /// Ids of the backends whose URL, protocol, weight or state changed.
-    pub updated: Vec<String>,
-    /// Backends the file changed that could not be changed, with why.
-    pub failed: Vec<(String, String)>,
-    /// Sections that changed but are read only at start: `listen`, `admin`, `server`
-    /// (but for the certificate's contents, which reload on their own) and `proxy`.
-    pub need_restart: Vec<&'static str>,
-}
-
-impl Reloaded {
-    /// Whether the new file changed nothing.
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-impl fmt::Display for Reloaded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() {
-            return f.write_str("nothing changed");
-        }
-        let mut parts = Vec::new();
-        for (what, ids) in [
-            ("added", &self.added),
-            ("removed", &self.removed),
-            ("updated", &self.updated),
-        ] {
-            if !ids.is_empty() {
-                parts.push(format!("{what} {}", ids.join(", ")));
-            }
-        }
-        for (id, why) in &self.failed {
-            parts.push(format!("backend {id} not changed: {why}"));
-        }
-        if !self.need_restart.is_empty() {
-            parts.push(format!(
-                "changes to {} take effect after a restart",
-                self.need_restart.join(", ")
-            ));
-        }
-        f.write_str(&parts.join("; "))
-    }
-}
-
-/// Applies to `proxy` what changed from `old` to `new`. Backends are matched by id: one
-/// only in `new` is added, one only in `old` is removed (requests in flight on it
-/// finish), and one whose URL or protocol changed is replaced by a fresh one (new
-/// connections, new health). A change of weight or of `active` is made in place. A backend
-/// the admin API removed in the meantime is added back only if the file changed it.
+/// Applies to `proxy` what changed from `old` to `new`: the backends (see
+/// [`switchyard_admin::apply_backends`]), and in [`Reloaded::need_restart`] the sections
+/// read only at start that changed: `listen`, `admin`, `server` (but for the certificate's
+/// contents, which reload on their own) and `proxy`.
 pub fn apply(proxy: &Proxy, old: &FileConfig, new: &FileConfig) -> Reloaded {
-    let mut done = Reloaded::default();
-    let before: HashMap<&str, &Backend> = old.backends.iter().map(|b| (b.id.as_str(), b)).collect();
-    let after: HashMap<&str, &Backend> = new.backends.iter().map(|b| (b.id.as_str(), b)).collect();
-    for b in &old.backends {
-        if !after.contains_key(b.id.as_str()) {
-            match proxy.remove_backend(&b.id) {
-                Ok(_) => done.removed.push(b.id.clone()),
-                // Already removed through the admin API: the file agrees now.
-                Err(switchyard::BackendError::NotFound(_)) => {}
-                Err(e) => done.failed.push((b.id.clone(), e.to_string())),
-            }
-        }
-    }
-    for b in &new.backends {
-        let result = match before.get(b.id.as_str()) {
-            None => proxy.add_backend(b.clone()).map(|()| &mut done.added),
-            Some(was) if *was == b => continue,
-            Some(was) if was.url != b.url || was.protocol != b.protocol => {
-                let _ = proxy.remove_backend(&b.id);
-                proxy.add_backend(b.clone()).map(|()| &mut done.updated)
-            }
-            Some(was) => update_in_place(proxy, was, b).map(|()| &mut done.updated),
-        };
-        match result {
-            Ok(list) => list.push(b.id.clone()),
-            Err(e) => done.failed.push((b.id.clone(), e.to_string())),
-        }
-    }
+    let mut done = switchyard_admin::apply_backends(proxy, &old.backends, &new.backends);
     for (section, changed) in [
         ("listen", old.listen != new.listen),
         ("admin", old.admin != new.admin),
@@ -109,164 +28,20 @@ pub fn apply(proxy: &Proxy, old: &FileConfig, new: &FileConfig) -> Reloaded {
     done
 }
 
-fn update_in_place(
-    proxy: &Proxy,
-    was: &Backend,
-    now: &Backend,
-) -> Result<(), switchyard::BackendError> {
-    if was.weight != now.weight {
-        proxy.set_weight(&now.id, now.weight)?;
-    }
-    match (was.active, now.active) {
-        (false, true) => proxy.enable_backend(&now.id),
-        (true, false) => proxy.disable_backend(&now.id),
-        _ => Ok(()),
-    }
-}
-
-/// Re-reads `path` each time `signals` yields, and applies what changed to `proxy`
-/// (see [`apply`]), starting from `loaded`, the file as it was read at start. A file
-/// that no longer loads is reported with every problem in it, and nothing changes.
-pub async fn on_signals(
-    path: PathBuf,
-    proxy: Proxy,
-    mut loaded: FileConfig,
-    mut signals: impl futures::Stream<Item = ()> + Unpin,
-) {
-    use futures::StreamExt;
-    while signals.next().await.is_some() {
-        match FileConfig::load(&path) {
-            Ok(file) => {
-                let done = apply(&proxy, &loaded, &file);
-                if done.failed.is_empty() {
-                    tracing::info!(file = %path.display(), "configuration reloaded: {done}");
-                } else {
-                    tracing::warn!(file = %path.display(), "configuration reloaded: {done}");
-                }
-                loaded = file;
+/// Reads `path` again and applies what changed to `proxy` (see [`apply`]) since
+/// `loaded`, the file as it was last read, which it then replaces. A file that no longer
+/// loads is reported with every problem in it, and nothing changes.
+pub fn reread(path: &Path, proxy: &Proxy, loaded: &mut FileConfig) {
+    match FileConfig::load(path) {
+        Ok(file) => {
+            let done = apply(proxy, loaded, &file);
+            if done.failed.is_empty() {
+                tracing::info!(file = %path.display(), "configuration reloaded: {done}");
+            } else {
+                tracing::warn!(file = %path.display(), "configuration reloaded: {done}");
             }
-            Err(e) => tracing::error!("configuration not reloaded: {e}"),
+            *loaded = file;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use switchyard::{Protocol, ProxyConfig};
-
-    fn backend(id: &str, url: &str, weight: u32, active: bool) -> Backend {
-        Backend {
-            weight,
-            active,
-            ..Backend::new(id, url.parse().unwrap())
-        }
-    }
-
-    fn file(backends: Vec<Backend>) -> FileConfig {
-        FileConfig {
-            proxy: ProxyConfig {
-                health_check_enabled: false,
-                ..ProxyConfig::default()
-            },
-            backends,
-            ..FileConfig::default()
-        }
-    }
-
-    fn proxy_for(file: &FileConfig) -> Proxy {
-        let proxy = Proxy::new(file.proxy.clone());
-        for b in &file.backends {
-            proxy.add_backend(b.clone()).unwrap();
-        }
-        proxy
-    }
-
-    fn listed(proxy: &Proxy) -> Vec<(String, String, u32, bool)> {
-        let mut list: Vec<_> = proxy
-            .list_backends()
-            .into_iter()
-            .map(|b| (b.id, b.url.to_string(), b.weight, b.active))
-            .collect();
-        list.sort();
-        list
-    }
-
-    fn row(id: &str, url: &str, weight: u32, active: bool) -> (String, String, u32, bool) {
-        (id.into(), url.into(), weight, active)
-    }
-
-    #[tokio::test]
-    async fn backends_are_added_removed_and_updated_by_id() {
-        let old = file(vec![
-            backend("a", "http://127.0.0.1:1001", 1, true),
-            backend("b", "http://127.0.0.1:1002", 1, true),
-            backend("c", "http://127.0.0.1:1003", 1, true),
-        ]);
-        let proxy = proxy_for(&old);
-        let new = file(vec![
-            backend("a", "http://127.0.0.1:1001", 3, false),
-            backend("c", "http://127.0.0.1:2003", 1, true),
-            backend("d", "http://127.0.0.1:1004", 2, true),
-        ]);
-        let done = apply(&proxy, &old, &new);
-        assert_eq!(done.added, ["d"]);
-        assert_eq!(done.removed, ["b"]);
-        assert_eq!(done.updated, ["a", "c"]);
-        assert!(
-            done.failed.is_empty() && done.need_restart.is_empty(),
-            "{done:?}"
-        );
-        assert_eq!(
-            listed(&proxy),
-            [
-                row("a", "http://127.0.0.1:1001/", 3, false),
-                row("c", "http://127.0.0.1:2003/", 1, true),
-                row("d", "http://127.0.0.1:1004/", 2, true),
-            ]
-        );
-        assert_eq!(apply(&proxy, &new, &new).to_string(), "nothing changed");
-    }
-
-    /// What the admin API changed stays, unless the file changed the same backend; an id
-    /// the admin API took first is reported, not overwritten.
-    #[tokio::test]
-    async fn admin_changes_the_file_did_not_touch_are_kept() {
-        let old = file(vec![backend("a", "http://127.0.0.1:1001", 1, true)]);
-        let proxy = proxy_for(&old);
-        proxy.set_weight("a", 5).unwrap();
-        proxy
-            .add_backend(backend("x", "http://127.0.0.1:1009", 1, true))
-            .unwrap();
-
-        let mut new = file(vec![
-            backend("a", "http://127.0.0.1:1001", 1, true),
-            backend("x", "http://127.0.0.1:2009", 1, true),
-            backend("h2", "http://127.0.0.1:1010", 1, true),
-        ]);
-        new.backends[2].protocol = Protocol::Http2;
-        let done = apply(&proxy, &old, &new);
-        assert_eq!(done.added, ["h2"]);
-        assert_eq!(done.failed.len(), 1, "{done:?}");
-        assert_eq!(done.failed[0].0, "x");
-        assert!(done.to_string().contains("backend x not changed"), "{done}");
-        let list = listed(&proxy);
-        assert_eq!(list[0], row("a", "http://127.0.0.1:1001/", 5, true));
-        assert_eq!(list[2], row("x", "http://127.0.0.1:1009/", 1, true));
-    }
-
-    #[tokio::test]
-    async fn settings_read_only_at_start_are_reported() {
-        let old = file(Vec::new());
-        let proxy = proxy_for(&old);
-        let mut new = old.clone();
-        new.proxy.max_retries += 1;
-        new.server.http2 = false;
-        let done = apply(&proxy, &old, &new);
-        assert_eq!(done.need_restart, ["server", "proxy"]);
-        assert_eq!(
-            done.to_string(),
-            "changes to server, proxy take effect after a restart"
-        );
+        Err(e) => tracing::error!("configuration not reloaded: {e}"),
     }
 }

@@ -5,8 +5,9 @@
 //!   `Proxy-Connection`, `TE` (except `TE: trailers`, which gRPC needs end to end),
 //!   `Trailer`, `Transfer-Encoding`, `Upgrade` (RFC 9110 §7.6.1);
 //! - appends the client's address to `X-Forwarded-For` (from the [`ClientAddr`] request
-//!   extension, which the server inserts), and sets `X-Forwarded-Proto` and
-//!   `X-Forwarded-Host`;
+//!   extension, which the server, `switchyard-server`, inserts), and sets
+//!   `X-Forwarded-Proto` and `X-Forwarded-Host`; with a client certificate in that
+//!   extension, sets `X-Forwarded-Client-Cert` in place of any the client sent;
 //! - appends `Via: <version> switchyard`;
 //! - keeps the client's `Host` (also for HTTP/2 clients, whose host is the URI authority),
 //!   or with `preserve_host(false)` drops it so the backend's authority is sent.
@@ -34,8 +35,10 @@ use tower::{Layer, Service};
 
 use crate::upgrade::{self, Tunnels, Upgrade};
 
-/// The address of the client connection, inserted into request extensions by the server
-/// so that [`ProxyHeaders`] can append it to `X-Forwarded-For`.
+/// The client of a connection, inserted into every request's extensions by the server
+/// (`switchyard-server`) so that [`ProxyHeaders`] can append its address to
+/// `X-Forwarded-For`, and name its certificate in `X-Forwarded-Client-Cert`. A request
+/// without one gets no `X-Forwarded-For` entry.
 ///
 /// Build it once per connection: it keeps the address's header form, so a request costs
 /// a reference count instead of formatting the address.
@@ -43,6 +46,7 @@ use crate::upgrade::{self, Tunnels, Upgrade};
 pub struct ClientAddr {
     addr: SocketAddr,
     ip: HeaderValue,
+    cert: Option<HeaderValue>,
 }
 
 impl ClientAddr {
@@ -50,7 +54,24 @@ impl ClientAddr {
     pub fn new(addr: SocketAddr) -> Self {
         let ip = HeaderValue::try_from(addr.ip().to_string())
             .expect("an IP address is a valid header value");
-        Self { addr, ip }
+        Self {
+            addr,
+            ip,
+            cert: None,
+        }
+    }
+
+    /// The client presented a certificate that the listener verified: `value` (as
+    /// `Hash=<hex SHA-256>`) is sent as `X-Forwarded-Client-Cert`, in place of any the
+    /// client sent.
+    pub fn with_forwarded_cert(mut self, value: HeaderValue) -> Self {
+        self.cert = Some(value);
+        self
+    }
+
+    /// The `X-Forwarded-Client-Cert` value naming the client's verified certificate.
+    pub fn forwarded_cert(&self) -> Option<&HeaderValue> {
+        self.cert.as_ref()
     }
 
     /// The client's socket address.
@@ -70,6 +91,7 @@ const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -114,18 +136,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-/// [`strip_hop_by_hop`] for a request on its way to a backend: an HTTP/1.1 upgrade
-/// request (`Connection: upgrade` and `Upgrade`) whose connection can be handed over (hyper
-/// put its upgrade handle in the extensions) keeps those two, so that [`ProxyHeaders`] can
-/// forward the upgrade. For a server that strips before the proxy sees the request.
-pub fn strip_request_hop_by_hop<B>(req: &mut Request<B>) {
-    let upgrade = upgrade::requested(req);
-    strip_hop_by_hop(req.headers_mut());
-    if let Some(protocol) = upgrade {
-        upgrade::restore_request(req, protocol);
     }
 }
 
@@ -176,15 +186,18 @@ pub fn prepare_request<B>(req: &mut Request<B>, preserve_host: bool) {
         Some("https") => "https",
         _ => "http",
     });
-    let client = req.extensions().get::<ClientAddr>().map(|c| c.ip.clone());
+    let client = req.extensions().get::<ClientAddr>().cloned();
     let version = req.version();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     // X-Forwarded-For/-Proto/-Host and Via: grow the map once, not per insert.
     headers.reserve(4);
 
-    if let Some(ip) = &client {
-        append_forwarded_for(headers, ip);
+    if let Some(client) = client {
+        append_forwarded_for(headers, &client.ip);
+        if let Some(cert) = client.cert {
+            headers.insert(X_FORWARDED_CLIENT_CERT.clone(), cert);
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), proto);
     if let Some(host) = &host {

@@ -1,4 +1,8 @@
-//! The admin API and dashboard, on their own listener.
+//! The admin API and dashboard of a running [`Proxy`], on their own listener: change the
+//! backends without a restart, look at their health, breakers, pools and metrics, purge
+//! the cache. [`router`] builds it as an axum `Router`; [`serve`] serves it.
+//! [`apply_backends`] applies a new list of backends, as from a configuration file read
+//! again, without undoing what the API changed.
 //!
 //! | route | what |
 //! |---|---|
@@ -32,7 +36,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use switchyard::{
     AdminState, Backend, BackendError, BackendSnapshot, PoolStats, Proxy, TextFormat,
@@ -40,7 +44,9 @@ use switchyard::{
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::FileConfig;
+mod reload;
+
+pub use reload::{apply_backends, Reloaded};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -51,10 +57,47 @@ struct Admin {
     config: Arc<Value>,
 }
 
-/// The admin API over `proxy`, configured by `file` (its `[admin]` token, and the whole
-/// file for `GET /config`).
-pub fn router(proxy: Proxy, file: &FileConfig) -> Router {
-    let mut config = serde_json::to_value(file).unwrap_or(Value::Null);
+/// The admin listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether the admin API and dashboard are served.
+    pub enabled: bool,
+    /// Where the admin API listens; loopback unless a token is set.
+    pub listen: SocketAddr,
+    /// Bearer token every admin request must carry, when set.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token: None,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Why these settings cannot be served, as (key, message): an empty token, or a
+    /// listener off loopback without a token.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        match &self.token {
+            Some(token) if token.is_empty() => Some(("admin.token", "must not be empty")),
+            None if !self.listen.ip().is_loopback() => Some((
+                "admin.listen",
+                "a non-loopback admin listener needs `admin.token`",
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The admin API over `proxy`, with `admin`'s token, showing `config` at `GET /config`
+/// (the whole configuration, in which `admin.token`, the token, is redacted).
+pub fn router(proxy: Proxy, admin: &AdminConfig, config: &impl Serialize) -> Router {
+    let mut config = serde_json::to_value(config).unwrap_or(Value::Null);
     if let Some(token) = config.pointer_mut("/admin/token") {
         if !token.is_null() {
             *token = Value::String("<redacted>".into());
@@ -62,7 +105,7 @@ pub fn router(proxy: Proxy, file: &FileConfig) -> Router {
     }
     let admin = Admin {
         proxy,
-        token: file.admin.token.as_deref().map(Arc::from),
+        token: admin.token.as_deref().map(Arc::from),
         config: Arc::new(config),
     };
     Router::new()

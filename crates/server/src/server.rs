@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::future::{self, Either};
 use pin_project_lite::pin_project;
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Limited;
 use hyper::body::Incoming;
@@ -22,9 +22,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
-use switchyard::{body, headers, Body, ByteSize, ClientAddr, Proxy, ProxyFuture};
+use switchyard::{body, Body, ByteSize, ClientAddr, Proxy};
 use tokio::net::TcpListener;
-use tower::Service;
+use tower::util::{Oneshot, ServiceExt};
 
 use crate::proxy_protocol;
 use crate::tls::{CertFiles, ListenerOptions, ListenerTls};
@@ -216,7 +216,6 @@ pub async fn serve(
             client: ClientAddr::new(remote),
             max_body,
             tls: tls.is_some(),
-            client_cert: None,
         };
         if tls.is_none() && !config.proxy_protocol {
             let io = TokioIo::new(stream);
@@ -257,7 +256,9 @@ pub async fn serve(
             };
             // A client presents a certificate only when the listener asks for one, and
             // then it has been verified.
-            service.client_cert = client_cert_header(stream.get_ref().1);
+            if let Some(cert) = client_cert_header(stream.get_ref().1) {
+                service.client = service.client.with_forwarded_cert(cert);
+            }
             connection(&builder, TokioIo::new(stream), service, watcher, remote).await;
         });
     }
@@ -289,6 +290,22 @@ pub async fn serve(
             );
         }
     }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM: the `shutdown` of [`serve`] for a
+/// process that stops when told to.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Runs `step`, what comes before HTTP on a connection (`what`: its PROXY header, its TLS
@@ -334,8 +351,6 @@ where
     }
 }
 
-static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
-
 /// `X-Forwarded-Client-Cert` for a client that presented a verified certificate, in
 /// Envoy's form: `Hash=` and the SHA-256 of the certificate's DER, in hex.
 fn client_cert_header(tls: &rustls::ServerConnection) -> Option<HeaderValue> {
@@ -361,32 +376,35 @@ impl Drop for AbortOnDrop {
 
 type Ready = future::Ready<Result<Response<Body>, Infallible>>;
 
+/// What a request to the proxy is: the proxy readied (`poll_ready`) and then called.
+type Call = Oneshot<Proxy, Request<Body>>;
+
 /// The service of one client connection.
 struct Connection {
     proxy: Proxy,
+    /// The client, for `X-Forwarded-For` (and, when the listener verifies client
+    /// certificates, `X-Forwarded-Client-Cert`): set on every request as an extension.
     client: ClientAddr,
     max_body: Option<u64>,
     /// The connection is TLS: HTTP/1.1 requests are `https` ones.
     tls: bool,
-    /// When the listener verifies client certificates: the `X-Forwarded-Client-Cert`
-    /// naming this connection's, set on every request in place of what the client sent.
-    client_cert: Option<HeaderValue>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Either<Ready, AccessLog<ProxyFuture>>;
+    type Future = Either<Ready, AccessLog<Call>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         handle(self, req)
     }
 }
 
-/// One request: the client's address for `X-Forwarded-For`, the body limit, and the
-/// access log line. No async block: the future is the proxy's own, wrapped once.
-fn handle(conn: &Connection, mut req: Request<Incoming>) -> Either<Ready, AccessLog<ProxyFuture>> {
-    let (proxy, client, max_body, tls) = (&conn.proxy, &conn.client, conn.max_body, conn.tls);
+/// One request: the client's address for [`ProxyHeaders`](switchyard::ProxyHeaders), the
+/// body limit, and the access log line. No async block: the future is the proxy's own
+/// (readied, then called), wrapped once.
+fn handle(conn: &Connection, mut req: Request<Incoming>) -> Either<Ready, AccessLog<Call>> {
+    let (client, max_body, tls) = (&conn.client, conn.max_body, conn.tls);
     if req.method() == http::Method::CONNECT {
         // A tunnel to a host of the client's choosing is a forward proxy's job (and an
         // HTTP/2 extended CONNECT, a WebSocket over HTTP/2, is not supported): refused
@@ -418,25 +436,18 @@ fn handle(conn: &Connection, mut req: Request<Incoming>) -> Either<Ready, Access
             start: tokio::time::Instant::now(),
         })
     });
-    // X-Forwarded-For is appended here, where the client is known, instead of through a
-    // `ClientAddr` request extension: that saves an extension map per request. Stripping
-    // first keeps the order ProxyHeaders uses (a client cannot have its own address removed
-    // by listing X-Forwarded-For in `Connection`); ProxyHeaders' own pass is then a no-op,
-    // but for an upgrade's `Connection: upgrade`, which it keeps.
-    headers::strip_request_hop_by_hop(&mut req);
-    headers::append_forwarded_for(req.headers_mut(), client.ip());
-    if let Some(cert) = &conn.client_cert {
-        req.headers_mut()
-            .insert(X_FORWARDED_CLIENT_CERT.clone(), cert.clone());
-    }
-    let mut proxy = proxy.clone();
-    let inner = match max_body {
+    // ProxyHeaders takes the client's address (and certificate) from here, after it has
+    // removed the hop-by-hop headers: a client cannot strip them by listing them in
+    // `Connection`.
+    req.extensions_mut().insert(client.clone());
+    let req = match max_body {
         Some(max) => {
             let limit = usize::try_from(max).unwrap_or(usize::MAX);
-            proxy.call(req.map(|b| body::boxed(Limited::new(b, limit))))
+            req.map(|b| body::boxed(Limited::new(b, limit)))
         }
-        None => proxy.call(req),
+        None => req.map(body::boxed),
     };
+    let inner = conn.proxy.clone().oneshot(req);
     Either::Right(AccessLog { inner, log })
 }
 

@@ -1,0 +1,16 @@
+//! The listener side of switchyard: serves a [`Proxy`](switchyard::Proxy) to clients.
+//!
+//! [`serve`] accepts connections and speaks HTTP/1.1 and HTTP/2 on them, over TLS when
+//! [`ServerConfig`] names certificates ([`ListenerTls`]: SNI, client certificates, reload
+//! without a restart), after a PROXY protocol header when a load balancer sends one. It
+//! bounds how long a client may take to send a request's header, fills in the client's
+//! address ([`switchyard::ClientAddr`]) for the proxy's `X-Forwarded-For`, writes the
+//! access log (`switchyard::access` at `DEBUG`), and shuts down gracefully, upgraded
+//! connections (WebSockets) included.
+
+pub mod proxy_protocol;
+mod server;
+mod tls;
+
+pub use server::{serve, shutdown_signal, ServerConfig};
+pub use tls::{CertFiles, ListenerOptions, ListenerTls};
