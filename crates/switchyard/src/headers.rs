@@ -433,6 +433,24 @@ mod tests {
         assert_eq!(h["x-end-to-end"], "kept");
     }
 
+    /// The client's own address and verified certificate are set after the hop-by-hop
+    /// headers are gone: naming them in `Connection` does not remove them.
+    #[test]
+    fn the_client_cannot_strip_what_the_server_says_about_it() {
+        let mut req = request(&[
+            ("connection", "x-forwarded-for, x-forwarded-client-cert"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-client-cert", "Hash=forged"),
+        ]);
+        let client = ClientAddr::new("10.0.0.7:5555".parse().unwrap())
+            .with_forwarded_cert(HeaderValue::from_static("Hash=00ff"));
+        req.extensions_mut().insert(client);
+        prepare_request(&mut req, true);
+        let h = req.headers();
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(h["x-forwarded-client-cert"], "Hash=00ff");
+    }
+
     #[test]
     fn te_trailers_survives_for_grpc() {
         let mut req = request(&[("te", "trailers")]);
