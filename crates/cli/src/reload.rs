@@ -153,7 +153,7 @@ pub async fn on_signals(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard::{Protocol, ProxyConfig};
+    use switchyard::Protocol;
 
     fn backend(id: &str, url: &str, weight: u32, active: bool) -> Backend {
         Backend {
@@ -164,14 +164,12 @@ mod tests {
     }
 
     fn file(backends: Vec<Backend>) -> FileConfig {
-        FileConfig {
-            proxy: ProxyConfig {
-                health_check_enabled: false,
-                ..ProxyConfig::default()
-            },
+        let mut file = FileConfig {
             backends,
             ..FileConfig::default()
-        }
+        };
+        file.proxy.health.enabled = false;
+        file
     }
 
     fn proxy_for(file: &FileConfig) -> Proxy {
@@ -260,7 +258,7 @@ mod tests {
         let old = file(Vec::new());
         let proxy = proxy_for(&old);
         let mut new = old.clone();
-        new.proxy.max_retries += 1;
+        new.proxy.retry.max_retries += 1;
         new.server.http2 = false;
         let done = apply(&proxy, &old, &new);
         assert_eq!(done.need_restart, ["server", "proxy"]);
