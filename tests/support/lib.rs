@@ -469,10 +469,9 @@ pub struct TestProxy {
 /// The default configuration without active health checks: their connections would show
 /// in the tests' accept counts at a random moment. Tests of health checks turn them on.
 pub fn config() -> ProxyConfig {
-    ProxyConfig {
-        health_check_enabled: false,
-        ..ProxyConfig::default()
-    }
+    let mut config = ProxyConfig::default();
+    config.health.enabled = false;
+    config
 }
 
 impl TestProxy {

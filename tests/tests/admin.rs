@@ -299,12 +299,10 @@ async fn adding_patching_and_removing_backends_changes_routing() {
 #[tokio::test]
 async fn health_check_now_reports_a_dead_backend() {
     let (a, b) = (backend("a").await, backend("b").await);
-    let config = ProxyConfig {
-        health_check_enabled: true,
-        health_check_interval: Duration::from_secs(3600),
-        health_check_fall: 1,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.health.enabled = true;
+    config.health.interval = Duration::from_secs(3600);
+    config.health.fall = 1;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b]).await;
     let admin = start_admin(&proxy, None).await;
     b.kill();

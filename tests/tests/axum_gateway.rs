@@ -55,11 +55,9 @@ async fn with_every_backend_down_api_is_503_and_own_routes_still_work() {
     let (a, b) = (backend("a").await, backend("b").await);
     // Breakers that open at the first failure, and quick retries: the first request
     // after the crash trips both and is answered 503 at once.
-    let config = ProxyConfig {
-        circuit_breaker_threshold: 1,
-        retry_delay: Duration::from_millis(1),
-        ..ProxyConfig::default()
-    };
+    let mut config = ProxyConfig::default();
+    config.breaker.threshold = 1;
+    config.retry.delay = Duration::from_millis(1);
     let addr = gateway(config, &[&a, &b]).await;
     let client = client();
     let (status, _, _) = get(&client, &format!("http://{addr}/api/x")).await;

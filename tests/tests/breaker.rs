@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use http::StatusCode;
-use switchyard::{Backend, BreakerState, ProxyConfig};
+use switchyard::{Backend, BreakerState};
 use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, backend_with, client, get, BackendOptions, TestProxy};
 
@@ -29,10 +29,8 @@ async fn tally(proxy: &TestProxy, n: usize) -> HashMap<(StatusCode, String), usi
 async fn a_failing_backend_is_cut_off_until_its_timeout() {
     let (a, b) = (backend("a").await, backend("b").await);
     let bad = backend_with("bad", failing()).await;
-    let config = ProxyConfig {
-        circuit_breaker_timeout: Duration::from_millis(400),
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.breaker.timeout = Duration::from_millis(400);
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b, &bad]).await;
 
     // Round robin sends every third request to `bad` until its fifth 500 trips it.
@@ -83,10 +81,8 @@ async fn every_breaker_open_is_503_at_once() {
 #[tokio::test]
 async fn a_backend_that_does_not_resolve_gets_no_traffic_and_trips_its_breaker() {
     let good = backend("good").await;
-    let config = ProxyConfig {
-        dns_min_ttl: Duration::from_millis(20),
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.health.dns_min_ttl = Duration::from_millis(20);
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&good]).await;
     let mut events = proxy.proxy.circuit_breaker().subscribe();
     let url = "http://switchyard-test.invalid:80".parse().unwrap();
@@ -159,10 +155,8 @@ async fn operators_can_force_a_breaker() {
 #[tokio::test]
 async fn with_breakers_disabled_a_failing_backend_keeps_its_share() {
     let (a, bad) = (backend("a").await, backend_with("bad", failing()).await);
-    let config = ProxyConfig {
-        circuit_breaker_enabled: false,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.breaker.enabled = false;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &bad]).await;
     let seen = tally(&proxy, 20).await;
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use switchyard::ProxyConfig;
+use switchyard::{CacheConfig, ProxyConfig};
 use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, client, full, TestProxy};
 
@@ -63,10 +63,11 @@ async fn a_hit_is_answered_without_a_backend() {
 #[tokio::test]
 async fn a_stale_answer_stands_in_for_dead_backends_when_allowed() {
     let a = backend("a").await;
-    let config = ProxyConfig {
-        cache_stale_if_error: Duration::from_secs(60),
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.cache = Some(CacheConfig {
+        stale_if_error: Duration::from_secs(60),
+        ..CacheConfig::default()
+    });
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     // max-age=0: stale at once, kept because it may answer errors.
     let (status, _, body) = fetch(&proxy, "GET", "/cacheable/0").await;
@@ -103,10 +104,8 @@ async fn a_post_invalidates_the_stored_get() {
 #[tokio::test]
 async fn with_the_cache_off_every_request_reaches_a_backend() {
     let a = backend("a").await;
-    let config = ProxyConfig {
-        cache_enabled: false,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.cache = None;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     for _ in 0..3 {
         let (status, cache, _) = fetch(&proxy, "GET", "/cacheable/60").await;
@@ -119,11 +118,14 @@ async fn with_the_cache_off_every_request_reaches_a_backend() {
 #[tokio::test]
 async fn a_stale_answer_stands_in_for_a_backend_that_times_out() {
     let a = backend("a").await;
-    let config = ProxyConfig {
+    let mut config = ProxyConfig {
         request_timeout: Duration::from_millis(300),
-        cache_stale_if_error: Duration::from_secs(60),
         ..switchyard_tests::config()
     };
+    config.cache = Some(CacheConfig {
+        stale_if_error: Duration::from_secs(60),
+        ..CacheConfig::default()
+    });
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     let (status, _, _) = fetch(&proxy, "GET", "/cacheable/0").await;
     assert_eq!(status, StatusCode::OK);

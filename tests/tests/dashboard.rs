@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use switchyard::ProxyConfig;
 use switchyard_admin::AdminConfig;
 use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, client, get, TestProxy};
@@ -35,12 +34,10 @@ async fn the_dashboard_lists_backends_and_shows_one_failing() {
     );
 
     let (a, b, c) = (backend("a").await, backend("b").await, backend("c").await);
-    let config = ProxyConfig {
-        health_check_enabled: true,
-        health_check_interval: Duration::from_secs(3600),
-        health_check_fall: 1,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.health.enabled = true;
+    config.health.interval = Duration::from_secs(3600);
+    config.health.fall = 1;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b, &c]).await;
     proxy.proxy.check_now().await;
     let client = client();

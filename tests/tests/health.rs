@@ -5,17 +5,19 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use http::StatusCode;
-use switchyard::{AdminState, Health, ProxyConfig};
+use switchyard::{AdminState, Health, HealthConfig, ProxyConfig};
 use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, client, get, TestProxy};
 
 fn checked() -> ProxyConfig {
     ProxyConfig {
-        health_check_enabled: true,
-        // Long enough that only `check_now` runs checks during a test.
-        health_check_interval: Duration::from_secs(3600),
-        health_check_fall: 1,
-        health_check_rise: 1,
+        health: HealthConfig {
+            // Long enough that only `check_now` runs checks during a test.
+            interval: Duration::from_secs(3600),
+            fall: 1,
+            rise: 1,
+            ..HealthConfig::default()
+        },
         ..switchyard_tests::config()
     }
 }
@@ -58,10 +60,8 @@ async fn a_backend_that_fails_its_check_gets_no_traffic_until_it_passes() {
 #[tokio::test]
 async fn a_check_answered_with_an_unexpected_status_fails() {
     let a = backend("a").await;
-    let config = ProxyConfig {
-        health_check_path: "/status/503".into(),
-        ..checked()
-    };
+    let mut config = checked();
+    config.health.path = "/status/503".into();
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     let report = proxy.proxy.check_now().await;
     let status = report.get("a").unwrap();

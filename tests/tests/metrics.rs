@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use http::{Request, StatusCode};
-use switchyard::{ProxyConfig, TextFormat};
+use switchyard::TextFormat;
 use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, backend_with, client, full, BackendOptions, TestProxy};
 
@@ -32,12 +32,10 @@ async fn counts_match_what_clients_and_backends_saw() {
         },
     )
     .await;
-    let config = ProxyConfig {
-        // x answers 503 to everything: keep its breaker closed so every request is counted
-        // the same way whatever the order.
-        circuit_breaker_threshold: 1000,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    // x answers 503 to everything: keep its breaker closed so every request is counted
+    // the same way whatever the order.
+    config.breaker.threshold = 1000;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &x]).await;
     let client = client();
     let paths = [
@@ -138,10 +136,8 @@ async fn counts_match_what_clients_and_backends_saw() {
 #[tokio::test]
 async fn with_metrics_off_nothing_is_counted() {
     let a = backend("a").await;
-    let config = ProxyConfig {
-        metrics_enabled: false,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.metrics = false;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     let (status, _, _) = switchyard_tests::get(&client(), &proxy.url("/")).await;
     assert_eq!(status, StatusCode::OK);

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use switchyard::{Backend, ErrorKind, ProxyConfig};
+use switchyard::{Backend, ErrorKind};
 use switchyard_pool::{
     ConnectError, ConnectErrorKind, Pool, PoolConfig, PoolStats, PoolTimeout, Protocol,
 };
@@ -323,10 +323,8 @@ async fn abandoned_responses_close_their_connection() {
 #[tokio::test]
 async fn through_the_proxy_the_cap_holds_and_stats_are_reported() {
     let a = backend("a").await;
-    let config = ProxyConfig {
-        max_connections_per_backend: 4,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.pool.max_connections = 4;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     let url = proxy.url("/delay/20");
     let client = client();

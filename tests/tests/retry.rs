@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::{Request, StatusCode};
-use switchyard::{Backend, ProxyConfig};
+use switchyard::Backend;
 use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, backend_with, client, full, get, send, BackendOptions, TestProxy};
 
@@ -21,10 +21,8 @@ async fn failed_gets_are_retried_on_the_other_backend() {
         backend("good").await,
         backend_with("bad", unavailable()).await,
     );
-    let config = ProxyConfig {
-        circuit_breaker_enabled: false,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.breaker.enabled = false;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&good, &bad]).await;
     let client = client();
     for _ in 0..20 {
@@ -42,10 +40,8 @@ async fn failed_gets_are_retried_on_the_other_backend() {
 #[tokio::test]
 async fn posts_are_not_retried_by_default() {
     let bad = backend_with("bad", unavailable()).await;
-    let config = ProxyConfig {
-        circuit_breaker_enabled: false,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.breaker.enabled = false;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad]).await;
     let req = Request::post(proxy.url("/upload"))
         .body(full("payload"))
@@ -62,11 +58,9 @@ async fn opted_in_posts_are_replayed_to_another_backend() {
         backend("good").await,
         backend_with("bad", unavailable()).await,
     );
-    let config = ProxyConfig {
-        circuit_breaker_enabled: false,
-        retry_non_idempotent: true,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.breaker.enabled = false;
+    config.retry.non_idempotent = true;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad, &good]).await;
     let body = "x".repeat(10_000);
     let req = Request::post(proxy.url("/upload"))
@@ -85,10 +79,8 @@ async fn opted_in_posts_are_replayed_to_another_backend() {
 #[tokio::test]
 async fn with_every_backend_failing_the_last_answer_comes_back() {
     let bad = backend_with("bad", unavailable()).await;
-    let config = ProxyConfig {
-        circuit_breaker_enabled: false,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.breaker.enabled = false;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad]).await;
     let (status, backend, _) = get(&client(), &proxy.url("/")).await;
     assert_eq!(
@@ -163,11 +155,9 @@ async fn a_3_kib_body_is_replayed_and_a_1_mib_body_is_sent_once() {
         backend_with("bad", unavailable()).await,
         backend("good").await,
     );
-    let config = ProxyConfig {
-        circuit_breaker_enabled: false,
-        retry_non_idempotent: true,
-        ..switchyard_tests::config()
-    };
+    let mut config = switchyard_tests::config();
+    config.breaker.enabled = false;
+    config.retry.non_idempotent = true;
     let proxy = TestProxy::start(config.clone(), ServerConfig::default(), &[&bad, &good]).await;
     let small = "s".repeat(3 * 1024);
     let (status, backend, answer) = send(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use switchyard::{Health, ProxyConfig};
+use switchyard::{Health, HealthConfig, ProxyConfig};
 use switchyard_pool::{ConnectError, ConnectErrorKind, Pool, PoolConfig, Protocol, TlsConfig};
 use switchyard_server::ServerConfig;
 use switchyard_tests::{
@@ -124,12 +124,14 @@ fn a_ca_file_without_certificates_is_refused() {
 fn checked(backend_ca_file: Option<std::path::PathBuf>) -> ProxyConfig {
     ProxyConfig {
         backend_ca_file,
-        health_check_enabled: true,
-        // Long enough that only `check_now` runs checks during a test.
-        health_check_interval: Duration::from_secs(3600),
-        health_check_path: "/".into(),
-        health_check_fall: 1,
-        health_check_rise: 1,
+        health: HealthConfig {
+            // Long enough that only `check_now` runs checks during a test.
+            interval: Duration::from_secs(3600),
+            path: "/".into(),
+            fall: 1,
+            rise: 1,
+            ..HealthConfig::default()
+        },
         ..switchyard_tests::config()
     }
 }
@@ -170,15 +172,9 @@ async fn proxy_forwards_to_an_https_backend_and_checks_its_health() {
 async fn an_untrusted_https_backend_fails_its_check_and_answers_502() {
     let ca = TestCa::new();
     let a = tls_backend("a", &ca).await;
-    let proxy = TestProxy::start(
-        ProxyConfig {
-            health_check_enabled: false,
-            ..checked(None)
-        },
-        ServerConfig::default(),
-        &[&a],
-    )
-    .await;
+    let mut config = checked(None);
+    config.health.enabled = false;
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     let (status, _, _) = get(&client(), &proxy.url("/")).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
 
@@ -234,15 +230,9 @@ async fn a_backend_asking_for_a_client_certificate_gets_the_configured_one() {
     assert_eq!((status, id.as_str()), (StatusCode::OK, "a"));
     assert_eq!(a.request_count(), 2, "the check and the request");
 
-    let anonymous = TestProxy::start(
-        ProxyConfig {
-            health_check_enabled: false,
-            ..checked(Some(dir.join("ca.pem")))
-        },
-        ServerConfig::default(),
-        &[&a],
-    )
-    .await;
+    let mut config = checked(Some(dir.join("ca.pem")));
+    config.health.enabled = false;
+    let anonymous = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     let (status, _, _) = get(&client(), &anonymous.url("/")).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(a.request_count(), 2, "no request got past the handshake");

@@ -223,7 +223,7 @@ fn backend_views(admin: &Admin) -> Vec<Value> {
         .map(|b| (b.id.clone(), b))
         .collect();
     let breakers = proxy.circuit_breaker();
-    let max_connections = proxy.config().max_connections_per_backend;
+    let max_connections = proxy.config().pool.max_connections;
     let metrics = proxy.metrics().backend_metrics;
     health
         .backends

@@ -128,10 +128,9 @@ mod tests {
     }
 
     fn proxy_for(backends: &[Backend]) -> Proxy {
-        let proxy = Proxy::new(ProxyConfig {
-            health_check_enabled: false,
-            ..ProxyConfig::default()
-        });
+        let mut config = ProxyConfig::default();
+        config.health.enabled = false;
+        let proxy = Proxy::new(config);
         for b in backends {
             proxy.add_backend(b.clone()).unwrap();
         }

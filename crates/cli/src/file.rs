@@ -24,7 +24,7 @@ pub use switchyard_admin::AdminConfig;
 use switchyard_server::ServerConfig;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Where the proxy listens.

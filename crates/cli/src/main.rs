@@ -130,14 +130,14 @@ fn main() -> ExitCode {
             if no_admin {
                 file.admin.enabled = false;
             }
-            if let Some(ttl) = cache_ttl {
-                file.proxy.cache_ttl = ttl;
+            if let (Some(ttl), Some(cache)) = (cache_ttl, &mut file.proxy.cache) {
+                cache.ttl = ttl;
             }
             if no_cache {
-                file.proxy.cache_enabled = false;
+                file.proxy.cache = None;
             }
             if no_metrics {
-                file.proxy.metrics_enabled = false;
+                file.proxy.metrics = false;
             }
             if !backend.is_empty() {
                 match backends_from_flags(&backend) {

@@ -25,7 +25,7 @@ active = false
 fn parses_a_good_file() {
     let c = FileConfig::parse(GOOD).unwrap();
     assert_eq!(c.listen.port(), 18080);
-    assert_eq!(c.proxy.retry_delay.as_millis(), 250);
+    assert_eq!(c.proxy.retry.delay.as_millis(), 250);
     assert_eq!(c.backends.len(), 2);
     assert_eq!(c.backends[0].weight, 3);
     assert!(!c.backends[1].active);
@@ -91,6 +91,16 @@ fn bad_value_names_the_key() {
     let text = "[proxy]\nrequest_timeout = \"soon\"\n";
     let p = &FileConfig::parse(text).unwrap_err()[0];
     assert_eq!(p.key.as_deref(), Some("proxy.request_timeout"), "{p}");
+    assert_eq!(p.line, Some(2));
+}
+
+#[test]
+fn round_robin_is_the_only_load_balancer_type() {
+    let text = "[proxy]\nload_balancer_type = \"round_robin\"\n";
+    assert_eq!(FileConfig::parse(text).unwrap(), FileConfig::default());
+    let text = "[proxy]\nload_balancer_type = \"least_conn\"\n";
+    let p = &FileConfig::parse(text).unwrap_err()[0];
+    assert_eq!(p.key.as_deref(), Some("proxy.load_balancer_type"), "{p}");
     assert_eq!(p.line, Some(2));
 }
 

@@ -9,43 +9,64 @@ use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchyard_breaker::BreakerConfig;
 use switchyard_cache::CacheConfig;
-use switchyard_health::{HealthConfig, StatusRange};
+use switchyard_health::HealthConfig;
 use switchyard_pool::{CertKey, CertKeyError, PoolConfig, Protocol, TlsConfig};
 use switchyard_retry::RetryConfig;
 
-/// The proxy's configuration. `ProxyConfig::default()` is the specification's
-/// `DefaultProxyConfig`.
+use self::file::ProxyFile;
+
+mod file;
+
+/// The proxy's configuration: each layer's own settings, and the facade's.
+/// `ProxyConfig::default()` is the specification's `DefaultProxyConfig`; its values are
+/// the layers' own defaults (`PoolConfig::default()` and so on), which are the
+/// specification's.
 ///
-/// Deserializes from TOML/JSON with the specification's field names in snake_case;
-/// durations are human strings (`"100ms"`, `"30s"`, `"5m"`), sizes are `"100MiB"` or a
-/// byte count. Unknown keys are an error. Besides the specification's keys it holds each
-/// layer's own settings (breaker, retries, cache, health checks and DNS, pool, metrics);
-/// `cache_config()`, `health_config()` and the like turn them into each crate's config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Deserializes from TOML/JSON with the specification's flat keys in snake_case
+/// (`max_retries`, `cache_ttl`, `health_check_interval`…); durations are human strings
+/// (`"100ms"`, `"30s"`, `"5m"`), sizes are `"100MiB"` or a byte count. Unknown keys are an
+/// error. It serializes to the same keys. Settings a layer has but the file does not name
+/// (the retry budget, the breaker's half-open probes…) keep the layer's defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard::ProxyConfig;
+///
+/// let mut config = ProxyConfig::default();
+/// config.retry.max_retries = 1;
+/// config.health.interval = Duration::from_secs(5);
+/// config.cache = None;
+/// assert!(config.validate().is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ProxyFile", into = "ProxyFile")]
 #[doc(alias = "DefaultProxyConfig")]
 pub struct ProxyConfig {
-    /// How requests are spread over backends.
-    pub load_balancer_type: LoadBalancerType,
-    /// Whether each backend gets a circuit breaker.
-    pub circuit_breaker_enabled: bool,
-    /// Consecutive failures that open a backend's circuit.
-    pub circuit_breaker_threshold: u32,
-    /// How long an open circuit stays open before probing.
-    #[serde(with = "humantime_serde")]
-    pub circuit_breaker_timeout: Duration,
-    /// Hard cap on open connections to one backend.
-    pub max_connections_per_backend: usize,
-    /// Bound on connecting to a backend (DNS and TCP).
-    #[serde(with = "humantime_serde")]
-    pub connection_timeout: Duration,
-    /// Idle pooled connections are closed after this long.
-    #[serde(with = "humantime_serde")]
-    pub idle_conn_timeout: Duration,
-    /// Idle connections kept per backend.
-    pub max_idle_per_backend: usize,
-    /// Concurrent streams on one HTTP/2 backend connection before another is opened.
-    pub h2_max_streams_per_connection: usize,
+    /// Each backend's connection pool. Its `protocol` is each backend's own; its `tls`,
+    /// when set in code (a custom verifier…), is used for `https` backends instead of
+    /// `backend_ca_file` and the client certificate. The file's `connection_timeout`
+    /// sets both `connect_timeout` and `wait_timeout`.
+    pub pool: PoolConfig,
+    /// Retries. Without a `deadline` of its own, no attempt starts after
+    /// `request_timeout`.
+    pub retry: RetryConfig,
+    /// Each backend's circuit breaker (`enabled: false`: none trips).
+    pub breaker: BreakerConfig,
+    /// The response cache for GET responses; `None`: no cache in the stack.
+    pub cache: Option<CacheConfig>,
+    /// Active health checks (`enabled: false`: every enabled backend is routable) and
+    /// the re-resolution of backends given by host name.
+    pub health: HealthConfig,
+    /// Count and time requests, proxy-wide and per backend (`Proxy::metrics`, the admin
+    /// API's `/metrics`). Off, requests pass the metrics layers unrecorded.
+    pub metrics: bool,
+    /// Bound on a whole request, retries included.
+    pub request_timeout: Duration,
+    /// Forward the client's `Host` header (`true`), or send the backend's authority.
+    pub preserve_host: bool,
+    /// An upgraded connection (WebSocket) that carries no byte either way for this long
+    /// is closed; zero: only when a side closes it.
+    pub upgrade_idle_timeout: Duration,
     /// PEM file of the certificate authorities trusted for `https` backends, instead of
     /// the Mozilla roots built in (a private CA's backends).
     pub backend_ca_file: Option<PathBuf>,
@@ -54,130 +75,23 @@ pub struct ProxyConfig {
     pub backend_client_cert_file: Option<PathBuf>,
     /// PEM private key of `backend_client_cert_file`.
     pub backend_client_key_file: Option<PathBuf>,
-    /// TLS settings for `https` backends given in code (a custom verifier…); they take
-    /// precedence over `backend_ca_file` and the client certificate. Not read from a file.
-    #[serde(skip)]
-    pub backend_tls: Option<TlsConfig>,
-    /// Retries after the first attempt.
-    pub max_retries: u32,
-    /// Delay before the first retry.
-    #[serde(with = "humantime_serde")]
-    pub retry_delay: Duration,
-    /// Whether retry delays double each time (100 ms, 200 ms, 400 ms …).
-    pub retry_backoff: bool,
-    /// Retry POST and PATCH too (only idempotent methods are retried by default).
-    pub retry_non_idempotent: bool,
-    /// Whether GET responses are cached.
-    pub cache_enabled: bool,
-    /// Freshness given to cacheable responses that carry none.
-    #[serde(with = "humantime_serde")]
-    pub cache_ttl: Duration,
-    /// Memory bound of the response cache.
-    pub cache_max_size: ByteSize,
-    /// The largest response the cache stores (larger ones stream through).
-    pub cache_max_object_size: ByteSize,
-    /// How long past freshness a stored response may answer when the backends fail, for
-    /// responses that carry no `stale-if-error` of their own (0: only when they do).
-    #[serde(with = "humantime_serde")]
-    pub cache_stale_if_error: Duration,
-    /// How long past freshness a stored response may be served while it is refreshed in
-    /// the background, for responses without `stale-while-revalidate` (0: only with it).
-    #[serde(with = "humantime_serde")]
-    pub cache_stale_while_revalidate: Duration,
-    /// How long a request waits for a concurrent request fetching the same URL before
-    /// going to the backends itself.
-    #[serde(with = "humantime_serde")]
-    pub cache_coalesce_wait: Duration,
-    /// Whether backends are checked actively.
-    pub health_check_enabled: bool,
-    /// Time between health checks of one backend.
-    #[serde(with = "humantime_serde")]
-    pub health_check_interval: Duration,
-    /// Path requested by health checks.
-    pub health_check_path: String,
-    /// Bound on one health check (connect, request, response head).
-    #[serde(with = "humantime_serde")]
-    pub health_check_timeout: Duration,
-    /// Statuses that pass a health check: `"2xx"`, `"200"` or `"200-399"`.
-    pub health_check_expected_status: StatusRange,
-    /// Passing checks in a row that bring an unhealthy backend back.
-    pub health_check_rise: u32,
-    /// Failed checks in a row that take a backend out of rotation.
-    pub health_check_fall: u32,
-    /// Health checks in flight at once, over all backends.
-    pub health_check_max_concurrent: usize,
-    /// When every backend is unhealthy, route to all of them rather than refuse traffic.
-    pub health_check_panic_mode: bool,
-    /// How often backends given by host name are re-resolved (the system resolver gives
-    /// no TTL).
-    #[serde(with = "humantime_serde")]
-    pub dns_refresh: Duration,
-    /// Shortest time between two resolutions of a name (and the retry delay after a
-    /// failed one).
-    #[serde(with = "humantime_serde")]
-    pub dns_min_ttl: Duration,
-    /// Longest time between two resolutions of a name.
-    #[serde(with = "humantime_serde")]
-    pub dns_max_ttl: Duration,
-    /// Bound on a whole request, retries included.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Forward the client's `Host` header (`true`), or send the backend's authority.
-    pub preserve_host: bool,
-    /// An upgraded connection (WebSocket) that carries no byte either way for this long
-    /// is closed; `0s`: only when a side closes it.
-    #[serde(with = "humantime_serde")]
-    pub upgrade_idle_timeout: Duration,
-    /// Count and time requests, proxy-wide and per backend (`Proxy::metrics`, the admin
-    /// API's `/metrics`). Off, requests pass the metrics layers unrecorded.
-    pub metrics_enabled: bool,
 }
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        let health = HealthConfig::default();
-        let cache = CacheConfig::default();
         Self {
-            load_balancer_type: LoadBalancerType::RoundRobin,
-            circuit_breaker_enabled: true,
-            circuit_breaker_threshold: 5,
-            circuit_breaker_timeout: Duration::from_secs(30),
-            max_connections_per_backend: 100,
-            connection_timeout: Duration::from_secs(10),
-            idle_conn_timeout: Duration::from_secs(90),
-            max_idle_per_backend: 100,
-            h2_max_streams_per_connection: 100,
-            backend_ca_file: None,
-            backend_client_cert_file: None,
-            backend_client_key_file: None,
-            backend_tls: None,
-            max_retries: 3,
-            retry_delay: Duration::from_millis(100),
-            retry_backoff: true,
-            retry_non_idempotent: false,
-            cache_enabled: true,
-            cache_ttl: Duration::from_secs(300),
-            cache_max_size: ByteSize(cache.max_size),
-            cache_max_object_size: ByteSize(cache.max_object_size),
-            cache_stale_if_error: cache.stale_if_error,
-            cache_stale_while_revalidate: cache.stale_while_revalidate,
-            cache_coalesce_wait: cache.coalesce_wait,
-            health_check_enabled: true,
-            health_check_interval: Duration::from_secs(10),
-            health_check_path: "/health".to_owned(),
-            health_check_timeout: health.timeout,
-            health_check_expected_status: health.expected_status,
-            health_check_rise: health.rise,
-            health_check_fall: health.fall,
-            health_check_max_concurrent: health.max_concurrent,
-            health_check_panic_mode: health.panic_mode,
-            dns_refresh: health.dns_refresh,
-            dns_min_ttl: health.dns_min_ttl,
-            dns_max_ttl: health.dns_max_ttl,
+            pool: PoolConfig::default(),
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+            cache: Some(CacheConfig::default()),
+            health: HealthConfig::default(),
+            metrics: true,
             request_timeout: Duration::from_secs(30),
             preserve_host: true,
             upgrade_idle_timeout: Duration::from_secs(3600),
-            metrics_enabled: true,
+            backend_ca_file: None,
+            backend_client_cert_file: None,
+            backend_client_key_file: None,
         }
     }
 }
@@ -198,21 +112,7 @@ impl fmt::Display for ConfigProblem {
 }
 
 impl ProxyConfig {
-    /// The connection pool settings of one backend.
-    pub fn pool_config(&self) -> PoolConfig {
-        PoolConfig {
-            max_connections: self.max_connections_per_backend,
-            max_idle: self.max_idle_per_backend,
-            connect_timeout: self.connection_timeout,
-            wait_timeout: self.connection_timeout,
-            idle_timeout: self.idle_conn_timeout,
-            protocol: Protocol::Http1,
-            h2_max_streams: self.h2_max_streams_per_connection,
-            tls: None,
-        }
-    }
-
-    /// The TLS settings for `https` backends: `backend_tls`, else the CAs of
+    /// The TLS settings for `https` backends: `pool.tls`, else the CAs of
     /// `backend_ca_file` (or the Mozilla roots) with the client certificate of
     /// `backend_client_cert_file`, if any. A file that cannot be loaded (which
     /// [`validate`](Self::validate) reports) is logged and left out: the built-in roots
@@ -227,7 +127,7 @@ impl ProxyConfig {
 
     /// The TLS settings, and what kept any file of them from loading.
     fn load_tls(&self) -> (TlsConfig, Vec<ConfigProblem>) {
-        if let Some(tls) = &self.backend_tls {
+        if let Some(tls) = &self.pool.tls {
             return (tls.clone(), Vec::new());
         }
         let mut problems = Vec::new();
@@ -262,59 +162,17 @@ impl ProxyConfig {
         (tls, problems)
     }
 
-    /// The retry layer's settings: attempts stay within `request_timeout`.
-    pub fn retry_config(&self) -> RetryConfig {
+    /// The retry settings the proxy runs with: `retry`, bounded by `request_timeout`
+    /// unless it has a deadline of its own.
+    pub(crate) fn bounded_retry(&self) -> RetryConfig {
         RetryConfig {
-            max_retries: self.max_retries,
-            delay: self.retry_delay,
-            backoff: self.retry_backoff,
-            non_idempotent: self.retry_non_idempotent,
-            deadline: Some(self.request_timeout),
-            ..RetryConfig::default()
+            deadline: self.retry.deadline.or(Some(self.request_timeout)),
+            ..self.retry.clone()
         }
     }
 
-    /// The circuit breaker settings of one backend.
-    pub fn breaker_config(&self) -> BreakerConfig {
-        BreakerConfig {
-            enabled: self.circuit_breaker_enabled,
-            threshold: self.circuit_breaker_threshold,
-            timeout: self.circuit_breaker_timeout,
-            ..BreakerConfig::default()
-        }
-    }
-
-    /// The response cache's settings.
-    pub fn cache_config(&self) -> CacheConfig {
-        CacheConfig {
-            ttl: self.cache_ttl,
-            max_size: self.cache_max_size.bytes(),
-            max_object_size: self.cache_max_object_size.bytes(),
-            stale_if_error: self.cache_stale_if_error,
-            stale_while_revalidate: self.cache_stale_while_revalidate,
-            coalesce_wait: self.cache_coalesce_wait,
-        }
-    }
-
-    /// The health checker's and resolver's settings.
-    pub fn health_config(&self) -> HealthConfig {
-        HealthConfig {
-            enabled: self.health_check_enabled,
-            interval: self.health_check_interval,
-            path: self.health_check_path.clone(),
-            timeout: self.health_check_timeout,
-            expected_status: self.health_check_expected_status,
-            rise: self.health_check_rise,
-            fall: self.health_check_fall,
-            max_concurrent: self.health_check_max_concurrent,
-            panic_mode: self.health_check_panic_mode,
-            dns_refresh: self.dns_refresh,
-            dns_min_ttl: self.dns_min_ttl,
-            dns_max_ttl: self.dns_max_ttl,
-        }
-    }
-
-    /// Checks values that parse but make no sense, returning every problem found.
+    /// Checks values that parse but make no sense, returning every problem found. Keys
+    /// are the file's.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
         let mut check = |ok: bool, key: &str, message: &str| {
@@ -326,27 +184,27 @@ impl ProxyConfig {
             }
         };
         check(
-            self.circuit_breaker_threshold >= 1,
+            self.breaker.threshold >= 1,
             "circuit_breaker_threshold",
             "must be at least 1",
         );
         check(
-            !self.circuit_breaker_timeout.is_zero(),
+            !self.breaker.timeout.is_zero(),
             "circuit_breaker_timeout",
             "must be longer than 0s",
         );
         check(
-            self.max_connections_per_backend >= 1,
+            self.pool.max_connections >= 1,
             "max_connections_per_backend",
             "must be at least 1",
         );
         check(
-            self.h2_max_streams_per_connection >= 1,
+            self.pool.h2_max_streams >= 1,
             "h2_max_streams_per_connection",
             "must be at least 1",
         );
         check(
-            !self.connection_timeout.is_zero(),
+            !self.pool.connect_timeout.is_zero(),
             "connection_timeout",
             "must be longer than 0s",
         );
@@ -355,13 +213,15 @@ impl ProxyConfig {
             "request_timeout",
             "must be longer than 0s",
         );
-        check(
-            self.cache_max_object_size <= self.cache_max_size,
-            "cache_max_object_size",
-            "must not exceed cache_max_size",
-        );
+        if let Some(cache) = &self.cache {
+            check(
+                cache.max_object_size <= cache.max_size,
+                "cache_max_object_size",
+                "must not exceed cache_max_size",
+            );
+        }
         problems.extend(self.load_tls().1);
-        for (key, message) in self.health_config().problems() {
+        for (key, message) in self.health.problems() {
             let key = match key {
                 "dns_refresh" | "dns_min_ttl" | "dns_max_ttl" => key.to_owned(),
                 other => format!("health_check_{other}"),
@@ -370,16 +230,6 @@ impl ProxyConfig {
         }
         problems
     }
-}
-
-/// How requests are spread over backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum LoadBalancerType {
-    /// Round robin; when weights differ, smooth weighted round robin (nginx's algorithm).
-    #[default]
-    RoundRobin,
 }
 
 /// A size in bytes, written `"100MiB"`, `"512KiB"`, `"1GB"`, `"4096"` or a plain number.
@@ -572,22 +422,25 @@ mod tests {
     #[test]
     fn defaults_are_the_specifications() {
         let c = ProxyConfig::default();
-        assert_eq!(c.load_balancer_type, LoadBalancerType::RoundRobin);
-        assert!(c.circuit_breaker_enabled);
-        assert_eq!(c.circuit_breaker_threshold, 5);
-        assert_eq!(c.circuit_breaker_timeout, Duration::from_secs(30));
-        assert_eq!(c.max_connections_per_backend, 100);
-        assert_eq!(c.connection_timeout, Duration::from_secs(10));
-        assert_eq!(c.max_retries, 3);
-        assert_eq!(c.retry_delay, Duration::from_millis(100));
-        assert!(c.cache_enabled);
-        assert_eq!(c.cache_ttl, Duration::from_secs(300));
-        assert_eq!(c.cache_max_size, ByteSize(100 << 20));
-        assert!(c.health_check_enabled);
-        assert_eq!(c.health_check_interval, Duration::from_secs(10));
-        assert_eq!(c.health_check_path, "/health");
+        assert!(c.breaker.enabled);
+        assert_eq!(c.breaker.threshold, 5);
+        assert_eq!(c.breaker.timeout, Duration::from_secs(30));
+        assert_eq!(c.pool.max_connections, 100);
+        assert_eq!(c.pool.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.pool.wait_timeout, Duration::from_secs(10));
+        assert_eq!(c.retry.max_retries, 3);
+        assert_eq!(c.retry.delay, Duration::from_millis(100));
+        let cache = c.cache.clone().expect("the cache is on");
+        assert_eq!(cache.ttl, Duration::from_secs(300));
+        assert_eq!(cache.max_size, 100 << 20);
+        assert!(c.health.enabled);
+        assert_eq!(c.health.interval, Duration::from_secs(10));
+        assert_eq!(c.health.path, "/health");
         assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.bounded_retry().deadline, Some(c.request_timeout));
         assert!(c.validate().is_empty());
+        let file: ProxyConfig = toml::from_str("load_balancer_type = \"round_robin\"").unwrap();
+        assert_eq!(file, c, "unset keys are the defaults");
     }
 
     #[test]
@@ -600,10 +453,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(c.retry_delay, Duration::from_millis(250));
+        assert_eq!(c.retry.delay, Duration::from_millis(250));
         assert_eq!(c.request_timeout, Duration::from_secs(60));
-        assert_eq!(c.cache_max_size.bytes(), 64 << 20);
-        assert_eq!(c.max_retries, 3, "unset keys keep their defaults");
+        assert_eq!(c.cache.unwrap().max_size, 64 << 20);
+        assert_eq!(c.retry.max_retries, 3, "unset keys keep their defaults");
     }
 
     #[test]
@@ -620,16 +473,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("parsecs"), "{err}");
+        let err = toml::from_str::<ProxyConfig>("load_balancer_type = \"least_conn\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("least_conn"), "{err}");
+    }
+
+    /// Every flat key lands in its layer's settings, and serializes back as it was.
+    #[test]
+    fn flat_keys_map_to_the_layers_and_back() {
+        let text = r#"
+            circuit_breaker_enabled = false
+            max_idle_per_backend = 7
+            connection_timeout = "3s"
+            retry_non_idempotent = true
+            cache_enabled = false
+            health_check_fall = 9
+            dns_max_ttl = "1m"
+            metrics_enabled = false
+        "#;
+        let c: ProxyConfig = toml::from_str(text).unwrap();
+        assert!(!c.breaker.enabled);
+        assert_eq!(c.pool.max_idle, 7);
+        assert_eq!(c.pool.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.pool.wait_timeout, Duration::from_secs(3));
+        assert!(c.retry.non_idempotent);
+        assert_eq!(c.cache, None);
+        assert_eq!(c.health.fall, 9);
+        assert_eq!(c.health.dns_max_ttl, Duration::from_secs(60));
+        assert!(!c.metrics);
+        let written = toml::to_string(&c).unwrap();
+        for line in [
+            "max_idle_per_backend = 7",
+            "cache_enabled = false",
+            "dns_max_ttl = \"1m\"",
+        ] {
+            assert!(written.contains(line), "{written}");
+        }
+        assert!(written.contains("load_balancer_type = \"round_robin\""));
+        assert_eq!(toml::from_str::<ProxyConfig>(&written).unwrap(), c);
     }
 
     #[test]
     fn validation_reports_every_problem() {
-        let c = ProxyConfig {
-            circuit_breaker_threshold: 0,
+        let mut c = ProxyConfig {
             request_timeout: Duration::ZERO,
-            health_check_path: "health".into(),
             ..ProxyConfig::default()
         };
+        c.breaker.threshold = 0;
+        c.health.path = "health".into();
         let keys: Vec<_> = c.validate().into_iter().map(|p| p.key).collect();
         assert_eq!(
             keys,

@@ -72,7 +72,7 @@ pub mod response;
 mod upgrade;
 
 pub use body::Body;
-pub use config::{Backend, ByteSize, ConfigProblem, LoadBalancerType, ProxyConfig};
+pub use config::{Backend, ByteSize, ConfigProblem, ProxyConfig};
 pub use error::{BackendError, Error};
 pub use forward::{Forward, ForwardLayer};
 pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};

@@ -79,16 +79,16 @@ impl Proxy {
         let endpoints = HttpEndpoints {
             pool: PoolConfig {
                 tls: Some(tls.clone()),
-                ..config.pool_config()
+                ..config.pool.clone()
             },
-            breakers: CircuitBreakers::new(config.breaker_config()),
-            metrics: config.metrics_enabled.then(|| metrics.clone()),
+            breakers: CircuitBreakers::new(config.breaker.clone()),
+            metrics: config.metrics.then(|| metrics.clone()),
         };
         // Health checks trust what requests trust.
-        let (registry, discovery) = Registry::builder(config.health_config(), endpoints)
+        let (registry, discovery) = Registry::builder(config.health.clone(), endpoints)
             .checker(HttpChecker::with_tls(tls))
             .build();
-        let retry = RetryLayer::new(config.retry_config());
+        let retry = RetryLayer::new(config.bounded_retry());
         let balance = Balance::weighted(discovery).route_hints(route_hint);
         let endpoints = balance.endpoint_count();
         let headers = ProxyHeadersLayer::new()
@@ -102,15 +102,15 @@ impl Proxy {
             .service(balance);
         // The cache sits above the timeout: a hit takes no timer, and a stored response can
         // answer for backends that time out (stale-if-error).
-        let (cached, cache) = if config.cache_enabled {
-            let layer = CacheLayer::new(config.cache_config());
+        let (cached, cache) = if let Some(cache) = &config.cache {
+            let layer = CacheLayer::new(cache.clone());
             let handle = layer.handle();
             let cached = MapResponse::new(layer.layer(upstream), box_cached as fn(_) -> _);
             (Either::Left(cached), Some(handle))
         } else {
             (Either::Right(upstream), None)
         };
-        let top = if config.metrics_enabled {
+        let top = if config.metrics {
             let retries = retry.clone();
             metrics.retry_source(move || retries.stats().retries);
             if let Some(cache) = cache.clone() {
@@ -243,7 +243,7 @@ impl Proxy {
     }
 
     /// Request counts, latency, cache hits and misses, retries, and each backend's numbers
-    /// (specification `GetMetrics`). All zero when `metrics_enabled` is off.
+    /// (specification `GetMetrics`). All zero when `metrics` is off.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.shared.metrics.snapshot()
     }
@@ -255,7 +255,7 @@ impl Proxy {
     }
 
     /// The response cache: purge entries, read its counters. `None` when
-    /// `cache_enabled` is off.
+    /// `cache` is.
     pub fn cache(&self) -> Option<&CacheHandle> {
         self.shared.cache.as_ref()
     }

@@ -1,0 +1,216 @@
+//! The `[proxy]` table as the configuration file writes it: the specification's flat
+//! keys, turned into and out of the layers' own settings. Defaults come from
+//! [`ProxyConfig::default`], so they are declared once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchyard_breaker::BreakerConfig;
+use switchyard_cache::CacheConfig;
+use switchyard_health::{HealthConfig, StatusRange};
+use switchyard_pool::PoolConfig;
+use switchyard_retry::RetryConfig;
+
+use super::{ByteSize, ProxyConfig};
+
+/// The flat `[proxy]` table. Each key is documented on the layer setting it maps to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ProxyFile {
+    /// Accepted for the specification's files; there is one balancer.
+    load_balancer_type: LoadBalancerType,
+    circuit_breaker_enabled: bool,
+    circuit_breaker_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    circuit_breaker_timeout: Duration,
+    max_connections_per_backend: usize,
+    /// The pool's `connect_timeout` and `wait_timeout`.
+    #[serde(with = "humantime_serde")]
+    connection_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    idle_conn_timeout: Duration,
+    max_idle_per_backend: usize,
+    h2_max_streams_per_connection: usize,
+    backend_ca_file: Option<PathBuf>,
+    backend_client_cert_file: Option<PathBuf>,
+    backend_client_key_file: Option<PathBuf>,
+    max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    retry_delay: Duration,
+    retry_backoff: bool,
+    retry_non_idempotent: bool,
+    cache_enabled: bool,
+    #[serde(with = "humantime_serde")]
+    cache_ttl: Duration,
+    cache_max_size: ByteSize,
+    cache_max_object_size: ByteSize,
+    #[serde(with = "humantime_serde")]
+    cache_stale_if_error: Duration,
+    #[serde(with = "humantime_serde")]
+    cache_stale_while_revalidate: Duration,
+    #[serde(with = "humantime_serde")]
+    cache_coalesce_wait: Duration,
+    health_check_enabled: bool,
+    #[serde(with = "humantime_serde")]
+    health_check_interval: Duration,
+    health_check_path: String,
+    #[serde(with = "humantime_serde")]
+    health_check_timeout: Duration,
+    health_check_expected_status: StatusRange,
+    health_check_rise: u32,
+    health_check_fall: u32,
+    health_check_max_concurrent: usize,
+    health_check_panic_mode: bool,
+    #[serde(with = "humantime_serde")]
+    dns_refresh: Duration,
+    #[serde(with = "humantime_serde")]
+    dns_min_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    dns_max_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    request_timeout: Duration,
+    preserve_host: bool,
+    #[serde(with = "humantime_serde")]
+    upgrade_idle_timeout: Duration,
+    metrics_enabled: bool,
+}
+
+/// The specification's `load_balancer_type`: round robin (smooth weighted round robin
+/// when weights differ) is the only one; another value is an error naming the key.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LoadBalancerType {
+    #[default]
+    RoundRobin,
+}
+
+impl Default for ProxyFile {
+    fn default() -> Self {
+        ProxyConfig::default().into()
+    }
+}
+
+impl From<ProxyFile> for ProxyConfig {
+    fn from(f: ProxyFile) -> Self {
+        let LoadBalancerType::RoundRobin = f.load_balancer_type;
+        Self {
+            pool: PoolConfig {
+                max_connections: f.max_connections_per_backend,
+                max_idle: f.max_idle_per_backend,
+                connect_timeout: f.connection_timeout,
+                wait_timeout: f.connection_timeout,
+                idle_timeout: f.idle_conn_timeout,
+                h2_max_streams: f.h2_max_streams_per_connection,
+                ..PoolConfig::default()
+            },
+            retry: RetryConfig {
+                max_retries: f.max_retries,
+                delay: f.retry_delay,
+                backoff: f.retry_backoff,
+                non_idempotent: f.retry_non_idempotent,
+                ..RetryConfig::default()
+            },
+            breaker: BreakerConfig {
+                enabled: f.circuit_breaker_enabled,
+                threshold: f.circuit_breaker_threshold,
+                timeout: f.circuit_breaker_timeout,
+                ..BreakerConfig::default()
+            },
+            cache: f.cache_enabled.then_some(CacheConfig {
+                ttl: f.cache_ttl,
+                max_size: f.cache_max_size.bytes(),
+                max_object_size: f.cache_max_object_size.bytes(),
+                stale_if_error: f.cache_stale_if_error,
+                stale_while_revalidate: f.cache_stale_while_revalidate,
+                coalesce_wait: f.cache_coalesce_wait,
+            }),
+            health: HealthConfig {
+                enabled: f.health_check_enabled,
+                interval: f.health_check_interval,
+                path: f.health_check_path,
+                timeout: f.health_check_timeout,
+                expected_status: f.health_check_expected_status,
+                rise: f.health_check_rise,
+                fall: f.health_check_fall,
+                max_concurrent: f.health_check_max_concurrent,
+                panic_mode: f.health_check_panic_mode,
+                dns_refresh: f.dns_refresh,
+                dns_min_ttl: f.dns_min_ttl,
+                dns_max_ttl: f.dns_max_ttl,
+            },
+            metrics: f.metrics_enabled,
+            request_timeout: f.request_timeout,
+            preserve_host: f.preserve_host,
+            upgrade_idle_timeout: f.upgrade_idle_timeout,
+            backend_ca_file: f.backend_ca_file,
+            backend_client_cert_file: f.backend_client_cert_file,
+            backend_client_key_file: f.backend_client_key_file,
+        }
+    }
+}
+
+/// The file's keys of a configuration. What the file cannot say (a TLS configuration
+/// given in code, the layers' other settings) is left out; a disabled cache shows the
+/// cache's defaults.
+impl From<ProxyConfig> for ProxyFile {
+    fn from(c: ProxyConfig) -> Self {
+        let ProxyConfig {
+            pool,
+            retry,
+            breaker,
+            cache,
+            health,
+            metrics,
+            request_timeout,
+            preserve_host,
+            upgrade_idle_timeout,
+            backend_ca_file,
+            backend_client_cert_file,
+            backend_client_key_file,
+        } = c;
+        let cache_enabled = cache.is_some();
+        let cache = cache.unwrap_or_default();
+        Self {
+            load_balancer_type: LoadBalancerType::RoundRobin,
+            circuit_breaker_enabled: breaker.enabled,
+            circuit_breaker_threshold: breaker.threshold,
+            circuit_breaker_timeout: breaker.timeout,
+            max_connections_per_backend: pool.max_connections,
+            connection_timeout: pool.connect_timeout,
+            idle_conn_timeout: pool.idle_timeout,
+            max_idle_per_backend: pool.max_idle,
+            h2_max_streams_per_connection: pool.h2_max_streams,
+            backend_ca_file,
+            backend_client_cert_file,
+            backend_client_key_file,
+            max_retries: retry.max_retries,
+            retry_delay: retry.delay,
+            retry_backoff: retry.backoff,
+            retry_non_idempotent: retry.non_idempotent,
+            cache_enabled,
+            cache_ttl: cache.ttl,
+            cache_max_size: ByteSize(cache.max_size),
+            cache_max_object_size: ByteSize(cache.max_object_size),
+            cache_stale_if_error: cache.stale_if_error,
+            cache_stale_while_revalidate: cache.stale_while_revalidate,
+            cache_coalesce_wait: cache.coalesce_wait,
+            health_check_enabled: health.enabled,
+            health_check_interval: health.interval,
+            health_check_path: health.path,
+            health_check_timeout: health.timeout,
+            health_check_expected_status: health.expected_status,
+            health_check_rise: health.rise,
+            health_check_fall: health.fall,
+            health_check_max_concurrent: health.max_concurrent,
+            health_check_panic_mode: health.panic_mode,
+            dns_refresh: health.dns_refresh,
+            dns_min_ttl: health.dns_min_ttl,
+            dns_max_ttl: health.dns_max_ttl,
+            request_timeout,
+            preserve_host,
+            upgrade_idle_timeout,
+            metrics_enabled: metrics,
+        }
+    }
+}
