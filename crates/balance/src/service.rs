@@ -134,8 +134,9 @@ where
 impl<S, Req> Balance<S, Req> {
     /// Reads a [`RouteHint`] from each request with `hint`: when the endpoint readied for
     /// a request is the one its previous attempt went to, another ready endpoint is chosen
-    /// if there is one, and the chosen endpoint is recorded in the hint. Under the retry
-    /// layer, `switchyard_retry::route_hint` reads it from the request's replayable body.
+    /// if there is one, and the chosen endpoint is recorded in the hint. The retry layer
+    /// puts the hint in an `http::Request`'s extensions, where
+    /// [`RouteHint::in_extensions`] reads it.
     pub fn route_hints(mut self, hint: fn(&Req) -> Option<&RouteHint>) -> Self {
         self.hint = hint;
         self

@@ -80,17 +80,21 @@ impl HttpClassifier {
         if status.is_server_error()
             || (self.too_many_requests && status == StatusCode::TOO_MANY_REQUESTS)
         {
-            let retry_after = match status {
-                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
-                    retry_after(headers)
-                }
-                _ => None,
-            };
-            Outcome::Failure { retry_after }
+            failure(status, headers)
         } else {
             Outcome::Success
         }
     }
+}
+
+/// A failed response: with its `Retry-After` when it is a 503 or a 429, the statuses that
+/// header means "come back later" on.
+fn failure(status: StatusCode, headers: &HeaderMap) -> Outcome {
+    let retry_after = match status {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => retry_after(headers),
+        _ => None,
+    };
+    Outcome::Failure { retry_after }
 }
 
 impl<B> Classify<Response<B>> for HttpClassifier {
@@ -123,20 +127,67 @@ impl GrpcClassifier {
 impl<B> Classify<Response<B>> for GrpcClassifier {
     fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
         match result {
-            Ok(res) => {
-                let code = res
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u32>().ok());
-                match code {
-                    Some(code) => Self::classify_code(code),
-                    None => HttpClassifier::new().classify_response(res.status(), res.headers()),
-                }
-            }
+            Ok(res) => match grpc_status(res.headers()) {
+                Some(code) => Self::classify_code(code),
+                None => HttpClassifier::new().classify_response(res.status(), res.headers()),
+            },
             Err(err) => classify_error(err),
         }
     }
+}
+
+/// Only the listed statuses fail: the HTTP statuses in [`StatusClassifier::new`], and the
+/// gRPC codes in [`StatusClassifier::grpc_statuses`] when a response carries one in its
+/// `grpc-status` header (a trailers-only gRPC error, whose HTTP status is 200). Errors
+/// are classified by [`classify_error`]. This is how the retry layer tells which
+/// responses to retry (502, 503 and 504 by default); a breaker can count the same ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusClassifier {
+    statuses: Vec<StatusCode>,
+    grpc_statuses: Vec<u32>,
+}
+
+impl StatusClassifier {
+    /// Responses with one of `statuses` are failures.
+    pub fn new(statuses: impl Into<Vec<StatusCode>>) -> Self {
+        Self {
+            statuses: statuses.into(),
+            grpc_statuses: Vec::new(),
+        }
+    }
+
+    /// Responses whose `grpc-status` header holds one of `codes` are failures too.
+    pub fn grpc_statuses(mut self, codes: impl Into<Vec<u32>>) -> Self {
+        self.grpc_statuses = codes.into();
+        self
+    }
+
+    /// The outcome of a response status and headers.
+    pub fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Outcome {
+        let listed = self.statuses.contains(&status)
+            || (!self.grpc_statuses.is_empty()
+                && grpc_status(headers).is_some_and(|code| self.grpc_statuses.contains(&code)));
+        if listed {
+            failure(status, headers)
+        } else {
+            Outcome::Success
+        }
+    }
+}
+
+impl<B> Classify<Response<B>> for StatusClassifier {
+    fn classify(&self, result: Result<&Response<B>, &BoxError>) -> Outcome {
+        match result {
+            Ok(res) => self.classify_response(res.status(), res.headers()),
+            Err(err) => classify_error(err),
+        }
+    }
+}
+
+/// The gRPC status code in a response's headers (where a trailers-only response, the way
+/// servers answer an error before any message, carries it).
+pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 /// `Retry-After` as a duration: delay-seconds, or an HTTP date compared with the
@@ -212,6 +263,25 @@ mod tests {
             Outcome::Success
         );
         assert_eq!(c.classify(Ok(&response(200, &[]))), Outcome::Success);
+    }
+
+    #[test]
+    fn listed_statuses() {
+        let c = StatusClassifier::new([StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]);
+        assert_eq!(c.classify(Ok(&response(500, &[]))), Outcome::Success);
+        assert!(c.classify(Ok(&response(502, &[]))).is_failure());
+        assert_eq!(
+            c.classify(Ok(&response(503, &[("retry-after", "2")]))),
+            Outcome::Failure {
+                retry_after: Some(Duration::from_secs(2))
+            }
+        );
+        let unavailable = response(200, &[("grpc-status", "14")]);
+        assert_eq!(c.classify(Ok(&unavailable)), Outcome::Success);
+        assert!(c
+            .grpc_statuses([14])
+            .classify(Ok(&unavailable))
+            .is_failure());
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! How a retry tells the balancer which backend the previous attempt went to.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// Shared by the attempts of one request (the retry layer keeps it beside the request's
-/// replayable body): the balancer records the endpoint each attempt goes to, and avoids
-/// the previous one when another is ready. A plain atomic, so carrying it costs a request
-/// no allocation.
+/// Shared by the attempts of one request: the retry layer puts an `Arc<RouteHint>` in the
+/// request's extensions, the balancer reads it there ([`RouteHint::in_extensions`]),
+/// records the endpoint each attempt goes to, and avoids the previous one when another is
+/// ready.
 #[derive(Debug, Default)]
 pub struct RouteHint(AtomicU64);
 
@@ -26,5 +27,11 @@ impl RouteHint {
     /// Records the endpoint an attempt goes to. Endpoint ids start at 1.
     pub fn set(&self, endpoint: u64) {
         self.0.store(endpoint, Ordering::Release);
+    }
+
+    /// The hint a request carries in its extensions (as an `Arc<RouteHint>`), if any: the
+    /// reader to give `switchyard_balance::Balance::route_hints`.
+    pub fn in_extensions<B>(req: &http::Request<B>) -> Option<&RouteHint> {
+        req.extensions().get::<Arc<RouteHint>>().map(|hint| &**hint)
     }
 }

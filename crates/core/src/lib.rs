@@ -11,7 +11,7 @@ mod error;
 mod hint;
 mod window;
 
-pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome};
+pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome, StatusClassifier};
 pub use error::{
     BoxError, CircuitOpen, ConnectError, ConnectErrorKind, ErrorKind, NoBackendsAvailable,
     PoolTimeout, RequestTimeout,

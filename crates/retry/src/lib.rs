@@ -1,9 +1,19 @@
 //! Retries for HTTP requests through a balancer, as a `tower::Layer`.
 //!
-//! [`Retry`] sits above the balancer so that every attempt picks a backend again, and
-//! tells the balancer (through the [`RouteHint`](switchyard_core::RouteHint) that travels
-//! with the request's [`ReplayBody`]; give the balancer [`route_hint`]) which backend the
-//! previous attempt went to, so that a retry goes elsewhere when another backend is ready.
+//! [`Retry`] sends a failed request again, after a backoff, as its [`Policy`] decides
+//! ([`HttpPolicy`], built from a [`RetryConfig`], by default), keeping the request body so
+//! that a retry sends the same bytes. It sits above the balancer so that every attempt
+//! picks a backend again: each retryable request carries an `Arc<`[`RouteHint`]`>` in its
+//! extensions, where the balancer records the backend an attempt went to and steers the
+//! next attempt elsewhere (give the balancer
+//! [`RouteHint::in_extensions`](switchyard_core::RouteHint::in_extensions)).
+//!
+//! The inner service takes `Request<`[`ReplayBody<B>`]`>`. A stack that boxes bodies below
+//! the retry layer maps it with [`ReplayBody::into_passthrough`] first: a request that is
+//! never retried, and the first attempt of one with an empty body, send the original body
+//! as it is, so only a body that is kept for replays is boxed again.
+//!
+//! # The default policy
 //!
 //! - **What is retried.** Only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
 //!   DELETE), unless [`RetryConfig::non_idempotent`] opts POST and PATCH in. Only
@@ -27,13 +37,27 @@
 //!   ([`ReplayBody`]), up to [`RetryConfig::max_replay_body`] (64 KiB): a retry sends
 //!   the same bytes. A larger body is still forwarded, just not retried.
 //!
+//! - **Which responses.** Judged by a [`Classify`](switchyard_core::Classify), the same
+//!   trait the circuit breaker uses: by default a
+//!   [`StatusClassifier`](switchyard_core::StatusClassifier) of [`RetryConfig::statuses`]
+//!   and [`RetryConfig::grpc_statuses`]; [`HttpPolicy::with_classifier`] takes another.
+//!
 //! [`RetryStats`] counts requests, attempts, retries by reason and budget exhaustion.
+//!
+//! [`RouteHint`]: switchyard_core::RouteHint
 
 mod budget;
 mod config;
+pub mod error;
+mod future;
+mod layer;
+mod policy;
 mod replay;
 mod service;
 
 pub use config::{BudgetConfig, Jitter, RetryConfig};
-pub use replay::{route_hint, ReplayBody};
-pub use service::{ResponseFuture, Retry, RetryLayer, RetryStats};
+pub use future::ResponseFuture;
+pub use layer::RetryLayer;
+pub use policy::{HttpPolicy, Policy, RetryStats};
+pub use replay::ReplayBody;
+pub use service::Retry;

@@ -8,7 +8,7 @@ use http::{Method, Request, Response};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use switchyard_core::{BoxError, CircuitOpen, ConnectError, ConnectErrorKind};
+use switchyard_core::{BoxError, CircuitOpen, ConnectError, ConnectErrorKind, RouteHint};
 use switchyard_retry::{BudgetConfig, Jitter, ReplayBody, Retry, RetryConfig, RetryLayer};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
@@ -380,18 +380,60 @@ async fn attempts_share_a_route_hint() {
     let (svc, mut handle, _) = setup(exact());
     let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
     let (first, reply) = handle.next_request().await.unwrap();
-    assert_eq!(first.body().route_hint().last(), None);
-    assert!(
-        first.extensions().is_empty(),
-        "no extension map per request"
-    );
-    first.body().route_hint().set(7); // what a balancer does
+    let hint = RouteHint::in_extensions(&first).expect("a retryable request carries a hint");
+    assert_eq!(hint.last(), None);
+    hint.set(7); // what a balancer does
     reply.send_response(response(503, None));
     let (second, reply) = handle.next_request().await.unwrap();
     assert_eq!(
-        switchyard_retry::route_hint(&second).and_then(|h| h.last()),
+        RouteHint::in_extensions(&second).and_then(|h| h.last()),
         Some(7)
     );
     reply.send_response(response(200, None));
     res.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_sent_once_carries_no_hint_and_its_own_body() {
+    let (svc, mut handle, _) = setup(exact());
+    let res = tokio::spawn(svc.oneshot(request(Method::POST, streamed(&[b"once"]))));
+    let (req, reply) = handle.next_request().await.unwrap();
+    assert!(
+        req.extensions().is_empty(),
+        "no extension map for a request that is never retried"
+    );
+    let body = req
+        .into_body()
+        .into_passthrough()
+        .expect("the original body");
+    assert_eq!(body.collect().await.unwrap().to_bytes(), "once");
+    reply.send_response(response(503, None));
+    assert_eq!(res.await.unwrap().unwrap().status(), 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_total_is_the_sum_of_the_retries_by_reason() {
+    let (svc, mut handle, layer) = setup(RetryConfig {
+        max_retries: 5,
+        ..exact()
+    });
+    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(std::io::Error::other("reset mid-response"));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(ConnectError::new(ConnectErrorKind::Refused, "b:1", None));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(CircuitOpen::new());
+    answer(&mut handle, &[503, 200]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    let stats = layer.stats();
+    let by_reason = stats.retries_status
+        + stats.retries_connect
+        + stats.retries_circuit_open
+        + stats.retries_no_backends
+        + stats.retries_pool_timeout
+        + stats.retries_upstream;
+    assert_eq!(stats.retries_upstream, 1);
+    assert_eq!((stats.retries, by_reason), (4, 4));
+    assert_eq!(stats.attempts, 5);
 }

@@ -19,8 +19,7 @@ use crate::body::{self, Body};
 /// pool. Cheap to clone (one reference count): the balancer clones the chosen endpoint for
 /// every request.
 ///
-/// `B` is the request body it sends: the proxy's [`Body`] by default; the facade's own
-/// stack sends the retry layer's `ReplayBody<Body>` as it is, without boxing it again.
+/// `B` is the request body it sends: the proxy's [`Body`] by default.
 #[derive(Debug)]
 pub struct HttpEndpoint<B = Body> {
     pool: Pool<B>,

@@ -7,7 +7,7 @@ use http::{Request, Response};
 use switchyard_balance::Balance;
 use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
-use switchyard_core::BoxError;
+use switchyard_core::{BoxError, RouteHint};
 use switchyard_health::{
     AdminState, Drain, HealthEvent, HealthReport, HttpChecker, Registry, Tracked,
 };
@@ -15,9 +15,9 @@ use switchyard_metrics::{
     CacheCounters, Metrics, MetricsLayer, MetricsRegistry, MetricsSnapshot, TextFormat,
 };
 use switchyard_pool::{PoolConfig, PoolStats};
-use switchyard_retry::{route_hint, ReplayBody, Retry, RetryLayer, RetryStats};
+use switchyard_retry::{ReplayBody, Retry, RetryLayer, RetryStats};
 use tower::timeout::{Timeout, TimeoutLayer};
-use tower::util::{Either, MapResponse};
+use tower::util::{Either, MapRequest, MapResponse};
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
@@ -28,8 +28,9 @@ use crate::{
     ProxyHeadersLayer, TunnelStats, Tunnels,
 };
 
-type Balancer = Balance<Tracked<EndpointService>, Request<ReplayBody<Body>>>;
-type Upstream = Timeout<ProxyHeaders<Retry<Balancer>>>;
+type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
+type Replayed = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
+type Upstream = Timeout<ProxyHeaders<Retry<Replayed>>>;
 type Cached = MapResponse<Cache<Upstream>, fn(Response<CacheBody<Body>>) -> Response<Body>>;
 type Stack = Metrics<ErrorResponse<Either<Cached, Upstream>>>;
 
@@ -37,6 +38,12 @@ type Stack = Metrics<ErrorResponse<Either<Cached, Upstream>>>;
 /// one is boxed.
 fn box_cached(res: Response<CacheBody<Body>>) -> Response<Body> {
     res.map(|b| b.into_passthrough().unwrap_or_else(body::boxed))
+}
+
+/// A body under the retry layer as the balancer takes it: one the retry layer passed
+/// through (a request sent once, an empty body) as it is, one it keeps for replays boxed.
+fn unreplay(req: Request<ReplayBody<Body>>) -> Request<Body> {
+    req.map(|b| b.into_passthrough().unwrap_or_else(body::boxed))
 }
 
 /// The future of [`Proxy`]'s `call`.
@@ -89,7 +96,7 @@ impl Proxy {
             .checker(HttpChecker::with_tls(tls))
             .build();
         let retry = RetryLayer::new(config.bounded_retry());
-        let balance = Balance::weighted(discovery).route_hints(route_hint);
+        let balance = Balance::weighted(discovery).route_hints(RouteHint::in_extensions);
         let endpoints = balance.endpoint_count();
         let headers = ProxyHeadersLayer::new()
             .preserve_host(config.preserve_host)
@@ -99,6 +106,7 @@ impl Proxy {
             .layer(TimeoutLayer::new(config.request_timeout))
             .layer(headers)
             .layer(retry.clone())
+            .map_request(unreplay as fn(_) -> _)
             .service(balance);
         // The cache sits above the timeout: a hit takes no timer, and a stored response can
         // answer for backends that time out (stale-if-error).

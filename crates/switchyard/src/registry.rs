@@ -7,7 +7,6 @@ use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
 use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed, Registry};
 use switchyard_metrics::{Metrics, MetricsRegistry};
 use switchyard_pool::{PoolConfig, PoolStats, Protocol};
-use switchyard_retry::ReplayBody;
 use tower::Layer;
 
 use crate::body::Body;
@@ -17,12 +16,10 @@ use crate::Backend;
 
 /// One endpoint of the balancer: a backend's address behind its breaker, counted in the
 /// backend's metrics.
-/// What the balancer calls for one backend address. It takes the retry layer's
-/// replayable body as it is: the balancer reads the retry's route hint from it.
-pub(crate) type EndpointService = Metrics<CircuitBreaker<HttpEndpoint<ReplayBody<Body>>>>;
+pub(crate) type EndpointService = Metrics<CircuitBreaker<HttpEndpoint<Body>>>;
 
 /// The pool under an endpoint.
-pub(crate) fn pool_of(service: &EndpointService) -> &HttpEndpoint<ReplayBody<Body>> {
+pub(crate) fn pool_of(service: &EndpointService) -> &HttpEndpoint<Body> {
     service.get_ref().get_ref()
 }
 

@@ -88,7 +88,9 @@ pub fn resilient_client(
     let service = ServiceBuilder::new()
         .map_err(|e: BoxError| Error::from(e))
         .layer(RetryLayer::new(retry))
-        .map_request(|req: Request<ReplayBody<Body>>| req.map(switchyard::body::boxed))
+        .map_request(|req: Request<ReplayBody<Body>>| {
+            req.map(|b| b.into_passthrough().unwrap_or_else(switchyard::body::boxed))
+        })
         .layer(breakers.layer("upstream"))
         .map_response(|res: Response<hyper::body::Incoming>| res.map(switchyard::body::boxed))
         .service(client);

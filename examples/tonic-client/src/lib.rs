@@ -37,9 +37,9 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, Uri};
 use switchyard::endpoint::HttpEndpoint;
-use switchyard::layers::balance::Balance;
+use switchyard::layers::balance::{Balance, RouteHint};
 use switchyard::layers::breaker::GrpcClassifier;
-use switchyard::layers::retry::{route_hint, ReplayBody, RetryLayer};
+use switchyard::layers::retry::{ReplayBody, RetryLayer};
 use switchyard::{
     Body, BoxError, BreakerConfig, CircuitBreakers, ErrorKind, PoolConfig, Protocol, RetryConfig,
     RetryStats,
@@ -80,18 +80,22 @@ impl GrpcStack {
         let endpoints = servers
             .iter()
             .map(|(id, url)| {
-                // Sends the retry layer's replayable body as it is.
-                let endpoint = HttpEndpoint::<ReplayBody<Body>>::new(url, pool.clone())?;
+                let endpoint = HttpEndpoint::new(url, pool.clone())?;
                 let breaker = breakers.layer(id).classifier(GrpcClassifier);
                 Ok(tower::Layer::layer(&breaker, endpoint))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let balance = Balance::new(ServiceList::new(endpoints)).route_hints(route_hint);
+        let balance =
+            Balance::new(ServiceList::new(endpoints)).route_hints(RouteHint::in_extensions);
         let retry = RetryLayer::new(retry);
         let stack = ServiceBuilder::new()
             .map_request(|req: Request<tonic::body::Body>| req.map(switchyard::body::boxed))
             .map_err(grpc_status)
             .layer(retry.clone())
+            // A body the retry layer keeps for replays is boxed; any other passes as it is.
+            .map_request(|req: Request<ReplayBody<Body>>| {
+                req.map(|b| b.into_passthrough().unwrap_or_else(switchyard::body::boxed))
+            })
             .service(balance);
         Ok(Self {
             channel: BoxCloneSyncService::new(stack),
