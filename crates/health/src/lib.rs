@@ -72,7 +72,7 @@ mod tracked;
 
 pub use check::{CheckTarget, Checker, HttpChecker};
 pub use config::{HealthConfig, StatusRange};
-pub use error::RegistryError;
+pub use error::{CheckError, RegistryError};
 pub use registry::{
     BackendSpec, Discovery, Drain, EndpointKey, Endpoints, Event, Listed, Registry, RegistryBuilder,
 };

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
+use switchyard_core::BoxError;
 use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed, Registry};
 use switchyard_metrics::{Metrics, MetricsRegistry};
 use switchyard_pool::{PoolConfig, PoolStats, Protocol};
@@ -16,9 +17,8 @@ use crate::endpoint::HttpEndpoint;
 use crate::Backend;
 
 /// One endpoint of the balancer: a backend's address behind its breaker, counted in the
-/// backend's metrics.
-/// What the balancer calls for one backend address. It takes the retry layer's
-/// replayable body as it is: the balancer reads the retry's route hint from it.
+/// backend's metrics. It takes the retry layer's replayable body as it is: the balancer
+/// reads the retry's route hint from it.
 pub(crate) type EndpointService = Metrics<CircuitBreaker<HttpEndpoint<ReplayBody<Body>>>>;
 
 /// The pool under an endpoint.
@@ -39,7 +39,7 @@ pub(crate) struct HttpEndpoints {
 impl Endpoints for HttpEndpoints {
     type Service = EndpointService;
 
-    fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<EndpointService, String> {
+    fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<EndpointService, BoxError> {
         let pool = PoolConfig {
             protocol: protocol(backend),
             ..self.pool.clone()

@@ -9,7 +9,7 @@ use http::Uri;
 use super::checks::check_loop;
 use super::dns::resolve_loop;
 use super::{Ep, Inner, Listed, Member, Registry, State};
-use crate::error::RegistryError;
+use crate::error::{InvalidUrl, RegistryError};
 use crate::status::{AdminState, HealthEvent};
 use crate::tracked::InFlight;
 use crate::BackendSpec;
@@ -23,7 +23,7 @@ impl<E: Endpoints> Registry<E> {
             id: id.clone(),
             reason,
         };
-        let (host, port) = host_port(&spec.url).map_err(invalid)?;
+        let (host, port) = host_port(&spec.url).map_err(|e| invalid(e.to_string()))?;
         let inner = &self.inner;
         let mut state = inner.lock();
         if state.members.iter().any(|m| m.spec.id == spec.id) {
@@ -44,7 +44,10 @@ impl<E: Endpoints> Registry<E> {
         match host.parse::<IpAddr>() {
             Ok(ip) => {
                 let addr = SocketAddr::new(ip, port);
-                let service = inner.factory.make(&member.spec, addr).map_err(invalid)?;
+                let service = inner
+                    .factory
+                    .make(&member.spec, addr)
+                    .map_err(|e| invalid(e.to_string()))?;
                 member.endpoints.push(Ep::new(addr, service));
             }
             Err(_) => {
@@ -177,18 +180,18 @@ fn find<'a, S>(state: &'a mut State<S>, id: &str) -> Result<&'a mut Member<S>, R
 }
 
 /// The host and port of `url`, the port defaulting by scheme.
-fn host_port(url: &Uri) -> Result<(String, u16), String> {
+fn host_port(url: &Uri) -> Result<(String, u16), InvalidUrl> {
     let default_port = match url.scheme_str() {
         Some("http") | None => 80,
         Some("https") => 443,
-        Some(other) => return Err(format!("unsupported scheme `{other}`")),
+        Some(other) => return Err(InvalidUrl::Scheme(other.to_owned())),
     };
     let authority = url
         .authority()
-        .ok_or_else(|| format!("`{url}` has no host"))?;
+        .ok_or_else(|| InvalidUrl::NoHost(url.clone()))?;
     let host = authority.host().trim_matches(['[', ']']).to_owned();
     if host.is_empty() {
-        return Err(format!("`{url}` has no host"));
+        return Err(InvalidUrl::NoHost(url.clone()));
     }
     Ok((host, authority.port_u16().unwrap_or(default_port)))
 }

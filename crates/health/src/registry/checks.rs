@@ -4,18 +4,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::time::Instant;
 
 use super::{Endpoints, Inner, Registry, State};
 use crate::check::CheckTarget;
+use crate::error::CheckFailed;
 use crate::status::{Health, HealthEvent, HealthReport};
 /// The outcome of one check of one endpoint.
 struct Checked {
     backend: Arc<str>,
     generation: u64,
     addr: SocketAddr,
-    result: Result<(), String>,
+    result: Result<(), CheckFailed>,
     elapsed: Duration,
 }
 
@@ -86,12 +86,9 @@ impl<E: Endpoints> Inner<E> {
         let checked = tokio::time::timeout(self.config.timeout, self.checker.check(target)).await;
         let result = match checked {
             Ok(Ok(status)) if self.config.expected_status.contains(status) => Ok(()),
-            Ok(Ok(status)) => Err(unexpected(status)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!(
-                "no response within {}",
-                humantime::format_duration(self.config.timeout)
-            )),
+            Ok(Ok(status)) => Err(CheckFailed::Status(status)),
+            Ok(Err(e)) => Err(CheckFailed::Check(e)),
+            Err(_) => Err(CheckFailed::Timeout(self.config.timeout)),
         };
         Checked {
             backend,
@@ -142,7 +139,7 @@ impl<E: Endpoints> Inner<E> {
                 {
                     ep.health = Health::Unhealthy;
                 }
-                ep.last_error = Some(e);
+                ep.last_error = Some(e.to_string());
             }
         }
         if ep.health == before {
@@ -166,10 +163,6 @@ impl<E: Endpoints> Inner<E> {
         });
         true
     }
-}
-
-fn unexpected(status: StatusCode) -> String {
-    format!("unexpected status {status}")
 }
 
 /// Checks one backend incarnation's endpoints every interval, from a random phase.

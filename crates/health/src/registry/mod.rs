@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::discover::Change;
+use tower::BoxError;
 
 use crate::check::{Checker, HttpChecker};
 use crate::resolve::{Resolver, SystemResolver};
@@ -53,7 +54,7 @@ pub trait Endpoints: Send + Sync + 'static {
     type Service: Clone + Send + Sync + 'static;
 
     /// The service for `backend` at `addr`.
-    fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<Self::Service, String>;
+    fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<Self::Service, BoxError>;
 
     /// `service` will get no more requests (its backend was removed, or its address is
     /// gone from DNS): close what it holds.
