@@ -92,21 +92,20 @@ impl fmt::Display for CheckFailed {
 
 impl std::error::Error for CheckFailed {}
 
-/// Why a backend's URL cannot be checked or resolved.
+/// Why a backend's URL cannot be checked or resolved: a scheme other than `http` and
+/// `https` (`scheme` holds it), or no host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum InvalidUrl {
-    /// Neither `http` nor `https`.
-    Scheme(String),
-    /// No host to connect to.
-    NoHost(Uri),
+pub(crate) struct InvalidUrl {
+    pub(crate) url: Uri,
+    pub(crate) scheme: Option<String>,
 }
 
 impl fmt::Display for InvalidUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Scheme(scheme) => write!(f, "unsupported scheme `{scheme}`"),
-            Self::NoHost(url) => write!(f, "`{url}` has no host"),
+        if let Some(scheme) = &self.scheme {
+            return write!(f, "unsupported scheme `{scheme}`");
         }
+        write!(f, "`{}` has no host", self.url)
     }
 }
 

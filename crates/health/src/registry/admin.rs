@@ -184,14 +184,24 @@ fn host_port(url: &Uri) -> Result<(String, u16), InvalidUrl> {
     let default_port = match url.scheme_str() {
         Some("http") | None => 80,
         Some("https") => 443,
-        Some(other) => return Err(InvalidUrl::Scheme(other.to_owned())),
+        Some(other) => {
+            return Err(InvalidUrl {
+                url: url.clone(),
+                scheme: Some(other.to_owned()),
+            })
+        }
     };
-    let authority = url
-        .authority()
-        .ok_or_else(|| InvalidUrl::NoHost(url.clone()))?;
+    let authority = url.authority().ok_or_else(|| no_host(url))?;
     let host = authority.host().trim_matches(['[', ']']).to_owned();
     if host.is_empty() {
-        return Err(InvalidUrl::NoHost(url.clone()));
+        return Err(no_host(url));
     }
     Ok((host, authority.port_u16().unwrap_or(default_port)))
+}
+
+fn no_host(url: &Uri) -> InvalidUrl {
+    InvalidUrl {
+        url: url.clone(),
+        scheme: None,
+    }
 }
