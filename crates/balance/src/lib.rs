@@ -51,15 +51,14 @@
 //! # }
 //! ```
 
-mod future;
 mod layer;
 mod schedule;
 mod service;
 mod weight;
 
-pub use future::ResponseFuture;
 pub use layer::{BalanceLayer, WeightedBalanceLayer};
 pub use service::Balance;
+pub use switchyard_core::future::ResponseFuture;
 pub use switchyard_core::NoBackendsAvailable;
 pub use switchyard_core::RouteHint;
 pub use weight::{Weight, Weighted};

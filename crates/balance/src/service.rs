@@ -13,9 +13,9 @@ use tokio::task::AbortHandle;
 use tower::discover::{Change, Discover};
 use tower::Service;
 
-use crate::future::ResponseFuture;
 use crate::schedule::smooth_weighted_order;
 use crate::weight::Weight;
+use crate::ResponseFuture;
 
 /// Spreads requests over the endpoints of a [`Discover`] stream in smooth weighted
 /// round-robin order, skipping endpoints that are not ready and failing fast with

@@ -24,20 +24,7 @@ impl<S> Weighted<S> {
         }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    switchyard_core::inner_accessors!(inner: S);
 }
 
 impl<S> Weight for Weighted<S> {

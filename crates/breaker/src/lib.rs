@@ -52,13 +52,15 @@
 
 mod breaker;
 mod config;
+mod future;
 mod layer;
 mod registry;
 mod service;
 
 pub use breaker::{Breaker, State, Transition};
 pub use config::{BreakerConfig, RateTrip};
+pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
 pub use registry::CircuitBreakers;
-pub use service::{CircuitBreaker, ResponseFuture};
+pub use service::CircuitBreaker;
 pub use switchyard_core::{CircuitOpen, Classify, GrpcClassifier, HttpClassifier, Outcome};

@@ -1,14 +1,12 @@
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use pin_project_lite::pin_project;
 use switchyard_core::{BoxError, CircuitOpen, Classify, HttpClassifier};
 use tower::Service;
 
 use crate::breaker::{Admission, Breaker};
+use crate::future::{ResponseFuture, State, Ticket};
 
 /// A service behind a circuit breaker. See the [crate docs](crate).
 pub struct CircuitBreaker<S, C = HttpClassifier> {
@@ -36,20 +34,7 @@ impl<S, C> CircuitBreaker<S, C> {
         &self.breaker
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    switchyard_core::inner_accessors!(inner: S);
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
@@ -123,78 +108,5 @@ where
             breaker: Some(ticket),
             classifier: self.classifier.clone(),
         }
-    }
-}
-
-/// An admitted request's claim on the breaker: reports its outcome once, or releases a
-/// probe slot if the request is dropped first.
-struct Ticket {
-    breaker: Arc<Breaker>,
-    admission: Admission,
-    recorded: bool,
-}
-
-impl Ticket {
-    fn new(breaker: &Arc<Breaker>, admission: Admission) -> Self {
-        Self {
-            breaker: breaker.clone(),
-            admission,
-            recorded: false,
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if !self.recorded {
-            self.breaker.cancel(&self.admission);
-        }
-    }
-}
-
-pin_project! {
-    /// The response future of [`CircuitBreaker`].
-    pub struct ResponseFuture<F, C> {
-        #[pin]
-        state: State<F>,
-        breaker: Option<Ticket>,
-        classifier: C,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Called { #[pin] fut: F },
-        Rejected,
-    }
-}
-
-impl<F, C> fmt::Debug for ResponseFuture<F, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ResponseFuture")
-    }
-}
-
-impl<F, C, T, E> Future for ResponseFuture<F, C>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-    C: Classify<T>,
-{
-    type Output = Result<T, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = match this.state.project() {
-            StateProj::Called { fut } => ready!(fut.poll(cx)).map_err(Into::into),
-            StateProj::Rejected => return Poll::Ready(Err(CircuitOpen::new().into())),
-        };
-        if let Some(mut ticket) = this.breaker.take() {
-            let outcome = this.classifier.classify(result.as_ref());
-            ticket.breaker.record(&ticket.admission, outcome);
-            ticket.recorded = true;
-        }
-        Poll::Ready(result)
     }
 }

@@ -1,6 +1,4 @@
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -8,12 +6,12 @@ use bytes::Bytes;
 use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::Service;
 
 use crate::body::CacheBody;
 use crate::directives::RequestDirectives;
+use crate::future::ResponseFuture;
 use crate::key::primary_key;
 use crate::policy::{decide, serve, Use, STALE_WHILE_REVALIDATE};
 use crate::shared::Shared;
@@ -49,20 +47,7 @@ impl<S> Cache<S> {
         CacheHandle::new(self.shared.clone())
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    switchyard_core::inner_accessors!(inner: S);
 }
 
 impl<S: Clone> Clone for Cache<S> {
@@ -195,59 +180,4 @@ fn gateway_timeout<RB>() -> Response<CacheBody<RB>> {
         .detail("only-if-cached")
         .append_to(res.headers_mut());
     res
-}
-
-type Upstream<RB, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<RB>>, E>> + Send>>;
-
-pin_project! {
-    /// The response future of [`Cache`]: a response answered from the cache is ready at
-    /// once (no allocation for the future); one that goes upstream is boxed.
-    pub struct ResponseFuture<RB, E> {
-        kind: Kind<RB, E>,
-    }
-}
-
-enum Kind<RB, E> {
-    Ready(Option<Response<CacheBody<RB>>>),
-    Upstream(Upstream<RB, E>),
-}
-
-impl<RB, E> ResponseFuture<RB, E> {
-    fn ready(response: Response<CacheBody<RB>>) -> Self {
-        Self {
-            kind: Kind::Ready(Some(response)),
-        }
-    }
-
-    fn upstream<F>(fut: F) -> Self
-    where
-        F: Future<Output = Result<Response<CacheBody<RB>>, E>> + Send + 'static,
-    {
-        Self {
-            kind: Kind::Upstream(Box::pin(fut)),
-        }
-    }
-}
-
-impl<RB, E> fmt::Debug for ResponseFuture<RB, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            Kind::Ready(_) => "Ready",
-            Kind::Upstream(_) => "Upstream",
-        };
-        f.debug_tuple("ResponseFuture").field(&kind).finish()
-    }
-}
-
-impl<RB, E> Future for ResponseFuture<RB, E> {
-    type Output = Result<Response<CacheBody<RB>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind {
-            Kind::Ready(response) => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
-            Kind::Upstream(fut) => fut.as_mut().poll(cx),
-        }
-    }
 }

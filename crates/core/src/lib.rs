@@ -1,4 +1,7 @@
-//! Types shared by every switchyard layer.
+//! What every switchyard layer shares: the leaf errors and their classification, the
+//! response future of a layer that may fail before calling its inner service
+//! ([`future::ResponseFuture`]), and the accessors every service has
+//! ([`inner_accessors!`]).
 //!
 //! Each layer that can fail on its own returns [`BoxError`], as tower's layers do; the
 //! failure itself is one of the leaf error types here, so that a layer further up (the
@@ -6,8 +9,10 @@
 //! walking the error's `source()` chain with [`ErrorKind::of`], whatever wrapped it on the
 //! way up.
 
+mod accessors;
 pub mod classify;
 mod error;
+pub mod future;
 mod hint;
 mod window;
 

@@ -39,7 +39,7 @@ struct Factory;
 impl Endpoints for Factory {
     type Service = Svc;
 
-    fn make(&self, _: &BackendSpec, addr: SocketAddr) -> Result<Svc, String> {
+    fn make(&self, _: &BackendSpec, addr: SocketAddr) -> Result<Svc, tower::BoxError> {
         Ok(Svc(addr))
     }
 }

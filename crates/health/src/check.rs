@@ -11,6 +11,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchyard_pool::{Protocol, TlsConfig};
 use tokio::net::TcpStream;
 
+use crate::error::CheckError;
+
 /// Where a check goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckTarget {
@@ -33,7 +35,7 @@ pub struct CheckTarget {
 /// the request.
 pub trait Checker: Send + Sync + 'static {
     /// Checks `target`: the response's status, or why there is none.
-    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, String>>;
+    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, CheckError>>;
 }
 
 /// The default [`Checker`]: a `GET` on a new connection, HTTP/1.1 or HTTP/2 as the backend
@@ -61,16 +63,16 @@ impl Default for HttpChecker {
 }
 
 impl Checker for HttpChecker {
-    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, String>> {
+    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, CheckError>> {
         let tls = self.tls.clone();
         Box::pin(async move { http_check(&target, tls).await })
     }
 }
 
-async fn http_check(target: &CheckTarget, tls: TlsConfig) -> Result<StatusCode, String> {
+async fn http_check(target: &CheckTarget, tls: TlsConfig) -> Result<StatusCode, CheckError> {
     let stream = TcpStream::connect(target.addr)
         .await
-        .map_err(|e| format!("connect {}: {e}", target.addr))?;
+        .map_err(|e| CheckError::new(format!("connect {}", target.addr), e))?;
     let _ = stream.set_nodelay(true);
     if !target.https {
         return check_on(target, TokioIo::new(stream)).await;
@@ -78,7 +80,7 @@ async fn http_check(target: &CheckTarget, tls: TlsConfig) -> Result<StatusCode, 
     let authority: http::uri::Authority = target
         .authority
         .parse()
-        .map_err(|e| format!("bad authority {}: {e}", target.authority))?;
+        .map_err(|e| CheckError::new(format!("bad authority {}", target.authority), e))?;
     let host = authority.host();
     let protocol = if target.http2 {
         Protocol::Http2
@@ -88,11 +90,11 @@ async fn http_check(target: &CheckTarget, tls: TlsConfig) -> Result<StatusCode, 
     let stream = tls
         .handshake(host, stream, protocol)
         .await
-        .map_err(|e| format!("TLS handshake with {}: {e}", target.authority))?;
+        .map_err(|e| CheckError::new(format!("TLS handshake with {}", target.authority), e))?;
     check_on(target, TokioIo::new(stream)).await
 }
 
-async fn check_on<I>(target: &CheckTarget, io: I) -> Result<StatusCode, String>
+async fn check_on<I>(target: &CheckTarget, io: I) -> Result<StatusCode, CheckError>
 where
     I: Read + Write + Unpin + Send + 'static,
 {
@@ -102,21 +104,22 @@ where
             .header(header::HOST, &target.authority)
             .header(header::USER_AGENT, "switchyard-health-check")
             .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("bad check request: {e}"))
+            .map_err(|e| CheckError::new("bad check request", e))
     };
     let res = if target.http2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
-            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+            .map_err(|e| CheckError::new("HTTP/2 handshake", e))?;
         tokio::spawn(conn);
         let uri = format!("{scheme}://{}{}", target.authority, target.path);
         sender.send_request(req(uri)?).await
     } else {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(|e| CheckError::new("handshake", e))?;
         tokio::spawn(conn);
         sender.send_request(req(target.path.clone())?).await
     };
-    res.map(|r| r.status()).map_err(|e| format!("request: {e}"))
+    res.map(|r| r.status())
+        .map_err(|e| CheckError::new("request", e))
 }

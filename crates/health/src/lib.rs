@@ -64,6 +64,7 @@
 
 mod check;
 mod config;
+mod error;
 mod registry;
 mod resolve;
 mod status;
@@ -71,9 +72,9 @@ mod tracked;
 
 pub use check::{CheckTarget, Checker, HttpChecker};
 pub use config::{HealthConfig, StatusRange};
+pub use error::{CheckError, RegistryError};
 pub use registry::{
-    BackendSpec, Discovery, Drain, EndpointKey, Endpoints, Event, Listed, Registry,
-    RegistryBuilder, RegistryError,
+    BackendSpec, Discovery, Drain, EndpointKey, Endpoints, Event, Listed, Registry, RegistryBuilder,
 };
 pub use resolve::{Resolved, Resolver, SystemResolver};
 pub use status::{AdminState, BackendStatus, EndpointStatus, Health, HealthEvent, HealthReport};

@@ -13,11 +13,11 @@ use futures::future::BoxFuture;
 use http::StatusCode;
 use switchyard_balance::Balance;
 use switchyard_health::{
-    AdminState, BackendSpec, CheckTarget, Checker, Endpoints, Health, HealthConfig, HealthEvent,
-    Registry, Resolved, Resolver, Tracked,
+    AdminState, BackendSpec, CheckError, CheckTarget, Checker, Endpoints, Health, HealthConfig,
+    HealthEvent, Registry, Resolved, Resolver, Tracked,
 };
 use tokio::sync::Semaphore;
-use tower::{Service, ServiceExt};
+use tower::{BoxError, Service, ServiceExt};
 
 /// An endpoint that answers with its address, after taking a permit from `gate` when
 /// one is set (so a test can hold requests in flight).
@@ -60,7 +60,7 @@ struct Factory {
 impl Endpoints for Factory {
     type Service = Svc;
 
-    fn make(&self, _: &BackendSpec, addr: SocketAddr) -> Result<Svc, String> {
+    fn make(&self, _: &BackendSpec, addr: SocketAddr) -> Result<Svc, BoxError> {
         Ok(Svc {
             addr,
             gate: self.gate.clone(),
@@ -100,7 +100,7 @@ impl FakeChecker {
 }
 
 impl Checker for FakeChecker {
-    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, String>> {
+    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, CheckError>> {
         *self.checks.write().unwrap().entry(target.addr).or_default() += 1;
         let down = self.down.read().unwrap().contains(&target.addr);
         let delay = self.delay;

@@ -112,6 +112,7 @@
 //! # Ok(()) }
 //! ```
 
+mod future;
 mod histogram;
 mod layer;
 mod prometheus;
@@ -120,10 +121,11 @@ mod registry;
 mod service;
 mod snapshot;
 
+pub use future::ResponseFuture;
 pub use layer::{BackendMetrics, MetricsLayer};
 pub use prometheus::TextFormat;
 pub use registry::{CacheCounters, MetricsRegistry};
-pub use service::{Metrics, ResponseFuture};
+pub use service::Metrics;
 pub use snapshot::{BackendSnapshot, Latency, MetricsSnapshot};
 
 /// The `prometheus_client` this crate encodes with, for writing collectors.

@@ -1,14 +1,12 @@
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower::Service;
 
-use crate::recorder::{InFlight, Outcome, Recorder};
+use crate::future::ResponseFuture;
+use crate::recorder::Recorder;
 use crate::MetricsRegistry;
 
 /// A service whose requests are counted and timed. See the [crate docs](crate).
@@ -43,20 +41,7 @@ impl<S> Metrics<S> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    switchyard_core::inner_accessors!(inner: S);
 }
 
 impl<S: Clone> Clone for Metrics<S> {
@@ -96,43 +81,5 @@ where
             inner: self.inner.call(req),
             in_flight,
         }
-    }
-}
-
-pin_project! {
-    /// The response future of [`Metrics`]: records the outcome and latency when the
-    /// response head (or an error) arrives, and a cancellation if dropped before.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        in_flight: Option<InFlight>,
-    }
-}
-
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("in_flight", &self.in_flight.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = Result<Response<ResBody>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        if let Some(in_flight) = this.in_flight.take() {
-            let outcome = match &result {
-                Ok(res) if !res.status().is_server_error() => Outcome::Success,
-                _ => Outcome::Failure,
-            };
-            in_flight.finish(outcome);
-        }
-        Poll::Ready(result)
     }
 }

@@ -6,7 +6,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
-use crate::pool::Release;
+use crate::service::Release;
 
 pin_project! {
     /// A response body from the pool. When it has been read to the end its connection goes

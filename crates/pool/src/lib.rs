@@ -55,13 +55,15 @@
 mod body;
 mod config;
 mod connect;
-mod pool;
+mod error;
+mod service;
 mod stats;
 mod tls;
 
 pub use body::PooledBody;
 pub use config::{PoolConfig, Protocol};
-pub use pool::{Pool, ResponseFuture};
+pub use error::CertKeyError;
+pub use service::{Pool, ResponseFuture};
 pub use stats::{ClosedStats, PoolStats};
 pub use switchyard_core::{ConnectError, ConnectErrorKind, PoolTimeout};
-pub use tls::{ca_roots, ca_roots_from_file, crypto_provider, CertKey, CertKeyError, TlsConfig};
+pub use tls::{ca_roots, ca_roots_from_file, crypto_provider, CertKey, TlsConfig};

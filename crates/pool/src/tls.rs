@@ -13,6 +13,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::error::CertKeyError;
 use crate::Protocol;
 
 /// How a pool speaks TLS to its backend: which certificate authorities it trusts, on top of
@@ -167,27 +168,6 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 /// presents, or a client that must prove who it is (mutual TLS).
 #[derive(Clone)]
 pub struct CertKey(Arc<CertifiedKey>);
-
-/// Why a [`CertKey`] could not be loaded, and which of its two parts is at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertKeyError {
-    /// The certificate chain: unreadable, or holds no PEM certificate.
-    Certificate(String),
-    /// The private key: unreadable, not a PEM key, of a kind not supported, or not the
-    /// key of the certificate.
-    Key(String),
-}
-
-impl fmt::Display for CertKeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Certificate(m) => write!(f, "certificate: {m}"),
-            Self::Key(m) => write!(f, "private key: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for CertKeyError {}
 
 impl CertKey {
     /// From a PEM certificate chain (the end entity's certificate first) and a PEM

@@ -14,6 +14,7 @@ use switchyard_pool::{Pool, PoolConfig, PoolStats, TlsConfig};
 use tower::Service;
 
 use crate::body::{self, Body};
+use crate::error::InvalidBackendUrl;
 
 /// One backend: every request it takes is sent to its authority on its own connection
 /// pool. Cheap to clone (one reference count): the balancer clones the chosen endpoint for
@@ -43,7 +44,7 @@ where
     /// path is ignored), with a new pool. An `https` backend is spoken to over TLS with
     /// `config.tls`, or Mozilla's roots when that is `None`. Must be called within a tokio
     /// runtime (the pool spawns its reaper).
-    pub fn new(url: &Uri, config: PoolConfig) -> Result<Self, String> {
+    pub fn new(url: &Uri, config: PoolConfig) -> Result<Self, InvalidBackendUrl> {
         let authority = authority(url)?;
         Ok(Self {
             pool: Pool::new(authority, tls_for(url, config)),
@@ -52,7 +53,11 @@ where
 
     /// An endpoint for one address of the backend at `url`: it connects to `addr` without
     /// resolving the URL's host, which stays the requests' authority.
-    pub fn with_address(url: &Uri, addr: SocketAddr, config: PoolConfig) -> Result<Self, String> {
+    pub fn with_address(
+        url: &Uri,
+        addr: SocketAddr,
+        config: PoolConfig,
+    ) -> Result<Self, InvalidBackendUrl> {
         let authority = authority(url)?;
         Ok(Self {
             pool: Pool::with_address(authority, addr, tls_for(url, config)),
@@ -89,22 +94,22 @@ fn tls_for(url: &Uri, mut config: PoolConfig) -> PoolConfig {
 }
 
 /// The authority requests to the backend at `url` carry, with the port made explicit.
-fn authority(url: &Uri) -> Result<Authority, String> {
+fn authority(url: &Uri) -> Result<Authority, InvalidBackendUrl> {
     let default_port = match url.scheme_str() {
         Some("http") => 80,
         Some("https") => 443,
-        Some(other) => return Err(format!("unsupported scheme `{other}`; use http or https")),
-        None => return Err(format!("`{url}` has no scheme; write http://{url}")),
+        Some(_) => return Err(InvalidBackendUrl::unsupported_scheme(url)),
+        None => return Err(InvalidBackendUrl::no_scheme(url)),
     };
     let authority = url
         .authority()
         .cloned()
-        .ok_or_else(|| format!("`{url}` has no host"))?;
+        .ok_or_else(|| InvalidBackendUrl::no_host(url))?;
     let authority = match authority.port() {
         Some(_) => authority,
         None => format!("{}:{default_port}", authority.host())
             .parse::<Authority>()
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| InvalidBackendUrl::authority(url, e))?,
     };
     Ok(authority)
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use http::StatusCode;
+use http::{StatusCode, Uri};
 use switchyard_core::{BoxError, ErrorKind};
 
 /// A failed forward: what kind of failure it was, and the error behind it.
@@ -122,3 +122,67 @@ mod tests {
         assert_eq!(err.to_string(), "refused");
     }
 }
+
+/// A backend URL that requests cannot be sent to: its scheme is not `http` or `https`, or
+/// it has no host.
+#[derive(Debug, Clone)]
+pub struct InvalidBackendUrl {
+    url: Uri,
+    problem: UrlProblem,
+}
+
+#[derive(Debug, Clone)]
+enum UrlProblem {
+    UnsupportedScheme,
+    NoScheme,
+    NoHost,
+    Authority(String),
+}
+
+impl InvalidBackendUrl {
+    fn new(url: &Uri, problem: UrlProblem) -> Self {
+        Self {
+            url: url.clone(),
+            problem,
+        }
+    }
+
+    pub(crate) fn unsupported_scheme(url: &Uri) -> Self {
+        Self::new(url, UrlProblem::UnsupportedScheme)
+    }
+
+    pub(crate) fn no_scheme(url: &Uri) -> Self {
+        Self::new(url, UrlProblem::NoScheme)
+    }
+
+    pub(crate) fn no_host(url: &Uri) -> Self {
+        Self::new(url, UrlProblem::NoHost)
+    }
+
+    pub(crate) fn authority(url: &Uri, error: impl fmt::Display) -> Self {
+        Self::new(url, UrlProblem::Authority(error.to_string()))
+    }
+
+    /// The URL.
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+}
+
+impl fmt::Display for InvalidBackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = &self.url;
+        match &self.problem {
+            UrlProblem::UnsupportedScheme => write!(
+                f,
+                "unsupported scheme `{}`; use http or https",
+                url.scheme_str().unwrap_or_default()
+            ),
+            UrlProblem::NoScheme => write!(f, "`{url}` has no scheme; write http://{url}"),
+            UrlProblem::NoHost => write!(f, "`{url}` has no host"),
+            UrlProblem::Authority(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for InvalidBackendUrl {}

@@ -181,20 +181,7 @@ impl<S, P, F> Forward<S, P, F> {
         &self.proxy
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the wrapped service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    switchyard_core::inner_accessors!(inner: S);
 }
 
 impl<S: fmt::Debug, P: fmt::Debug, F> fmt::Debug for Forward<S, P, F> {

@@ -73,7 +73,7 @@ mod upgrade;
 
 pub use body::Body;
 pub use config::{Backend, ByteSize, ConfigProblem, ProxyConfig};
-pub use error::{BackendError, Error};
+pub use error::{BackendError, Error, InvalidBackendUrl};
 pub use forward::{Forward, ForwardLayer};
 pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};
 pub use proxy::{Proxy, ProxyFuture};

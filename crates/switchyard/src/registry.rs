@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
+use switchyard_core::BoxError;
 use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed, Registry};
 use switchyard_metrics::{Metrics, MetricsRegistry};
 use switchyard_pool::{PoolConfig, PoolStats, Protocol};
@@ -36,7 +37,7 @@ pub(crate) struct HttpEndpoints {
 impl Endpoints for HttpEndpoints {
     type Service = EndpointService;
 
-    fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<EndpointService, String> {
+    fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<EndpointService, BoxError> {
         let pool = PoolConfig {
             protocol: protocol(backend),
             ..self.pool.clone()

@@ -15,6 +15,7 @@ use std::task::{ready, Context, Poll};
 
 use http::{header, HeaderValue, Response};
 use pin_project_lite::pin_project;
+use switchyard_core::future::ResponseFuture as Failable;
 use switchyard_core::{BoxError, ErrorKind};
 use tower::{Layer, Service};
 
@@ -44,20 +45,7 @@ impl<S> ErrorResponse<S> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    switchyard_core::inner_accessors!(inner: S);
 }
 
 /// The response for a failed forward.
@@ -99,16 +87,11 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.failed.take() {
-            Some(err) => ResponseFuture {
-                state: State::Failed { err: Some(err) },
-            },
-            None => ResponseFuture {
-                state: State::Called {
-                    fut: self.inner.call(req),
-                },
-            },
-        }
+        let inner = match self.failed.take() {
+            Some(err) => Failable::failed(err),
+            None => Failable::called(self.inner.call(req)),
+        };
+        ResponseFuture { inner }
     }
 }
 
@@ -136,16 +119,7 @@ pin_project! {
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
-        state: State<F>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    #[derive(Debug)]
-    enum State<F> {
-        Called { #[pin] fut: F },
-        Failed { err: Option<BoxError> },
+        inner: Failable<F>,
     }
 }
 
@@ -157,11 +131,7 @@ where
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let result = match self.project().state.project() {
-            StateProj::Called { fut } => ready!(fut.poll(cx)).map_err(Into::into),
-            StateProj::Failed { err } => Err(err.take().expect("polled after completion")),
-        };
-        Poll::Ready(Ok(match result {
+        Poll::Ready(Ok(match ready!(self.project().inner.poll(cx)) {
             Ok(res) => res,
             Err(err) => {
                 let err = Error::from(err);

@@ -28,7 +28,8 @@ use switchyard::layers::balance::Balance;
 use switchyard::layers::breaker::CircuitBreakers;
 use switchyard::layers::retry::{ReplayBody, RetryLayer};
 use switchyard::{
-    Body, BoxError, BreakerConfig, Error, PoolConfig, ProxyHeadersLayer, RetryConfig,
+    Body, BoxError, BreakerConfig, Error, InvalidBackendUrl, PoolConfig, ProxyHeadersLayer,
+    RetryConfig,
 };
 use tower::discover::ServiceList;
 use tower::util::BoxCloneSyncService;
@@ -39,7 +40,7 @@ use tower::{ServiceBuilder, ServiceExt};
 pub fn stack(
     backends: &[Uri],
     timeout: Duration,
-) -> Result<BoxCloneSyncService<Request<Body>, Response<Body>, Error>, String> {
+) -> Result<BoxCloneSyncService<Request<Body>, Response<Body>, Error>, InvalidBackendUrl> {
     let endpoints = backends
         .iter()
         .map(|url| HttpEndpoint::new(url, PoolConfig::default()))

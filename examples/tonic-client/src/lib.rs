@@ -41,8 +41,8 @@ use switchyard::layers::balance::{Balance, RouteHint};
 use switchyard::layers::breaker::GrpcClassifier;
 use switchyard::layers::retry::{ReplayBody, RetryLayer};
 use switchyard::{
-    Body, BoxError, BreakerConfig, CircuitBreakers, ErrorKind, PoolConfig, Protocol, RetryConfig,
-    RetryStats,
+    Body, BoxError, BreakerConfig, CircuitBreakers, ErrorKind, InvalidBackendUrl, PoolConfig,
+    Protocol, RetryConfig, RetryStats,
 };
 use tonic::{Code, Status};
 use tower::discover::ServiceList;
@@ -71,7 +71,7 @@ impl GrpcStack {
         servers: &[(&str, Uri)],
         breaker: BreakerConfig,
         retry: RetryConfig,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, InvalidBackendUrl> {
         let breakers = CircuitBreakers::new(breaker);
         let pool = PoolConfig {
             protocol: Protocol::Http2,
@@ -84,7 +84,7 @@ impl GrpcStack {
                 let breaker = breakers.layer(id).classifier(GrpcClassifier);
                 Ok(tower::Layer::layer(&breaker, endpoint))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, InvalidBackendUrl>>()?;
         let balance =
             Balance::new(ServiceList::new(endpoints)).route_hints(RouteHint::in_extensions);
         let retry = RetryLayer::new(retry);

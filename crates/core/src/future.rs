@@ -1,12 +1,16 @@
+//! The response future of a layer that either calls its inner service or fails before
+//! calling it.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use crate::BoxError;
 use pin_project_lite::pin_project;
-use switchyard_core::BoxError;
 
 pin_project! {
-    /// The response future of [`Balance`](crate::Balance).
+    /// The inner service's response future, or an error found before calling it (a readiness
+    /// error kept for `call`, no endpoint to call). Either way the error is a [`BoxError`].
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]
@@ -24,13 +28,15 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn called(fut: F) -> Self {
+    /// The inner service was called: `fut` is its response future.
+    pub fn called(fut: F) -> Self {
         Self {
             state: State::Called { fut },
         }
     }
 
-    pub(crate) fn failed(err: BoxError) -> Self {
+    /// The request failed before the inner service was called.
+    pub fn failed(err: BoxError) -> Self {
         Self {
             state: State::Failed { err: Some(err) },
         }

@@ -1,0 +1,477 @@
+//! The backend registry: admin operations, active checks, DNS, and the balancer's feed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tower::discover::Change;
+use tower::BoxError;
+
+use crate::check::{Checker, HttpChecker};
+use crate::resolve::{Resolver, SystemResolver};
+use crate::status::{AdminState, BackendStatus, EndpointStatus, Health, HealthEvent, HealthReport};
+use crate::tracked::{InFlight, Tracked};
+use crate::HealthConfig;
+
+mod admin;
+mod checks;
+mod discover;
+mod dns;
+mod drain;
+
+pub use discover::{Discovery, Event};
+pub use drain::Drain;
+
+// Admin operations, check results and resolutions take this lock; requests never do (they
+// read the balancer's snapshot). Never held across an await.
+#[allow(clippy::disallowed_types)]
+type AdminLock<T> = std::sync::Mutex<T>;
+
+/// A backend as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Unique id.
+    pub id: String,
+    /// `http://host:port`; a host name is resolved, and each address becomes an endpoint.
+    pub url: Uri,
+    /// Share of traffic relative to the other backends; each of the backend's addresses
+    /// gets this weight.
+    pub weight: u32,
+    /// Whether the backend speaks HTTP/2 by prior knowledge (health checks use it too).
+    pub http2: bool,
+}
+
+/// Makes the services behind endpoints, and hears about their life. The facade's
+/// implementation builds a circuit breaker over a connection pool per address.
+pub trait Endpoints: Send + Sync + 'static {
+    /// The endpoint service. The balancer clones it for every request.
+    type Service: Clone + Send + Sync + 'static;
+
+    /// The service for `backend` at `addr`.
+    fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<Self::Service, BoxError>;
+
+    /// `service` will get no more requests (its backend was removed, or its address is
+    /// gone from DNS): close what it holds.
+    fn retire(&self, _backend: &BackendSpec, _service: &Self::Service) {}
+
+    /// `backend` was removed from the registry.
+    fn removed(&self, _backend: &BackendSpec) {}
+
+    /// Resolving `backend`'s name failed.
+    fn resolve_failed(&self, _backend: &BackendSpec, _error: &str) {}
+
+    /// A passive signal about `backend` from the request path to show in its status,
+    /// such as `"circuit open"`.
+    fn passive(&self, _backend: &BackendSpec) -> Option<String> {
+        None
+    }
+}
+
+/// The balancer's key for one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    /// The backend's id.
+    pub backend: Arc<str>,
+    /// The endpoint's address.
+    pub addr: SocketAddr,
+    /// Distinguishes a backend re-added under the same id.
+    generation: u64,
+}
+
+/// A backend in [`Registry::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The backend.
+    pub spec: BackendSpec,
+    /// What the operator set.
+    pub admin: AdminState,
+    /// Its addresses now.
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// The backends, their health, and the stream of endpoint changes a balancer consumes.
+/// Cheap to clone; clones share everything. See the [crate docs](crate).
+pub struct Registry<E: Endpoints> {
+    inner: Arc<Inner<E>>,
+}
+
+impl<E: Endpoints> Clone for Registry<E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// Builds a [`Registry`] with another checker or resolver.
+pub struct RegistryBuilder<E> {
+    config: HealthConfig,
+    factory: E,
+    checker: Arc<dyn Checker>,
+    resolver: Arc<dyn Resolver>,
+}
+
+impl<E> fmt::Debug for RegistryBuilder<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Endpoints> RegistryBuilder<E> {
+    /// Checks endpoints with `checker` instead of [`HttpChecker`].
+    pub fn checker(mut self, checker: impl Checker) -> Self {
+        self.checker = Arc::new(checker);
+        self
+    }
+
+    /// Resolves names with `resolver` instead of [`SystemResolver`].
+    pub fn resolver(mut self, resolver: impl Resolver) -> Self {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// The registry, and the discovery stream to hand to the balancer. Must be called
+    /// within a tokio runtime (checks and resolutions run on tasks).
+    pub fn build(self) -> (Registry<E>, Discovery<E::Service>) {
+        let (changes, rx) = mpsc::unbounded_channel();
+        let (progress, _) = watch::channel(Progress::default());
+        let inner = Inner {
+            permits: Arc::new(Semaphore::new(self.config.max_concurrent.max(1))),
+            config: self.config,
+            factory: self.factory,
+            checker: self.checker,
+            resolver: self.resolver,
+            state: AdminLock::new(State {
+                members: Vec::new(),
+                panic: false,
+            }),
+            changes,
+            events: broadcast::channel(256).0,
+            progress,
+            generations: AtomicU64::new(0),
+        };
+        (
+            Registry {
+                inner: Arc::new(inner),
+            },
+            Discovery { rx },
+        )
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    /// Endpoints the balancer has been told to route to.
+    routed: usize,
+    /// Backends whose name has not been resolved once yet.
+    unresolved: usize,
+}
+
+struct Inner<E: Endpoints> {
+    config: HealthConfig,
+    factory: E,
+    checker: Arc<dyn Checker>,
+    resolver: Arc<dyn Resolver>,
+    state: AdminLock<State<E::Service>>,
+    changes: mpsc::UnboundedSender<Event<E::Service>>,
+    events: broadcast::Sender<HealthEvent>,
+    /// Bounds the checks in flight over all backends.
+    permits: Arc<Semaphore>,
+    progress: watch::Sender<Progress>,
+    generations: AtomicU64,
+}
+
+struct State<S> {
+    members: Vec<Member<S>>,
+    panic: bool,
+}
+
+struct Member<S> {
+    spec: BackendSpec,
+    generation: u64,
+    admin: AdminState,
+    /// The host name to resolve and the port; `None` for an IP address.
+    name: Option<(String, u16)>,
+    /// A resolution has been attempted (always true for an IP address).
+    resolved: bool,
+    dns_error: Option<String>,
+    inflight: Arc<InFlight>,
+    endpoints: Vec<Ep<S>>,
+    tasks: Vec<AbortHandle>,
+}
+
+struct Ep<S> {
+    addr: SocketAddr,
+    service: S,
+    routed: bool,
+    health: Health,
+    consecutive_failures: u32,
+    consecutive_successes: u32,
+    checks: u64,
+    last_check: Option<Instant>,
+    last_response_time: Option<Duration>,
+    last_error: Option<String>,
+    last_transition: Option<Instant>,
+}
+
+impl<S> Ep<S> {
+    fn new(addr: SocketAddr, service: S) -> Self {
+        Self {
+            addr,
+            service,
+            routed: false,
+            health: Health::Unknown,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            checks: 0,
+            last_check: None,
+            last_response_time: None,
+            last_error: None,
+            last_transition: None,
+        }
+    }
+
+    fn status(&self) -> EndpointStatus {
+        EndpointStatus {
+            addr: self.addr,
+            health: self.health,
+            routed: self.routed,
+            consecutive_failures: self.consecutive_failures,
+            consecutive_successes: self.consecutive_successes,
+            checks: self.checks,
+            last_check: self.last_check,
+            last_response_time: self.last_response_time,
+            last_error: self.last_error.clone(),
+            last_transition: self.last_transition,
+        }
+    }
+}
+
+impl<E: Endpoints> Drop for Inner<E> {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for member in &state.members {
+            for task in &member.tasks {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl<E: Endpoints> Registry<E> {
+    /// A registry checking with [`HttpChecker`] and resolving with [`SystemResolver`];
+    /// returns it with the discovery stream to hand to the balancer. Must be called within
+    /// a tokio runtime.
+    pub fn new(config: HealthConfig, endpoints: E) -> (Self, Discovery<E::Service>) {
+        Self::builder(config, endpoints).build()
+    }
+
+    /// A builder, to plug in another [`Checker`] or [`Resolver`].
+    pub fn builder(config: HealthConfig, endpoints: E) -> RegistryBuilder<E> {
+        RegistryBuilder {
+            config,
+            factory: endpoints,
+            checker: Arc::new(HttpChecker::default()),
+            resolver: Arc::new(SystemResolver),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HealthConfig {
+        &self.inner.config
+    }
+
+    /// The endpoint factory.
+    pub fn endpoints(&self) -> &E {
+        &self.inner.factory
+    }
+
+    /// The backends, in the order they were added (specification `ListBackends`).
+    pub fn list(&self) -> Vec<Listed> {
+        let state = self.inner.lock();
+        state
+            .members
+            .iter()
+            .map(|m| Listed {
+                spec: m.spec.clone(),
+                admin: m.admin,
+                addrs: m.endpoints.iter().map(|ep| ep.addr).collect(),
+            })
+            .collect()
+    }
+
+    /// The services of backend `id`'s endpoints (for their stats), by address.
+    pub fn services(&self, id: &str) -> Vec<(SocketAddr, E::Service)> {
+        let state = self.inner.lock();
+        state
+            .members
+            .iter()
+            .find(|m| m.spec.id == id)
+            .map(|m| {
+                m.endpoints
+                    .iter()
+                    .map(|ep| (ep.addr, ep.service.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every backend's health (specification `GetHealthStatus`).
+    pub fn status(&self) -> HealthReport {
+        let inner = &self.inner;
+        let state = inner.lock();
+        let backends = state
+            .members
+            .iter()
+            .map(|m| {
+                let endpoints: Vec<EndpointStatus> = m.endpoints.iter().map(Ep::status).collect();
+                let health = if endpoints.iter().any(|e| e.health == Health::Healthy) {
+                    Health::Healthy
+                } else if !endpoints.is_empty()
+                    && endpoints.iter().all(|e| e.health == Health::Unhealthy)
+                {
+                    Health::Unhealthy
+                } else {
+                    Health::Unknown
+                };
+                BackendStatus {
+                    id: m.spec.id.clone(),
+                    url: m.spec.url.clone(),
+                    weight: m.spec.weight,
+                    admin: m.admin,
+                    health,
+                    consecutive_failures: endpoints
+                        .iter()
+                        .map(|e| e.consecutive_failures)
+                        .max()
+                        .unwrap_or(0),
+                    response_time: endpoints.iter().filter_map(|e| e.last_response_time).max(),
+                    error: m
+                        .dns_error
+                        .clone()
+                        .or_else(|| endpoints.iter().find_map(|e| e.last_error.clone())),
+                    passive: inner.factory.passive(&m.spec),
+                    in_flight: m.inflight.get(),
+                    endpoints,
+                }
+            })
+            .collect();
+        HealthReport {
+            panic: state.panic,
+            backends,
+        }
+    }
+
+    /// Subscribes to health transitions, panic mode changes, resolutions and removals.
+    pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Whether panic mode is on.
+    pub fn panic(&self) -> bool {
+        self.inner.lock().panic
+    }
+
+    /// Waits until every backend given by name has been resolved once, then returns how
+    /// many endpoints the balancer has been told to route to.
+    pub async fn resolved(&self) -> usize {
+        let mut progress = self.inner.progress.subscribe();
+        let routed = match progress.wait_for(|p| p.unresolved == 0).await {
+            Ok(p) => p.routed,
+            Err(_) => 0,
+        };
+        routed
+    }
+}
+
+impl<E: Endpoints> fmt::Debug for Registry<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("config", &self.inner.config)
+            .field("backends", &self.list())
+            .finish()
+    }
+}
+
+impl<E: Endpoints> Inner<E> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<E::Service>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key(member: &Member<E::Service>, addr: SocketAddr) -> EndpointKey {
+        EndpointKey {
+            backend: member.spec.id.as_str().into(),
+            addr,
+            generation: member.generation,
+        }
+    }
+
+    fn insert(&self, member: &Member<E::Service>, ep: &Ep<E::Service>) {
+        let endpoint = Tracked::new(
+            ep.service.clone(),
+            member.spec.weight,
+            member.inflight.clone(),
+        );
+        // The receiver lives as long as the balancer; without one there is nobody to tell.
+        let _ = self
+            .changes
+            .send(Ok(Change::Insert(Self::key(member, ep.addr), endpoint)));
+    }
+
+    fn withdraw(&self, member: &Member<E::Service>, addr: SocketAddr) {
+        let _ = self
+            .changes
+            .send(Ok(Change::Remove(Self::key(member, addr))));
+    }
+
+    /// Brings the balancer's set in line with admin states and health: an endpoint is
+    /// routed when its backend is enabled and it is not unhealthy, or, in panic mode,
+    /// when every endpoint of the enabled backends is unhealthy.
+    fn reconcile(&self, state: &mut State<E::Service>) {
+        let mut candidates = state
+            .members
+            .iter()
+            .filter(|m| m.admin == AdminState::Enabled)
+            .flat_map(|m| &m.endpoints)
+            .peekable();
+        let some = candidates.peek().is_some();
+        let all_down = candidates.all(|ep| ep.health == Health::Unhealthy);
+        let panic = self.config.panic_mode && some && all_down;
+        if panic != state.panic {
+            state.panic = panic;
+            if panic {
+                tracing::warn!("every backend is unhealthy: panic mode, routing to all of them");
+            } else {
+                tracing::info!("panic mode over");
+            }
+            let _ = self.events.send(HealthEvent::Panic(panic));
+        }
+        let mut routed = 0;
+        for member in &mut state.members {
+            let enabled = member.admin == AdminState::Enabled;
+            for j in 0..member.endpoints.len() {
+                let ep = &member.endpoints[j];
+                let want = enabled && (ep.health != Health::Unhealthy || panic);
+                if want != ep.routed {
+                    if want {
+                        self.insert(member, ep);
+                    } else {
+                        self.withdraw(member, ep.addr);
+                    }
+                    member.endpoints[j].routed = want;
+                }
+                routed += usize::from(want);
+            }
+        }
+        let unresolved = state.members.iter().filter(|m| !m.resolved).count();
+        self.progress.send_replace(Progress { routed, unresolved });
+    }
+}
