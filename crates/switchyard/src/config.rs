@@ -128,6 +128,10 @@ pub struct ProxyConfig {
     /// is closed; `0s`: only when a side closes it.
     #[serde(with = "humantime_serde")]
     pub upgrade_idle_timeout: Duration,
+    /// The protocols a client's `Upgrade` may switch to (compared without ASCII case, on
+    /// the name before any `/version`); an upgrade to any other is removed and the
+    /// request goes on as a plain one. `h2c` never goes through, even listed.
+    pub upgrade_protocols: Vec<String>,
     /// Count and time requests, proxy-wide and per backend (`Proxy::metrics`, the admin
     /// API's `/metrics`). Off, requests pass the metrics layers unrecorded.
     pub metrics_enabled: bool,
@@ -177,6 +181,7 @@ impl Default for ProxyConfig {
             request_timeout: Duration::from_secs(30),
             preserve_host: true,
             upgrade_idle_timeout: Duration::from_secs(3600),
+            upgrade_protocols: vec!["websocket".to_owned()],
             metrics_enabled: true,
         }
     }
@@ -587,6 +592,7 @@ mod tests {
         assert_eq!(c.health_check_interval, Duration::from_secs(10));
         assert_eq!(c.health_check_path, "/health");
         assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.upgrade_protocols, ["websocket"]);
         assert!(c.validate().is_empty());
     }
 
@@ -597,12 +603,14 @@ mod tests {
             retry_delay = "250ms"
             request_timeout = "1m"
             cache_max_size = "64MiB"
+            upgrade_protocols = ["websocket", "irc"]
             "#,
         )
         .unwrap();
         assert_eq!(c.retry_delay, Duration::from_millis(250));
         assert_eq!(c.request_timeout, Duration::from_secs(60));
         assert_eq!(c.cache_max_size.bytes(), 64 << 20);
+        assert_eq!(c.upgrade_protocols, ["websocket", "irc"]);
         assert_eq!(c.max_retries, 3, "unset keys keep their defaults");
     }
 
