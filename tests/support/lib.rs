@@ -561,3 +561,371 @@ pub async fn send(
     let body = res.into_body().collect().await.unwrap().to_bytes();
     (status, backend, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Sends `request` as it is, bytes for bytes, on a fresh connection to `addr` (so that no
+/// client normalises it), and returns the response head, lower-cased, and its status.
+/// Bounded: gives up after 10 s.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let exchange = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(request).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match conn.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&head).to_lowercase()
+    };
+    let head = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+        .await
+        .expect("an answer within 10 s");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    (status, head)
+}
+
+/// A backend for fault tests: HTTP/1.1 on a loopback port that can be killed (listener
+/// closed, every connection reset), restarted on the same port, and slowed at run time.
+/// It answers `/health` at once and any other path after the current delay, with its id
+/// in `x-backend`, and counts requests per path across restarts.
+#[derive(Debug)]
+pub struct FaultBackend {
+    id: &'static str,
+    addr: SocketAddr,
+    state: Arc<FaultState>,
+    running: Option<Running>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    delay_ms: std::sync::atomic::AtomicU64,
+    total: AtomicUsize,
+    // A test backend's bookkeeping, not a proxy's request path: a short lock is simplest.
+    #[allow(clippy::disallowed_types)]
+    per_path: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultBackend {
+    /// Starts on an ephemeral 127.0.0.1 port.
+    pub async fn start(id: &'static str) -> Self {
+        Self::start_on(id, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts on `addr` (port 0: an ephemeral one).
+    pub async fn start_on(id: &'static str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let mut b = Self {
+            id,
+            addr: listener.local_addr().unwrap(),
+            state: Arc::default(),
+            running: None,
+        };
+        b.running = Some(b.serve(listener));
+        b
+    }
+
+    /// Where it listens (or listened, while killed).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A [`Backend`] entry for it, with its id.
+    pub fn backend(&self) -> Backend {
+        Backend::new(self.id, format!("http://{}", self.addr).parse().unwrap())
+    }
+
+    /// Whether it is serving (started or restarted, and not killed since).
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Makes every request but `/health` wait `delay` before its answer, from the next
+    /// request on.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Requests received for `path`, over every run.
+    pub fn requests(&self, path: &str) -> usize {
+        let counts = self.state.per_path.lock().unwrap();
+        counts.get(path).copied().unwrap_or(0)
+    }
+
+    /// Requests received, over every run.
+    pub fn total_requests(&self) -> usize {
+        self.state.total.load(Ordering::SeqCst)
+    }
+
+    /// Crashes it: the listener is closed (connections are refused) and every open
+    /// connection is reset, requests in flight included. Returns once all that is done.
+    pub async fn kill(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop.send_replace(true);
+            let _ = running.task.await;
+        }
+    }
+
+    /// Serves again on the same port, with the same counts and delay.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.running = Some(self.serve(listener));
+    }
+
+    fn serve(&self, listener: TcpListener) -> Running {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (id, state) = (self.id, self.state.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let mut stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                    _ = stopped.wait_for(|&s| s) => break,
+                };
+                let mut conn_stopped = stopped.clone();
+                let state = state.clone();
+                conns.spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        fault_answer(id, state.clone(), req)
+                    });
+                    let killed = tokio::select! {
+                        _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(&mut stream), service) => false,
+                        _ = conn_stopped.wait_for(|&s| s) => true,
+                    };
+                    if killed {
+                        // Dropped with a zero linger: the peer sees a reset, as after a crash.
+                        let _ = stream.set_zero_linger();
+                    }
+                });
+            }
+            drop(listener);
+            while conns.join_next().await.is_some() {}
+        });
+        Running { stop, task }
+    }
+}
+
+impl Drop for FaultBackend {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.stop.send_replace(true);
+        }
+    }
+}
+
+async fn fault_answer(
+    id: &'static str,
+    state: Arc<FaultState>,
+    req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    state.total.fetch_add(1, Ordering::SeqCst);
+    *state
+        .per_path
+        .lock()
+        .unwrap()
+        .entry(path.clone())
+        .or_default() += 1;
+    if path != "/health" {
+        let delay = state.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+    }
+    let _ = req.into_body().collect().await;
+    Ok(Response::builder()
+        .header("x-backend", id)
+        .header("cache-control", "no-store")
+        .body(full(id))
+        .unwrap())
+}
+
+/// What [`load`] sends: `GET path` on `connections` connections at once to `addr`, each
+/// request after the previous answer on its connection, until `duration` has passed or
+/// `max_requests` were sent.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Where to send.
+    pub addr: SocketAddr,
+    /// The path requested.
+    pub path: String,
+    /// Connections, each carrying one request at a time.
+    pub connections: usize,
+    /// How long to keep sending.
+    pub duration: std::time::Duration,
+    /// Requests to send at most (failed ones included).
+    pub max_requests: usize,
+    /// A request not answered within this long counts as an error.
+    pub request_timeout: std::time::Duration,
+    /// The width of the time buckets completions are counted in.
+    pub bucket: std::time::Duration,
+}
+
+impl Load {
+    /// `GET path` to `addr` on 4 connections, for at most 5 s and 200 requests, each
+    /// bounded by 5 s, counted in 100 ms buckets.
+    pub fn new(addr: SocketAddr, path: &str) -> Self {
+        Self {
+            addr,
+            path: path.to_owned(),
+            connections: 4,
+            duration: std::time::Duration::from_secs(5),
+            max_requests: 200,
+            request_timeout: std::time::Duration::from_secs(5),
+            bucket: std::time::Duration::from_millis(100),
+        }
+    }
+}
+
+/// What [`load`] saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Responses by status code.
+    pub statuses: std::collections::BTreeMap<u16, usize>,
+    /// Requests that got no response: refused or reset connections, timeouts.
+    pub errors: usize,
+    /// The longest a request took to be answered (or to fail).
+    pub max_latency: std::time::Duration,
+    /// Requests completed (answered or failed) in each `bucket` from the start.
+    pub completions: Vec<usize>,
+}
+
+impl LoadReport {
+    /// Responses with `status`.
+    pub fn count(&self, status: u16) -> usize {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Responses of any status.
+    pub fn responses(&self) -> usize {
+        self.statuses.values().sum()
+    }
+
+    fn merge(&mut self, other: Self) {
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        self.errors += other.errors;
+        self.max_latency = self.max_latency.max(other.max_latency);
+        if self.completions.len() < other.completions.len() {
+            self.completions.resize(other.completions.len(), 0);
+        }
+        for (mine, theirs) in self.completions.iter_mut().zip(other.completions) {
+            *mine += theirs;
+        }
+    }
+}
+
+/// Sends the bounded load `spec` describes and reports what came back. A connection that
+/// fails is opened again for the next request (after 10 ms, so a refusing port is not
+/// hammered).
+pub async fn load(spec: &Load) -> LoadReport {
+    let start = tokio::time::Instant::now();
+    let deadline = start + spec.duration;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let buckets = usize::try_from(spec.duration.as_nanos().div_ceil(spec.bucket.as_nanos()))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let workers: Vec<_> = (0..spec.connections)
+        .map(|_| {
+            let (spec, sent) = (spec.clone(), sent.clone());
+            tokio::spawn(async move {
+                let mut report = LoadReport {
+                    completions: vec![0; buckets],
+                    ..LoadReport::default()
+                };
+                let mut conn = None;
+                while tokio::time::Instant::now() < deadline
+                    && sent.fetch_add(1, Ordering::SeqCst) < spec.max_requests
+                {
+                    let begun = tokio::time::Instant::now();
+                    let answered =
+                        tokio::time::timeout(spec.request_timeout, one_request(&spec, &mut conn))
+                            .await;
+                    let now = tokio::time::Instant::now();
+                    report.max_latency = report.max_latency.max(now - begun);
+                    let bucket = ((now - start).as_nanos() / spec.bucket.as_nanos()) as usize;
+                    report.completions[bucket.min(buckets - 1)] += 1;
+                    match answered {
+                        Ok(Ok(status)) => *report.statuses.entry(status).or_default() += 1,
+                        _ => {
+                            report.errors += 1;
+                            conn = None;
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                report
+            })
+        })
+        .collect();
+    let mut total = LoadReport {
+        completions: vec![0; buckets],
+        ..LoadReport::default()
+    };
+    for worker in workers {
+        total.merge(worker.await.expect("a load worker panicked"));
+    }
+    total
+}
+
+type LoadConn = hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>;
+
+/// One request of [`load`] on `conn`, opened first if need be.
+async fn one_request(spec: &Load, conn: &mut Option<LoadConn>) -> Result<u16, LoadError> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        let stream = tokio::net::TcpStream::connect(spec.addr).await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        *conn = Some(sender);
+    }
+    let sender = conn.as_mut().expect("just opened");
+    sender.ready().await?;
+    let req = Request::get(spec.path.as_str())
+        .header(http::header::HOST, spec.addr.to_string())
+        .body(http_body_util::Empty::new())
+        .expect("a valid request");
+    let res = sender.send_request(req).await?;
+    let status = res.status().as_u16();
+    res.into_body().collect().await?;
+    Ok(status)
+}
+
+/// Why one request of [`load`] failed.
+#[derive(Debug)]
+enum LoadError {
+    Io,
+    Http,
+}
+
+impl From<std::io::Error> for LoadError {
+    fn from(_: std::io::Error) -> Self {
+        Self::Io
+    }
+}
+
+impl From<hyper::Error> for LoadError {
+    fn from(_: hyper::Error) -> Self {
+        Self::Http
+    }
+}

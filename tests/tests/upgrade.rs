@@ -72,8 +72,12 @@ async fn echo_backend() -> (SocketAddr, mpsc::UnboundedReceiver<http::HeaderMap>
     (addr, heads)
 }
 
+/// The proxy over `backend`, allowing the `echo` upgrade beside WebSocket.
 async fn proxy_over(backend: SocketAddr) -> Proxy {
-    let proxy = Proxy::new(switchyard_tests::config());
+    let proxy = Proxy::new(switchyard::ProxyConfig {
+        upgrade_protocols: vec!["websocket".into(), "echo".into()],
+        ..switchyard_tests::config()
+    });
     let url = format!("http://{backend}").parse().unwrap();
     proxy.add_backend(Backend::new("echo", url)).unwrap();
     proxy.settled().await;

@@ -75,6 +75,10 @@ pub struct ProxyConfig {
     pub backend_client_cert_file: Option<PathBuf>,
     /// PEM private key of `backend_client_cert_file`.
     pub backend_client_key_file: Option<PathBuf>,
+    /// The protocols a client's `Upgrade` may switch to (compared without ASCII case, on
+    /// the name before any `/version`); an upgrade to any other is removed and the
+    /// request goes on as a plain one. `h2c` never goes through, even listed.
+    pub upgrade_protocols: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -89,6 +93,7 @@ impl Default for ProxyConfig {
             request_timeout: Duration::from_secs(30),
             preserve_host: true,
             upgrade_idle_timeout: Duration::from_secs(3600),
+            upgrade_protocols: vec!["websocket".to_owned()],
             backend_ca_file: None,
             backend_client_cert_file: None,
             backend_client_key_file: None,
@@ -438,6 +443,7 @@ mod tests {
         assert_eq!(c.health.path, "/health");
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert_eq!(c.bounded_retry().deadline, Some(c.request_timeout));
+        assert_eq!(c.upgrade_protocols, ["websocket"]);
         assert!(c.validate().is_empty());
         let file: ProxyConfig = toml::from_str("load_balancer_type = \"round_robin\"").unwrap();
         assert_eq!(file, c, "unset keys are the defaults");
@@ -450,12 +456,14 @@ mod tests {
             retry_delay = "250ms"
             request_timeout = "1m"
             cache_max_size = "64MiB"
+            upgrade_protocols = ["websocket", "irc"]
             "#,
         )
         .unwrap();
         assert_eq!(c.retry.delay, Duration::from_millis(250));
         assert_eq!(c.request_timeout, Duration::from_secs(60));
         assert_eq!(c.cache.unwrap().max_size, 64 << 20);
+        assert_eq!(c.upgrade_protocols, ["websocket", "irc"]);
         assert_eq!(c.retry.max_retries, 3, "unset keys keep their defaults");
     }
 

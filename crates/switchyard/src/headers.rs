@@ -3,14 +3,17 @@
 //! On the way to the backend [`ProxyHeaders`]:
 //! - removes hop-by-hop headers: `Connection` and every header it lists, `Keep-Alive`,
 //!   `Proxy-Connection`, `TE` (except `TE: trailers`, which gRPC needs end to end),
-//!   `Trailer`, `Transfer-Encoding`, `Upgrade` (RFC 9110 §7.6.1);
+//!   `Trailer`, `Transfer-Encoding`, `Upgrade` (RFC 9110 §7.6.1), and `HTTP2-Settings`,
+//!   which only an `h2c` upgrade uses (RFC 9113 §3.1);
 //! - appends the client's address to `X-Forwarded-For` (from the [`ClientAddr`] request
 //!   extension, which the server, `switchyard-server`, inserts), and sets
 //!   `X-Forwarded-Proto` and `X-Forwarded-Host`; with a client certificate in that
 //!   extension, sets `X-Forwarded-Client-Cert` in place of any the client sent;
 //! - appends `Via: <version> switchyard`;
-//! - keeps the client's `Host` (also for HTTP/2 clients, whose host is the URI authority),
-//!   or with `preserve_host(false)` drops it so the backend's authority is sent.
+//! - keeps the client's `Host` (for HTTP/2 clients their `:authority`, the URI authority,
+//!   even beside a `host` header), or with `preserve_host(false)` drops it so the
+//!   backend's authority is sent. That the host is valid is
+//!   [`StrictHost`](crate::host::StrictHost)'s to check, above the cache.
 //!
 //! On the way back it removes hop-by-hop headers and appends `Via` to the response.
 //!
@@ -20,11 +23,15 @@
 //! upgrade handle, which hyper's server puts in the request's extensions when it serves
 //! with upgrades (`serve_connection_with_upgrades`, as the `switchyard` binary and
 //! `axum::serve` do); without one the request goes on as a plain one, its upgrade headers
-//! removed. Upgrades need an HTTP/1.1 backend.
+//! removed. Upgrades need an HTTP/1.1 backend. Only the protocols of
+//! [`upgrade_protocols`](ProxyHeaders::upgrade_protocols) (by default `websocket`) are
+//! forwarded; any other upgrade is removed and the request goes on as a plain one, and
+//! `h2c` never goes through.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -94,6 +101,12 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// The upgrade protocols forwarded unless set otherwise.
+fn default_upgrade_protocols() -> Arc<[Box<str>]> {
+    Arc::new(["websocket".into()])
+}
 
 /// Removes the hop-by-hop headers of one message (RFC 9110 §7.6.1). `TE: trailers` is
 /// kept, as HTTP/2 and gRPC require it to reach the origin.
@@ -131,6 +144,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
+        &HTTP2_SETTINGS,
     ] {
         headers.remove(name);
     }
@@ -147,6 +161,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::UPGRADE
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
+        || name == HTTP2_SETTINGS
 }
 
 /// Appends the client's address (in header form) to `X-Forwarded-For`.
@@ -177,11 +192,19 @@ fn via(version: Version) -> HeaderValue {
 
 /// Applies the request half of proxy semantics (see the [module docs](self)).
 pub fn prepare_request<B>(req: &mut Request<B>, preserve_host: bool) {
-    let host = req.headers().get(header::HOST).cloned().or_else(|| {
+    let authority = || {
         req.uri()
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    };
+    let header = || req.headers().get(header::HOST).cloned();
+    // HTTP/2 and later name the host in `:authority`; a `host` beside it does not win
+    // (RFC 9113 §8.3.1).
+    let host = if req.version() >= Version::HTTP_2 {
+        authority().or_else(header)
+    } else {
+        header().or_else(authority)
+    };
     let proto = HeaderValue::from_static(match req.uri().scheme_str() {
         Some("https") => "https",
         _ => "http",
@@ -227,6 +250,7 @@ pub struct ProxyHeaders<S> {
     inner: S,
     preserve_host: bool,
     upgrade_idle_timeout: Option<Duration>,
+    upgrade_protocols: Arc<[Box<str>]>,
     tunnels: Tunnels,
 }
 
@@ -237,6 +261,7 @@ impl<S> ProxyHeaders<S> {
             inner,
             preserve_host: true,
             upgrade_idle_timeout: Some(DEFAULT_UPGRADE_IDLE_TIMEOUT),
+            upgrade_protocols: default_upgrade_protocols(),
             tunnels: Tunnels::default(),
         }
     }
@@ -256,6 +281,19 @@ impl<S> ProxyHeaders<S> {
     /// is closed; `None`: until a side closes it. Default one hour.
     pub fn upgrade_idle_timeout(mut self, idle: Option<Duration>) -> Self {
         self.upgrade_idle_timeout = idle;
+        self
+    }
+
+    /// The protocols a client's upgrade may switch to (`websocket` by default), compared
+    /// without ASCII case on the name before any `/version`. An upgrade to any other is
+    /// removed, and the request goes on as a plain one. `h2c` is never forwarded, nor its
+    /// `HTTP2-Settings`, even when listed.
+    pub fn upgrade_protocols<I>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.upgrade_protocols = protocol_list(protocols);
         self
     }
 
@@ -280,7 +318,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let upgrade = Upgrade::take(&mut req, self.upgrade_idle_timeout, &self.tunnels);
+        let upgrade = Upgrade::take(
+            &mut req,
+            &self.upgrade_protocols,
+            self.upgrade_idle_timeout,
+            &self.tunnels,
+        );
         prepare_request(&mut req, self.preserve_host);
         if let Some(upgrade) = &upgrade {
             upgrade.restore_request(&mut req);
@@ -297,6 +340,7 @@ where
 pub struct ProxyHeadersLayer {
     preserve_host: bool,
     upgrade_idle_timeout: Option<Duration>,
+    upgrade_protocols: Arc<[Box<str>]>,
     tunnels: Tunnels,
 }
 
@@ -306,6 +350,7 @@ impl ProxyHeadersLayer {
         Self {
             preserve_host: true,
             upgrade_idle_timeout: Some(DEFAULT_UPGRADE_IDLE_TIMEOUT),
+            upgrade_protocols: default_upgrade_protocols(),
             tunnels: Tunnels::default(),
         }
     }
@@ -326,6 +371,27 @@ impl ProxyHeadersLayer {
         self.upgrade_idle_timeout = idle;
         self
     }
+
+    /// See [`ProxyHeaders::upgrade_protocols`].
+    pub fn upgrade_protocols<I>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.upgrade_protocols = protocol_list(protocols);
+        self
+    }
+}
+
+fn protocol_list<I>(protocols: I) -> Arc<[Box<str>]>
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    protocols
+        .into_iter()
+        .map(|p| p.as_ref().trim().into())
+        .collect()
 }
 
 impl Default for ProxyHeadersLayer {
@@ -342,6 +408,7 @@ impl<S> Layer<S> for ProxyHeadersLayer {
             inner,
             preserve_host: self.preserve_host,
             upgrade_idle_timeout: self.upgrade_idle_timeout,
+            upgrade_protocols: self.upgrade_protocols.clone(),
             tunnels: self.tunnels.clone(),
         }
     }
@@ -474,6 +541,25 @@ mod tests {
         prepare_request(&mut req, true);
         assert_eq!(req.headers()["host"], "example.org:8443");
         assert_eq!(req.headers()["via"], "2 switchyard");
+    }
+
+    #[test]
+    fn http2_authority_wins_over_a_host_header() {
+        let mut req = Request::get("http://a.example/x")
+            .version(Version::HTTP_2)
+            .header("host", "other.example")
+            .body(())
+            .unwrap();
+        prepare_request(&mut req, true);
+        assert_eq!(req.headers()["host"], "a.example");
+        assert_eq!(req.headers()["x-forwarded-host"], "a.example");
+    }
+
+    #[test]
+    fn http2_settings_is_never_forwarded() {
+        let mut req = request(&[("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA")]);
+        prepare_request(&mut req, true);
+        assert!(!req.headers().contains_key("http2-settings"));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! layers into the standard stack, outermost first:
 //!
 //! ```text
-//!   request ──▶ ErrorResponse   typed errors become 503 / 504 / 502 responses
+//!   request ──▶ StrictHost      an invalid or ambiguous Host gets 400 (switchyard::host)
+//!               ErrorResponse   typed errors become 503 / 504 / 502 responses
 //!               Cache           RFC 9111 shared cache (switchyard-cache)
 //!               Timeout         request_timeout (tower::timeout)
 //!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
@@ -66,6 +67,7 @@ pub mod endpoint;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod host;
 mod proxy;
 mod registry;
 pub mod response;
@@ -76,6 +78,7 @@ pub use config::{Backend, ByteSize, ConfigProblem, ProxyConfig};
 pub use error::{BackendError, Error, InvalidBackendUrl};
 pub use forward::{Forward, ForwardLayer};
 pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};
+pub use host::{StrictHost, StrictHostLayer};
 pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};

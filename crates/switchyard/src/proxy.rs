@@ -25,14 +25,14 @@ use crate::collector::{BackendState, TunnelGauge};
 use crate::registry::{self as reg, EndpointService, HttpEndpoints};
 use crate::{
     Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
-    ProxyHeadersLayer, TunnelStats, Tunnels,
+    ProxyHeadersLayer, StrictHost, TunnelStats, Tunnels,
 };
 
 type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
 type Replayed = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
 type Upstream = Timeout<ProxyHeaders<Retry<Replayed>>>;
 type Cached = MapResponse<Cache<Upstream>, fn(Response<CacheBody<Body>>) -> Response<Body>>;
-type Stack = Metrics<ErrorResponse<Either<Cached, Upstream>>>;
+type Stack = Metrics<StrictHost<ErrorResponse<Either<Cached, Upstream>>>>;
 
 /// A response the cache only passed through keeps its body as it is; a stored or storing
 /// one is boxed.
@@ -100,7 +100,8 @@ impl Proxy {
         let endpoints = balance.endpoint_count();
         let headers = ProxyHeadersLayer::new()
             .preserve_host(config.preserve_host)
-            .upgrade_idle_timeout(Some(config.upgrade_idle_timeout).filter(|idle| !idle.is_zero()));
+            .upgrade_idle_timeout(Some(config.upgrade_idle_timeout).filter(|idle| !idle.is_zero()))
+            .upgrade_protocols(&config.upgrade_protocols);
         let tunnels = headers.tunnels().clone();
         let upstream = ServiceBuilder::new()
             .layer(TimeoutLayer::new(config.request_timeout))
@@ -138,7 +139,8 @@ impl Proxy {
         } else {
             MetricsLayer::off()
         };
-        let stack = top.layer(ErrorResponseLayer::new().layer(cached));
+        // The host is checked before the cache keys on it or a backend sees it.
+        let stack = top.layer(StrictHost::new(ErrorResponseLayer::new().layer(cached)));
         Self {
             shared: Arc::new(Shared {
                 config,

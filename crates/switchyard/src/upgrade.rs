@@ -13,6 +13,13 @@
 //! Without one there is nothing to join, so the request goes on as a plain request, its
 //! upgrade headers removed like any hop-by-hop header, and the backend answers it as
 //! such. Upgrades need an HTTP/1.1 backend: HTTP/2 has no `Upgrade`.
+//!
+//! Only the protocols of an allow-list go through
+//! ([`ProxyHeaders::upgrade_protocols`](crate::ProxyHeaders::upgrade_protocols), by
+//! default `websocket`); an upgrade to any other is removed and the request goes on as a
+//! plain one. `h2c` never goes through, whatever the list says: joined end to end, it
+//! would let a client talk HTTP/2 straight to the backend, past every rule the proxy
+//! applies to requests ("h2c smuggling").
 
 use std::io;
 use std::pin::Pin;
@@ -108,12 +115,14 @@ impl Upgrade {
     /// Takes the upgrade a request asks for, if it asks for one and its connection can be
     /// handed over.
     /// The tunnel it opens is closed after `idle` without a byte either way.
+    /// Only the protocols in `allowed` are taken (see [`allowed_protocols`]).
     pub(crate) fn take<B>(
         req: &mut Request<B>,
+        allowed: &[Box<str>],
         idle: Option<Duration>,
         tunnels: &Tunnels,
     ) -> Option<Self> {
-        let protocol = requested(req)?;
+        let protocol = requested(req, Some(allowed))?;
         let client = req.extensions_mut().remove::<OnUpgrade>()?;
         Some(Self {
             protocol,
@@ -148,14 +157,44 @@ impl Upgrade {
     }
 }
 
-/// The protocol an HTTP/1.1 request asks to switch to: its `Upgrade`, when its
-/// `Connection` lists `upgrade` and its connection can be handed over.
-pub(crate) fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
+/// The protocols an HTTP/1.1 request asks to switch to: its `Upgrade`, when its
+/// `Connection` lists `upgrade` and its connection can be handed over, less the protocols
+/// not allowed (see [`allowed_protocols`]; `None`: any but `h2c`).
+pub(crate) fn requested<B>(req: &Request<B>, allowed: Option<&[Box<str>]>) -> Option<HeaderValue> {
     if !Upgrade::can_upgrade(req) {
         return None;
     }
     let protocol = req.headers().get(header::UPGRADE)?;
-    (req.version() == Version::HTTP_11 && wants_upgrade(req.headers())).then(|| protocol.clone())
+    if req.version() != Version::HTTP_11 || !wants_upgrade(req.headers()) {
+        return None;
+    }
+    allowed_protocols(protocol, allowed)
+}
+
+/// The protocols of an `Upgrade` value that may go through: those named in `allowed`
+/// (compared without ASCII case, on the name before any `/version`), or with `None` any;
+/// never `h2c`, whose upgrade would let a client speak HTTP/2 to the backend past every
+/// check the proxy makes on requests (RFC 9113 §3.1 dropped it). `None` when none may.
+/// The value is returned as it is when every protocol in it may go through.
+pub(crate) fn allowed_protocols(
+    value: &HeaderValue,
+    allowed: Option<&[Box<str>]>,
+) -> Option<HeaderValue> {
+    let text = value.to_str().ok()?;
+    let may = |protocol: &str| {
+        let name = protocol.split('/').next().unwrap_or_default().trim();
+        !name.eq_ignore_ascii_case("h2c")
+            && allowed.is_none_or(|list| list.iter().any(|a| a.eq_ignore_ascii_case(name)))
+    };
+    let protocols = || text.split(',').map(str::trim).filter(|p| !p.is_empty());
+    if protocols().all(may) {
+        return protocols().next().is_some().then(|| value.clone());
+    }
+    let kept: Vec<&str> = protocols().filter(|p| may(p)).collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
 }
 
 /// Puts an upgrade request's headers back after the hop-by-hop ones were removed.
@@ -349,6 +388,34 @@ mod tests {
         // Both peers see their connection closed.
         assert_eq!(client.read(&mut buf).await.unwrap(), 0);
         assert_eq!(backend.read(&mut buf).await.unwrap(), 0);
+    }
+
+    #[test]
+    fn only_allowed_protocols_go_through_and_never_h2c() {
+        let list: Vec<Box<str>> = vec!["websocket".into(), "echo".into()];
+        let allowed = |value: &str, list: Option<&[Box<str>]>| {
+            allowed_protocols(&HeaderValue::from_str(value).unwrap(), list)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let some = Some(list.as_slice());
+        assert_eq!(allowed("websocket", some).as_deref(), Some("websocket"));
+        assert_eq!(allowed("WebSocket", some).as_deref(), Some("WebSocket"));
+        assert_eq!(
+            allowed("websocket/13", some).as_deref(),
+            Some("websocket/13")
+        );
+        assert_eq!(allowed("echo, irc/6.9", some).as_deref(), Some("echo"));
+        assert_eq!(
+            allowed("h2c, websocket", some).as_deref(),
+            Some("websocket")
+        );
+        for refused in ["h2c", "H2C", "h2c/1", "irc", "", " , "] {
+            assert_eq!(allowed(refused, some), None, "{refused:?}");
+        }
+        assert_eq!(allowed("irc", None).as_deref(), Some("irc"));
+        assert_eq!(allowed("h2c", None), None);
+        let h2c: Vec<Box<str>> = vec!["h2c".into()];
+        assert_eq!(allowed("h2c", Some(h2c.as_slice())), None);
     }
 
     #[tokio::test]

@@ -73,6 +73,7 @@ pub(super) struct ProxyFile {
     preserve_host: bool,
     #[serde(with = "humantime_serde")]
     upgrade_idle_timeout: Duration,
+    upgrade_protocols: Vec<String>,
     metrics_enabled: bool,
 }
 
@@ -143,6 +144,7 @@ impl From<ProxyFile> for ProxyConfig {
             request_timeout: f.request_timeout,
             preserve_host: f.preserve_host,
             upgrade_idle_timeout: f.upgrade_idle_timeout,
+            upgrade_protocols: f.upgrade_protocols,
             backend_ca_file: f.backend_ca_file,
             backend_client_cert_file: f.backend_client_cert_file,
             backend_client_key_file: f.backend_client_key_file,
@@ -165,6 +167,7 @@ impl From<ProxyConfig> for ProxyFile {
             request_timeout,
             preserve_host,
             upgrade_idle_timeout,
+            upgrade_protocols,
             backend_ca_file,
             backend_client_cert_file,
             backend_client_key_file,
@@ -210,6 +213,7 @@ impl From<ProxyConfig> for ProxyFile {
             request_timeout,
             preserve_host,
             upgrade_idle_timeout,
+            upgrade_protocols,
             metrics_enabled: metrics,
         }
     }
