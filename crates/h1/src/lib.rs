@@ -8,7 +8,7 @@
 //!
 //! - [`parse`]: request and response heads with strict RFC 9112 framing, never looser
 //!   than hyper (strict CRLF, no obs-fold, both `Content-Length` and `Transfer-Encoding`
-//!   on a request is a 400, unknown transfer codings a 501), sliced out of the read buffer
+//!   on a request is a 400, so is `chunked` not last, any other coding a 501), sliced out of the read buffer
 //!   without copies.
 //! - [`chunked`]: a resumable chunked decoder and the encoder's pieces.
 //! - [`encode`]: heads written into one reused buffer.

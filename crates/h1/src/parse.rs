@@ -111,7 +111,7 @@ pub(crate) struct LineScan {
 
 impl LineScan {
     /// The length of the head (up to and including the empty line) once it is complete.
-    /// Bytes already scanned are not scanned again.
+    /// Bytes already scanned are not scanned again; start a new scan for the next head.
     pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ParseKind> {
         let mut i = self.scanned;
         while i < buf.len() {
@@ -124,7 +124,6 @@ impl LineScan {
                         self.first_line = Some(i + 1);
                     }
                     if i >= 3 && buf[i - 2] == b'\n' {
-                        *self = Self::default();
                         return Ok(Some(i + 1));
                     }
                 }
@@ -171,7 +170,10 @@ impl HeadParser {
         line_too_long: ParseKind,
     ) -> Result<Option<usize>, ParseError> {
         let found = self.scan.scan(buf).map_err(ParseError::new)?;
-        let line = self.scan.first_line().or(found).unwrap_or(buf.len());
+        let line = self.scan.first_line().unwrap_or(buf.len());
+        if found.is_some() {
+            self.scan = LineScan::default();
+        }
         if line > self.limits.max_request_line {
             return Err(ParseError::new(line_too_long));
         }
@@ -237,13 +239,12 @@ impl HeadParser {
                 return Err(ParseError::new(ParseKind::ContentLengthAndTransferEncoding))
             }
             (Some(te), None) => {
-                if te.unknown {
-                    return Err(ParseError::new(ParseKind::TransferEncodingUnknown));
-                }
+                // RFC 9112 §6.3: chunked not last is a 400 (a MUST); §6.1: a coding the
+                // server does not implement before it is a 501.
                 if !te.chunked_last || te.invalid {
                     return Err(ParseError::new(ParseKind::TransferEncodingInvalid));
                 }
-                if te.other {
+                if te.unknown || te.other {
                     return Err(ParseError::new(ParseKind::TransferEncodingUnknown));
                 }
                 BodyFraming::Chunked
