@@ -133,6 +133,7 @@ enum Kind {
     Body,
     BodyLength,
     Informational,
+    NoUpgrade,
 }
 
 impl Error {
@@ -170,6 +171,15 @@ impl Error {
 
     pub(crate) fn informational() -> Self {
         Self::new(Kind::Informational, None)
+    }
+
+    pub(crate) fn no_upgrade() -> Self {
+        Self::new(Kind::NoUpgrade, None)
+    }
+
+    /// The connection did not switch protocols (the response did not, or it broke).
+    pub fn is_no_upgrade(&self) -> bool {
+        self.kind == Kind::NoUpgrade
     }
 
     /// The peer sent a malformed message; the source is the [`ParseError`].
@@ -217,6 +227,7 @@ impl Error {
             Kind::Body => "response body failed",
             Kind::BodyLength => "response body does not match its Content-Length",
             Kind::Informational => "service answered with a 1xx status as its final response",
+            Kind::NoUpgrade => "the connection did not switch protocols",
         }
     }
 }

@@ -14,15 +14,15 @@
 //! - [`encode`]: heads written into one reused buffer.
 //! - [`server`]: [`serve_connection`] drives one client connection with a
 //!   `tower::Service`.
+//! - [`upgrade`]: `101 Switching Protocols` and CONNECT hand the connection to the
+//!   request's [`OnUpgrade`] extension.
 //!
 //! Still to do:
 //! - the client side, for the backend pool;
 //! - wiring behind `server.http1 = "native" | "hyper"` once the server has its own crate;
-//! - protocol upgrades (101): a request should carry an `OnUpgrade`-like extension that
-//!   yields the I/O and the bytes read past the head; today a service that answers with a
-//!   1xx status (101 included) as its final response gets the connection closed;
 //! - sending 1xx informational responses (103 Early Hints) on the service's behalf
-//!   (`100 Continue` is sent by the engine itself);
+//!   (`100 Continue` is sent by the engine itself; a service answering with a 1xx other
+//!   than 101 as its final response gets the connection closed);
 //! - a read timeout while a request body is being received.
 
 pub mod body;
@@ -31,7 +31,9 @@ pub mod encode;
 pub mod error;
 pub mod parse;
 pub mod server;
+pub mod upgrade;
 
 pub use body::RecvBody;
 pub use error::{Error, ParseError};
 pub use server::{serve_connection, Config};
+pub use upgrade::{OnUpgrade, Upgraded};

@@ -32,6 +32,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tower::Service;
 
@@ -40,6 +41,7 @@ use crate::chunked::{encode_chunk_size, encode_last_chunk, ChunkedDecoder, CHUNK
 use crate::encode::encode_response_head;
 use crate::error::Error;
 use crate::parse::{has_token, BodyFraming, HeadParser, Limits, ParsedRequest};
+use crate::upgrade::{Io, OnUpgrade, Upgraded};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -110,7 +112,7 @@ impl Config {
 /// the idle timeout, or a response that closes the connection).
 pub async fn serve_connection<I, S, B>(io: I, mut service: S, config: Config) -> Result<(), Error>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: Io,
     S: Service<Request<RecvBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
     B: Body,
@@ -127,9 +129,17 @@ where
         let Some(req) = conn.read_head().await? else {
             return Ok(());
         };
-        if !conn.serve_one(&mut service, req).await? {
-            let _ = conn.io.shutdown().await;
-            return Ok(());
+        match conn.serve_one(&mut service, req).await? {
+            Next::KeepAlive => {}
+            Next::Close => {
+                let _ = conn.io.shutdown().await;
+                return Ok(());
+            }
+            Next::Upgrade(tx) => {
+                let read_buf = conn.rbuf.split().freeze();
+                let _ = tx.send(Upgraded::new(Box::new(conn.io), read_buf));
+                return Ok(());
+            }
         }
     }
 }
@@ -140,6 +150,13 @@ struct Conn<I> {
     wbuf: BytesMut,
     parser: HeadParser,
     config: Config,
+}
+
+/// What the connection does after a response.
+enum Next {
+    KeepAlive,
+    Close,
+    Upgrade(oneshot::Sender<Upgraded>),
 }
 
 /// How a response body goes on the wire.
@@ -281,7 +298,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     }
 
     /// Serves one request; returns whether the connection may carry another.
-    async fn serve_one<S, B>(&mut self, service: &mut S, req: ParsedRequest) -> Result<bool, Error>
+    async fn serve_one<S, B>(&mut self, service: &mut S, req: ParsedRequest) -> Result<Next, Error>
     where
         S: Service<Request<RecvBody>, Response = Response<B>>,
         S::Error: Into<BoxError>,
@@ -289,13 +306,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         B::Error: Into<BoxError>,
     {
         let ParsedRequest {
-            parts,
+            mut parts,
             framing,
             mut keep_alive,
             expect_continue,
         } = req;
         let head_request = parts.method == Method::HEAD;
+        let connect = parts.method == Method::CONNECT;
         let version = parts.version;
+        let mut upgrade = None;
+        if connect || (version == Version::HTTP_11 && parts.headers.contains_key(header::UPGRADE)) {
+            let (tx, on_upgrade) = OnUpgrade::pair();
+            parts.extensions.insert(on_upgrade);
+            upgrade = Some(tx);
+        }
         let decoder = match framing {
             BodyFraming::Length(n) => Some(Decoder::Length(n)),
             BodyFraming::Chunked => Some(Decoder::Chunked(ChunkedDecoder::new(
@@ -331,8 +355,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 
         let (mut parts, body) = response.into_parts();
         let status = parts.status;
+        let switching =
+            status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success());
+        if let (true, Some(tx)) = (switching, upgrade.take()) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            self.wbuf.clear();
+            encode_response_head(status, &parts.headers, &mut self.wbuf);
+            drop(body);
+            self.write(Bytes::new(), b"").await?;
+            self.io.flush().await.map_err(Error::io)?;
+            return Ok(Next::Upgrade(tx));
+        }
         if status.is_informational() {
-            // Upgrades and 1xx responses are not supported yet (see the crate docs).
+            // Sending 1xx responses for the service is not supported yet (crate docs).
             return Err(Error::informational());
         }
         let headers = &mut parts.headers;
@@ -420,7 +456,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 keep_alive = false;
             }
         }
-        Ok(keep_alive)
+        Ok(if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
     }
 
     async fn write_body<B>(

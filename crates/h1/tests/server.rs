@@ -290,3 +290,68 @@ async fn an_idle_connection_waits_without_a_read_buffer() {
     drop(client);
     task.await.unwrap().unwrap();
 }
+
+/// Switches to an echo protocol: what was read past the head first, then everything.
+async fn switch(mut req: Request<RecvBody>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let on_upgrade = req.extensions_mut().remove::<switchyard_h1::OnUpgrade>();
+    let Some(on_upgrade) = on_upgrade else {
+        return Ok(Response::new(Full::new(Bytes::from_static(
+            b"no upgrade asked",
+        ))));
+    };
+    tokio::spawn(async move {
+        let (mut io, early) = on_upgrade.await.unwrap().into_parts();
+        io.write_all(&early).await.unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            let n = io.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            io.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+    Ok(Response::builder()
+        .status(101)
+        .header("upgrade", "echo")
+        .header("connection", "upgrade")
+        .body(Full::default())
+        .unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn upgrades_hand_over_the_connection_and_early_bytes() {
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let task = tokio::spawn(serve_connection(
+        server,
+        tower::service_fn(switch),
+        Config::default(),
+    ));
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\nEARLY",
+        )
+        .await
+        .unwrap();
+    let head = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n";
+    let mut got = Vec::new();
+    while !got.ends_with(b"EARLY") {
+        let mut buf = [0u8; 256];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(head), "{}", String::from_utf8_lossy(&got));
+    task.await.unwrap().unwrap();
+    client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    // Without an Upgrade field there is nothing to switch to.
+    let out = exchange_with(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        tower::service_fn(switch),
+    )
+    .await;
+    assert!(out.ends_with("no upgrade asked"), "{out}");
+}
