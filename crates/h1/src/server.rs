@@ -21,6 +21,10 @@
 //!   (with trailers) for HTTP/1.1, and close-delimited for HTTP/1.0.
 //! - **Half-closed clients** get their responses: EOF ends the connection only when a
 //!   new head is awaited.
+//! - **Upgrades**: see [`upgrade`](crate::upgrade); the connection ends here and the I/O
+//!   goes to the request's [`OnUpgrade`].
+//! - **Request bodies** are read only as fast as the service reads them (one frame
+//!   ahead); `100 Continue` goes out when the service first polls the body.
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
