@@ -1,0 +1,81 @@
+//! Head encoders: a request or response head written into one reused `BytesMut`, so that
+//! it goes out in one vectored write together with the body's first chunk.
+
+use bytes::{BufMut, BytesMut};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+
+/// Writes `name: value\r\n` for every field.
+pub fn encode_headers(headers: &HeaderMap, dst: &mut BytesMut) {
+    for (name, value) in headers {
+        dst.reserve(name.as_str().len() + value.len() + 4);
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+}
+
+/// Writes a response head: `HTTP/1.1 <status> <reason>\r\n`, the fields, and the empty
+/// line. The version is always HTTP/1.1 (RFC 9110 §6.2: a server sends its own version).
+pub fn encode_response_head(status: StatusCode, headers: &HeaderMap, dst: &mut BytesMut) {
+    dst.put_slice(b"HTTP/1.1 ");
+    dst.put_slice(status.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    dst.put_slice(b"\r\n");
+    encode_headers(headers, dst);
+    dst.put_slice(b"\r\n");
+}
+
+/// Writes a request head. The target is origin-form (path and query) unless the method
+/// is CONNECT (authority-form) or the URI has no path (`*` for OPTIONS stays as is).
+pub fn encode_request_head(
+    method: &Method,
+    uri: &Uri,
+    version: Version,
+    headers: &HeaderMap,
+    dst: &mut BytesMut,
+) {
+    dst.put_slice(method.as_str().as_bytes());
+    dst.put_u8(b' ');
+    if *method == Method::CONNECT {
+        if let Some(authority) = uri.authority() {
+            dst.put_slice(authority.as_str().as_bytes());
+        }
+    } else {
+        match uri.path_and_query() {
+            Some(pq) if !pq.as_str().is_empty() => dst.put_slice(pq.as_str().as_bytes()),
+            _ => dst.put_u8(b'/'),
+        }
+    }
+    dst.put_slice(if version == Version::HTTP_10 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    encode_headers(headers, dst);
+    dst.put_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "a.example".parse().unwrap());
+        let mut dst = BytesMut::new();
+        encode_request_head(
+            &Method::GET,
+            &"http://a.example/x?y".parse().unwrap(),
+            Version::HTTP_11,
+            &h,
+            &mut dst,
+        );
+        assert_eq!(&dst[..], b"GET /x?y HTTP/1.1\r\nhost: a.example\r\n\r\n");
+        dst.clear();
+        encode_response_head(StatusCode::NOT_FOUND, &HeaderMap::new(), &mut dst);
+        assert_eq!(&dst[..], b"HTTP/1.1 404 Not Found\r\n\r\n");
+    }
+}

@@ -1,0 +1,39 @@
+//! A native HTTP/1.1 engine designed for proxying.
+//!
+//! hyper's HTTP/1 connection code is most of the cost left between switchyard and nginx
+//! per proxied request, and an idle keep-alive connection holds 32 KiB in hyper against
+//! nginx's 0.6 KiB. This crate is HTTP/1.1 on `httparse`, `http` and `bytes` over tokio
+//! I/O that still produces and consumes `http::Request` / `http::Response` with
+//! `http_body::Body` bodies, so every tower layer stays as it is.
+//!
+//! - [`parse`]: request and response heads with strict RFC 9112 framing, never looser
+//!   than hyper (strict CRLF, no obs-fold, both `Content-Length` and `Transfer-Encoding`
+//!   on a request is a 400, so is `chunked` not last, any other coding a 501), sliced out of the read buffer
+//!   without copies.
+//! - [`chunked`]: a resumable chunked decoder and the encoder's pieces.
+//! - [`encode`]: heads written into one reused buffer.
+//! - [`server`]: [`serve_connection`] drives one client connection with a
+//!   `tower::Service`.
+//! - [`upgrade`]: `101 Switching Protocols` and CONNECT hand the connection to the
+//!   request's [`OnUpgrade`] extension.
+//!
+//! Still to do:
+//! - the client side, for the backend pool;
+//! - wiring behind `server.http1 = "native" | "hyper"` once the server has its own crate;
+//! - sending 1xx informational responses (103 Early Hints) on the service's behalf
+//!   (`100 Continue` is sent by the engine itself; a service answering with a 1xx other
+//!   than 101 as its final response gets the connection closed);
+//! - a read timeout while a request body is being received.
+
+pub mod body;
+pub mod chunked;
+pub mod encode;
+pub mod error;
+pub mod parse;
+pub mod server;
+pub mod upgrade;
+
+pub use body::RecvBody;
+pub use error::{Error, ParseError};
+pub use server::{serve_connection, Config};
+pub use upgrade::{OnUpgrade, Upgraded};

@@ -1,0 +1,641 @@
+//! Request and response heads: a strict CRLF scan, httparse for the tokens, and the
+//! message body framing of RFC 9112 §6.
+//!
+//! **Line endings.** httparse (and so hyper) accepts a bare LF as a line terminator in
+//! heads. This parser does not: every line of a head, of a chunk and of a trailer section
+//! ends with CRLF, a LF without a CR before it is [`ParseError`] 400, and so is a CR not
+//! followed by LF. RFC 9112 §2.2 lets a recipient accept bare LF; a proxy that did so
+//! would read a message differently from a strict server behind it.
+//!
+//! **Empty lines** (CRLF) before a request line are skipped (RFC 9112 §2.2).
+//!
+//! **Zero copies.** The head is split off the read buffer as one `Bytes`; the request
+//! target and every header value are slices of it (`from_maybe_shared`), and standard
+//! header names are interned by `http`.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, response, Method, Request, Response, StatusCode, Uri, Version};
+
+use crate::error::{ParseError, ParseKind};
+
+/// The most header fields a head may carry, whatever [`Limits::max_headers`] says.
+pub(crate) const MAX_HEADERS: usize = 128;
+
+/// Size limits for heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    max_request_line: usize,
+    max_head: usize,
+    max_headers: usize,
+}
+
+impl Default for Limits {
+    /// 8 KiB request line (nginx's), 64 KiB head, 100 header fields (hyper's).
+    fn default() -> Self {
+        Self {
+            max_request_line: 8 * 1024,
+            max_head: 64 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// The longest request line (or status line), CRLF included; longer is 414.
+    pub fn max_request_line(mut self, bytes: usize) -> Self {
+        self.max_request_line = bytes;
+        self
+    }
+
+    /// The largest head, request line and header section together; larger is 431.
+    pub fn max_head(mut self, bytes: usize) -> Self {
+        self.max_head = bytes;
+        self
+    }
+
+    /// The most header fields (at most 128); more is 431.
+    pub fn max_headers(mut self, count: usize) -> Self {
+        self.max_headers = count.min(MAX_HEADERS);
+        self
+    }
+}
+
+/// How the body of a message is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body at all.
+    Empty,
+    /// `Content-Length` bytes (never zero: that is `Empty`).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the peer closes (responses only).
+    CloseDelimited,
+}
+
+/// A parsed request head and what the connection needs to know about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ParsedRequest {
+    /// Method, target, version and header fields.
+    pub parts: request::Parts,
+    /// How the body is delimited.
+    pub framing: BodyFraming,
+    /// Whether the client allows the connection to carry another request.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub expect_continue: bool,
+}
+
+/// A parsed response head and what the connection needs to know about it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ParsedResponse {
+    /// Status, version and header fields.
+    pub parts: response::Parts,
+    /// How the body is delimited.
+    pub framing: BodyFraming,
+    /// Whether the server allows the connection to carry another request. False when the
+    /// body is close-delimited, or when both `Transfer-Encoding` and `Content-Length` were
+    /// sent (the transfer coding wins, and the connection is not trusted afterwards).
+    pub keep_alive: bool,
+}
+
+/// A resumable scan for the end of a head: strict CRLF, and the length of the first line.
+#[derive(Debug, Default)]
+pub(crate) struct LineScan {
+    scanned: usize,
+    first_line: Option<usize>,
+}
+
+impl LineScan {
+    /// The length of the head (up to and including the empty line) once it is complete.
+    /// Bytes already scanned are not scanned again; start a new scan for the next head.
+    pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ParseKind> {
+        let mut i = self.scanned;
+        while i < buf.len() {
+            match buf[i] {
+                b'\n' => {
+                    if i == 0 || buf[i - 1] != b'\r' {
+                        return Err(ParseKind::BareLf);
+                    }
+                    if self.first_line.is_none() {
+                        self.first_line = Some(i + 1);
+                    }
+                    if i >= 3 && buf[i - 2] == b'\n' {
+                        return Ok(Some(i + 1));
+                    }
+                }
+                b'\r' => match buf.get(i + 1) {
+                    Some(b'\n') => {}
+                    Some(_) => return Err(ParseKind::BareCr),
+                    // Look at it again once the next byte is in.
+                    None => break,
+                },
+                _ => {}
+            }
+            i += 1;
+        }
+        self.scanned = i;
+        Ok(None)
+    }
+
+    fn first_line(&self) -> Option<usize> {
+        self.first_line
+    }
+}
+
+/// Parses request heads (server side) and response heads (client side) out of a read
+/// buffer, resuming where the last call stopped.
+#[derive(Debug, Default)]
+pub struct HeadParser {
+    limits: Limits,
+    scan: LineScan,
+}
+
+impl HeadParser {
+    /// A parser with these limits.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            scan: LineScan::default(),
+        }
+    }
+
+    /// Finds the complete head at the front of `buf`, checking limits while it is partial.
+    fn head_len(
+        &mut self,
+        buf: &[u8],
+        line_too_long: ParseKind,
+    ) -> Result<Option<usize>, ParseError> {
+        let found = self.scan.scan(buf).map_err(ParseError::new)?;
+        let line = self.scan.first_line().unwrap_or(buf.len());
+        if found.is_some() {
+            self.scan = LineScan::default();
+        }
+        if line > self.limits.max_request_line {
+            return Err(ParseError::new(line_too_long));
+        }
+        match found {
+            Some(len) if len <= self.limits.max_head => Ok(Some(len)),
+            Some(_) => Err(ParseError::new(ParseKind::HeadTooLarge)),
+            None if buf.len() > self.limits.max_head => {
+                Err(ParseError::new(ParseKind::HeadTooLarge))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Parses a request head off the front of `buf`. `Ok(None)`: more bytes are needed.
+    /// The head's bytes are removed from `buf`; the body's are left.
+    pub fn parse_request(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<ParsedRequest>, ParseError> {
+        if self.scan.scanned == 0 {
+            while buf.starts_with(b"\r\n") {
+                buf.advance(2);
+            }
+            if buf.first() == Some(&b'\n') {
+                return Err(ParseError::new(ParseKind::BareLf));
+            }
+        }
+        let Some(len) = self.head_len(buf, ParseKind::UriTooLong)? else {
+            return Ok(None);
+        };
+        let head = buf.split_to(len).freeze();
+        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut raw[..self.limits.max_headers]);
+        match req.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(ParseError::new(ParseKind::HeaderValue)),
+            Err(httparse::Error::Token) if req.method.is_none() => {
+                return Err(ParseError::new(ParseKind::Method))
+            }
+            Err(httparse::Error::Token) => return Err(ParseError::new(ParseKind::Uri)),
+            Err(e) => return Err(from_httparse(e)),
+        }
+        let method = req.method.unwrap_or_default();
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| ParseError::new(ParseKind::Method))?;
+        let target = req.path.unwrap_or_default();
+        let uri = Uri::from_maybe_shared(head.slice_ref(target.as_bytes()))
+            .map_err(|_| ParseError::new(ParseKind::Uri))?;
+        check_target_form(&method, &uri)?;
+        let version = if req.version == Some(1) {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        let (headers, fields) = build_headers(&head, req.headers, false)?;
+
+        let http11 = version == Version::HTTP_11;
+        let framing = match (fields.te, fields.content_length) {
+            (Some(_), _) if !http11 => {
+                return Err(ParseError::new(ParseKind::TransferEncodingHttp10))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ParseError::new(ParseKind::ContentLengthAndTransferEncoding))
+            }
+            (Some(te), None) => {
+                // RFC 9112 §6.3: chunked not last is a 400 (a MUST); §6.1: a coding the
+                // server does not implement before it is a 501.
+                if !te.chunked_last || te.invalid {
+                    return Err(ParseError::new(ParseKind::TransferEncodingInvalid));
+                }
+                if te.unknown || te.other {
+                    return Err(ParseError::new(ParseKind::TransferEncodingUnknown));
+                }
+                BodyFraming::Chunked
+            }
+            (None, Some(0)) | (None, None) => BodyFraming::Empty,
+            (None, Some(n)) => BodyFraming::Length(n),
+        };
+        if fields.hosts > 1 || (http11 && fields.hosts == 0) || fields.bad_host {
+            return Err(ParseError::new(ParseKind::Host));
+        }
+        let keep_alive = !fields.close && (http11 || fields.keep_alive);
+        let mut parts = Request::new(()).into_parts().0;
+        parts.method = method;
+        parts.uri = uri;
+        parts.version = version;
+        parts.headers = headers;
+        Ok(Some(ParsedRequest {
+            parts,
+            framing,
+            keep_alive,
+            expect_continue: http11 && fields.expect_continue,
+        }))
+    }
+
+    /// Parses a response head off the front of `buf`, for a request with `method`.
+    /// `Ok(None)`: more bytes are needed. A 1xx head is returned like any other (with
+    /// [`BodyFraming::Empty`]); the caller reads the next head after it.
+    pub fn parse_response(
+        &mut self,
+        buf: &mut BytesMut,
+        method: &Method,
+    ) -> Result<Option<ParsedResponse>, ParseError> {
+        let Some(len) = self.head_len(buf, ParseKind::Status)? else {
+            return Ok(None);
+        };
+        let head = buf.split_to(len).freeze();
+        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut raw[..self.limits.max_headers]);
+        match res.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(ParseError::new(ParseKind::HeaderValue)),
+            Err(e) => return Err(from_httparse(e)),
+        }
+        let status = res
+            .code
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or(ParseError::new(ParseKind::Status))?;
+        let version = if res.version == Some(1) {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        let (headers, fields) = build_headers(&head, res.headers, true)?;
+
+        let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
+        let no_body = *method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || (*method == Method::CONNECT && status.is_success());
+        let framing = if no_body {
+            BodyFraming::Empty
+        } else if let Some(te) = fields.te {
+            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length; a message with
+            // both may be an attempt at smuggling, so the connection is not reused.
+            if fields.content_length.is_some() {
+                keep_alive = false;
+            }
+            if te.chunked_last && !te.invalid {
+                BodyFraming::Chunked
+            } else {
+                keep_alive = false;
+                BodyFraming::CloseDelimited
+            }
+        } else {
+            match fields.content_length {
+                Some(0) => BodyFraming::Empty,
+                Some(n) => BodyFraming::Length(n),
+                None => {
+                    keep_alive = false;
+                    BodyFraming::CloseDelimited
+                }
+            }
+        };
+        let mut parts = Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        Ok(Some(ParsedResponse {
+            parts,
+            framing,
+            keep_alive,
+        }))
+    }
+}
+
+fn from_httparse(err: httparse::Error) -> ParseError {
+    ParseError::new(match err {
+        httparse::Error::HeaderName => ParseKind::HeaderName,
+        httparse::Error::HeaderValue | httparse::Error::NewLine | httparse::Error::Token => {
+            ParseKind::HeaderValue
+        }
+        httparse::Error::Status => ParseKind::Status,
+        httparse::Error::TooManyHeaders => ParseKind::TooManyHeaders,
+        httparse::Error::Version => ParseKind::Version,
+    })
+}
+
+/// RFC 9112 §3.2: origin-form (`/path`), absolute-form, authority-form for CONNECT only,
+/// asterisk-form for OPTIONS only.
+fn check_target_form(method: &Method, uri: &Uri) -> Result<(), ParseError> {
+    let ok = if *method == Method::CONNECT {
+        uri.scheme().is_none() && uri.authority().is_some() && uri.path_and_query().is_none()
+    } else if uri.scheme().is_some() {
+        uri.authority().is_some()
+    } else if uri.authority().is_some() {
+        false
+    } else if uri.path() == "*" {
+        *method == Method::OPTIONS
+    } else {
+        uri.path().starts_with('/')
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ParseError::new(ParseKind::Uri))
+    }
+}
+
+/// What the framing-relevant fields of a head said.
+#[derive(Debug, Default)]
+struct Fields {
+    te: Option<Codings>,
+    content_length: Option<u64>,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    hosts: usize,
+    bad_host: bool,
+}
+
+/// The transfer codings named by all `Transfer-Encoding` lines together.
+#[derive(Debug, Default, Clone, Copy)]
+struct Codings {
+    /// `chunked` is the last coding.
+    chunked_last: bool,
+    /// `chunked` is followed by another coding, or the list has an empty element.
+    invalid: bool,
+    /// A known coding other than `chunked` (gzip, deflate, compress) that this engine
+    /// does not decode.
+    other: bool,
+    /// A coding nobody registered.
+    unknown: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &[u8]) {
+        for coding in value.split(|&b| b == b',') {
+            let coding = trim_ows(coding);
+            if self.chunked_last || coding.is_empty() {
+                self.invalid = true;
+            }
+            self.chunked_last = false;
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                self.chunked_last = true;
+            } else if [
+                &b"gzip"[..],
+                b"x-gzip",
+                b"deflate",
+                b"compress",
+                b"x-compress",
+            ]
+            .iter()
+            .any(|known| coding.eq_ignore_ascii_case(known))
+            {
+                self.other = true;
+            } else {
+                self.unknown = true;
+            }
+        }
+    }
+}
+
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Decimal digits only: no sign, no whitespace, no overflow.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| match b {
+        b'0'..=b'9' => n.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+        _ => None,
+    })
+}
+
+/// Whether a comma-separated header value carries `token` (case-insensitive).
+pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Builds the header map, slicing values out of `head`, and notes the framing fields.
+/// `cl_lists`: accept `Content-Length: 5, 5` (responses, as hyper's client does);
+/// requests accept only repeated lines with the same value.
+fn build_headers(
+    head: &Bytes,
+    raw: &[httparse::Header<'_>],
+    cl_lists: bool,
+) -> Result<(HeaderMap, Fields), ParseError> {
+    let mut headers = HeaderMap::with_capacity(raw.len());
+    let mut fields = Fields::default();
+    for h in raw {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ParseError::new(ParseKind::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+            .map_err(|_| ParseError::new(ParseKind::HeaderValue))?;
+        let bytes = value.as_bytes();
+        match name {
+            header::TRANSFER_ENCODING => fields.te.get_or_insert_with(Codings::default).add(bytes),
+            header::CONTENT_LENGTH => {
+                let mut each = |v: &[u8]| -> Result<(), ParseError> {
+                    let n = parse_decimal(v).ok_or(ParseError::new(ParseKind::ContentLength))?;
+                    match fields.content_length {
+                        Some(prev) if prev != n => Err(ParseError::new(ParseKind::ContentLength)),
+                        _ => {
+                            fields.content_length = Some(n);
+                            Ok(())
+                        }
+                    }
+                };
+                if cl_lists {
+                    bytes
+                        .split(|&b| b == b',')
+                        .try_for_each(|v| each(trim_ows(v)))?;
+                } else {
+                    each(bytes)?;
+                }
+            }
+            header::CONNECTION => {
+                fields.close |= has_token(bytes, "close");
+                fields.keep_alive |= has_token(bytes, "keep-alive");
+            }
+            header::EXPECT => fields.expect_continue = bytes.eq_ignore_ascii_case(b"100-continue"),
+            header::HOST => {
+                fields.hosts += 1;
+                fields.bad_host |= !bytes.is_empty()
+                    && (bytes.contains(&b'@') || http::uri::Authority::try_from(bytes).is_err());
+            }
+            _ => {}
+        }
+        headers.append(name, value);
+    }
+    Ok((headers, fields))
+}
+
+/// Header fields for trailers: the same zero-copy slicing as heads, minus the fields a
+/// trailer section must not carry (RFC 9110 §6.5.1: framing, routing, connection).
+pub(crate) fn build_trailers(
+    head: &Bytes,
+    raw: &[httparse::Header<'_>],
+) -> Result<HeaderMap, ParseError> {
+    let mut map = HeaderMap::with_capacity(raw.len());
+    for h in raw {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ParseError::new(ParseKind::Trailers))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+            .map_err(|_| ParseError::new(ParseKind::Trailers))?;
+        let forbidden = matches!(
+            name,
+            header::CONTENT_LENGTH
+                | header::TRANSFER_ENCODING
+                | header::HOST
+                | header::CONNECTION
+                | header::TE
+                | header::TRAILER
+                | header::UPGRADE
+        ) || name.as_str() == "keep-alive";
+        if !forbidden {
+            map.append(name, value);
+        }
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(bytes: &[u8]) -> Result<Option<ParsedRequest>, ParseError> {
+        HeadParser::default().parse_request(&mut BytesMut::from(bytes))
+    }
+
+    #[test]
+    fn parses_a_request_without_copying_values() {
+        let mut buf = BytesMut::from(&b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-Y: z \r\n\r\nrest"[..]);
+        let r = HeadParser::default()
+            .parse_request(&mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.parts.uri, "/a?b");
+        assert_eq!(r.parts.headers["x-y"], "z");
+        assert_eq!(r.framing, BodyFraming::Empty);
+        assert!(r.keep_alive);
+        assert_eq!(&buf[..], b"rest");
+    }
+
+    #[test]
+    fn partial_heads_resume() {
+        let all = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n";
+        let mut parser = HeadParser::default();
+        let mut buf = BytesMut::new();
+        for (i, b) in all.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let r = parser.parse_request(&mut buf).unwrap();
+            assert_eq!(r.is_some(), i == all.len() - 1, "byte {i}");
+            if let Some(r) = r {
+                assert_eq!(r.framing, BodyFraming::Length(3));
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_for_limits() {
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        assert_eq!(req(long.as_bytes()).unwrap_err().status(), 414);
+        let many: String = (0..101).map(|i| format!("h{i}: v\r\n")).collect();
+        let r = req(format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes());
+        assert_eq!(r.unwrap_err().status(), 431);
+        assert_eq!(
+            req(b"GET / HTTP/1.1\nHost: x\r\n\r\n")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            req(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+                .unwrap_err()
+                .status(),
+            501
+        );
+    }
+
+    #[test]
+    fn responses_frame_by_rfc_9112() {
+        let parse = |bytes: &[u8], method: &Method| {
+            HeadParser::default()
+                .parse_response(&mut BytesMut::from(bytes), method)
+                .unwrap()
+                .unwrap()
+        };
+        let r = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+            &Method::GET,
+        );
+        assert_eq!((r.framing, r.keep_alive), (BodyFraming::Length(5), true));
+        let r = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            &Method::HEAD,
+        );
+        assert_eq!(r.framing, BodyFraming::Empty);
+        let r = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::GET,
+        );
+        assert_eq!((r.framing, r.keep_alive), (BodyFraming::Chunked, false));
+        let r = parse(b"HTTP/1.1 200 OK\r\n\r\n", &Method::GET);
+        assert_eq!(
+            (r.framing, r.keep_alive),
+            (BodyFraming::CloseDelimited, false)
+        );
+        let r = parse(
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+            &Method::GET,
+        );
+        assert_eq!(r.framing, BodyFraming::Empty);
+        let err = HeadParser::default()
+            .parse_response(
+                &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n"[..]),
+                &Method::GET,
+            )
+            .unwrap_err();
+        assert_eq!(err.status(), 400);
+    }
+}

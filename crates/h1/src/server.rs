@@ -1,0 +1,617 @@
+//! The server side of a connection: [`serve_connection`].
+//!
+//! One task per connection reads heads, calls the service, feeds the request body while
+//! the service runs and while the response body is written, and writes responses in
+//! order (pipelined requests wait in the read buffer).
+//!
+//! - **Memory.** One read buffer and one write buffer, reused from request to request.
+//!   When no byte is waiting after a response, both are released to zero capacity and
+//!   the connection waits for its next request with a one-byte read, so an idle
+//!   keep-alive connection holds no buffer at all.
+//! - **Errors the engine answers itself**: a malformed head gets 400, 414, 431 or 501
+//!   ([`ParseError::status`](crate::ParseError::status)) with `Connection: close`. A
+//!   header read timeout or EOF in the middle of a head closes without an answer.
+//! - **Keep-alive** by RFC 9112 §9.3: HTTP/1.1 unless `Connection: close`, HTTP/1.0 only
+//!   with `Connection: keep-alive`. The connection also closes after a response whose
+//!   body is close-delimited, after a response with `Connection: close`, and when the
+//!   request body was not read to the end and is not all in the buffer already.
+//! - **Response framing**: no body for HEAD, 1xx, 204 and 304 (`Content-Length` and
+//!   `Transfer-Encoding` are removed for 1xx and 204); a `Content-Length` (given, or from
+//!   an exact size hint) is written as is and the body is held to it; otherwise chunked
+//!   (with trailers) for HTTP/1.1, and close-delimited for HTTP/1.0.
+//! - **Half-closed clients** get their responses: EOF ends the connection only when a
+//!   new head is awaited.
+//! - **Upgrades**: see [`upgrade`](crate::upgrade); the connection ends here and the I/O
+//!   goes to the request's [`OnUpgrade`].
+//! - **Request bodies** are read only as fast as the service reads them (one frame
+//!   ahead); `100 Continue` goes out when the service first polls the body.
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::body::{Decoder, Feeder, RecvBody, Step};
+use crate::chunked::{encode_chunk_size, encode_last_chunk, ChunkedDecoder, CHUNK_END};
+use crate::encode::encode_response_head;
+use crate::error::Error;
+use crate::parse::{has_token, BodyFraming, HeadParser, Limits, ParsedRequest};
+use crate::upgrade::{Io, OnUpgrade, Upgraded};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Settings for [`serve_connection`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    limits: Limits,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    read_size: usize,
+    max_chunk_extensions: usize,
+    max_trailers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            read_size: 8 * 1024,
+            max_chunk_extensions: 16 * 1024,
+            max_trailers: 16 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Head size limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long a head may take, from its first byte (default 30 s).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may wait for the first byte of a request (default 60 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How much the read buffer grows by for each read (default 8 KiB).
+    pub fn read_size(mut self, bytes: usize) -> Self {
+        self.read_size = bytes.max(64);
+        self
+    }
+
+    /// Chunk extension bytes allowed over a whole request body (default 16 KiB).
+    pub fn max_chunk_extensions(mut self, bytes: usize) -> Self {
+        self.max_chunk_extensions = bytes;
+        self
+    }
+
+    /// The largest trailer section of a chunked request (default 16 KiB).
+    pub fn max_trailers(mut self, bytes: usize) -> Self {
+        self.max_trailers = bytes;
+        self
+    }
+}
+
+/// Serves HTTP/1.1 on `io` with `service` until the client closes, a timeout fires or the
+/// connection breaks. `Ok(())` for an orderly end (the client closed between requests,
+/// the idle timeout, or a response that closes the connection).
+pub async fn serve_connection<I, S, B>(io: I, mut service: S, config: Config) -> Result<(), Error>
+where
+    I: Io,
+    S: Service<Request<RecvBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let mut conn = Conn {
+        io,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        parser: HeadParser::new(config.limits),
+        config,
+    };
+    loop {
+        let Some(req) = conn.read_head().await? else {
+            return Ok(());
+        };
+        match conn.serve_one(&mut service, req).await? {
+            Next::KeepAlive => {}
+            Next::Close => {
+                let _ = conn.io.shutdown().await;
+                return Ok(());
+            }
+            Next::Upgrade(tx) => {
+                let read_buf = conn.rbuf.split().freeze();
+                let _ = tx.send(Upgraded::new(Box::new(conn.io), read_buf));
+                return Ok(());
+            }
+        }
+    }
+}
+
+struct Conn<I> {
+    io: I,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    parser: HeadParser,
+    config: Config,
+}
+
+/// What the connection does after a response.
+enum Next {
+    KeepAlive,
+    Close,
+    Upgrade(oneshot::Sender<Upgraded>),
+}
+
+/// How a response body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+enum Event<T> {
+    Done(T),
+    Step(Step),
+}
+
+/// The feeder's next step, or never if there is no body to feed.
+async fn step<I: AsyncRead + Unpin>(
+    feeder: &mut Option<Feeder>,
+    io: &mut I,
+    buf: &mut BytesMut,
+    read_size: usize,
+) -> Step {
+    match feeder {
+        Some(f) => f.step(io, buf, read_size).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+    /// The next request head; `None` when the client closed or idled out between requests.
+    async fn read_head(&mut self) -> Result<Option<ParsedRequest>, Error> {
+        let mut deadline = None;
+        loop {
+            if self.rbuf.is_empty() && !self.wait_for_bytes().await? {
+                return Ok(None);
+            }
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + self.config.header_read_timeout);
+            match self.parser.parse_request(&mut self.rbuf) {
+                Ok(Some(req)) => return Ok(Some(req)),
+                Ok(None) if self.rbuf.is_empty() => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed request head");
+                    self.write_error(e.status()).await;
+                    return Err(Error::parse(e));
+                }
+            }
+            self.rbuf.reserve(self.config.read_size);
+            match tokio::time::timeout_at(
+                deadline,
+                tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf),
+            )
+            .await
+            {
+                Err(_) => return Err(Error::header_timeout()),
+                Ok(Ok(0)) => return Err(Error::incomplete()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Error::io(e)),
+            }
+        }
+    }
+
+    /// Waits for the first byte of a request. Data already there is read into the kept
+    /// buffer; otherwise both buffers are released while the connection idles.
+    async fn wait_for_bytes(&mut self) -> Result<bool, Error> {
+        self.rbuf.reserve(self.config.read_size);
+        let now = {
+            let mut read = pin!(tokio::io::AsyncReadExt::read_buf(
+                &mut self.io,
+                &mut self.rbuf
+            ));
+            poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
+        };
+        match now {
+            Poll::Ready(Ok(0)) => return Ok(false),
+            Poll::Ready(Ok(_)) => return Ok(true),
+            Poll::Ready(Err(e)) => return Err(Error::io(e)),
+            Poll::Pending => {}
+        }
+        self.rbuf = BytesMut::new();
+        self.wbuf = BytesMut::new();
+        let io = &mut self.io;
+        let one = poll_fn(|cx| {
+            let mut byte = [0u8; 1];
+            let mut rb = ReadBuf::new(&mut byte);
+            match std::pin::Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().first().copied())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        match tokio::time::timeout(self.config.idle_timeout, one).await {
+            Err(_) | Ok(Ok(None)) => Ok(false),
+            Ok(Ok(Some(byte))) => {
+                self.rbuf.reserve(self.config.read_size);
+                self.rbuf.put_u8(byte);
+                Ok(true)
+            }
+            Ok(Err(e)) => Err(Error::io(e)),
+        }
+    }
+
+    /// Answers a malformed request and closes; errors writing are moot by then.
+    async fn write_error(&mut self, status: StatusCode) {
+        self.wbuf.clear();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        encode_response_head(status, &headers, &mut self.wbuf);
+        let _ = self.io.write_all_buf(&mut self.wbuf).await;
+        let _ = self.io.shutdown().await;
+    }
+
+    async fn write(&mut self, data: Bytes, tail: &'static [u8]) -> Result<(), Error> {
+        let mut out = (&mut self.wbuf).chain(data).chain(tail);
+        self.io.write_all_buf(&mut out).await.map_err(Error::io)?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Handles the steps that need the connection: `100 Continue`, and a broken body.
+    async fn after_step(&mut self, step: Step, keep_alive: &mut bool) -> Result<(), Error> {
+        match step {
+            Step::Continue => {
+                self.io
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .map_err(Error::io)?;
+                self.io.flush().await.map_err(Error::io)
+            }
+            Step::Failed => {
+                *keep_alive = false;
+                Ok(())
+            }
+            Step::Fed | Step::Finished | Step::Abandoned => Ok(()),
+        }
+    }
+
+    /// Serves one request; returns whether the connection may carry another.
+    async fn serve_one<S, B>(&mut self, service: &mut S, req: ParsedRequest) -> Result<Next, Error>
+    where
+        S: Service<Request<RecvBody>, Response = Response<B>>,
+        S::Error: Into<BoxError>,
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let ParsedRequest {
+            mut parts,
+            framing,
+            mut keep_alive,
+            expect_continue,
+        } = req;
+        let head_request = parts.method == Method::HEAD;
+        let connect = parts.method == Method::CONNECT;
+        let version = parts.version;
+        let mut upgrade = None;
+        if connect || (version == Version::HTTP_11 && parts.headers.contains_key(header::UPGRADE)) {
+            let (tx, on_upgrade) = OnUpgrade::pair();
+            parts.extensions.insert(on_upgrade);
+            upgrade = Some(tx);
+        }
+        let decoder = match framing {
+            BodyFraming::Length(n) => Some(Decoder::Length(n)),
+            BodyFraming::Chunked => Some(Decoder::Chunked(ChunkedDecoder::new(
+                self.config.max_chunk_extensions,
+                self.config.max_trailers,
+            ))),
+            BodyFraming::Empty | BodyFraming::CloseDelimited => None,
+        };
+        let (body, mut feeder) = match decoder {
+            Some(d) => {
+                let (body, feeder) = Feeder::new(d, expect_continue);
+                (body, Some(feeder))
+            }
+            None => (RecvBody::empty(), None),
+        };
+
+        poll_fn(|cx| service.poll_ready(cx))
+            .await
+            .map_err(Error::service)?;
+        let mut fut = pin!(service.call(Request::from_parts(parts, body)));
+        let read_size = self.config.read_size;
+        let response = loop {
+            let event = tokio::select! {
+                biased;
+                r = &mut fut => Event::Done(r),
+                s = step(&mut feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
+            };
+            match event {
+                Event::Done(r) => break r.map_err(Error::service)?,
+                Event::Step(s) => self.after_step(s, &mut keep_alive).await?,
+            }
+        };
+
+        let (mut parts, body) = response.into_parts();
+        let status = parts.status;
+        let switching =
+            status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success());
+        if let (true, Some(tx)) = (switching, upgrade.take()) {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            self.wbuf.clear();
+            encode_response_head(status, &parts.headers, &mut self.wbuf);
+            drop(body);
+            self.write(Bytes::new(), b"").await?;
+            self.io.flush().await.map_err(Error::io)?;
+            return Ok(Next::Upgrade(tx));
+        }
+        if status.is_informational() {
+            // Sending 1xx responses for the service is not supported yet (crate docs).
+            return Err(Error::informational());
+        }
+        let headers = &mut parts.headers;
+        if headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), "close"))
+        {
+            keep_alive = false;
+        }
+        let http11 = version == Version::HTTP_11;
+        let out = if status == StatusCode::NO_CONTENT {
+            headers.remove(header::CONTENT_LENGTH);
+            headers.remove(header::TRANSFER_ENCODING);
+            Out::None
+        } else if status == StatusCode::NOT_MODIFIED {
+            headers.remove(header::TRANSFER_ENCODING);
+            Out::None
+        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+            headers.remove(header::CONTENT_LENGTH);
+            if http11 {
+                let te: Vec<u8> = headers
+                    .get_all(header::TRANSFER_ENCODING)
+                    .iter()
+                    .map(|v| v.as_bytes())
+                    .collect::<Vec<_>>()
+                    .join(&b", "[..]);
+                let last = te.rsplit(|&b| b == b',').next().unwrap_or_default();
+                if !crate::parse::trim_ows(last).eq_ignore_ascii_case(b"chunked") {
+                    let mut value = te;
+                    value.extend_from_slice(b", chunked");
+                    if let Ok(value) = HeaderValue::from_bytes(&value) {
+                        headers.insert(header::TRANSFER_ENCODING, value);
+                    }
+                }
+                Out::Chunked
+            } else {
+                headers.remove(header::TRANSFER_ENCODING);
+                Out::Close
+            }
+        } else if let Some(n) = content_length(headers) {
+            Out::Length(n)
+        } else if let Some(n) = body.size_hint().exact() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            Out::Length(n)
+        } else if http11 {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            Out::Chunked
+        } else {
+            Out::Close
+        };
+        let out = if head_request { Out::None } else { out };
+        if out == Out::Close {
+            keep_alive = false;
+        }
+        if !keep_alive {
+            if http11 {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            } else {
+                headers.remove(header::CONNECTION);
+            }
+        } else if !http11 {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        }
+        if !headers.contains_key(header::DATE) {
+            headers.insert(header::DATE, date());
+        }
+        self.wbuf.clear();
+        encode_response_head(status, headers, &mut self.wbuf);
+
+        if out == Out::None {
+            drop(body);
+            self.write(Bytes::new(), b"").await?;
+        } else {
+            self.write_body(body, out, &mut feeder, &mut keep_alive)
+                .await?;
+        }
+        self.io.flush().await.map_err(Error::io)?;
+
+        if let Some(mut f) = feeder {
+            if !f.is_finished() && !f.drain_buffered(&mut self.rbuf) {
+                keep_alive = false;
+            }
+        }
+        Ok(if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
+    }
+
+    async fn write_body<B>(
+        &mut self,
+        body: B,
+        out: Out,
+        feeder: &mut Option<Feeder>,
+        keep_alive: &mut bool,
+    ) -> Result<(), Error>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = pin!(body);
+        let mut remaining = match out {
+            Out::Length(n) => n,
+            _ => u64::MAX,
+        };
+        let mut trailers = None;
+        let read_size = self.config.read_size;
+        loop {
+            // The head waits in the write buffer for the first chunk, unless the body has
+            // nothing ready: then it goes out alone, now.
+            if !self.wbuf.is_empty() {
+                let ready = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+                if ready.is_pending() {
+                    self.write(Bytes::new(), b"").await?;
+                    self.io.flush().await.map_err(Error::io)?;
+                }
+                if let Poll::Ready(frame) = ready {
+                    if self
+                        .write_frame(frame, out, &mut remaining, &mut trailers)
+                        .await?
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            let event = tokio::select! {
+                biased;
+                f = poll_fn(|cx| body.as_mut().poll_frame(cx)) => Event::Done(f),
+                s = step(feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
+            };
+            match event {
+                Event::Done(frame) => {
+                    if self
+                        .write_frame(frame, out, &mut remaining, &mut trailers)
+                        .await?
+                    {
+                        break;
+                    }
+                }
+                Event::Step(s) => self.after_step(s, keep_alive).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one body frame; true at the end of the body.
+    async fn write_frame<D: Buf, E: Into<BoxError>>(
+        &mut self,
+        frame: Option<Result<http_body::Frame<D>, E>>,
+        out: Out,
+        remaining: &mut u64,
+        trailers: &mut Option<http::HeaderMap>,
+    ) -> Result<bool, Error> {
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    let data = data.copy_to_bytes(data.remaining());
+                    if data.is_empty() {
+                        return Ok(false);
+                    }
+                    match out {
+                        Out::Length(_) => {
+                            if data.len() as u64 > *remaining {
+                                return Err(Error::body_length());
+                            }
+                            *remaining -= data.len() as u64;
+                            self.write(data, b"").await?;
+                        }
+                        Out::Chunked => {
+                            encode_chunk_size(data.len(), &mut self.wbuf);
+                            self.write(data, CHUNK_END).await?;
+                        }
+                        Out::Close | Out::None => self.write(data, b"").await?,
+                    }
+                    self.io.flush().await.map_err(Error::io)?;
+                    Ok(false)
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers.get_or_insert_with(http::HeaderMap::new).extend(t);
+                    }
+                    Ok(false)
+                }
+            },
+            Some(Err(e)) => Err(Error::body(e)),
+            None => {
+                match out {
+                    Out::Length(_) if *remaining != 0 => return Err(Error::body_length()),
+                    Out::Chunked => encode_last_chunk(trailers.as_ref(), &mut self.wbuf),
+                    _ => {}
+                }
+                self.write(Bytes::new(), b"").await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// The one `Content-Length` of a response, if its lines agree and parse.
+fn content_length(headers: &mut http::HeaderMap) -> Option<u64> {
+    let mut value = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        let n = v.to_str().ok()?.trim().parse::<u64>().ok()?;
+        if value.is_some_and(|prev| prev != n) {
+            value = None;
+            break;
+        }
+        value = Some(n);
+    }
+    if value.is_none() {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    value
+}
+
+/// The `Date` header, formatted once per second per thread.
+fn date() -> HeaderValue {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, Option<HeaderValue>)> = const { std::cell::RefCell::new((0, None)) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != secs || cache.1.is_none() {
+            let value = HeaderValue::from_str(&httpdate::fmt_http_date(now)).ok();
+            *cache = (secs, value);
+        }
+        cache
+            .1
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static(""))
+    })
+}
