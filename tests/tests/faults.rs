@@ -178,9 +178,10 @@ async fn an_http2_authority_is_held_to_the_same_rule() {
     assert_eq!(b.request_count(), 1);
 }
 
-/// A backend on raw sockets that records the head of every request it reads and answers `200 ok`, but switches protocols whenever asked: to `h2c` with a bare
-/// `101` (counted in `switched`; then it closes), to WebSocket with a real handshake and
-/// an echo session.
+/// A backend on raw sockets that records the head of every request it reads and answers
+/// `200 ok`, but switches protocols whenever asked: to `h2c` with a bare `101` (counted in
+/// `switched`; then it closes), to WebSocket with a real handshake and an echo session. On
+/// `/h2c-anyway` it switches to `h2c` whatever the request asked for, as no backend may.
 #[derive(Debug)]
 struct RawBackend {
     addr: SocketAddr,
@@ -249,7 +250,10 @@ async fn raw_connection(
 
     while let Some(head) = read_head(&mut stream).await {
         let _ = seen.send(head.clone());
-        let upgrade = header_value(&head, "upgrade").map(str::to_ascii_lowercase);
+        let mut upgrade = header_value(&head, "upgrade").map(str::to_ascii_lowercase);
+        if head.starts_with("GET /h2c-anyway ") {
+            upgrade = Some("h2c".to_owned());
+        }
         match upgrade.as_deref() {
             Some("h2c") => {
                 let switch = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
@@ -372,6 +376,30 @@ async fn h2c_is_refused_even_when_listed_while_websocket_works() {
     let upgrade = heads.last().expect("the backend saw the handshake");
     let protocol = header_value(upgrade, "upgrade").unwrap_or_default();
     assert!(protocol.eq_ignore_ascii_case("websocket"), "{upgrade}");
+}
+
+/// A backend that switches protocols when it must not, to a request whose upgrade the
+/// proxy removed or to another protocol than the one asked for, gets its `101` turned
+/// into `502`: the client is not told of a switch, and nothing is joined.
+#[tokio::test]
+async fn a_switch_the_proxy_cannot_follow_is_a_bad_gateway() {
+    let mut raw = RawBackend::start().await;
+    let proxy = proxy_over_raw(&raw, &["websocket", "h2c"]).await;
+    let websocket = b"GET /h2c-anyway HTTP/1.1\r\nHost: h2c.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let h2c = [
+        b"GET /h2c-anyway".as_slice(),
+        &H2C_UPGRADE[b"GET /".len()..],
+    ]
+    .concat();
+    let plain = b"GET /h2c-anyway HTTP/1.1\r\nHost: h2c.test\r\n\r\n";
+    for request in [websocket.as_slice(), &h2c, plain] {
+        let (status, head) = raw_exchange(proxy.addr, request).await;
+        assert_eq!(status, 502, "{head}");
+        assert!(!head.contains("upgrade"), "{head}");
+    }
+    assert_eq!(raw.switched.load(Ordering::SeqCst), 3);
+    assert_eq!(raw.heads().len(), 3);
+    assert_eq!(proxy.proxy.tunnel_stats().total, 0);
 }
 
 /// A proxy over `fault`.

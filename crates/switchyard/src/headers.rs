@@ -26,7 +26,8 @@
 //! removed. Upgrades need an HTTP/1.1 backend. Only the protocols of
 //! [`upgrade_protocols`](ProxyHeaders::upgrade_protocols) (by default `websocket`) are
 //! forwarded; any other upgrade is removed and the request goes on as a plain one, and
-//! `h2c` never goes through.
+//! `h2c` never goes through. A backend's `101` the proxy cannot join (to a request whose
+//! upgrade it did not take, or to a protocol the client did not ask for) becomes `502`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,7 +37,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Response, StatusCode, Version};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -433,7 +434,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
-        let switched = this.upgrade.take().and_then(|u| u.answer(&mut res));
+        let upgrade = this.upgrade.take();
+        let switched = if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let joined = upgrade.and_then(|u| u.answer(&mut res));
+            if joined.is_none() {
+                upgrade::refuse_switch(&mut res);
+            }
+            joined
+        } else {
+            None
+        };
         prepare_response(&mut res);
         if let Some(protocol) = switched {
             upgrade::restore_response(&mut res, protocol);

@@ -20,6 +20,12 @@
 //! plain one. `h2c` never goes through, whatever the list says: joined end to end, it
 //! would let a client talk HTTP/2 straight to the backend, past every rule the proxy
 //! applies to requests ("h2c smuggling").
+//!
+//! A backend's `101` that cannot be joined becomes `502 Bad Gateway` (see
+//! [`refuse_switch`]): one to a request that asked for no upgrade the proxy took, one
+//! switching to a protocol the client did not ask for (RFC 9110 §7.8 forbids it; `h2c`
+//! too), or one without a connection to hand over. The client is never told of a switch
+//! that did not happen, and the backend's connection, already out of its pool, is closed.
 
 use std::io;
 use std::pin::Pin;
@@ -144,13 +150,15 @@ impl Upgrade {
         restore_request(req, self.protocol.clone());
     }
 
-    /// For the backend's response: on `101 Switching Protocols`, joins the two connections
-    /// (in a task of their own) and returns the `Upgrade` header to send the client.
+    /// For the backend's `101 Switching Protocols`: joins the two connections (in a task
+    /// of their own) and returns the `Upgrade` header to send the client, or `None` when
+    /// they cannot be joined: the backend switched to a protocol the client did not ask for
+    /// (or was not allowed), or its connection cannot be handed over.
     pub(crate) fn answer<B>(self, res: &mut Response<B>) -> Option<HeaderValue> {
-        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let protocol = res.headers().get(header::UPGRADE).cloned()?;
+        if !switches_as_asked(&protocol, &self.protocol) {
             return None;
         }
-        let protocol = res.headers().get(header::UPGRADE).cloned()?;
         let backend = res.extensions_mut().remove::<OnUpgrade>()?;
         tokio::spawn(join(self.client, backend, self.idle, self.tunnels));
         Some(protocol)
@@ -182,7 +190,7 @@ pub(crate) fn allowed_protocols(
 ) -> Option<HeaderValue> {
     let text = value.to_str().ok()?;
     let may = |protocol: &str| {
-        let name = protocol.split('/').next().unwrap_or_default().trim();
+        let name = protocol_name(protocol);
         !name.eq_ignore_ascii_case("h2c")
             && allowed.is_none_or(|list| list.iter().any(|a| a.eq_ignore_ascii_case(name)))
     };
@@ -195,6 +203,45 @@ pub(crate) fn allowed_protocols(
         return None;
     }
     HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+/// A protocol's name in an `Upgrade` value: what comes before any `/version`, trimmed.
+fn protocol_name(protocol: &str) -> &str {
+    protocol.split('/').next().unwrap_or_default().trim()
+}
+
+/// Whether a `101`'s `Upgrade` (`switched`) names only protocols the request's (`asked`,
+/// already less those not allowed) named, and at least one (RFC 9110 §7.8: a server must
+/// not switch to a protocol the client did not indicate). Names compare as in
+/// [`allowed_protocols`].
+fn switches_as_asked(switched: &HeaderValue, asked: &HeaderValue) -> bool {
+    let (Ok(switched), Ok(asked)) = (switched.to_str(), asked.to_str()) else {
+        return false;
+    };
+    let mut names = protocol_names(switched).peekable();
+    names.peek().is_some()
+        && names.all(|s| protocol_names(asked).any(|a| a.eq_ignore_ascii_case(s)))
+}
+
+/// The protocol names in an `Upgrade` value, empty ones skipped.
+fn protocol_names(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .map(protocol_name)
+        .filter(|name| !name.is_empty())
+}
+
+/// Turns a backend's `101` that was not joined into `502 Bad Gateway`, dropping the
+/// backend's connection handle (which closes that connection): the client must not be
+/// told of a switch that did not happen, nor the backend left speaking another protocol
+/// on a connection the client cannot reach.
+pub(crate) fn refuse_switch<B>(res: &mut Response<B>) {
+    tracing::debug!(
+        upgrade = ?res.headers().get(header::UPGRADE),
+        "the backend switched protocols where the proxy could not follow"
+    );
+    res.extensions_mut().remove::<OnUpgrade>();
+    *res.status_mut() = StatusCode::BAD_GATEWAY;
 }
 
 /// Puts an upgrade request's headers back after the hop-by-hop ones were removed.
@@ -416,6 +463,27 @@ mod tests {
         assert_eq!(allowed("h2c", None), None);
         let h2c: Vec<Box<str>> = vec!["h2c".into()];
         assert_eq!(allowed("h2c", Some(h2c.as_slice())), None);
+    }
+
+    #[test]
+    fn a_backend_may_switch_only_to_a_protocol_asked_for() {
+        let switches = |switched: &str, asked: &str| {
+            let value = |v: &str| HeaderValue::from_str(v).unwrap();
+            switches_as_asked(&value(switched), &value(asked))
+        };
+        assert!(switches("websocket", "websocket"));
+        assert!(switches("WebSocket", "websocket"));
+        assert!(switches("echo/2", "websocket, echo/2"));
+        assert!(switches("echo", "echo/1"));
+        for (switched, asked) in [
+            ("h2c", "websocket"),
+            ("websocket, h2c", "websocket"),
+            ("irc", "websocket, echo"),
+            ("", "websocket"),
+            (" , ", "websocket"),
+        ] {
+            assert!(!switches(switched, asked), "{switched:?} for {asked:?}");
+        }
     }
 
     #[tokio::test]
