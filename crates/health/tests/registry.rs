@@ -55,6 +55,7 @@ struct Factory {
     gate: Option<Arc<Semaphore>>,
     retired: RwLock<Vec<SocketAddr>>,
     resolve_failures: AtomicUsize,
+    recovered: RwLock<Vec<SocketAddr>>,
 }
 
 impl Endpoints for Factory {
@@ -73,6 +74,11 @@ impl Endpoints for Factory {
 
     fn resolve_failed(&self, _: &BackendSpec, _: &str) {
         self.resolve_failures.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn recovered(&self, backend: &BackendSpec, addr: SocketAddr) {
+        assert_eq!(backend.url.port_u16(), Some(addr.port()));
+        self.recovered.write().unwrap().push(addr);
     }
 }
 
@@ -270,6 +276,47 @@ async fn failing_backend_leaves_after_fall_checks_and_rejoins_after_rise() {
         Health::Healthy
     );
     assert!(s.route(4).await.contains(&addr(2)), "b rejoined");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_recovered_hook_fires_only_when_an_unhealthy_endpoint_rises() {
+    let s = two_backends(HealthConfig {
+        fall: 1,
+        ..config()
+    });
+    let recovered = || s.registry.endpoints().recovered.read().unwrap().clone();
+
+    // Unknown → healthy, then healthy → healthy: not a recovery.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(s.checker.checks(addr(2)), 3);
+    assert_eq!(
+        s.registry.status().get("b").unwrap().health,
+        Health::Healthy
+    );
+    assert_eq!(recovered(), []);
+
+    s.checker.set_down(addr(2), true);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        s.registry.status().get("b").unwrap().health,
+        Health::Unhealthy
+    );
+    assert_eq!(recovered(), []);
+
+    // rise = 2: the first passing check is not enough, the second is.
+    s.checker.set_down(addr(2), false);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(recovered(), []);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        s.registry.status().get("b").unwrap().health,
+        Health::Healthy
+    );
+    assert_eq!(recovered(), [addr(2)]);
+
+    // Checks that keep passing say nothing new.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(recovered(), [addr(2)]);
 }
 
 #[tokio::test(start_paused = true)]
