@@ -284,39 +284,31 @@ async fn the_recovered_hook_fires_only_when_an_unhealthy_endpoint_rises() {
         fall: 1,
         ..config()
     });
-    let recovered = || s.registry.endpoints().recovered.read().unwrap().clone();
+    // b's health and the recoveries heard so far, after `secs` more seconds.
+    let s = &s;
+    let after = |secs| async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let health = s.registry.status().get("b").unwrap().health;
+        (
+            health,
+            s.registry.endpoints().recovered.read().unwrap().clone(),
+        )
+    };
 
     // Unknown → healthy, then healthy → healthy: not a recovery.
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(after(30).await, (Health::Healthy, vec![]));
     assert_eq!(s.checker.checks(addr(2)), 3);
-    assert_eq!(
-        s.registry.status().get("b").unwrap().health,
-        Health::Healthy
-    );
-    assert_eq!(recovered(), []);
 
     s.checker.set_down(addr(2), true);
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    assert_eq!(
-        s.registry.status().get("b").unwrap().health,
-        Health::Unhealthy
-    );
-    assert_eq!(recovered(), []);
+    assert_eq!(after(20).await, (Health::Unhealthy, vec![]));
 
     // rise = 2: the first passing check is not enough, the second is.
     s.checker.set_down(addr(2), false);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(recovered(), []);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(
-        s.registry.status().get("b").unwrap().health,
-        Health::Healthy
-    );
-    assert_eq!(recovered(), [addr(2)]);
+    assert_eq!(after(10).await, (Health::Unhealthy, vec![]));
+    assert_eq!(after(10).await, (Health::Healthy, vec![addr(2)]));
 
     // Checks that keep passing say nothing new.
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(recovered(), [addr(2)]);
+    assert_eq!(after(30).await, (Health::Healthy, vec![addr(2)]));
 }
 
 #[tokio::test(start_paused = true)]
