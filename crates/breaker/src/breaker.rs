@@ -193,6 +193,31 @@ impl Breaker {
         self.publish(from, State::Closed);
     }
 
+    /// Closes an open or half-open breaker and forgets its doubling, because something
+    /// other than its probes showed the backend is back (its active health checks passed
+    /// again after failing). Returns whether it closed: a closed breaker is left as it is,
+    /// and so is one forced open (only an operator closes that) or one that a failure is
+    /// tripping at this very moment (the newer news wins).
+    pub fn reset(&self) -> bool {
+        let state = self.hot.state.load(Ordering::Acquire);
+        if state != OPEN && state != HALF_OPEN {
+            return false;
+        }
+        let from = self.state();
+        if self
+            .hot
+            .state
+            .compare_exchange(state, TRIPPING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.close_now();
+        tracing::info!(backend = %self.id, from = %from, "circuit closed: backend passed its health checks");
+        self.publish(from, State::Closed);
+        true
+    }
+
     fn close_now(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.hot.failures.store(0, Ordering::Relaxed);

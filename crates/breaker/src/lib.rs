@@ -13,7 +13,10 @@
 //!   said when to come back;
 //! - then goes **half-open**: up to [`BreakerConfig::probes`] requests at a time are let
 //!   through as probes, the others rejected as if open. Enough successful probes close it;
-//!   a failed one opens it again.
+//!   a failed one opens it again;
+//! - is **reset** (closed, its doubling forgotten) by [`Breaker::reset`] when something
+//!   else shows the backend is back: switchyard calls it when the backend's active health
+//!   checks pass again after having failed.
 //!
 //! While open, the service's `poll_ready` answers `Err(`[`CircuitOpen`]`)` at once, so a
 //! balancer (switchyard's skips endpoints whose readiness fails) routes around it and a

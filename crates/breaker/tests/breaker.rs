@@ -189,6 +189,45 @@ async fn a_failed_probe_reopens_with_doubled_time() {
     assert_eq!(until - Instant::now(), Duration::from_secs(30));
 }
 
+#[tokio::test(start_paused = true)]
+async fn reset_closes_and_forgets_the_doubling() {
+    let (mut svc, mut handle, breaker) = setup(exact());
+    let mut events = breaker.subscribe();
+    assert!(!breaker.reset(), "a closed breaker has nothing to reset");
+
+    trip(&mut svc, &mut handle).await;
+    advance(breaker_wait(&breaker)).await;
+    send(&mut svc, &mut handle, 500, None).await.unwrap(); // the probe fails: 60 s
+    assert_eq!(breaker_wait(&breaker), Duration::from_secs(60));
+    while events.try_recv().is_ok() {}
+
+    // Long before the open time is up, the breaker closes at once.
+    advance(Duration::from_secs(1)).await;
+    assert!(breaker.reset());
+    assert_eq!(breaker.state(), State::Closed);
+    let e = events.recv().await.unwrap();
+    assert_eq!((e.from.name(), e.to), ("open", State::Closed));
+    ready_now(&mut svc).expect("requests flow again");
+    assert_eq!(send(&mut svc, &mut handle, 200, None).await.unwrap(), 200);
+
+    // A failed probe after the next trip opens for 60 s again, not 120 s.
+    trip(&mut svc, &mut handle).await;
+    assert_eq!(breaker_wait(&breaker), Duration::from_secs(30));
+    advance(Duration::from_secs(30)).await;
+    send(&mut svc, &mut handle, 500, None).await.unwrap();
+    assert_eq!(breaker_wait(&breaker), Duration::from_secs(60));
+
+    // Half-open closes too; forced open does not.
+    advance(Duration::from_secs(60)).await;
+    assert_eq!(breaker.state(), State::HalfOpen);
+    assert!(breaker.reset());
+    assert_eq!(breaker.state(), State::Closed);
+    breaker.force_open();
+    assert!(!breaker.reset());
+    assert_eq!(breaker.state(), State::ForcedOpen);
+    assert_eq!(breaker.trips(), 4);
+}
+
 fn breaker_wait(breaker: &Breaker) -> Duration {
     match breaker.state() {
         State::Open { until } => until - Instant::now(),

@@ -36,9 +36,16 @@
 //! Active checks decide **membership**: whether an endpoint is in the balancer's set.
 //! The circuit breaker (a passive signal, from real requests) decides **readiness**
 //! within that set: an open breaker makes the balancer skip the endpoint per request.
-//! Neither writes to the other, so they never fight: an endpoint takes traffic when its
-//! checks allow it *and* its breaker is closed. A backend whose checks pass while its
-//! breaker is open is reported `healthy` with `passive: "circuit open"`.
+//! An endpoint takes traffic when its checks allow it *and* its breaker is closed. A
+//! backend whose checks pass while its breaker is open is reported `healthy` with
+//! `passive: "circuit open"`.
+//!
+//! One signal crosses over: when an endpoint the checks had marked unhealthy passes `rise`
+//! checks again, [`Endpoints::recovered`] is called, and the facade closes the backend's
+//! breaker (and forgets its doubled open time), so a restarted backend is back as soon as
+//! its checks pass. A backend whose checks never failed (slow or failing requests but a
+//! fast `/health`: a gray failure) is not re-admitted by its checks: only its breaker's own
+//! half-open probes close its breaker.
 //!
 //! # Panic mode
 //!

@@ -55,6 +55,7 @@ struct Factory {
     gate: Option<Arc<Semaphore>>,
     retired: RwLock<Vec<SocketAddr>>,
     resolve_failures: AtomicUsize,
+    recovered: RwLock<Vec<SocketAddr>>,
 }
 
 impl Endpoints for Factory {
@@ -73,6 +74,11 @@ impl Endpoints for Factory {
 
     fn resolve_failed(&self, _: &BackendSpec, _: &str) {
         self.resolve_failures.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn recovered(&self, backend: &BackendSpec, addr: SocketAddr) {
+        assert_eq!(backend.url.port_u16(), Some(addr.port()));
+        self.recovered.write().unwrap().push(addr);
     }
 }
 
@@ -270,6 +276,39 @@ async fn failing_backend_leaves_after_fall_checks_and_rejoins_after_rise() {
         Health::Healthy
     );
     assert!(s.route(4).await.contains(&addr(2)), "b rejoined");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_recovered_hook_fires_only_when_an_unhealthy_endpoint_rises() {
+    let s = two_backends(HealthConfig {
+        fall: 1,
+        ..config()
+    });
+    // b's health and the recoveries heard so far, after `secs` more seconds.
+    let s = &s;
+    let after = |secs| async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let health = s.registry.status().get("b").unwrap().health;
+        (
+            health,
+            s.registry.endpoints().recovered.read().unwrap().clone(),
+        )
+    };
+
+    // Unknown → healthy, then healthy → healthy: not a recovery.
+    assert_eq!(after(30).await, (Health::Healthy, vec![]));
+    assert_eq!(s.checker.checks(addr(2)), 3);
+
+    s.checker.set_down(addr(2), true);
+    assert_eq!(after(20).await, (Health::Unhealthy, vec![]));
+
+    // rise = 2: the first passing check is not enough, the second is.
+    s.checker.set_down(addr(2), false);
+    assert_eq!(after(10).await, (Health::Unhealthy, vec![]));
+    assert_eq!(after(10).await, (Health::Healthy, vec![addr(2)]));
+
+    // Checks that keep passing say nothing new.
+    assert_eq!(after(30).await, (Health::Healthy, vec![addr(2)]));
 }
 
 #[tokio::test(start_paused = true)]

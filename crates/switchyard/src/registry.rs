@@ -68,6 +68,14 @@ impl Endpoints for HttpEndpoints {
         self.breakers.breaker(&backend.id).record_failure();
     }
 
+    fn recovered(&self, backend: &BackendSpec, _: SocketAddr) {
+        // The checks saw it down and now up again (a restart, say): its breaker's open
+        // time, doubled by every probe that failed while it was down, says nothing more.
+        if let Some(breaker) = self.breakers.get(&backend.id) {
+            breaker.reset();
+        }
+    }
+
     fn passive(&self, backend: &BackendSpec) -> Option<String> {
         self.breakers
             .state(&backend.id)

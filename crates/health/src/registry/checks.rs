@@ -146,6 +146,10 @@ impl<E: Endpoints> Inner<E> {
             return false;
         }
         ep.last_transition = Some(now);
+        if before == Health::Unhealthy {
+            // Before the balancer routes to it again (`reconcile`, under the same lock).
+            self.factory.recovered(&member.spec, ep.addr);
+        }
         match ep.health {
             Health::Unhealthy => tracing::warn!(
                 backend = %member.spec.id, addr = %ep.addr, error = ep.last_error.as_deref().unwrap_or(""),

@@ -66,6 +66,13 @@ pub trait Endpoints: Send + Sync + 'static {
     /// Resolving `backend`'s name failed.
     fn resolve_failed(&self, _backend: &BackendSpec, _error: &str) {}
 
+    /// The endpoint of `backend` at `addr` passed `rise` checks in a row after its checks
+    /// had marked it unhealthy: it is back in the balancer's set. Called on that transition
+    /// only, not when an unknown endpoint passes its first check, nor on checks that keep
+    /// passing. The facade closes the backend's circuit breaker here, so that a restarted
+    /// backend takes traffic at once instead of after the breaker's open time.
+    fn recovered(&self, _backend: &BackendSpec, _addr: SocketAddr) {}
+
     /// A passive signal about `backend` from the request path to show in its status,
     /// such as `"circuit open"`.
     fn passive(&self, _backend: &BackendSpec) -> Option<String> {
