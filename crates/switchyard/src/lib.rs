@@ -83,7 +83,9 @@ pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
 pub use switchyard_cache::{CacheConfig, CacheHandle, CacheStats};
-pub use switchyard_core::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};
+pub use switchyard_core::{
+    AttemptTimeout, BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout,
+};
 pub use switchyard_health::{
     AdminState, BackendStatus, Drain, EndpointStatus, Health, HealthConfig, HealthEvent,
     HealthReport, StatusRange,
