@@ -59,7 +59,7 @@ pub trait Policy<Req, Res> {
 /// [`RetryConfig::statuses`] and [`RetryConfig::grpc_statuses`]: what it calls a failure is
 /// retried. Errors are retried by their [`ErrorKind`]: a failed connect and the proxy's
 /// own refusals (open circuit, no backend, no connection in time), and for idempotent
-/// methods a connection that broke mid-request.
+/// methods a connection that broke mid-request or an attempt that timed out.
 ///
 /// Clones share one budget and one set of counters.
 pub struct HttpPolicy<C = StatusClassifier> {

@@ -10,6 +10,7 @@
 //!               Timeout         request_timeout (tower::timeout)
 //!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
 //!               Retry           backoff, budget, idempotency, body replay (switchyard-retry)
+//!                               and attempt_timeout: a slow attempt is cut off and retried
 //!               Balance         smooth weighted round robin over the backend registry
 //!                               (switchyard-health: admin states, active checks, DNS),
 //!                               skipping backends whose breaker is open
