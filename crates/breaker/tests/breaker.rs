@@ -449,17 +449,18 @@ mod deadlines {
         req
     }
 
-    /// Sends a request with a deadline `after` from now, lets `wait` pass and drops it
-    /// unanswered.
+    /// Sends a request with a deadline `after` ms from now, lets `wait` ms pass and drops
+    /// it unanswered.
     async fn abandon(
         svc: &mut CircuitBreaker<HttpMock>,
         handle: &mut HttpHandle,
-        after: Duration,
-        wait: Duration,
+        after: u64,
+        wait: u64,
     ) {
-        let fut = svc.ready().await.unwrap().call(with_deadline(after));
+        let deadline = with_deadline(Duration::from_millis(after));
+        let fut = svc.ready().await.unwrap().call(deadline);
         let _req = handle.next_request().await.expect("sent");
-        advance(wait).await;
+        advance(Duration::from_millis(wait)).await;
         drop(fut);
     }
 
@@ -469,21 +470,9 @@ mod deadlines {
             threshold: 2,
             ..exact()
         });
-        abandon(
-            &mut svc,
-            &mut handle,
-            Duration::from_millis(300),
-            Duration::from_millis(300),
-        )
-        .await;
+        abandon(&mut svc, &mut handle, 300, 300).await;
         assert!(breaker.state().is_closed(), "one failure of two");
-        abandon(
-            &mut svc,
-            &mut handle,
-            Duration::from_millis(300),
-            Duration::from_millis(400),
-        )
-        .await;
+        abandon(&mut svc, &mut handle, 300, 400).await;
         assert!(
             matches!(breaker.state(), State::Open { .. }),
             "two timeouts trip it: {:?}",
@@ -497,13 +486,7 @@ mod deadlines {
             threshold: 1,
             ..exact()
         });
-        abandon(
-            &mut svc,
-            &mut handle,
-            Duration::from_millis(300),
-            Duration::from_millis(299),
-        )
-        .await;
+        abandon(&mut svc, &mut handle, 300, 299).await;
         assert!(breaker.state().is_closed(), "the caller went away first");
         // Without a deadline, a drop never counts.
         let fut = svc.ready().await.unwrap().call(Request::new(()));
@@ -521,32 +504,14 @@ mod deadlines {
             probes: 1,
             ..exact()
         });
-        abandon(
-            &mut svc,
-            &mut handle,
-            Duration::from_millis(100),
-            Duration::from_millis(100),
-        )
-        .await;
+        abandon(&mut svc, &mut handle, 100, 100).await;
         assert_eq!(breaker.trips(), 1);
         advance(Duration::from_secs(1)).await;
         // A probe the caller gave up on early: the slot is free again.
-        abandon(
-            &mut svc,
-            &mut handle,
-            Duration::from_millis(100),
-            Duration::from_millis(50),
-        )
-        .await;
+        abandon(&mut svc, &mut handle, 100, 50).await;
         assert_eq!(breaker.state(), State::HalfOpen);
         // A probe that timed out: open again.
-        abandon(
-            &mut svc,
-            &mut handle,
-            Duration::from_millis(100),
-            Duration::from_millis(100),
-        )
-        .await;
+        abandon(&mut svc, &mut handle, 100, 100).await;
         assert_eq!(breaker.trips(), 2);
         assert!(matches!(breaker.state(), State::Open { .. }));
     }

@@ -444,12 +444,20 @@ mod attempt_timeout {
 
     use super::*;
     use switchyard_core::{AttemptTimeout, Deadline, WithDeadline};
+    use tokio::task::JoinHandle;
 
     fn timed(attempt: u64) -> RetryConfig {
         RetryConfig {
             attempt_timeout: Some(Duration::from_millis(attempt)),
             ..exact()
         }
+    }
+
+    /// The request fails with `AttemptTimeout`, `ms` after `start`.
+    async fn fails_at(res: JoinHandle<Result<Response<()>, BoxError>>, start: Instant, ms: u64) {
+        let err = res.await.unwrap().unwrap_err();
+        assert!(err.is::<AttemptTimeout>(), "{err}");
+        assert_eq!(Instant::now() - start, Duration::from_millis(ms));
     }
 
     fn deadline_of(req: &Request<ReplayBody<Body>>) -> Instant {
@@ -497,9 +505,7 @@ mod attempt_timeout {
         let res = tokio::spawn(svc.oneshot(request(Method::POST, empty())));
         let (first, _held) = handle.next_request().await.unwrap();
         assert_eq!(deadline_of(&first), start + Duration::from_millis(300));
-        let err = res.await.unwrap().unwrap_err();
-        assert!(err.is::<AttemptTimeout>(), "{err}");
-        assert_eq!(Instant::now() - start, Duration::from_millis(300));
+        fails_at(res, start, 300).await;
         assert_eq!(layer.stats().attempts, 1);
         assert_eq!(layer.stats().attempt_timeouts, 1);
     }
@@ -516,9 +522,7 @@ mod attempt_timeout {
         let (second, _held2) = handle.next_request().await.unwrap();
         // Sent at 400 ms: its own 300 ms would end at 700, the request's at 500.
         assert_eq!(deadline_of(&second), start + Duration::from_millis(500));
-        let err = res.await.unwrap().unwrap_err();
-        assert!(err.is::<AttemptTimeout>(), "{err}");
-        assert_eq!(Instant::now() - start, Duration::from_millis(500));
+        fails_at(res, start, 500).await;
         assert_eq!(layer.stats().attempts, 2);
         assert_eq!(layer.stats().attempt_timeouts, 2);
     }
@@ -533,9 +537,7 @@ mod attempt_timeout {
         let res = tokio::spawn(svc.oneshot(req));
         let (first, _held) = handle.next_request().await.unwrap();
         assert_eq!(deadline_of(&first), start + Duration::from_millis(200));
-        let err = res.await.unwrap().unwrap_err();
-        assert!(err.is::<AttemptTimeout>(), "{err}");
-        assert_eq!(Instant::now() - start, Duration::from_millis(200));
+        fails_at(res, start, 200).await;
     }
 
     #[tokio::test(start_paused = true)]
