@@ -122,6 +122,8 @@ async fn a_stale_answer_stands_in_for_a_backend_that_times_out() {
         request_timeout: Duration::from_millis(300),
         ..switchyard_tests::config()
     };
+    // One attempt takes the whole request timeout, so the backend is asked exactly once.
+    config.retry.attempt_timeout = Some(config.request_timeout);
     config.cache = Some(CacheConfig {
         stale_if_error: Duration::from_secs(60),
         ..CacheConfig::default()

@@ -8,15 +8,19 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
-use switchyard_core::{BoxError, CircuitOpen, Classify};
+use switchyard_core::{BoxError, CircuitOpen, Classify, Deadline, Outcome};
 
 use crate::breaker::{Admission, Breaker};
 
-/// An admitted request's claim on the breaker: reports its outcome once, or releases a
-/// probe slot if the request is dropped first.
+/// An admitted request's claim on the breaker: reports its outcome once. A request dropped
+/// before its outcome is known counts as a timeout if its [`Deadline`] had passed (whoever
+/// gave up on it, gave up because the backend was too slow), and otherwise as nothing: it
+/// releases its probe slot.
 pub(crate) struct Ticket {
     breaker: Arc<Breaker>,
     admission: Admission,
+    /// The request's deadline, read when it is sent.
+    deadline: Option<Deadline>,
     recorded: bool,
 }
 
@@ -25,15 +29,30 @@ impl Ticket {
         Self {
             breaker: breaker.clone(),
             admission,
+            deadline: None,
             recorded: false,
         }
+    }
+
+    /// The ticket of a request sent with `deadline`.
+    pub(crate) fn sent(mut self, deadline: Option<Deadline>) -> Self {
+        self.deadline = deadline;
+        self
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if !self.recorded {
-            self.breaker.cancel(&self.admission);
+        if self.recorded {
+            return;
+        }
+        match self.deadline {
+            Some(deadline) if deadline.has_passed() => {
+                tracing::debug!(backend = %self.breaker.id(), "request dropped past its deadline: a timeout");
+                self.breaker
+                    .record(&self.admission, Outcome::Failure { retry_after: None });
+            }
+            _ => self.breaker.cancel(&self.admission),
         }
     }
 }

@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use switchyard_core::{BoxError, CircuitOpen, Classify, HttpClassifier};
+use switchyard_core::{BoxError, CircuitOpen, Classify, HttpClassifier, WithDeadline};
 use tower::Service;
 
 use crate::breaker::{Admission, Breaker};
@@ -59,6 +59,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
 
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
+    Req: WithDeadline,
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response>,
@@ -101,6 +102,7 @@ where
                 admission => Ticket::new(&self.breaker, admission),
             },
         };
+        let ticket = ticket.sent(req.deadline());
         ResponseFuture {
             state: State::Called {
                 fut: self.inner.call(req),

@@ -463,3 +463,95 @@ async fn a_disabled_breaker_lets_everything_through() {
     }
     assert_eq!(breaker.state(), State::Closed);
 }
+
+mod deadlines {
+    //! A request dropped before its outcome is known: a timeout of its backend if its
+    //! deadline had passed, nothing otherwise.
+
+    use super::*;
+    use http::Request;
+    use switchyard_core::Deadline;
+
+    type HttpMock = mock::Mock<Request<()>, Response<()>>;
+    type HttpHandle = mock::Handle<Request<()>, Response<()>>;
+
+    fn http(config: BreakerConfig) -> (CircuitBreaker<HttpMock>, HttpHandle, Arc<Breaker>) {
+        let (mock, handle) = mock::pair();
+        let layer = CircuitBreakerLayer::new(config);
+        let breaker = layer.breaker().clone();
+        (layer.layer(mock), handle, breaker)
+    }
+
+    fn with_deadline(after: Duration) -> Request<()> {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(Deadline::after(after));
+        req
+    }
+
+    /// Sends a request with a deadline `after` ms from now, lets `wait` ms pass and drops
+    /// it unanswered.
+    async fn abandon(
+        svc: &mut CircuitBreaker<HttpMock>,
+        handle: &mut HttpHandle,
+        after: u64,
+        wait: u64,
+    ) {
+        let deadline = with_deadline(Duration::from_millis(after));
+        let fut = svc.ready().await.unwrap().call(deadline);
+        let _req = handle.next_request().await.expect("sent");
+        advance(Duration::from_millis(wait)).await;
+        drop(fut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_past_its_deadline_is_a_timeout_failure() {
+        let (mut svc, mut handle, breaker) = http(BreakerConfig {
+            threshold: 2,
+            ..exact()
+        });
+        abandon(&mut svc, &mut handle, 300, 300).await;
+        assert!(breaker.state().is_closed(), "one failure of two");
+        abandon(&mut svc, &mut handle, 300, 400).await;
+        assert!(
+            matches!(breaker.state(), State::Open { .. }),
+            "two timeouts trip it: {:?}",
+            breaker.state()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_before_its_deadline_counts_for_nothing() {
+        let (mut svc, mut handle, breaker) = http(BreakerConfig {
+            threshold: 1,
+            ..exact()
+        });
+        abandon(&mut svc, &mut handle, 300, 299).await;
+        assert!(breaker.state().is_closed(), "the caller went away first");
+        // Without a deadline, a drop never counts.
+        let fut = svc.ready().await.unwrap().call(Request::new(()));
+        let _req = handle.next_request().await.expect("sent");
+        advance(Duration::from_secs(60)).await;
+        drop(fut);
+        assert!(breaker.state().is_closed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_past_its_deadline_reopens_and_one_dropped_early_frees_its_slot() {
+        let (mut svc, mut handle, breaker) = http(BreakerConfig {
+            threshold: 1,
+            timeout: Duration::from_secs(1),
+            probes: 1,
+            ..exact()
+        });
+        abandon(&mut svc, &mut handle, 100, 100).await;
+        assert_eq!(breaker.trips(), 1);
+        advance(Duration::from_secs(1)).await;
+        // A probe the caller gave up on early: the slot is free again.
+        abandon(&mut svc, &mut handle, 100, 50).await;
+        assert_eq!(breaker.state(), State::HalfOpen);
+        // A probe that timed out: open again.
+        abandon(&mut svc, &mut handle, 100, 100).await;
+        assert_eq!(breaker.trips(), 2);
+        assert!(matches!(breaker.state(), State::Open { .. }));
+    }
+}

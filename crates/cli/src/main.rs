@@ -60,6 +60,9 @@ enum Command {
         /// Record no metrics (overrides `proxy.metrics_enabled`).
         #[arg(long)]
         no_metrics: bool,
+        /// How long one attempt waits for its response head (overrides `proxy.attempt_timeout`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        attempt_timeout: Option<std::time::Duration>,
     },
     /// Run the proxy on 127.0.0.1:8080 over three embedded demo backends.
     Demo {
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             cache_ttl,
             no_cache,
             no_metrics,
+            attempt_timeout,
         } => {
             let mut file = match &config {
                 Some(path) => match FileConfig::load(path) {
@@ -127,18 +131,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             }
-            if no_admin {
-                file.admin.enabled = false;
-            }
+            file.admin.enabled &= !no_admin;
             if let (Some(ttl), Some(cache)) = (cache_ttl, &mut file.proxy.cache) {
                 cache.ttl = ttl;
             }
-            if no_cache {
-                file.proxy.cache = None;
-            }
-            if no_metrics {
-                file.proxy.metrics = false;
-            }
+            file.proxy.cache = file.proxy.cache.filter(|_| !no_cache);
+            file.proxy.metrics &= !no_metrics;
+            file.proxy.retry.attempt_timeout = attempt_timeout.or(file.proxy.retry.attempt_timeout);
             if !backend.is_empty() {
                 match backends_from_flags(&backend) {
                     Ok(backends) => file.backends = backends,
@@ -216,6 +215,9 @@ fn backends_from_flags(flags: &[String]) -> Result<Vec<Backend>, String> {
 }
 
 async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Result<(), String> {
+    if let Some(p) = file.proxy.validate().first() {
+        return Err(format!("{p} (given by a flag)"));
+    }
     let listener = TcpListener::bind(file.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", file.listen))?;

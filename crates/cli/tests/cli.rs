@@ -198,6 +198,28 @@ fn cache_flags_are_checked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
 
+#[test]
+fn attempt_timeout_flag_is_checked() {
+    let out = switchyard()
+        .args(["serve", "--attempt-timeout", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--attempt-timeout"));
+    // Listening nowhere in particular: the check comes before the listener.
+    let out = switchyard()
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-admin"])
+        .args(["--attempt-timeout", "0s"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`attempt_timeout`: must be longer than 0s"),
+        "{stderr}"
+    );
+}
+
 /// A CA made for one test, and a certificate it signed for 127.0.0.1: the CA's DER, the
 /// certificate's PEM and its key's PEM.
 fn test_certificate() -> (Vec<u8>, String, String) {

@@ -49,9 +49,10 @@ where
 /// the proxy's own refusals (no backend, open circuit, pool wait timeout) are ignored.
 pub fn classify_error(err: &BoxError) -> Outcome {
     match ErrorKind::of(&**err) {
-        ErrorKind::Connect | ErrorKind::RequestTimeout | ErrorKind::Upstream => {
-            Outcome::Failure { retry_after: None }
-        }
+        ErrorKind::Connect
+        | ErrorKind::RequestTimeout
+        | ErrorKind::AttemptTimeout
+        | ErrorKind::Upstream => Outcome::Failure { retry_after: None },
         _ => Outcome::Ignore,
     }
 }

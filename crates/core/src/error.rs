@@ -64,6 +64,26 @@ impl fmt::Display for RequestTimeout {
 
 impl StdError for RequestTimeout {}
 
+/// An attempt had no response head within its attempt timeout: it was abandoned, and its
+/// backend counted as timed out.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptTimeout(());
+
+impl AttemptTimeout {
+    /// Creates the error.
+    pub fn new() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for AttemptTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("attempt timed out waiting for the backend's response")
+    }
+}
+
+impl StdError for AttemptTimeout {}
+
 /// No connection to the backend became free within the wait timeout: the backend is at
 /// its connection cap and nobody released one in time.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +196,8 @@ pub enum ErrorKind {
     CircuitOpen,
     /// [`RequestTimeout`] or tower's `timeout::error::Elapsed`: 504.
     RequestTimeout,
+    /// [`AttemptTimeout`]: the backend did not answer within the attempt timeout, 504.
+    AttemptTimeout,
     /// [`PoolTimeout`]: 503.
     PoolTimeout,
     /// [`ConnectError`]: the backend could not be reached, 502.
@@ -200,6 +222,9 @@ impl ErrorKind {
             if e.is::<RequestTimeout>() || e.is::<tower::timeout::error::Elapsed>() {
                 return Self::RequestTimeout;
             }
+            if e.is::<AttemptTimeout>() {
+                return Self::AttemptTimeout;
+            }
             if e.is::<PoolTimeout>() {
                 return Self::PoolTimeout;
             }
@@ -217,7 +242,7 @@ impl ErrorKind {
             Self::NoBackendsAvailable | Self::CircuitOpen | Self::PoolTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestTimeout | Self::AttemptTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream | Self::Connect => StatusCode::BAD_GATEWAY,
         }
     }
@@ -243,7 +268,8 @@ mod tests {
     #[test]
     fn leaf_errors_map_to_their_status() {
         let refused = ConnectError::new(ConnectErrorKind::Refused, "127.0.0.1:1", None);
-        let cases: [(BoxError, ErrorKind, u16); 7] = [
+        let cases: [(BoxError, ErrorKind, u16); 8] = [
+            (AttemptTimeout::new().into(), ErrorKind::AttemptTimeout, 504),
             (PoolTimeout::new().into(), ErrorKind::PoolTimeout, 503),
             (refused.into(), ErrorKind::Connect, 502),
             (

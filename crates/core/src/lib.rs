@@ -11,15 +11,17 @@
 
 mod accessors;
 pub mod classify;
+mod deadline;
 mod error;
 pub mod future;
 mod hint;
 mod window;
 
 pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome, StatusClassifier};
+pub use deadline::{Deadline, WithDeadline};
 pub use error::{
-    BoxError, CircuitOpen, ConnectError, ConnectErrorKind, ErrorKind, NoBackendsAvailable,
-    PoolTimeout, RequestTimeout,
+    AttemptTimeout, BoxError, CircuitOpen, ConnectError, ConnectErrorKind, ErrorKind,
+    NoBackendsAvailable, PoolTimeout, RequestTimeout,
 };
 pub use hint::RouteHint;
 pub use window::SlidingCounts;

@@ -47,6 +47,14 @@ pub struct RetryConfig {
     /// No attempt starts later than this after the request arrived (the proxy's
     /// `request_timeout`); `None` for no bound.
     pub deadline: Option<Duration>,
+    /// How long one attempt may wait for its response head (like nginx's per-try read
+    /// timeout, Envoy's `per_try_timeout`); `None` (the default) for no bound of its own.
+    /// An attempt without a response head by then, or by the request's deadline if that
+    /// comes first, is abandoned and counted as a timeout of its backend (its circuit
+    /// breaker sees it), then retried elsewhere like a broken connection: for idempotent
+    /// methods, while `deadline` allows. Otherwise the request fails with
+    /// [`AttemptTimeout`](switchyard_core::AttemptTimeout).
+    pub attempt_timeout: Option<Duration>,
     /// The retry budget.
     pub budget: BudgetConfig,
 }
@@ -69,6 +77,7 @@ impl Default for RetryConfig {
             grpc_statuses: Vec::new(),
             max_replay_body: 64 * 1024,
             deadline: None,
+            attempt_timeout: None,
             budget: BudgetConfig::default(),
         }
     }

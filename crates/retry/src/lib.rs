@@ -20,7 +20,8 @@
 //!   failures that say the request did not do its work: a failed connect, the chosen
 //!   backend's circuit open, no backend available, no free connection in time, and the
 //!   statuses in [`RetryConfig::statuses`] (502, 503, 504); for idempotent methods also a
-//!   connection that broke mid-request (a backend that went away). Never a 4xx. The
+//!   connection that broke mid-request (a backend that went away) and an attempt that
+//!   timed out. Never a 4xx. The
 //!   decision is made on the response head, before any of its body reaches the client.
 //! - **When.** After [`RetryConfig::delay`], doubled at each retry when
 //!   [`RetryConfig::backoff`] is on (100, 200, 400 ms), capped at
@@ -29,6 +30,13 @@
 //!   `Retry-After` is retried after exactly that long if it is within
 //!   [`RetryConfig::retry_after_cap`], and returned as it is otherwise. No attempt starts
 //!   after [`RetryConfig::deadline`].
+//! - **Attempt timeout.** With [`RetryConfig::attempt_timeout`], an attempt without a
+//!   response head by then (or by the request's deadline, whichever comes first) is
+//!   abandoned and fails with [`AttemptTimeout`](switchyard_core::AttemptTimeout), retried
+//!   for idempotent methods like a broken connection. The attempt carries that deadline in
+//!   its extensions (a [`Deadline`](switchyard_core::Deadline)), so that the circuit
+//!   breaker below counts an abandoned attempt as a timeout of its backend. One timer per
+//!   request serves the attempts' deadlines and the backoffs.
 //! - **How often.** A budget ([`BudgetConfig`]) allows retries up to a ratio of the
 //!   requests over a sliding window plus a small floor per second, in atomics on tokio's
 //!   clock; when it is spent the failure is returned as it is, so a failing fleet is not

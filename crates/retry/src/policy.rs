@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use serde::Serialize;
-use switchyard_core::{BoxError, Classify, ErrorKind, Outcome, StatusClassifier};
+use switchyard_core::{BoxError, Classify, Deadline, ErrorKind, Outcome, StatusClassifier};
 use tokio::time::Instant;
 
 use crate::budget::Budget;
@@ -31,6 +31,19 @@ pub trait Policy<Req, Res> {
     /// [`start`](Policy::start) allowed to keep, so that it cannot be sent again.
     fn retry(&mut self, result: &Result<Res, BoxError>, replayable: bool) -> Option<Duration>;
 
+    /// An attempt is about to be sent (the first one included): the instant by which it
+    /// must have its response head, or `None` for no bound of its own. The retry layer
+    /// puts it in the attempt's extensions, where the circuit breaker reads it, and
+    /// abandons the attempt when it passes, which ends in
+    /// [`AttemptTimeout`](switchyard_core::AttemptTimeout) given to
+    /// [`retry`](Policy::retry).
+    fn attempt_deadline(&mut self) -> Option<Deadline> {
+        None
+    }
+
+    /// The attempt in flight was abandoned at its [`attempt_deadline`](Policy::attempt_deadline).
+    fn on_attempt_timeout(&mut self) {}
+
     /// The retry [`retry`](Policy::retry) asked for is being sent: the wait is over and
     /// the inner service is ready.
     fn on_retry(&mut self) {}
@@ -46,13 +59,14 @@ pub trait Policy<Req, Res> {
 /// [`RetryConfig::statuses`] and [`RetryConfig::grpc_statuses`]: what it calls a failure is
 /// retried. Errors are retried by their [`ErrorKind`]: a failed connect and the proxy's
 /// own refusals (open circuit, no backend, no connection in time), and for idempotent
-/// methods a connection that broke mid-request.
+/// methods a connection that broke mid-request or an attempt that timed out.
 ///
 /// Clones share one budget and one set of counters.
 pub struct HttpPolicy<C = StatusClassifier> {
     shared: Arc<Shared<C>>,
-    /// When the request arrived (set by `start`).
-    start: Option<Instant>,
+    /// When the request must be answered by (set by `start`): the earlier of the
+    /// [`Deadline`] it came with and [`RetryConfig::deadline`] from its arrival.
+    deadline: Option<Instant>,
     idempotent: bool,
     retries: u32,
     /// Why the pending retry is made.
@@ -87,7 +101,7 @@ impl<C> HttpPolicy<C> {
                 budget,
                 stats: Counters::default(),
             }),
-            start: None,
+            deadline: None,
             idempotent: false,
             retries: 0,
             reason: None,
@@ -110,7 +124,7 @@ impl<C> Clone for HttpPolicy<C> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
-            start: None,
+            deadline: None,
             idempotent: false,
             retries: 0,
             reason: None,
@@ -142,7 +156,9 @@ where
         let config = &shared.config;
         // One clock read serves the budget and the deadline.
         let now = Instant::now();
-        self.start = Some(now);
+        let given = req.extensions().get::<Deadline>().map(|d| d.instant());
+        let own = config.deadline.map(|d| now + d);
+        self.deadline = earliest(given, own);
         bump(&shared.stats.requests);
         shared.budget.deposit(now);
         // The first attempt.
@@ -174,8 +190,8 @@ where
             Some(after) => after,
             None => config.delay_for(self.retries + 1),
         };
-        if let (Some(deadline), Some(start)) = (config.deadline, self.start) {
-            if start.elapsed() + delay >= deadline {
+        if let Some(deadline) = self.deadline {
+            if Instant::now() + delay >= deadline {
                 return None;
             }
         }
@@ -205,6 +221,23 @@ where
     fn on_body_too_large(&mut self) {
         bump(&self.shared.stats.body_too_large);
     }
+
+    fn attempt_deadline(&mut self) -> Option<Deadline> {
+        let timeout = self.shared.config.attempt_timeout?;
+        earliest(Some(Instant::now() + timeout), self.deadline).map(Deadline::at)
+    }
+
+    fn on_attempt_timeout(&mut self) {
+        bump(&self.shared.stats.attempt_timeouts);
+    }
+}
+
+/// The earlier of two optional instants (`None` is no bound).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Why an attempt was retried.
@@ -217,6 +250,8 @@ enum Reason {
     PoolTimeout,
     /// The connection broke during an idempotent request.
     Upstream,
+    /// An idempotent request's attempt had no response head within its attempt timeout.
+    Timeout,
 }
 
 impl Reason {
@@ -229,6 +264,7 @@ impl Reason {
             ErrorKind::PoolTimeout => Some(Self::PoolTimeout),
             // The request may have reached the backend: safe to resend only if idempotent.
             ErrorKind::Upstream if idempotent => Some(Self::Upstream),
+            ErrorKind::AttemptTimeout if idempotent => Some(Self::Timeout),
             _ => None,
         }
     }
@@ -256,6 +292,10 @@ pub struct RetryStats {
     pub retries_pool_timeout: u64,
     /// Retries of idempotent requests whose connection broke (a backend that went away).
     pub retries_upstream: u64,
+    /// Retries of idempotent requests whose attempt timed out.
+    pub retries_timeout: u64,
+    /// Attempts abandoned at their attempt deadline (retried or not).
+    pub attempt_timeouts: u64,
     /// Failures returned as they were because the budget was spent.
     pub budget_exhausted: u64,
     /// Failures not retried because the request body was too large to replay.
@@ -272,6 +312,8 @@ struct Counters {
     no_backends: AtomicU64,
     pool_timeout: AtomicU64,
     upstream: AtomicU64,
+    timeout: AtomicU64,
+    attempt_timeouts: AtomicU64,
     budget_exhausted: AtomicU64,
     body_too_large: AtomicU64,
 }
@@ -289,6 +331,7 @@ impl Counters {
             Reason::NoBackends => &self.no_backends,
             Reason::PoolTimeout => &self.pool_timeout,
             Reason::Upstream => &self.upstream,
+            Reason::Timeout => &self.timeout,
         });
     }
 
@@ -301,6 +344,7 @@ impl Counters {
             &self.no_backends,
             &self.pool_timeout,
             &self.upstream,
+            &self.timeout,
         ];
         RetryStats {
             requests: get(&self.requests),
@@ -312,6 +356,8 @@ impl Counters {
             retries_no_backends: get(&self.no_backends),
             retries_pool_timeout: get(&self.pool_timeout),
             retries_upstream: get(&self.upstream),
+            retries_timeout: get(&self.timeout),
+            attempt_timeouts: get(&self.attempt_timeouts),
             budget_exhausted: get(&self.budget_exhausted),
             body_too_large: get(&self.body_too_large),
         }

@@ -74,17 +74,22 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let mut policy = self.policy.clone();
         let limit = policy.start(&req);
+        let deadline = policy.attempt_deadline();
         let (mut parts, body) = req.into_parts();
+        if let Some(deadline) = deadline {
+            // The breaker below reads it: an attempt abandoned past it is a timeout.
+            parts.extensions.insert(deadline);
+        }
         let Some(limit) = limit else {
             // Never sent twice: the request goes down as it is, uncopied and unhinted.
             let first = inner.call(Request::from_parts(parts, ReplayBody::passthrough(body)));
-            return ResponseFuture::once(first, inner, policy);
+            return ResponseFuture::once(first, deadline, inner, policy);
         };
         let (first, replay) = ReplayBody::new(body, limit);
         // The balancer below records each attempt's endpoint here, and steers a retry
         // elsewhere.
         parts.extensions.insert(Arc::new(RouteHint::new()));
         let first = inner.call(Request::from_parts(parts.clone(), first));
-        ResponseFuture::retrying(first, inner, policy, parts, replay)
+        ResponseFuture::retrying(first, deadline, inner, policy, parts, replay)
     }
 }

@@ -437,3 +437,117 @@ async fn the_total_is_the_sum_of_the_retries_by_reason() {
     assert_eq!((stats.retries, by_reason), (4, 4));
     assert_eq!(stats.attempts, 5);
 }
+
+mod attempt_timeout {
+    //! An attempt without a response head by its deadline is abandoned, and retried while
+    //! the request's deadline allows.
+
+    use super::*;
+    use switchyard_core::{AttemptTimeout, Deadline, WithDeadline};
+    use tokio::task::JoinHandle;
+
+    fn timed(attempt: u64) -> RetryConfig {
+        RetryConfig {
+            attempt_timeout: Some(Duration::from_millis(attempt)),
+            ..exact()
+        }
+    }
+
+    /// The request fails with `AttemptTimeout`, `ms` after `start`.
+    async fn fails_at(res: JoinHandle<Result<Response<()>, BoxError>>, start: Instant, ms: u64) {
+        let err = res.await.unwrap().unwrap_err();
+        assert!(err.is::<AttemptTimeout>(), "{err}");
+        assert_eq!(Instant::now() - start, Duration::from_millis(ms));
+    }
+
+    fn deadline_of(req: &Request<ReplayBody<Body>>) -> Instant {
+        req.deadline()
+            .expect("an attempt carries its deadline")
+            .instant()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_attempt_is_abandoned_and_retried_elsewhere() {
+        let start = Instant::now();
+        let (svc, mut handle, layer) = setup(timed(300));
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        // The first attempt never answers; its reply is held, not dropped.
+        let (first, _held) = handle.next_request().await.unwrap();
+        assert_eq!(deadline_of(&first), start + Duration::from_millis(300));
+        let hint = RouteHint::in_extensions(&first).expect("hinted") as *const RouteHint;
+        // Abandoned at 300 ms, retried after the 100 ms backoff.
+        let (second, reply) = handle.next_request().await.unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_millis(400));
+        assert_eq!(deadline_of(&second), start + Duration::from_millis(700));
+        assert_eq!(
+            RouteHint::in_extensions(&second).unwrap() as *const RouteHint,
+            hint,
+            "the retry is steered by the same hint"
+        );
+        reply.send_response(response(200, None));
+        assert_eq!(res.await.unwrap().unwrap().status(), 200);
+        let stats = layer.stats();
+        assert_eq!(
+            (
+                stats.attempts,
+                stats.attempt_timeouts,
+                stats.retries_timeout,
+                stats.retries
+            ),
+            (2, 1, 1, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_non_idempotent_request_is_not_retried_after_a_timeout() {
+        let start = Instant::now();
+        let (svc, mut handle, layer) = setup(timed(300));
+        let res = tokio::spawn(svc.oneshot(request(Method::POST, empty())));
+        let (first, _held) = handle.next_request().await.unwrap();
+        assert_eq!(deadline_of(&first), start + Duration::from_millis(300));
+        fails_at(res, start, 300).await;
+        assert_eq!(layer.stats().attempts, 1);
+        assert_eq!(layer.stats().attempt_timeouts, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_request_deadline_bounds_the_last_attempt() {
+        let start = Instant::now();
+        let (svc, mut handle, layer) = setup(RetryConfig {
+            deadline: Some(Duration::from_millis(500)),
+            ..timed(300)
+        });
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let (_, _held1) = handle.next_request().await.unwrap();
+        let (second, _held2) = handle.next_request().await.unwrap();
+        // Sent at 400 ms: its own 300 ms would end at 700, the request's at 500.
+        assert_eq!(deadline_of(&second), start + Duration::from_millis(500));
+        fails_at(res, start, 500).await;
+        assert_eq!(layer.stats().attempts, 2);
+        assert_eq!(layer.stats().attempt_timeouts, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_the_request_came_with_bounds_its_attempts() {
+        let start = Instant::now();
+        let (svc, mut handle, _) = setup(timed(1_000));
+        let mut req = request(Method::GET, empty());
+        req.extensions_mut()
+            .insert(Deadline::after(Duration::from_millis(200)));
+        let res = tokio::spawn(svc.oneshot(req));
+        let (first, _held) = handle.next_request().await.unwrap();
+        assert_eq!(deadline_of(&first), start + Duration::from_millis(200));
+        fails_at(res, start, 200).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_in_time_disarms_the_timer() {
+        let (svc, mut handle, layer) = setup(timed(300));
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let (_, reply) = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(299)).await;
+        reply.send_response(response(200, None));
+        assert_eq!(res.await.unwrap().unwrap().status(), 200);
+        assert_eq!(layer.stats().attempt_timeouts, 0);
+    }
+}

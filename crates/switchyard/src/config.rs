@@ -48,7 +48,8 @@ pub struct ProxyConfig {
     /// sets both `connect_timeout` and `wait_timeout`.
     pub pool: PoolConfig,
     /// Retries. Without a `deadline` of its own, no attempt starts after
-    /// `request_timeout`.
+    /// `request_timeout`; without an `attempt_timeout` of its own, an attempt waits at most
+    /// a third of `request_timeout` for its response head (so that two retries fit).
     pub retry: RetryConfig,
     /// Each backend's circuit breaker (`enabled: false`: none trips).
     pub breaker: BreakerConfig,
@@ -168,12 +169,22 @@ impl ProxyConfig {
     }
 
     /// The retry settings the proxy runs with: `retry`, bounded by `request_timeout`
-    /// unless it has a deadline of its own.
+    /// unless it has a deadline of its own, each attempt by a third of it unless it has an
+    /// attempt timeout of its own.
     pub(crate) fn bounded_retry(&self) -> RetryConfig {
         RetryConfig {
             deadline: self.retry.deadline.or(Some(self.request_timeout)),
+            attempt_timeout: Some(self.attempt_timeout()),
             ..self.retry.clone()
         }
+    }
+
+    /// How long one attempt waits for its response head: `retry.attempt_timeout`, by
+    /// default a third of `request_timeout`.
+    pub fn attempt_timeout(&self) -> Duration {
+        self.retry
+            .attempt_timeout
+            .unwrap_or(self.request_timeout / 3)
     }
 
     /// Checks values that parse but make no sense, returning every problem found. Keys
@@ -218,6 +229,18 @@ impl ProxyConfig {
             "request_timeout",
             "must be longer than 0s",
         );
+        if let Some(attempt) = self.retry.attempt_timeout {
+            check(
+                !attempt.is_zero(),
+                "attempt_timeout",
+                "must be longer than 0s",
+            );
+            check(
+                attempt <= self.request_timeout,
+                "attempt_timeout",
+                "must not exceed request_timeout",
+            );
+        }
         if let Some(cache) = &self.cache {
             check(
                 cache.max_object_size <= cache.max_size,
@@ -539,6 +562,51 @@ mod tests {
                 "health_check_path"
             ]
         );
+    }
+
+    #[test]
+    fn attempt_timeout_defaults_to_a_third_of_the_request_timeout() {
+        let c = ProxyConfig {
+            request_timeout: Duration::from_secs(3),
+            ..ProxyConfig::default()
+        };
+        assert_eq!(c.retry.attempt_timeout, None);
+        assert_eq!(
+            c.bounded_retry().attempt_timeout,
+            Some(Duration::from_secs(1))
+        );
+        let c: ProxyConfig = toml::from_str(
+            r#"
+            request_timeout = "1s"
+            attempt_timeout = "300ms"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.retry.attempt_timeout, Some(Duration::from_millis(300)));
+        assert_eq!(c.attempt_timeout(), Duration::from_millis(300));
+        let written = toml::to_string(&c).unwrap();
+        assert!(written.contains("attempt_timeout = \"300ms\""), "{written}");
+        assert_eq!(toml::from_str::<ProxyConfig>(&written).unwrap(), c);
+        let unset = toml::to_string(&ProxyConfig::default()).unwrap();
+        assert!(!unset.contains("attempt_timeout"), "{unset}");
+    }
+
+    #[test]
+    fn attempt_timeout_must_be_positive_and_within_the_request_timeout() {
+        for (attempt, message) in [
+            (Duration::ZERO, "must be longer than 0s"),
+            (Duration::from_secs(2), "must not exceed request_timeout"),
+        ] {
+            let mut c = ProxyConfig {
+                request_timeout: Duration::from_secs(1),
+                ..ProxyConfig::default()
+            };
+            c.retry.attempt_timeout = Some(attempt);
+            let problems = c.validate();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].key, "attempt_timeout");
+            assert_eq!(problems[0].message, message);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!               Timeout         request_timeout (tower::timeout)
 //!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
 //!               Retry           backoff, budget, idempotency, body replay (switchyard-retry)
+//!                               and attempt_timeout: a slow attempt is cut off and retried
 //!               Balance         smooth weighted round robin over the backend registry
 //!                               (switchyard-health: admin states, active checks, DNS),
 //!                               skipping backends whose breaker is open
@@ -83,7 +84,9 @@ pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
 pub use switchyard_cache::{CacheConfig, CacheHandle, CacheStats};
-pub use switchyard_core::{BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout};
+pub use switchyard_core::{
+    AttemptTimeout, BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout,
+};
 pub use switchyard_health::{
     AdminState, BackendStatus, Drain, EndpointStatus, Health, HealthConfig, HealthEvent,
     HealthReport, StatusRange,

@@ -7,7 +7,7 @@ use http::{Request, Response};
 use switchyard_balance::Balance;
 use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
-use switchyard_core::{BoxError, RouteHint};
+use switchyard_core::{BoxError, Deadline, RouteHint};
 use switchyard_health::{
     AdminState, Drain, HealthEvent, HealthReport, HttpChecker, Registry, Tracked,
 };
@@ -319,7 +319,12 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.stack.call(req.map(body::boxed))
+        let mut req = req.map(body::boxed);
+        // Stamped before the timeout below starts its clock, so that an attempt cut off by
+        // the timeout is past this deadline and counts against its backend.
+        req.extensions_mut()
+            .insert(Deadline::after(self.shared.config.request_timeout));
+        self.stack.call(req)
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! [`NoBackendsAvailable`](crate::NoBackendsAvailable) and
 //! [`CircuitOpen`](crate::CircuitOpen) become `503 Service Unavailable`,
-//! [`RequestTimeout`](crate::RequestTimeout) (and tower's `Elapsed`) `504 Gateway Timeout`,
+//! [`RequestTimeout`](crate::RequestTimeout) (and tower's `Elapsed`) and
+//! [`AttemptTimeout`](crate::AttemptTimeout) `504 Gateway Timeout`,
 //! anything else `502 Bad Gateway`. The response carries the [`ErrorKind`] in its
 //! extensions for layers above (metrics, logging); its body is a short plain-text reason
 //! that reveals nothing of the backend.
@@ -53,7 +54,9 @@ pub fn error_response(err: &Error) -> Response<Body> {
     let reason = match err.kind() {
         ErrorKind::NoBackendsAvailable => "no backend is available\n",
         ErrorKind::CircuitOpen => "backend temporarily unavailable\n",
-        ErrorKind::RequestTimeout => "the backend did not answer in time\n",
+        ErrorKind::RequestTimeout | ErrorKind::AttemptTimeout => {
+            "the backend did not answer in time\n"
+        }
         _ => "bad gateway\n",
     };
     let mut res = Response::new(body::full(reason));

@@ -70,6 +70,9 @@ pub(super) struct ProxyFile {
     dns_max_ttl: Duration,
     #[serde(with = "humantime_serde")]
     request_timeout: Duration,
+    /// The retry layer's `attempt_timeout`; unset: a third of `request_timeout`.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    attempt_timeout: Option<Duration>,
     preserve_host: bool,
     #[serde(with = "humantime_serde")]
     upgrade_idle_timeout: Duration,
@@ -110,6 +113,7 @@ impl From<ProxyFile> for ProxyConfig {
                 delay: f.retry_delay,
                 backoff: f.retry_backoff,
                 non_idempotent: f.retry_non_idempotent,
+                attempt_timeout: f.attempt_timeout,
                 ..RetryConfig::default()
             },
             breaker: BreakerConfig {
@@ -211,6 +215,7 @@ impl From<ProxyConfig> for ProxyFile {
             dns_min_ttl: health.dns_min_ttl,
             dns_max_ttl: health.dns_max_ttl,
             request_timeout,
+            attempt_timeout: retry.attempt_timeout,
             preserve_host,
             upgrade_idle_timeout,
             upgrade_protocols,
