@@ -89,7 +89,9 @@ pub use switchyard_health::{
     HealthReport, StatusRange,
 };
 pub use switchyard_metrics::{BackendSnapshot, Latency, MetricsSnapshot, TextFormat};
-pub use switchyard_pool::{CertKey, CertKeyError, PoolConfig, PoolStats, Protocol, TlsConfig};
+pub use switchyard_pool::{
+    CaError, CertKey, CertKeyError, PoolConfig, PoolStats, Protocol, TlsConfig,
+};
 pub use switchyard_retry::{RetryConfig, RetryStats};
 pub use upgrade::{TunnelStats, Tunnels};
 
