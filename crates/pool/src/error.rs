@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Why a [`CertKey`] could not be loaded, and which of its two parts is at fault.
+/// Why a [`CertKey`](crate::CertKey) could not be loaded, and which of its two parts is at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertKeyError {
     /// The certificate chain: unreadable, or holds no PEM certificate.
