@@ -3,17 +3,18 @@
 //! threads recording into one registry at once, with the recorders striped (the default)
 //! and with a single stripe.
 
-#![allow(clippy::disallowed_types, clippy::disallowed_methods)] // benchmarks measure wall-clock time
+#[path = "../common.rs"]
+mod common;
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{call_now, on_two_threads, runtime};
 use criterion::{criterion_group, criterion_main, Criterion};
-use futures::FutureExt;
 use http::{Request, Response};
 use switchyard_metrics::MetricsRegistry;
-use tower::{service_fn, Layer, Service, ServiceExt};
+use tower::{service_fn, Layer, Service};
 
 type Answer = Ready<Result<Response<()>, Infallible>>;
 
@@ -25,20 +26,7 @@ fn once<S>(svc: &mut S) -> Response<()>
 where
     S: Service<Request<()>, Response = Response<()>, Error = Infallible>,
 {
-    let svc = svc.ready().now_or_never().unwrap().unwrap();
-    svc.call(Request::new(())).now_or_never().unwrap().unwrap()
-}
-
-/// Wall time of `work(iters)` run on two threads at once: the time of one iteration on each
-/// thread while the other runs too.
-fn on_two_threads(iters: u64, work: impl Fn(u64) + Sync) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| work(iters));
-        }
-    });
-    start.elapsed()
+    call_now(svc, Request::new(()))
 }
 
 /// `iters` requests on each of two threads, each through its own service from `make`.
@@ -56,10 +44,7 @@ where
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut group = c.benchmark_group("metrics");
 

@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: real hyper backends and a real switchyard
 //! server on 127.0.0.1, and a client.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,6 +114,16 @@ pub struct BackendOptions {
     pub fail_with: Option<u16>,
 }
 
+impl BackendOptions {
+    /// A backend that answers every request with `status`, after reading it whole.
+    pub fn failing_with(status: u16) -> Self {
+        Self {
+            fail_with: Some(status),
+            ..Self::default()
+        }
+    }
+}
+
 /// Starts a backend on 127.0.0.1. Every response carries `x-backend: <id>`. Paths:
 /// - `/headers`: the request's headers, one `name: value` line each;
 /// - `/hang`: never answers;
@@ -165,6 +176,11 @@ impl TestCa {
     /// for a wildcard).
     pub fn for_names(names: &[&str]) -> Self {
         Self::issue(names, false)
+    }
+
+    /// The CA's certificate, DER.
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca
     }
 
     /// A client's TLS settings that trust this CA alone.
@@ -507,6 +523,15 @@ impl TestProxy {
         Self::start(config(), ServerConfig::default(), backends).await
     }
 
+    /// The ids of the proxy's backends, in its order.
+    pub fn backend_ids(&self) -> Vec<String> {
+        self.proxy
+            .list_backends()
+            .into_iter()
+            .map(|b| b.id)
+            .collect()
+    }
+
     /// The URL of `path` on the proxy.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
@@ -546,20 +571,98 @@ pub async fn get(
     send(client, Request::get(url).body(full("")).unwrap()).await
 }
 
+/// GETs `/` through `proxy` `n` times, each answered 200, and counts the answers by the
+/// backend that gave them (`x-backend`).
+pub async fn tally(proxy: &TestProxy, n: usize) -> HashMap<String, usize> {
+    let client = client();
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let (status, backend, _) = get(&client, &proxy.url("/")).await;
+        assert_eq!(status, StatusCode::OK);
+        *seen.entry(backend).or_default() += 1;
+    }
+    seen
+}
+
+/// GETs of one URL sent in the background by several clients at once, each sending its
+/// share one after another; counts those sent and those not answered 200.
+#[derive(Debug)]
+pub struct BackgroundGets {
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl BackgroundGets {
+    /// Starts `clients` clients, each sending `each` GETs of `url`.
+    pub fn start(url: &str, clients: usize, each: usize) -> Self {
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|_| {
+                let (url, sent, failed) = (url.to_owned(), sent.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let client = client();
+                    for _ in 0..each {
+                        let (status, _, _) = get(&client, &url).await;
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        if status != StatusCode::OK {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            sent,
+            failed,
+            clients,
+        }
+    }
+
+    /// Waits until at least `n` requests have been answered.
+    pub async fn until_sent(&self, n: usize) {
+        while self.sent.load(Ordering::SeqCst) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Waits for every client to finish; returns the requests sent and those that failed.
+    pub async fn finish(self) -> (usize, usize) {
+        for client in self.clients {
+            client.await.unwrap();
+        }
+        (
+            self.sent.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
 /// Sends `req`, returning status, `x-backend` and the body as text.
 pub async fn send(
     client: &Client<HttpConnector, TestBody>,
     req: Request<TestBody>,
 ) -> (StatusCode, String, String) {
+    send_reading(client, req, "x-backend").await
+}
+
+/// Sends `req`, returning status, the response's `header` (empty when it has none) and
+/// the body as text.
+pub async fn send_reading(
+    client: &Client<HttpConnector, TestBody>,
+    req: Request<TestBody>,
+    header: &str,
+) -> (StatusCode, String, String) {
     let res = client.request(req).await.expect("the proxy answers");
     let status = res.status();
-    let backend = res
+    let value = res
         .headers()
-        .get("x-backend")
+        .get(header)
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, backend, String::from_utf8_lossy(&body).into_owned())
+    (status, value, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Sends `request` as it is, bytes for bytes, on a fresh connection to `addr` (so that no

@@ -9,10 +9,7 @@ use switchyard_server::ServerConfig;
 use switchyard_tests::{backend, backend_with, client, get, BackendOptions, TestProxy};
 
 fn failing() -> BackendOptions {
-    BackendOptions {
-        fail_with: Some(500),
-        ..BackendOptions::default()
-    }
+    BackendOptions::failing_with(500)
 }
 
 async fn tally(proxy: &TestProxy, n: usize) -> HashMap<(StatusCode, String), usize> {

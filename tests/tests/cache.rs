@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use switchyard::{CacheConfig, ProxyConfig};
 use switchyard_server::ServerConfig;
-use switchyard_tests::{backend, client, full, TestProxy};
+use switchyard_tests::{backend, client, full, send_reading, TestProxy};
 
 async fn fetch(proxy: &TestProxy, method: &str, path: &str) -> (StatusCode, String, String) {
     let req = Request::builder()
@@ -14,22 +14,7 @@ async fn fetch(proxy: &TestProxy, method: &str, path: &str) -> (StatusCode, Stri
         .uri(proxy.url(path))
         .body(full(""))
         .unwrap();
-    let res = client().request(req).await.unwrap();
-    let status = res.status();
-    let cache_status = res
-        .headers()
-        .get("cache-status")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = http_body_util::BodyExt::collect(res.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (
-        status,
-        cache_status,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+    send_reading(&client(), req, "cache-status").await
 }
 
 #[tokio::test]

@@ -38,14 +38,7 @@ async fn retry_and_breaker_stand_alone_around_a_hyper_client() {
     use switchyard_tests::{backend_with, BackendOptions};
     use tower::ServiceExt;
 
-    let flaky = backend_with(
-        "flaky",
-        BackendOptions {
-            fail_with: Some(503),
-            ..BackendOptions::default()
-        },
-    )
-    .await;
+    let flaky = backend_with("flaky", BackendOptions::failing_with(503)).await;
     let retry = RetryConfig {
         max_retries: 2,
         delay: Duration::from_millis(1),

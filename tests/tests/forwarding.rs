@@ -1,27 +1,16 @@
 //! End to end on loopback: real backends, the real server, the standard stack.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, StatusCode};
 use switchyard::{Backend, ProxyConfig};
 use switchyard_server::ServerConfig;
-use switchyard_tests::{backend, client, full, get, h2_client, send, TestProxy};
+use switchyard_tests::{
+    backend, client, full, get, h2_client, send, tally, BackgroundGets, TestProxy,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn tally(proxy: &TestProxy, n: usize) -> HashMap<String, usize> {
-    let client = client();
-    let mut seen = HashMap::new();
-    for _ in 0..n {
-        let (status, backend, _) = get(&client, &proxy.url("/")).await;
-        assert_eq!(status, StatusCode::OK);
-        *seen.entry(backend).or_default() += 1;
-    }
-    seen
-}
 
 #[tokio::test]
 async fn three_hundred_gets_spread_evenly_over_three_backends() {
@@ -53,54 +42,23 @@ async fn weights_are_honoured() {
 async fn backends_added_and_removed_at_runtime_lose_no_request() {
     let (a, b, c) = (backend("a").await, backend("b").await, backend("c").await);
     let proxy = TestProxy::with(&[&a, &b]).await;
-    let failures = Arc::new(AtomicUsize::new(0));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (url, failures, sent) = (proxy.url("/"), failures.clone(), sent.clone());
-        load.push(tokio::spawn(async move {
-            let client = client();
-            for _ in 0..150 {
-                let (status, _, _) = get(&client, &url).await;
-                sent.fetch_add(1, Ordering::SeqCst);
-                if status != StatusCode::OK {
-                    failures.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }));
-    }
-    while sent.load(Ordering::SeqCst) < 100 {
-        tokio::task::yield_now().await;
-    }
+    let load = BackgroundGets::start(&proxy.url("/"), 4, 150);
+    load.until_sent(100).await;
     proxy.proxy.add_backend(c.backend()).unwrap();
-    while sent.load(Ordering::SeqCst) < 300 {
-        tokio::task::yield_now().await;
-    }
+    load.until_sent(300).await;
     let removed = proxy.proxy.remove_backend("a").unwrap();
     assert_eq!(removed.id, "a");
     let a_at_removal = a.request_count();
-    for t in load {
-        t.await.unwrap();
-    }
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "requests failed during changes"
-    );
-    assert_eq!(sent.load(Ordering::SeqCst), 600);
+    let (sent, failures) = load.finish().await;
+    assert_eq!(failures, 0, "requests failed during changes");
+    assert_eq!(sent, 600);
     assert!(c.request_count() > 0, "added backend got no traffic");
     // At most the requests already routed to `a` when it was removed may reach it after.
     assert!(
         a.request_count() <= a_at_removal + 4,
         "removed backend kept getting traffic"
     );
-    let ids: Vec<_> = proxy
-        .proxy
-        .list_backends()
-        .into_iter()
-        .map(|b| b.id)
-        .collect();
-    assert_eq!(ids, ["b", "c"]);
+    assert_eq!(proxy.backend_ids(), ["b", "c"]);
     let seen = tally(&proxy, 10).await;
     assert!(!seen.contains_key("a"), "{seen:?}");
 }

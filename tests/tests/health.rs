@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::StatusCode;
 use switchyard::{AdminState, Health, HealthConfig, ProxyConfig};
 use switchyard_server::ServerConfig;
-use switchyard_tests::{backend, client, get, TestProxy};
+use switchyard_tests::{backend, client, get, tally, TestProxy};
 
 fn checked() -> ProxyConfig {
     ProxyConfig {
@@ -20,17 +20,6 @@ fn checked() -> ProxyConfig {
         },
         ..switchyard_tests::config()
     }
-}
-
-async fn tally(proxy: &TestProxy, n: usize) -> HashMap<String, usize> {
-    let client = client();
-    let mut seen = HashMap::new();
-    for _ in 0..n {
-        let (status, id, _) = get(&client, &proxy.url("/")).await;
-        assert_eq!(status, StatusCode::OK);
-        *seen.entry(id).or_default() += 1;
-    }
-    seen
 }
 
 #[tokio::test]
@@ -99,12 +88,6 @@ async fn draining_lets_the_request_in_flight_finish_then_removes_the_backend() {
     tokio::time::timeout(Duration::from_secs(5), drain)
         .await
         .expect("the drain ended once the request was done");
-    let ids: Vec<String> = proxy
-        .proxy
-        .list_backends()
-        .into_iter()
-        .map(|b| b.id)
-        .collect();
-    assert_eq!(ids, ["b"]);
+    assert_eq!(proxy.backend_ids(), ["b"]);
     assert_eq!(a.request_count(), 1);
 }

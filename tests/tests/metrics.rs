@@ -24,14 +24,7 @@ fn sample(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn counts_match_what_clients_and_backends_saw() {
     let a = backend("a").await;
-    let x = backend_with(
-        "x",
-        BackendOptions {
-            fail_with: Some(503),
-            ..BackendOptions::default()
-        },
-    )
-    .await;
+    let x = backend_with("x", BackendOptions::failing_with(503)).await;
     let mut config = switchyard_tests::config();
     // x answers 503 to everything: keep its breaker closed so every request is counted
     // the same way whatever the order.

@@ -1,18 +1,14 @@
 //! Retries in the standard stack, end to end on loopback.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use http::{Request, StatusCode};
 use switchyard::Backend;
 use switchyard_server::ServerConfig;
-use switchyard_tests::{backend, backend_with, client, full, get, send, BackendOptions, TestProxy};
+use switchyard_tests::{
+    backend, backend_with, client, full, get, send, BackendOptions, BackgroundGets, TestProxy,
+};
 
 fn unavailable() -> BackendOptions {
-    BackendOptions {
-        fail_with: Some(503),
-        ..BackendOptions::default()
-    }
+    BackendOptions::failing_with(503)
 }
 
 #[tokio::test]
@@ -117,34 +113,12 @@ async fn with_one_of_three_refusing_connections_every_get_succeeds() {
 async fn killing_a_backend_under_load_fails_no_request() {
     let (a, b, c) = (backend("a").await, backend("b").await, backend("c").await);
     let proxy = TestProxy::with(&[&a, &b, &c]).await;
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut load = Vec::new();
-    for _ in 0..8 {
-        let (url, sent, failed) = (proxy.url("/delay/5"), sent.clone(), failed.clone());
-        load.push(tokio::spawn(async move {
-            let client = client();
-            for _ in 0..40 {
-                let (status, _, _) = get(&client, &url).await;
-                sent.fetch_add(1, Ordering::SeqCst);
-                if status != StatusCode::OK {
-                    failed.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }));
-    }
-    while sent.load(Ordering::SeqCst) < 80 {
-        tokio::task::yield_now().await;
-    }
+    let load = BackgroundGets::start(&proxy.url("/delay/5"), 8, 40);
+    load.until_sent(80).await;
     b.kill();
-    for t in load {
-        t.await.unwrap();
-    }
-    assert_eq!(sent.load(Ordering::SeqCst), 320);
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "client requests failed when a backend died"
-    );
+    let (sent, failed) = load.finish().await;
+    assert_eq!(sent, 320);
+    assert_eq!(failed, 0, "client requests failed when a backend died");
     let stats = proxy.proxy.retry_stats();
     assert!(stats.retries >= 1, "{stats:?}");
 }

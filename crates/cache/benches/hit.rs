@@ -3,18 +3,22 @@
 //! and a miss whose response is not storable (`no-store`), which goes through the upstream
 //! path (coalescing table, boxed future) and passes the body through.
 
+#[path = "../../../benches/common.rs"]
+mod common;
+
 use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use common::{call_now, runtime};
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures::FutureExt;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty, Full};
 use switchyard_cache::{CacheConfig, CacheLayer};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 /// Answers at once with 1 KiB and the given `Cache-Control`.
 #[derive(Clone)]
@@ -41,12 +45,7 @@ impl<B> Service<Request<B>> for Origin {
 }
 
 fn get() -> Request<Empty<Bytes>> {
-    Request::get("/products/42?lang=en")
-        .header("host", "shop.example.com")
-        .header("user-agent", "bench")
-        .header("accept", "*/*")
-        .body(Empty::new())
-        .unwrap()
+    common::get("/products/42?lang=en", "shop.example.com")
 }
 
 /// One request through `svc`, its body read: everything here completes at once.
@@ -57,17 +56,13 @@ where
     RB: Body<Data = Bytes> + Unpin,
     RB::Error: std::fmt::Debug,
 {
-    let svc = svc.ready().now_or_never().unwrap().unwrap();
-    let res = svc.call(get()).now_or_never().unwrap().unwrap();
+    let res = call_now(svc, get());
     let body = res.into_body().collect().now_or_never().unwrap().unwrap();
     body.to_bytes().len()
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut group = c.benchmark_group("cache");
 

@@ -6,127 +6,18 @@
 //! switchyard's stack it sits above retries and the balancer, so a hit touches no
 //! backend at all.
 //!
-//! # What is stored
+//! - **Stores** cacheable responses to GET (RFC 9111 rules: `no-store`, `private`, `Vary`,
+//!   `Authorization`, `Set-Cookie`, freshness, [`CacheConfig::max_object_size`]), keyed by
+//!   URL and `Vary` variant, and answers HEAD from them;
+//! - **serves** them while fresh, revalidates stale ones, serves stale within
+//!   `stale-while-revalidate` / `stale-if-error`, and honours the request's directives;
+//! - **coalesces** concurrent misses for one URL into one upstream request;
+//! - **invalidates** on unsafe requests; operators purge through [`CacheHandle`];
+//! - **reports** each answer in a `Cache-Status` header (RFC 9211) and counts them in
+//!   [`CacheStats`];
+//! - stays within [`CacheConfig::max_size`] in a [`MemoryStore`], or any [`Store`].
 //!
-//! Responses to GET whose status is heuristically cacheable (200, 203, 204, 300, 301,
-//! 308, 404, 405, 410, 414, 501), or 302 and 307 with explicit freshness, unless:
-//!
-//! - the request said `no-store`, or the response `no-store` or `private` (qualified
-//!   `private="…"` and `no-cache="…"` count as unqualified, which RFC 9111 allows);
-//! - the response has `Vary: *`;
-//! - the request carried `Authorization` and the response does not say `public`,
-//!   `s-maxage` or `must-revalidate` (RFC 9111 §3.5);
-//! - the response sets a cookie and does not say `public`. Even then the stored copy has
-//!   no `Set-Cookie`: the client whose request fetched the response gets its cookie,
-//!   nobody else ever does;
-//! - it has no freshness: neither `s-maxage`, `max-age`, `Expires`, nor the heuristic
-//!   [`CacheConfig::ttl`] (for the statuses above, or `public`; a `ttl` of 0 turns the
-//!   heuristic off). A response stale on arrival is stored only if it can be revalidated
-//!   (`ETag`, `Last-Modified`) or served stale;
-//! - its body exceeds [`CacheConfig::max_object_size`] (8 MiB by default), is cut short,
-//!   or has trailers.
-//!
-//! 206 is never stored (range requests, and protocol upgrades, bypass the cache); HEAD is
-//! answered from a stored GET but a HEAD response is not stored.
-//!
-//! The response streams to its client as it arrives, frame by frame, while a copy is kept
-//! aside; it is stored once its body has ended. Stored bodies are [`Bytes`](bytes::Bytes)
-//! shared by every hit, never copied per hit.
-//!
-//! # Keys
-//!
-//! A stored response is found by its URL, `scheme://authority/path?query`: the authority
-//! from the request URI when it is absolute, else from `Host` (a reverse proxy mostly
-//! sees origin-form URIs); the scheme from the URI, else `http`; scheme and host in lower
-//! case, default ports dropped. Under one URL live the variants of its `Vary` header: one
-//! per set of values of the request fields it names (up to 16 per URL). The key names the
-//! resource, not the backend that served it: with several backends, a response fetched
-//! from any of them serves every client.
-//!
-//! # Using a stored response
-//!
-//! A response is fresh while its age (RFC 9111 §4.2.3: the `Date` compared with the wall
-//! clock once when it arrives, its `Age`, the time it took to arrive, then time resident
-//! on tokio's clock) is below its freshness lifetime (`s-maxage`, else `max-age`, else
-//! `Expires` − `Date`, else the heuristic). Every answer from the cache carries `Age`.
-//! The request's `no-cache` (or `Pragma: no-cache`), `max-age`, `min-fresh`, `max-stale`
-//! and `only-if-cached` (a `504` when nothing usable is stored) are honoured.
-//!
-//! A stale response with `ETag` or `Last-Modified` is revalidated with `If-None-Match` /
-//! `If-Modified-Since`; a `304` refreshes the stored headers (RFC 9111 §4.3.4) and the
-//! stored body is served. A client's own `If-None-Match` / `If-Modified-Since` that match
-//! the response it is given get a `304` from the cache.
-//!
-//! Stale responses are served, unless the response forbids it (`no-cache`,
-//! `must-revalidate`, `proxy-revalidate`, `s-maxage`):
-//!
-//! - within `stale-while-revalidate` (or [`CacheConfig::stale_while_revalidate`]): at
-//!   once, while a clone of the inner service refreshes it on a `tokio::spawn`ed task
-//!   (one per URL at a time);
-//! - within `stale-if-error` (or [`CacheConfig::stale_if_error`]): when the upstream
-//!   fails: an error (connect failure, no backend available, a timeout below this layer)
-//!   or a 500, 502, 503 or 504.
-//!
-//! # Coalescing
-//!
-//! Concurrent misses for one URL make one upstream request: the first leads, the others
-//! wait (up to [`CacheConfig::coalesce_wait`]) until its response is stored and answer
-//! from it. When it is not storable, or not stored in time, they go upstream themselves
-//! (so does a request for another `Vary` variant, once the leader's response is stored).
-//! Requests with `no-cache` or `no-store` neither wait nor are waited for. The waiting
-//! ends when the leader's client has read the whole body: the response is stored then.
-//!
-//! # Invalidation
-//!
-//! A 2xx or 3xx answer to an unsafe request (anything but GET, HEAD, OPTIONS, TRACE)
-//! removes what is stored for its URL and for its `Location` and `Content-Location` on
-//! the same origin (RFC 9111 §4.4). Operators purge through [`CacheHandle`].
-//!
-//! # `Cache-Status`
-//!
-//! Every response through the layer gets a `Cache-Status` member (RFC 9211), appended
-//! after those of caches nearer the origin. `ttl` is the remaining freshness in seconds
-//! (negative when stale):
-//!
-//! | value | meaning |
-//! |---|---|
-//! | `switchyard; hit; ttl=55` | fresh stored response (or a `304` to the client's own validators) |
-//! | `switchyard; hit; ttl=-3; detail=stale-while-revalidate` | stale, served while refreshed in the background |
-//! | `switchyard; hit; ttl=-3; detail=max-stale` | stale, within the request's `max-stale` |
-//! | `switchyard; fwd=uri-miss; stored` | nothing stored for the URL; the response is being stored |
-//! | `switchyard; fwd=uri-miss` | nothing stored; the response is not storable |
-//! | `switchyard; fwd=vary-miss[; stored]` | stored for the URL, not for this request's `Vary` fields |
-//! | `switchyard; fwd=uri-miss; ttl=60; collapsed` | waited for a concurrent request and answered from its response |
-//! | `switchyard; fwd=stale; fwd-status=304; ttl=60` | stale, revalidated: the stored body with refreshed headers |
-//! | `switchyard; fwd=stale[; stored]` | stale, replaced by the origin's new response |
-//! | `switchyard; fwd=request[; fwd-status=304; ttl=60][; stored]` | the request's directives (`no-cache`, `max-age`, `min-fresh`) sent it upstream |
-//! | `switchyard; fwd=stale; fwd-status=503; ttl=-3; detail=stale-if-error` | the upstream answered 500/502/503/504; stale served (no `fwd-status` when it failed with an error) |
-//! | `switchyard; fwd=method` | a method the cache does not answer (POST, PUT, …) |
-//! | `switchyard; fwd=bypass` | a GET or HEAD the cache leaves alone (`Range`, `Upgrade`) |
-//! | `switchyard; detail=only-if-cached` | the `504` for `only-if-cached` |
-//!
-//! `stored` is said when the response head goes out: a body that turns out larger than
-//! `max_object_size`, is cut short or has trailers is still not stored.
-//!
-//! # Service
-//!
-//! [`Cache`] is always ready: a hit must not wait for, or fail because of, the inner
-//! service. A request that goes upstream readies a clone of the inner service in its
-//! response future; hence `S: Clone`, which background refreshes need too. A revalidation
-//! in the foreground reuses the client's request; a background refresh builds a new GET
-//! (the URI, headers and extensions of the request that found the response stale) with
-//! `B::default()` as its body, hence `B: Default` (true of `http_body_util::Empty`,
-//! `Full`, `UnsyncBoxBody`, `BoxBody` and axum's `Body`). It needs a tokio runtime (with
-//! time enabled: coalescing waits are bounded with `tokio::time`). Errors
-//! are the inner service's, passed through; `stale-if-error` answers `Ok` from the cache
-//! where the inner service failed. A hit's response future is ready at once and not
-//! boxed; one that goes upstream is boxed (and `Send`).
-//!
-//! Memory is bounded by [`CacheConfig::max_size`] (100 MiB by default), counted as the
-//! bytes of bodies, headers and keys: the default [`MemoryStore`] is a
-//! [`quick_cache`](https://docs.rs/quick_cache) cache weighted in bytes. Another store
-//! plugs in through [`Store`]. [`CacheHandle::stats`] counts hits, misses, stale answers,
-//! revalidations, coalesced waits, stores, evictions and the memory used, from atomics.
+//! [`docs`] has the full rules, the `Cache-Status` values and the service's requirements.
 //!
 //! # Example
 //!
@@ -161,6 +52,7 @@
 mod body;
 mod config;
 mod directives;
+pub mod docs;
 mod entry;
 mod flight;
 mod future;

@@ -21,6 +21,9 @@ use crate::upstream::{pass, refresh_in_background, Forward};
 use crate::{CacheConfig, CacheHandle, CacheLayer};
 
 /// A shared HTTP response cache in front of `S`. See the [crate docs](crate).
+///
+/// A clone shares the store, the fetches in flight and the counters.
+#[derive(Clone)]
 pub struct Cache<S> {
     inner: S,
     shared: Arc<Shared>,
@@ -48,16 +51,6 @@ impl<S> Cache<S> {
     }
 
     switchyard_core::inner_accessors!(inner: S);
-}
-
-impl<S: Clone> Clone for Cache<S> {
-    /// A clone shares the store, the fetches in flight and the counters.
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
-        }
-    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for Cache<S> {

@@ -3,6 +3,7 @@
 //! (`switchyard-server`) and its admin API (`switchyard-admin`) together.
 
 pub mod demo;
+pub mod error;
 pub mod file;
 pub mod reload;
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::{Backend, Proxy};
+use switchyard_cli::error::{BackendFlagError, Listener, StartError};
 use switchyard_cli::{demo, reload, FileConfig};
 use switchyard_server::shutdown_signal;
 use tokio::net::TcpListener;
@@ -167,7 +168,7 @@ fn init_tracing() {
 
 fn run(
     threads: Option<usize>,
-    main: impl std::future::Future<Output = Result<(), String>>,
+    main: impl std::future::Future<Output = Result<(), StartError>>,
 ) -> ExitCode {
     let mut runtime = match threads {
         Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
@@ -178,7 +179,7 @@ fn run(
     }
     let result = match runtime.enable_all().build() {
         Ok(rt) => rt.block_on(main),
-        Err(e) => Err(format!("cannot start the runtime: {e}")),
+        Err(e) => Err(StartError::Runtime(e)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,7 +190,7 @@ fn run(
     }
 }
 
-fn backends_from_flags(flags: &[String]) -> Result<Vec<Backend>, String> {
+fn backends_from_flags(flags: &[String]) -> Result<Vec<Backend>, BackendFlagError> {
     let mut backends = Vec::new();
     for (i, raw) in flags
         .iter()
@@ -202,47 +203,49 @@ fn backends_from_flags(flags: &[String]) -> Result<Vec<Backend>, String> {
         } else {
             format!("http://{raw}")
         };
-        let url = url
-            .parse()
-            .map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+        let url = url.parse().map_err(|e| BackendFlagError::not_url(raw, e))?;
         let backend = Backend::new(format!("backend{}", i + 1), url);
         if let Some(p) = backend.validate().into_iter().next() {
-            return Err(format!("`{raw}`: {}", p.message));
+            return Err(BackendFlagError::invalid(raw, p.message));
         }
         backends.push(backend);
     }
     Ok(backends)
 }
 
-async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Result<(), String> {
-    if let Some(p) = file.proxy.validate().first() {
-        return Err(format!("{p} (given by a flag)"));
+async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Result<(), StartError> {
+    if let Some(p) = file.proxy.validate().into_iter().next() {
+        return Err(StartError::Flag(p));
     }
     let listener = TcpListener::bind(file.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", file.listen))?;
+        .map_err(|source| StartError::Listen {
+            listener: Listener::Proxy,
+            addr: file.listen,
+            source,
+        })?;
     let proxy = Proxy::new(file.proxy.clone());
     for b in file.backends.clone() {
-        proxy.add_backend(b).map_err(|e| e.to_string())?;
+        proxy.add_backend(b)?;
     }
     if proxy.list_backends().is_empty() {
         tracing::warn!("no backends configured: every request will get 503");
     }
     if file.admin.enabled {
-        spawn_admin(&proxy, &file).await.map_err(|e| {
-            format!(
-                "cannot listen on {} (admin.listen): {e}; pick another with --admin or turn it off with --no-admin",
-                file.admin.listen
-            )
-        })?;
+        spawn_admin(&proxy, &file)
+            .await
+            .map_err(|source| StartError::Listen {
+                listener: Listener::Admin,
+                addr: file.admin.listen,
+                source,
+            })?;
         tracing::info!(admin = %file.admin.listen, "admin API and dashboard listening");
     }
     // SIGHUP reloads the file's backends, and the certificates (which the server watches).
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups =
-            signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?;
+        let mut hangups = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let mut reload = reload;
@@ -264,22 +267,24 @@ async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Resul
     Ok(())
 }
 
-async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), String> {
+async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), StartError> {
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e} (pick another with --listen)"))?;
+        .map_err(|source| StartError::Listen {
+            listener: Listener::Demo,
+            addr: listen,
+            source,
+        })?;
     let proxy = Proxy::new(switchyard::ProxyConfig::default());
     let mut backends = Vec::new();
     for id in ["backend-1", "backend-2", "backend-3"] {
         let addr = demo::spawn_backend(id, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
-            .map_err(|e| format!("cannot start demo backend: {e}"))?;
+            .map_err(StartError::DemoBackend)?;
         let url = format!("http://{addr}")
             .parse()
-            .map_err(|e| format!("{e}"))?;
-        proxy
-            .add_backend(Backend::new(id, url))
-            .map_err(|e| e.to_string())?;
+            .expect("a socket address is a URL's authority");
+        proxy.add_backend(Backend::new(id, url))?;
         backends.push((id, addr));
     }
     let file = FileConfig {

@@ -223,16 +223,12 @@ fn attempt_timeout_flag_is_checked() {
 /// A CA made for one test, and a certificate it signed for 127.0.0.1: the CA's DER, the
 /// certificate's PEM and its key's PEM.
 fn test_certificate() -> (Vec<u8>, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.der().to_vec(), cert.pem(), key.serialize_pem())
+    let ca = switchyard_tests::TestCa::new();
+    (
+        ca.ca_der().to_vec(),
+        ca.cert_pem.clone(),
+        ca.key_pem.clone(),
+    )
 }
 
 /// Whether a TLS handshake with `addr` succeeds for a client that trusts only `ca`.

@@ -19,7 +19,7 @@
 //!
 //! Still to do:
 //! - the client side, for the backend pool;
-//! - wiring behind `server.http1 = "native" | "hyper"` once the server has its own crate;
+//! - wiring into `switchyard-server` behind `server.http1 = "native" | "hyper"`;
 //! - sending 1xx informational responses (103 Early Hints) on the service's behalf
 //!   (`100 Continue` is sent by the engine itself; a service answering with a 1xx other
 //!   than 101 as its final response gets the connection closed);

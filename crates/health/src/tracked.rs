@@ -55,7 +55,7 @@ impl Drop for Guard {
 /// An endpoint as the balancer sees it: the service, its backend's weight, and the count
 /// of requests in flight (until the response head; a pool that is closed after a drain
 /// still finishes the bodies it is streaming).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Tracked<S> {
     inner: S,
     weight: u32,
@@ -74,16 +74,6 @@ impl<S> Tracked<S> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
-    }
-}
-
-impl<S: Clone> Clone for Tracked<S> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            weight: self.weight,
-            inflight: self.inflight.clone(),
-        }
     }
 }
 

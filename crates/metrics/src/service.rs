@@ -13,6 +13,7 @@ use crate::MetricsRegistry;
 ///
 /// Made by a [`MetricsLayer`](crate::MetricsLayer) (proxy-wide numbers) or a
 /// [`BackendMetrics`](crate::BackendMetrics) (one backend's).
+#[derive(Clone)]
 pub struct Metrics<S> {
     inner: S,
     /// `None`: metrics are off and requests pass through unrecorded.
@@ -42,15 +43,6 @@ impl<S> Metrics<S> {
     }
 
     switchyard_core::inner_accessors!(inner: S);
-}
-
-impl<S: Clone> Clone for Metrics<S> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            recorder: self.recorder.clone(),
-        }
-    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for Metrics<S> {

@@ -62,7 +62,7 @@ mod tls;
 
 pub use body::PooledBody;
 pub use config::{PoolConfig, Protocol};
-pub use error::CertKeyError;
+pub use error::{CaError, CertKeyError};
 pub use service::{Pool, ResponseFuture};
 pub use stats::{ClosedStats, PoolStats};
 pub use switchyard_core::{ConnectError, ConnectErrorKind, PoolTimeout};

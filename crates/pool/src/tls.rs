@@ -13,7 +13,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::error::CertKeyError;
+use crate::error::{CaError, CertKeyError};
 use crate::Protocol;
 
 /// How a pool speaks TLS to its backend: which certificate authorities it trusts, on top of
@@ -39,13 +39,13 @@ impl TlsConfig {
 
     /// Trusts only the certificate authorities in `pem` (one or more PEM certificates):
     /// for backends whose certificates a private CA signed.
-    pub fn from_ca_pem(pem: &[u8]) -> Result<Self, String> {
+    pub fn from_ca_pem(pem: &[u8]) -> Result<Self, CaError> {
         ca_roots(pem).map(Self::with_roots)
     }
 
     /// [`from_ca_pem`](Self::from_ca_pem) with the contents of the file at `path`. Errors
     /// name the file.
-    pub fn from_ca_file(path: &Path) -> Result<Self, String> {
+    pub fn from_ca_file(path: &Path) -> Result<Self, CaError> {
         ca_roots_from_file(path).map(Self::with_roots)
     }
 
@@ -140,26 +140,26 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 
 /// The certificate authorities in `pem` (one or more PEM certificates), as a trust store:
 /// for a client verifying servers, or a server verifying client certificates.
-pub fn ca_roots(pem: &[u8]) -> Result<RootCertStore, String> {
+pub fn ca_roots(pem: &[u8]) -> Result<RootCertStore, CaError> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
         roots
-            .add(cert)
-            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+            .add(cert.map_err(CaError::not_pem)?)
+            .map_err(CaError::unusable)?;
     }
     if roots.is_empty() {
-        return Err("holds no PEM certificate".into());
+        return Err(CaError::empty());
     }
     Ok(roots)
 }
 
 /// [`ca_roots`] with the contents of the file at `path`. Errors name the file.
-pub fn ca_roots_from_file(path: &Path) -> Result<RootCertStore, String> {
-    ca_roots(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))
+pub fn ca_roots_from_file(path: &Path) -> Result<RootCertStore, CaError> {
+    let pem = std::fs::read(path).map_err(|e| CaError::read(path, e))?;
+    ca_roots(&pem).map_err(|e| e.in_file(path))
 }
 
-/// The contents of the file at `path`; the error names it.
+/// The contents of the file at `path`; the message names it.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }

@@ -1,34 +1,19 @@
 //! The retry layer's cost on a request that succeeds at once (a bodyless GET): bare inner
 //! service, switchyard's `Retry`, and `tower::retry::Retry` with an equivalent policy.
 
+#[path = "../../../benches/common.rs"]
+mod common;
+
 use std::convert::Infallible;
 use std::future::{ready, Ready};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use common::{call_now, runtime, Ok200};
 use criterion::{criterion_group, criterion_main, Criterion};
-use futures::FutureExt;
 use http::{Request, Response};
 use http_body_util::Empty;
 use switchyard_retry::{ReplayBody, RetryConfig, RetryLayer};
-use tower::{Layer, Service, ServiceExt};
-
-#[derive(Clone)]
-struct Ok200;
-
-impl<B> Service<Request<B>> for Ok200 {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _req: Request<B>) -> Self::Future {
-        ready(Ok(Response::new(())))
-    }
-}
+use tower::{Layer, Service};
 
 /// tower's retry with the same decisions: 502/503/504 retried up to 3 times.
 #[derive(Clone)]
@@ -57,27 +42,18 @@ impl<B: Clone> tower::retry::Policy<Request<B>, Response<()>, Infallible> for Po
 }
 
 fn get() -> Request<Empty<Bytes>> {
-    Request::get("http://backend/path?q=1")
-        .header("host", "example.com")
-        .header("user-agent", "bench")
-        .header("accept", "*/*")
-        .body(Empty::new())
-        .unwrap()
+    common::get("http://backend/path?q=1", "example.com")
 }
 
 fn once<S: Service<Request<Empty<Bytes>>>>(svc: &mut S) -> S::Response
 where
     S::Error: std::fmt::Debug,
 {
-    let svc = svc.ready().now_or_never().unwrap().unwrap();
-    svc.call(get()).now_or_never().unwrap().unwrap()
+    call_now(svc, get())
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut group = c.benchmark_group("retry");
     let mut bare = Ok200;

@@ -382,7 +382,7 @@ fn client_verifier(
         return Ok(None);
     };
     let named = |m: String| problem("tls_client_ca_file", format!("{}: {m}", path.display()));
-    let roots = ca_roots(pem).map_err(named)?;
+    let roots = ca_roots(pem).map_err(|e| named(e.to_string()))?;
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
         .build()
         .map(Some)

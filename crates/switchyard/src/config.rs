@@ -145,8 +145,8 @@ impl ProxyConfig {
         };
         let mut tls = match self.backend_ca_file.as_deref().map(TlsConfig::from_ca_file) {
             Some(Ok(tls)) => tls,
-            Some(Err(message)) => {
-                problem("backend_ca_file", message);
+            Some(Err(e)) => {
+                problem("backend_ca_file", e.to_string());
                 TlsConfig::webpki_roots()
             }
             None => TlsConfig::webpki_roots(),

@@ -4,16 +4,19 @@
 //! layers into the standard stack, outermost first:
 //!
 //! ```text
-//!   request ──▶ StrictHost      an invalid or ambiguous Host gets 400 (switchyard::host)
+//!   request ──▶ Metrics         counts, in-flight, latency (switchyard-metrics)
+//!               StrictHost      an invalid or ambiguous Host gets 400 (switchyard::host)
 //!               ErrorResponse   typed errors become 503 / 504 / 502 responses
 //!               Cache           RFC 9111 shared cache (switchyard-cache)
 //!               Timeout         request_timeout (tower::timeout)
-//!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host
+//!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host; joins
+//!                               client and backend on 101 (switchyard::upgrade)
 //!               Retry           backoff, budget, idempotency, body replay (switchyard-retry)
 //!                               and attempt_timeout: a slow attempt is cut off and retried
 //!               Balance         smooth weighted round robin over the backend registry
 //!                               (switchyard-health: admin states, active checks, DNS),
 //!                               skipping backends whose breaker is open
+//!               Metrics         one per backend: its attempts (switchyard-metrics)
 //!               CircuitBreaker  one per backend (switchyard-breaker)
 //!               HttpEndpoint    one per backend: its own connection pool (switchyard-pool)
 //! ```
@@ -92,7 +95,9 @@ pub use switchyard_health::{
     HealthReport, StatusRange,
 };
 pub use switchyard_metrics::{BackendSnapshot, Latency, MetricsSnapshot, TextFormat};
-pub use switchyard_pool::{CertKey, CertKeyError, PoolConfig, PoolStats, Protocol, TlsConfig};
+pub use switchyard_pool::{
+    CaError, CertKey, CertKeyError, PoolConfig, PoolStats, Protocol, TlsConfig,
+};
 pub use switchyard_retry::{RetryConfig, RetryStats};
 pub use upgrade::{TunnelStats, Tunnels};
 

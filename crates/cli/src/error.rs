@@ -1,0 +1,143 @@
+//! Why the binary could not start or keep serving: each error names what failed and, where
+//! a flag would help, which one.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use switchyard::BackendError;
+
+/// What kept the proxy (or the demo) from starting.
+#[derive(Debug)]
+pub enum StartError {
+    /// The tokio runtime could not be built.
+    Runtime(io::Error),
+    /// A listener could not be bound.
+    Listen {
+        /// Which listener: the proxy's, the demo's or the admin API's.
+        listener: Listener,
+        /// The address it was to listen on.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: io::Error,
+    },
+    /// The SIGHUP handler could not be installed.
+    Signal(io::Error),
+    /// A configured backend was refused.
+    Backend(BackendError),
+    /// A demo backend could not be started.
+    DemoBackend(io::Error),
+    /// A setting given by a flag is invalid (a file's are checked as it is read).
+    Flag(switchyard::ConfigProblem),
+}
+
+/// Which listener a [`StartError::Listen`] is about; each suggests its own way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The proxy's (`listen` in the file, `--listen`).
+    Proxy,
+    /// The demo's proxy (`--listen` of `switchyard demo`).
+    Demo,
+    /// The admin API's (`admin.listen`, `--admin`).
+    Admin,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            Self::Listen {
+                listener: Listener::Proxy,
+                addr,
+                source,
+            } => write!(f, "cannot listen on {addr}: {source}"),
+            Self::Listen {
+                listener: Listener::Demo,
+                addr,
+                source,
+            } => write!(
+                f,
+                "cannot listen on {addr}: {source} (pick another with --listen)"
+            ),
+            Self::Listen {
+                listener: Listener::Admin,
+                addr,
+                source,
+            } => write!(
+                f,
+                "cannot listen on {addr} (admin.listen): {source}; pick another with --admin or turn it off with --no-admin"
+            ),
+            Self::Signal(e) => write!(f, "SIGHUP handler: {e}"),
+            Self::Backend(e) => e.fmt(f),
+            Self::DemoBackend(e) => write!(f, "cannot start demo backend: {e}"),
+            Self::Flag(p) => write!(f, "{p} (given by a flag)"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Runtime(e) | Self::Signal(e) | Self::DemoBackend(e) => Some(e),
+            Self::Listen { source, .. } => Some(source),
+            Self::Backend(e) => Some(e),
+            Self::Flag(_) => None,
+        }
+    }
+}
+
+impl From<BackendError> for StartError {
+    fn from(e: BackendError) -> Self {
+        Self::Backend(e)
+    }
+}
+
+/// Why a `--backend` flag was refused.
+#[derive(Debug)]
+pub struct BackendFlagError {
+    raw: String,
+    reason: FlagReason,
+}
+
+#[derive(Debug)]
+enum FlagReason {
+    NotUrl(http::uri::InvalidUri),
+    Invalid(String),
+}
+
+impl BackendFlagError {
+    /// `raw` does not parse as a URL.
+    pub fn not_url(raw: &str, e: http::uri::InvalidUri) -> Self {
+        Self {
+            raw: raw.to_owned(),
+            reason: FlagReason::NotUrl(e),
+        }
+    }
+
+    /// `raw` is a URL but not a usable backend, for the reason `message` gives.
+    pub fn invalid(raw: &str, message: impl Into<String>) -> Self {
+        Self {
+            raw: raw.to_owned(),
+            reason: FlagReason::Invalid(message.into()),
+        }
+    }
+}
+
+impl fmt::Display for BackendFlagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let raw = &self.raw;
+        match &self.reason {
+            FlagReason::NotUrl(e) => write!(f, "`{raw}` is not a URL: {e}"),
+            FlagReason::Invalid(message) => write!(f, "`{raw}`: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendFlagError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.reason {
+            FlagReason::NotUrl(e) => Some(e),
+            FlagReason::Invalid(_) => None,
+        }
+    }
+}
