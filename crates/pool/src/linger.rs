@@ -172,3 +172,55 @@ impl<T: AsyncWrite> AsyncWrite for Linger<T> {
         self.project().io.poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+
+    use super::{Linger, GRACE};
+
+    const ANSWER: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_write_waits_until_the_answer_is_read() {
+        let (ours, mut backend) = duplex(1024);
+        let mut conn = Linger::new(ours);
+        backend.write_all(ANSWER).await.unwrap();
+        drop(backend);
+
+        // The backend is gone: the write fails, but the failure is held back.
+        let held = tokio::time::timeout(Duration::from_millis(10), conn.write_all(b"body"));
+        assert!(held.await.is_err(), "the write error was not held");
+        // The answer is read to the end of the stream...
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, ANSWER);
+        // ...and then writes fail at once.
+        let e = conn.write_all(b"body").await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_write_error_comes_out_after_the_grace() {
+        let (ours, backend) = duplex(1024);
+        let mut conn = Linger::new(ours);
+        drop(backend);
+        let start = Instant::now();
+        let e = conn.write_all(b"body").await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+        assert_eq!(start.elapsed(), GRACE);
+    }
+
+    #[tokio::test]
+    async fn writes_to_a_live_peer_go_through() {
+        let (ours, mut backend) = duplex(1024);
+        let mut conn = Linger::new(ours);
+        conn.write_all(b"request").await.unwrap();
+        let mut got = [0u8; 7];
+        backend.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"request");
+    }
+}
