@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use switchyard::Backend;
 use switchyard_pool::{Pool, PoolConfig};
-use switchyard_tests::{client, streamed, TestBody, TestProxy, CHUNK};
+use switchyard_tests::{client, read_head, streamed, TestBody, TestProxy, CHUNK};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
@@ -102,28 +102,11 @@ async fn raw_upload(addr: SocketAddr) -> (u16, String) {
         }
         Ok::<_, std::io::Error>(wr)
     });
-    let read = async {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match rd.read(&mut byte).await {
-                Ok(1) => head.push(byte[0]),
-                Ok(_) => break,
-                Err(e) => panic!("reading the answer failed after {head:?}: {e}"),
-            }
-        }
-        String::from_utf8_lossy(&head).to_lowercase()
-    };
-    let head = tokio::time::timeout(Duration::from_secs(20), read)
+    let answer = tokio::time::timeout(Duration::from_secs(20), read_head(&mut rd))
         .await
         .expect("an answer within 20 s");
     writer.abort();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    (status, head)
+    answer
 }
 
 /// Uploads [`UPLOAD`] bytes with hyper's client and returns the status.
