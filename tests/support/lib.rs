@@ -669,24 +669,32 @@ pub async fn send_reading(
 /// client normalises it), and returns the response head, lower-cased, and its status.
 /// Bounded: gives up after 10 s.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     let exchange = async {
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         conn.write_all(request).await.unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match conn.read(&mut byte).await {
-                Ok(1) => head.push(byte[0]),
-                _ => break,
-            }
-        }
-        String::from_utf8_lossy(&head).to_lowercase()
+        read_head(&mut conn).await
     };
-    let head = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+    tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
         .await
-        .expect("an answer within 10 s");
+        .expect("an answer within 10 s")
+}
+
+/// Reads a response head from `conn` byte by byte (nothing past it), up to the end of the
+/// stream or an error; returns its status and the head, lower-cased.
+pub async fn read_head(conn: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
     let status = head
         .split(' ')
         .nth(1)

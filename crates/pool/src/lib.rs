@@ -56,6 +56,7 @@ mod body;
 mod config;
 mod connect;
 mod error;
+mod linger;
 mod service;
 mod stats;
 mod tls;

@@ -22,6 +22,7 @@ use tower::Service;
 
 use crate::body::PooledBody;
 use crate::connect;
+use crate::linger::Linger;
 use crate::stats::{Closed, Counters};
 use crate::tls::Stream;
 use crate::{PoolConfig, PoolStats, Protocol};
@@ -564,14 +565,16 @@ where
 {
     // Each stream type gets its own connection task, so plain TCP pays nothing for TLS.
     // With upgrades: a `101 Switching Protocols` hands the connection to the tunnel.
+    // `Linger`: a response that arrives while the body is being sent is not lost to the
+    // write error of a backend that closed without reading the rest.
     let h1 = http1::Builder::new();
     match connect(inner).await? {
         Stream::Tcp(s) => {
-            let handshaken = h1.handshake(TokioIo::new(s)).await;
+            let handshaken = h1.handshake(TokioIo::new(Linger::new(s))).await;
             established(inner, handshaken.map(|(s, c)| (s, c.with_upgrades())))
         }
         Stream::Tls(s) => {
-            let handshaken = h1.handshake(TokioIo::new(*s)).await;
+            let handshaken = h1.handshake(TokioIo::new(Linger::new(*s))).await;
             established(inner, handshaken.map(|(s, c)| (s, c.with_upgrades())))
         }
     }

@@ -8,6 +8,7 @@
 //! access log (`switchyard::access` at `DEBUG`), and shuts down gracefully, upgraded
 //! connections (WebSockets) included.
 
+mod drain;
 pub mod proxy_protocol;
 mod server;
 mod tls;

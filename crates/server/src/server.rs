@@ -26,6 +26,7 @@ use switchyard::{body, Body, ByteSize, ClientAddr, Proxy};
 use tokio::net::TcpListener;
 use tower::util::{Oneshot, ServiceExt};
 
+use crate::drain::Drain;
 use crate::proxy_protocol;
 use crate::tls::{CertFiles, ListenerOptions, ListenerTls};
 
@@ -440,15 +441,28 @@ fn handle(conn: &Connection, mut req: Request<Incoming>) -> Either<Ready, Access
     // removed the hop-by-hop headers: a client cannot strip them by listing them in
     // `Connection`.
     req.extensions_mut().insert(client.clone());
-    let req = match max_body {
+    let req = if req.version() <= http::Version::HTTP_11 {
+        limit(req.map(Drain::new), max_body)
+    } else {
+        limit(req, max_body)
+    };
+    let inner = conn.proxy.clone().oneshot(req);
+    Either::Right(AccessLog { inner, log })
+}
+
+/// Boxes the request body, under `max_body` when there is one.
+fn limit<B>(req: Request<B>, max_body: Option<u64>) -> Request<Body>
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
+    B::Error: Into<switchyard::BoxError>,
+{
+    match max_body {
         Some(max) => {
             let limit = usize::try_from(max).unwrap_or(usize::MAX);
             req.map(|b| body::boxed(Limited::new(b, limit)))
         }
         None => req.map(body::boxed),
-    };
-    let inner = conn.proxy.clone().oneshot(req);
-    Either::Right(AccessLog { inner, log })
+    }
 }
 
 struct LogLine {
