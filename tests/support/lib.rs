@@ -518,6 +518,17 @@ impl TestProxy {
         }
     }
 
+    /// Starts with `config` over `backends` added at run time (as the admin API adds
+    /// them), once they are routed.
+    pub async fn over(config: ProxyConfig, backends: impl IntoIterator<Item = Backend>) -> Self {
+        let proxy = Self::start(config, ServerConfig::default(), &[]).await;
+        for b in backends {
+            proxy.proxy.add_backend(b).unwrap();
+        }
+        proxy.proxy.settled().await;
+        proxy
+    }
+
     /// Starts with default settings.
     pub async fn with(backends: &[&TestBackend]) -> Self {
         Self::start(config(), ServerConfig::default(), backends).await

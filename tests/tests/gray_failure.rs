@@ -8,7 +8,6 @@ use std::time::Duration;
 use http::Request;
 use http_body_util::BodyExt;
 use switchyard::ProxyConfig;
-use switchyard_server::ServerConfig;
 use switchyard_tests::{load, FaultBackend, Load, TestProxy};
 use tokio::time::{sleep, sleep_until, Instant};
 use tower::ServiceExt;
@@ -27,15 +26,6 @@ fn config() -> ProxyConfig {
     config
 }
 
-async fn proxy_over(config: ProxyConfig, backends: &[&FaultBackend]) -> TestProxy {
-    let proxy = TestProxy::start(config, ServerConfig::default(), &[]).await;
-    for b in backends {
-        proxy.proxy.add_backend(b.backend()).unwrap();
-    }
-    proxy.proxy.settled().await;
-    proxy
-}
-
 fn mean(buckets: &[usize]) -> f64 {
     buckets.iter().sum::<usize>() as f64 / buckets.len() as f64
 }
@@ -47,7 +37,7 @@ async fn a_slow_backend_with_a_fast_health_check_is_taken_out_and_let_back() {
         FaultBackend::start("b").await,
         FaultBackend::start("c").await,
     );
-    let proxy = proxy_over(config(), &[&a, &b, &c]).await;
+    let proxy = TestProxy::over(config(), [a.backend(), b.backend(), c.backend()]).await;
     let breakers = proxy.proxy.circuit_breaker().clone();
 
     let start = Instant::now();
@@ -120,7 +110,7 @@ async fn a_client_that_goes_away_early_counts_for_nothing() {
     config.health.enabled = false;
     // One failure would trip it.
     config.breaker.threshold = 1;
-    let proxy = proxy_over(config, &[&slow]).await;
+    let proxy = TestProxy::over(config, [slow.backend()]).await;
     let breakers = proxy.proxy.circuit_breaker();
     let url = proxy.url("/work");
     let get = || Request::get(&url).body(String::new()).unwrap();

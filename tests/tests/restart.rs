@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use http::StatusCode;
 use switchyard::{Backend, BreakerState, Health, HealthConfig, ProxyConfig};
-use switchyard_server::ServerConfig;
 use switchyard_tests::{client, get, load, Load, TestProxy};
 use tokio::time::{sleep, Instant};
 
@@ -88,15 +87,6 @@ fn checked(interval: Duration, rise: u32) -> ProxyConfig {
     }
 }
 
-async fn start(config: ProxyConfig, backends: &[&Process]) -> TestProxy {
-    let proxy = TestProxy::start(config, ServerConfig::default(), &[]).await;
-    for b in backends {
-        proxy.proxy.add_backend(b.backend()).unwrap();
-    }
-    proxy.proxy.settled().await;
-    proxy
-}
-
 /// Responses backend `id` gave through the proxy that were not failures.
 fn successes(proxy: &TestProxy, id: &str) -> u64 {
     let metrics = proxy.proxy.metrics();
@@ -113,9 +103,9 @@ async fn killed_backends_restarted_on_their_ports_serve_once_their_checks_pass()
         Process::start("b", b).await,
         Process::start("c", c).await,
     ];
-    let proxy = start(
+    let proxy = TestProxy::over(
         checked(interval, rise),
-        &[&backends[0], &backends[1], &backends[2]],
+        backends.iter().map(Process::backend),
     )
     .await;
     let spec = Load {
@@ -182,7 +172,7 @@ async fn a_backend_whose_checks_never_failed_is_let_back_only_by_its_probe() {
     );
     let mut config = checked(Duration::from_millis(100), 1);
     config.breaker.timeout = Duration::from_millis(1500);
-    let proxy = start(config, &[&a, &gray]).await;
+    let proxy = TestProxy::over(config, [a.backend(), gray.backend()]).await;
     let report = proxy.proxy.check_now().await;
     assert!(report.backends.iter().all(|b| b.health == Health::Healthy));
     let client = client();

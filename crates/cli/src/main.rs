@@ -64,6 +64,9 @@ enum Command {
         /// How long one attempt waits for its response head (overrides `proxy.attempt_timeout`).
         #[arg(long, value_parser = humantime::parse_duration)]
         attempt_timeout: Option<std::time::Duration>,
+        /// Send a hedged second attempt after this long (overrides `proxy.hedge_after`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        hedge_after: Option<std::time::Duration>,
     },
     /// Run the proxy on 127.0.0.1:8080 over three embedded demo backends.
     Demo {
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
             no_cache,
             no_metrics,
             attempt_timeout,
+            hedge_after,
         } => {
             let mut file = match &config {
                 Some(path) => match FileConfig::load(path) {
@@ -138,7 +142,9 @@ fn main() -> ExitCode {
             }
             file.proxy.cache = file.proxy.cache.filter(|_| !no_cache);
             file.proxy.metrics &= !no_metrics;
-            file.proxy.retry.attempt_timeout = attempt_timeout.or(file.proxy.retry.attempt_timeout);
+            let retry = &mut file.proxy.retry;
+            retry.attempt_timeout = attempt_timeout.or(retry.attempt_timeout);
+            retry.hedge_after = hedge_after.or(retry.hedge_after);
             if !backend.is_empty() {
                 match backends_from_flags(&backend) {
                     Ok(backends) => file.backends = backends,

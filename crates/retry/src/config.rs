@@ -55,6 +55,12 @@ pub struct RetryConfig {
     /// methods, while `deadline` allows. Otherwise the request fails with
     /// [`AttemptTimeout`](switchyard_core::AttemptTimeout).
     pub attempt_timeout: Option<Duration>,
+    /// Hedging (default off): an idempotent request with a complete body whose first
+    /// attempt has no response after this long gets a second attempt on another backend,
+    /// and the first response wins; the other attempt is dropped, which its backend's
+    /// circuit breaker counts as a timeout only if it was past its attempt deadline. One
+    /// hedge per request, paid from the retry budget; needs `max_retries > 0`.
+    pub hedge_after: Option<Duration>,
     /// The retry budget.
     pub budget: BudgetConfig,
 }
@@ -78,6 +84,7 @@ impl Default for RetryConfig {
             max_replay_body: 64 * 1024,
             deadline: None,
             attempt_timeout: None,
+            hedge_after: None,
             budget: BudgetConfig::default(),
         }
     }

@@ -1,6 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use http::request::Parts;
 use http::Request;
@@ -27,6 +28,15 @@ pin_project! {
         timer: Option<Sleep>,
         // Whether the timer bounds the attempt in flight.
         timed: bool,
+        // A hedged attempt in flight beside the one in `state`.
+        #[pin]
+        hedge: Option<S::Future>,
+        // Fires when the first attempt has gone unanswered for the hedge delay.
+        #[pin]
+        hedge_timer: Option<Sleep>,
+        hedging: Hedging,
+        // The attempt deadline of the hedge.
+        hedge_deadline: Option<Deadline>,
         // Makes the retries; readied again before each.
         service: S,
         policy: P,
@@ -44,7 +54,23 @@ pin_project! {
         Backoff,
         // Waiting for the service to be ready for the next attempt.
         Ready,
+        // The attempt in `state` failed or was abandoned; only the hedge is awaited.
+        Hedged,
     }
+}
+
+/// Where a request stands with its one hedge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hedging {
+    /// Not hedged, or no more: hedging is off, the hedge was refused, sent and done with,
+    /// or the first attempt ended.
+    Off,
+    /// Waiting for the hedge timer.
+    Armed,
+    /// The policy allowed the hedge; waiting for the service to be ready to send it.
+    Readying,
+    /// The hedge is in flight.
+    Sent,
 }
 
 /// What the attempts after the first are made of.
@@ -70,6 +96,10 @@ where
             state: State::Calling { fut: first },
             timer: deadline.map(|d| tokio::time::sleep_until(d.instant())),
             timed: deadline.is_some(),
+            hedge: None,
+            hedge_timer: None,
+            hedging: Hedging::Off,
+            hedge_deadline: None,
             service,
             policy,
             retry: None,
@@ -95,6 +125,15 @@ where
             ..Self::once(first, deadline, service, policy)
         }
     }
+
+    /// Hedges the first attempt after `delay`, if there is one.
+    pub(crate) fn hedged_after(mut self, delay: Option<Duration>) -> Self {
+        if let Some(delay) = delay {
+            self.hedge_timer = Some(tokio::time::sleep(delay));
+            self.hedging = Hedging::Armed;
+        }
+        self
+    }
 }
 
 /// Sets `timer` to fire at `at`, making it the first time.
@@ -103,6 +142,40 @@ fn arm(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
         Some(sleep) => sleep.reset(at),
         None => timer.set(Some(tokio::time::sleep_until(at))),
     }
+}
+
+/// Bounds the hedge, now the only attempt awaited, by its own deadline.
+fn arm_for_hedge(timer: Pin<&mut Option<Sleep>>, timed: &mut bool, deadline: Option<Deadline>) {
+    *timed = deadline.is_some();
+    if let Some(deadline) = deadline {
+        arm(timer, deadline.instant());
+    }
+}
+
+/// The attempt awaited has not answered: returns `Pending`, or, when its deadline has
+/// passed, abandons it. Abandoning the first attempt with a hedge in flight leaves the
+/// hedge awaited alone (`continue`); otherwise it evaluates to the attempt's
+/// [`AttemptTimeout`].
+macro_rules! poll_pending_attempt {
+    ($this:ident, $cx:ident) => {{
+        let timer = $this.timer.as_mut().as_pin_mut();
+        let Some(timer) = timer.filter(|_| *$this.timed) else {
+            return Poll::Pending;
+        };
+        ready!(timer.poll($cx));
+        // Out of time: dropping the attempt past its deadline counts it as a timeout of
+        // its backend (its breaker reads the deadline).
+        $this.policy.on_attempt_timeout();
+        tracing::debug!("attempt timed out; abandoned");
+        if matches!(*$this.state, State::Calling { .. }) && $this.hedge.is_some() {
+            $this.state.set(State::Hedged);
+            arm_for_hedge($this.timer.as_mut(), $this.timed, *$this.hedge_deadline);
+            continue;
+        }
+        $this.hedge.set(None);
+        $this.state.set(State::Ready);
+        Err(AttemptTimeout::new().into())
+    }};
 }
 
 impl<S, P, B> Future for ResponseFuture<S, P, B>
@@ -116,45 +189,95 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Calling { fut } => {
-                    let result = match fut.poll(cx) {
-                        Poll::Ready(result) => result.map_err(Into::into),
-                        Poll::Pending => {
-                            let timer = this.timer.as_mut().as_pin_mut();
-                            let Some(timer) = timer.filter(|_| *this.timed) else {
-                                return Poll::Pending;
-                            };
-                            ready!(timer.poll(cx));
-                            // Out of time: dropping the attempt past its deadline counts it
-                            // as a timeout of its backend (its breaker reads the deadline).
-                            this.state.set(State::Ready);
-                            this.policy.on_attempt_timeout();
-                            tracing::debug!("attempt timed out; abandoned");
-                            Err(AttemptTimeout::new().into())
+            let result = match this.state.as_mut().project() {
+                StateProj::Calling { fut } => match fut.poll(cx) {
+                    Poll::Ready(Err(_)) if this.hedge.is_some() => {
+                        // Failed without a response: the hedge may still give one.
+                        this.state.set(State::Hedged);
+                        arm_for_hedge(this.timer.as_mut(), this.timed, *this.hedge_deadline);
+                        continue;
+                    }
+                    Poll::Ready(result) => {
+                        // The first response wins: a hedge still in flight is dropped.
+                        this.hedge.set(None);
+                        result.map_err(Into::into)
+                    }
+                    Poll::Pending => {
+                        if let Some(hedge) = this.hedge.as_mut().as_pin_mut() {
+                            if let Poll::Ready(result) = hedge.poll(cx) {
+                                this.hedge.set(None);
+                                *this.hedging = Hedging::Off;
+                                match result {
+                                    Ok(res) => {
+                                        // Dropping the first attempt counts it against its
+                                        // backend only if it was past its deadline.
+                                        this.policy.on_hedge_won();
+                                        this.state.set(State::Ready);
+                                        Ok(res)
+                                    }
+                                    // The first attempt may still answer.
+                                    Err(_) => continue,
+                                }
+                            } else {
+                                poll_pending_attempt!(this, cx)
+                            }
+                        } else {
+                            if *this.hedging == Hedging::Armed {
+                                let timer = this.hedge_timer.as_mut().as_pin_mut();
+                                if timer.is_some_and(|t| t.poll(cx).is_ready()) {
+                                    *this.hedging = if this.policy.hedge() {
+                                        Hedging::Readying
+                                    } else {
+                                        Hedging::Off
+                                    };
+                                }
+                            }
+                            if *this.hedging == Hedging::Readying {
+                                match this.service.poll_ready(cx) {
+                                    Poll::Ready(Ok(())) => {
+                                        let retry = this.retry.as_mut().expect("hedges retry");
+                                        if let Some(body) = retry.replay.next() {
+                                            let mut parts = retry.parts.clone();
+                                            *this.hedge_deadline = this.policy.attempt_deadline();
+                                            if let Some(deadline) = *this.hedge_deadline {
+                                                parts.extensions.insert(deadline);
+                                            }
+                                            tracing::debug!("first attempt slow; hedging");
+                                            let fut =
+                                                this.service.call(Request::from_parts(parts, body));
+                                            this.hedge.set(Some(fut));
+                                            *this.hedging = Hedging::Sent;
+                                            // Polled at once, so that it registers its waker.
+                                            continue;
+                                        }
+                                        *this.hedging = Hedging::Off;
+                                    }
+                                    Poll::Ready(Err(_)) => *this.hedging = Hedging::Off,
+                                    Poll::Pending => {}
+                                }
+                            }
+                            poll_pending_attempt!(this, cx)
                         }
-                    };
-                    *this.timed = false;
-                    let Some(retry) = this.retry.as_mut() else {
-                        return Poll::Ready(result);
-                    };
-                    let replayable = !retry.replay.overflowed();
-                    let Some(delay) = this.policy.retry(&result, replayable) else {
-                        return Poll::Ready(result);
-                    };
-                    drop(result);
-                    let Some(next) = retry.replay.next() else {
-                        this.policy.on_body_too_large();
-                        return Poll::Ready(Err(BodyTooLarge::new().into()));
-                    };
-                    retry.next = Some(next);
-                    arm(this.timer.as_mut(), Instant::now() + delay);
-                    this.state.set(State::Backoff);
+                    }
+                },
+                StateProj::Hedged => {
+                    let hedge = this.hedge.as_mut().as_pin_mut().expect("awaited");
+                    match hedge.poll(cx) {
+                        Poll::Ready(result) => {
+                            this.hedge.set(None);
+                            if result.is_ok() {
+                                this.policy.on_hedge_won();
+                            }
+                            result.map_err(Into::into)
+                        }
+                        Poll::Pending => poll_pending_attempt!(this, cx),
+                    }
                 }
                 StateProj::Backoff => {
                     let timer = this.timer.as_mut().as_pin_mut();
                     ready!(timer.expect("armed for the backoff").poll(cx));
                     this.state.set(State::Ready);
+                    continue;
                 }
                 StateProj::Ready => {
                     if let Err(err) = ready!(this.service.poll_ready(cx)) {
@@ -171,8 +294,27 @@ where
                     }
                     let fut = this.service.call(Request::from_parts(parts, body));
                     this.state.set(State::Calling { fut });
+                    continue;
                 }
-            }
+            };
+            // An attempt ended (the hedge, if any, is done with too).
+            *this.timed = false;
+            *this.hedging = Hedging::Off;
+            let Some(retry) = this.retry.as_mut() else {
+                return Poll::Ready(result);
+            };
+            let replayable = !retry.replay.overflowed();
+            let Some(delay) = this.policy.retry(&result, replayable) else {
+                return Poll::Ready(result);
+            };
+            drop(result);
+            let Some(next) = retry.replay.next() else {
+                this.policy.on_body_too_large();
+                return Poll::Ready(Err(BodyTooLarge::new().into()));
+            };
+            retry.next = Some(next);
+            arm(this.timer.as_mut(), Instant::now() + delay);
+            this.state.set(State::Backoff);
         }
     }
 }
@@ -185,6 +327,7 @@ where
         f.debug_struct("ResponseFuture")
             .field("retrying", &self.retry.is_some())
             .field("timed", &self.timed)
+            .field("hedging", &self.hedging)
             .finish()
     }
 }

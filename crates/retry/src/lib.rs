@@ -37,6 +37,13 @@
 //!   its extensions (a [`Deadline`](switchyard_core::Deadline)), so that the circuit
 //!   breaker below counts an abandoned attempt as a timeout of its backend. One timer per
 //!   request serves the attempts' deadlines and the backoffs.
+//! - **Hedging.** With [`RetryConfig::hedge_after`], an idempotent request with a complete
+//!   body whose first attempt has no response by then gets a second attempt beside it,
+//!   which the route hint steers to another backend; the first response wins and the
+//!   other attempt is dropped (its breaker counts it as a timeout only if it was past its
+//!   own deadline, as Envoy does). An attempt that fails without a response leaves the
+//!   other to answer. One hedge per request, paid from the retry budget, counted in
+//!   [`RetryStats::hedges`] and [`RetryStats::hedge_wins`].
 //! - **How often.** A budget ([`BudgetConfig`]) allows retries up to a ratio of the
 //!   requests over a sliding window plus a small floor per second, in atomics on tokio's
 //!   clock; when it is spent the failure is returned as it is, so a failing fleet is not

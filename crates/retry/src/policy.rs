@@ -52,6 +52,25 @@ pub trait Policy<Req, Res> {
     /// outgrew its limit meanwhile. The request fails with
     /// [`BodyTooLarge`](crate::error::BodyTooLarge).
     fn on_body_too_large(&mut self) {}
+
+    /// For a request that may be sent again (see [`start`](Policy::start)) and whose body
+    /// is complete: how long its first attempt may go without a response before a second,
+    /// hedged attempt is sent beside it (the balancer steers it to another backend); the
+    /// first response wins and the other attempt is dropped. `None` (the default) never
+    /// hedges.
+    fn hedge_after(&mut self) -> Option<Duration> {
+        None
+    }
+
+    /// The delay [`hedge_after`](Policy::hedge_after) gave has passed with the first
+    /// attempt still in flight: whether to send the hedge (a policy with a budget may
+    /// refuse). Called at most once per request.
+    fn hedge(&mut self) -> bool {
+        false
+    }
+
+    /// The hedged attempt answered first.
+    fn on_hedge_won(&mut self) {}
 }
 
 /// The policy built from a [`RetryConfig`] (see the [crate docs](crate) for what it
@@ -230,6 +249,29 @@ where
     fn on_attempt_timeout(&mut self) {
         bump(&self.shared.stats.attempt_timeouts);
     }
+
+    fn hedge_after(&mut self) -> Option<Duration> {
+        self.shared.config.hedge_after.filter(|_| self.idempotent)
+    }
+
+    fn hedge(&mut self) -> bool {
+        let shared = &*self.shared;
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        // Hedges spend the retry budget: a fleet that turns slow is not sent twice the load.
+        if !shared.budget.withdraw() {
+            tracing::debug!("retry budget spent; not hedging");
+            return false;
+        }
+        bump(&shared.stats.hedges);
+        bump(&shared.stats.attempts);
+        true
+    }
+
+    fn on_hedge_won(&mut self) {
+        bump(&self.shared.stats.hedge_wins);
+    }
 }
 
 /// The earlier of two optional instants (`None` is no bound).
@@ -296,6 +338,10 @@ pub struct RetryStats {
     pub retries_timeout: u64,
     /// Attempts abandoned at their attempt deadline (retried or not).
     pub attempt_timeouts: u64,
+    /// Hedged attempts sent ([`RetryConfig::hedge_after`]); not counted in `retries`.
+    pub hedges: u64,
+    /// Hedged attempts that answered before the attempt they hedged.
+    pub hedge_wins: u64,
     /// Failures returned as they were because the budget was spent.
     pub budget_exhausted: u64,
     /// Failures not retried because the request body was too large to replay.
@@ -314,6 +360,8 @@ struct Counters {
     upstream: AtomicU64,
     timeout: AtomicU64,
     attempt_timeouts: AtomicU64,
+    hedges: AtomicU64,
+    hedge_wins: AtomicU64,
     budget_exhausted: AtomicU64,
     body_too_large: AtomicU64,
 }
@@ -358,6 +406,8 @@ impl Counters {
             retries_upstream: get(&self.upstream),
             retries_timeout: get(&self.timeout),
             attempt_timeouts: get(&self.attempt_timeouts),
+            hedges: get(&self.hedges),
+            hedge_wins: get(&self.hedge_wins),
             budget_exhausted: get(&self.budget_exhausted),
             body_too_large: get(&self.body_too_large),
         }

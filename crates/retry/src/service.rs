@@ -72,11 +72,15 @@ where
             let first = inner.call(Request::from_parts(parts, ReplayBody::passthrough(body)));
             return ResponseFuture::once(first, deadline, inner, policy);
         };
+        // A hedge sends the body a second time while the first attempt may still be
+        // reading it: only a body that is already complete is hedged.
+        let hedge_after = policy.hedge_after().filter(|_| body.is_end_stream());
         let (first, replay) = ReplayBody::new(body, limit);
         // The balancer below records each attempt's endpoint here, and steers a retry
-        // elsewhere.
+        // (or a hedge) elsewhere.
         parts.extensions.insert(Arc::new(RouteHint::new()));
         let first = inner.call(Request::from_parts(parts.clone(), first));
         ResponseFuture::retrying(first, deadline, inner, policy, parts, replay)
+            .hedged_after(hedge_after)
     }
 }

@@ -64,6 +64,11 @@ async fn answer(handle: &mut Handle, statuses: &[u16]) -> Vec<Instant> {
     at
 }
 
+/// The route hint an attempt carries, by address: attempts of one request share it.
+fn hint(req: &Request<ReplayBody<Body>>) -> *const RouteHint {
+    RouteHint::in_extensions(req).expect("hinted")
+}
+
 fn gaps(at: &[Instant]) -> Vec<Duration> {
     at.windows(2).map(|w| w[1] - w[0]).collect()
 }
@@ -474,14 +479,14 @@ mod attempt_timeout {
         // The first attempt never answers; its reply is held, not dropped.
         let (first, _held) = handle.next_request().await.unwrap();
         assert_eq!(deadline_of(&first), start + Duration::from_millis(300));
-        let hint = RouteHint::in_extensions(&first).expect("hinted") as *const RouteHint;
+        let first_hint = hint(&first);
         // Abandoned at 300 ms, retried after the 100 ms backoff.
         let (second, reply) = handle.next_request().await.unwrap();
         assert_eq!(Instant::now() - start, Duration::from_millis(400));
         assert_eq!(deadline_of(&second), start + Duration::from_millis(700));
         assert_eq!(
-            RouteHint::in_extensions(&second).unwrap() as *const RouteHint,
-            hint,
+            hint(&second),
+            first_hint,
             "the retry is steered by the same hint"
         );
         reply.send_response(response(200, None));
@@ -549,5 +554,156 @@ mod attempt_timeout {
         reply.send_response(response(200, None));
         assert_eq!(res.await.unwrap().unwrap().status(), 200);
         assert_eq!(layer.stats().attempt_timeouts, 0);
+    }
+}
+
+mod hedging {
+    //! A slow first attempt gets a second, hedged one beside it; the first response wins.
+
+    use super::*;
+    use tokio::time::timeout;
+
+    fn hedged(after: u64) -> RetryConfig {
+        RetryConfig {
+            hedge_after: Some(Duration::from_millis(after)),
+            ..exact()
+        }
+    }
+
+    /// Whether another attempt arrives within `ms`.
+    async fn attempt_within(handle: &mut Handle, ms: u64) -> bool {
+        matches!(
+            timeout(Duration::from_millis(ms), handle.next_request()).await,
+            Ok(Some(_))
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hedge_is_sent_after_the_delay_and_answers_first() {
+        let start = Instant::now();
+        let (svc, mut handle, layer) = setup(hedged(50));
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let (first, _held) = handle.next_request().await.unwrap();
+        let first_hint = hint(&first);
+        assert!(
+            !attempt_within(&mut handle, 49).await,
+            "no hedge before 50 ms"
+        );
+        let (hedge, reply) = handle.next_request().await.unwrap();
+        assert_eq!(Instant::now() - start, Duration::from_millis(50));
+        assert_eq!(
+            hint(&hedge),
+            first_hint,
+            "the balancer steers the hedge away from the first attempt's backend"
+        );
+        reply.send_response(response(200, None));
+        assert_eq!(res.await.unwrap().unwrap().status(), 200);
+        let stats = layer.stats();
+        assert_eq!(
+            (
+                stats.attempts,
+                stats.hedges,
+                stats.hedge_wins,
+                stats.retries
+            ),
+            (2, 1, 1, 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_attempt_still_wins_when_it_answers_first() {
+        let (svc, mut handle, layer) = setup(hedged(50));
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let (_, first) = handle.next_request().await.unwrap();
+        let (_, hedge) = handle.next_request().await.unwrap();
+        first.send_response(response(201, None));
+        assert_eq!(res.await.unwrap().unwrap().status(), 201);
+        // The hedge was dropped: its late answer goes nowhere.
+        hedge.send_response(response(200, None));
+        let stats = layer.stats();
+        assert_eq!((stats.hedges, stats.hedge_wins), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_that_fails_leaves_the_hedge_to_answer() {
+        let (svc, mut handle, layer) = setup(hedged(50));
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let (_, first) = handle.next_request().await.unwrap();
+        let (_, hedge) = handle.next_request().await.unwrap();
+        first.send_error(std::io::Error::other("reset"));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        hedge.send_response(response(200, None));
+        assert_eq!(res.await.unwrap().unwrap().status(), 200);
+        let stats = layer.stats();
+        assert_eq!((stats.hedge_wins, stats.retries), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_before_the_delay_sends_no_hedge() {
+        let (svc, mut handle, layer) = setup(hedged(50));
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let (_, reply) = handle.next_request().await.unwrap();
+        tokio::time::advance(Duration::from_millis(49)).await;
+        reply.send_response(response(200, None));
+        assert_eq!(res.await.unwrap().unwrap().status(), 200);
+        assert!(!attempt_within(&mut handle, 1_000).await);
+        assert_eq!(layer.stats().hedges, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_idempotent_requests_and_streamed_bodies_are_not_hedged() {
+        let (svc, mut handle, layer) = setup(hedged(50));
+        for req in [
+            request(Method::POST, empty()),
+            request(Method::PUT, streamed(&[b"a", b"b"])),
+        ] {
+            let res = tokio::spawn(svc.clone().oneshot(req));
+            let (_, reply) = handle.next_request().await.unwrap();
+            assert!(!attempt_within(&mut handle, 500).await, "not hedged");
+            reply.send_response(response(200, None));
+            assert_eq!(res.await.unwrap().unwrap().status(), 200);
+        }
+        assert_eq!(layer.stats().hedges, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_sends_no_hedge() {
+        let (svc, mut handle, layer) = setup(RetryConfig {
+            budget: BudgetConfig {
+                ratio: 0.0,
+                min_per_second: 0,
+                window: Duration::from_secs(10),
+            },
+            ..hedged(50)
+        });
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let (_, reply) = handle.next_request().await.unwrap();
+        assert!(!attempt_within(&mut handle, 500).await, "not hedged");
+        reply.send_response(response(200, None));
+        assert_eq!(res.await.unwrap().unwrap().status(), 200);
+        assert_eq!(layer.stats().hedges, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_past_its_deadline_leaves_the_hedge_awaited() {
+        let start = Instant::now();
+        let (svc, mut handle, layer) = setup(RetryConfig {
+            attempt_timeout: Some(Duration::from_millis(300)),
+            ..hedged(50)
+        });
+        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let (_, _held) = handle.next_request().await.unwrap();
+        let (_, hedge) = handle.next_request().await.unwrap();
+        // The first is abandoned at 300 ms; the hedge (due at 350 ms) answers at 320 ms.
+        tokio::time::advance(Duration::from_millis(260)).await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+        hedge.send_response(response(200, None));
+        assert_eq!(res.await.unwrap().unwrap().status(), 200);
+        assert_eq!(Instant::now() - start, Duration::from_millis(320));
+        let stats = layer.stats();
+        assert_eq!(
+            (stats.attempt_timeouts, stats.hedge_wins, stats.retries),
+            (1, 1, 0)
+        );
     }
 }

@@ -241,6 +241,14 @@ impl ProxyConfig {
                 "must not exceed request_timeout",
             );
         }
+        if let Some(hedge) = self.retry.hedge_after {
+            check(!hedge.is_zero(), "hedge_after", "must be longer than 0s");
+            check(
+                hedge < self.attempt_timeout(),
+                "hedge_after",
+                "must be shorter than attempt_timeout",
+            );
+        }
         if let Some(cache) = &self.cache {
             check(
                 cache.max_object_size <= cache.max_size,
@@ -589,6 +597,42 @@ mod tests {
         assert_eq!(toml::from_str::<ProxyConfig>(&written).unwrap(), c);
         let unset = toml::to_string(&ProxyConfig::default()).unwrap();
         assert!(!unset.contains("attempt_timeout"), "{unset}");
+    }
+
+    #[test]
+    fn hedge_after_is_off_by_default_read_written_and_checked() {
+        let unset = toml::to_string(&ProxyConfig::default()).unwrap();
+        assert!(!unset.contains("hedge_after"), "{unset}");
+        assert_eq!(ProxyConfig::default().retry.hedge_after, None);
+        let c: ProxyConfig = toml::from_str(
+            r#"
+            request_timeout = "3s"
+            hedge_after = "50ms"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.retry.hedge_after, Some(Duration::from_millis(50)));
+        assert_eq!(
+            c.bounded_retry().hedge_after,
+            Some(Duration::from_millis(50))
+        );
+        assert!(c.validate().is_empty());
+        let written = toml::to_string(&c).unwrap();
+        assert!(written.contains("hedge_after = \"50ms\""), "{written}");
+        for (hedge, message) in [
+            (Duration::ZERO, "must be longer than 0s"),
+            (
+                Duration::from_secs(1),
+                "must be shorter than attempt_timeout",
+            ),
+        ] {
+            let mut c = c.clone();
+            c.retry.hedge_after = Some(hedge);
+            let problems = c.validate();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].key, "hedge_after");
+            assert_eq!(problems[0].message, message);
+        }
     }
 
     #[test]

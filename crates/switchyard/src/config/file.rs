@@ -73,6 +73,9 @@ pub(super) struct ProxyFile {
     /// The retry layer's `attempt_timeout`; unset: a third of `request_timeout`.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     attempt_timeout: Option<Duration>,
+    /// The retry layer's `hedge_after`; unset: no hedging.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    hedge_after: Option<Duration>,
     preserve_host: bool,
     #[serde(with = "humantime_serde")]
     upgrade_idle_timeout: Duration,
@@ -114,6 +117,7 @@ impl From<ProxyFile> for ProxyConfig {
                 backoff: f.retry_backoff,
                 non_idempotent: f.retry_non_idempotent,
                 attempt_timeout: f.attempt_timeout,
+                hedge_after: f.hedge_after,
                 ..RetryConfig::default()
             },
             breaker: BreakerConfig {
@@ -216,6 +220,7 @@ impl From<ProxyConfig> for ProxyFile {
             dns_max_ttl: health.dns_max_ttl,
             request_timeout,
             attempt_timeout: retry.attempt_timeout,
+            hedge_after: retry.hedge_after,
             preserve_host,
             upgrade_idle_timeout,
             upgrade_protocols,
