@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::request::Parts;
 use http::Request;
 use pin_project_lite::pin_project;
-use switchyard_core::{AttemptTimeout, BoxError, Deadline};
+use switchyard_core::{AttemptTimeout, BoxError, Deadline, RequestTimeout};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -280,9 +280,25 @@ where
                     continue;
                 }
                 StateProj::Ready => {
-                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
-                        return Poll::Ready(Err(err.into()));
+                    match this.service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+                        Poll::Pending => {
+                            // No backend ready for the retry: it may wait until the
+                            // request's deadline, no longer.
+                            let Some(deadline) = this.policy.request_deadline() else {
+                                return Poll::Pending;
+                            };
+                            if !*this.timed {
+                                arm(this.timer.as_mut(), deadline.instant());
+                                *this.timed = true;
+                            }
+                            let timer = this.timer.as_mut().as_pin_mut();
+                            ready!(timer.expect("armed for the deadline").poll(cx));
+                            return Poll::Ready(Err(RequestTimeout::new().into()));
+                        }
                     }
+                    *this.timed = false;
                     let retry = this.retry.as_mut().expect("only a retry waits");
                     let body = retry.next.take().expect("made when the retry was decided");
                     this.policy.on_retry();

@@ -41,6 +41,15 @@ pub trait Policy<Req, Res> {
         None
     }
 
+    /// When the whole request must be answered by, if it must: a retry that waits this
+    /// long for the inner service to be ready fails with
+    /// [`RequestTimeout`](switchyard_core::RequestTimeout). (Attempts are bounded by
+    /// [`attempt_deadline`](Policy::attempt_deadline), backoffs by
+    /// [`retry`](Policy::retry).)
+    fn request_deadline(&self) -> Option<Deadline> {
+        None
+    }
+
     /// The attempt in flight was abandoned at its [`attempt_deadline`](Policy::attempt_deadline).
     fn on_attempt_timeout(&mut self) {}
 
@@ -248,6 +257,10 @@ where
 
     fn on_attempt_timeout(&mut self) {
         bump(&self.shared.stats.attempt_timeouts);
+    }
+
+    fn request_deadline(&self) -> Option<Deadline> {
+        self.deadline.map(Deadline::at)
     }
 
     fn hedge_after(&mut self) -> Option<Duration> {

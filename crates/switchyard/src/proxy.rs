@@ -16,7 +16,6 @@ use switchyard_metrics::{
 };
 use switchyard_pool::{PoolConfig, PoolStats};
 use switchyard_retry::{ReplayBody, Retry, RetryLayer, RetryStats};
-use tower::timeout::{Timeout, TimeoutLayer};
 use tower::util::{Either, MapRequest, MapResponse};
 use tower::{Layer, Service, ServiceBuilder};
 
@@ -30,7 +29,7 @@ use crate::{
 
 type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
 type Replayed = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
-type Upstream = Timeout<ProxyHeaders<Retry<Replayed>>>;
+type Upstream = ProxyHeaders<Retry<Replayed>>;
 type Cached = MapResponse<Cache<Upstream>, fn(Response<CacheBody<Body>>) -> Response<Body>>;
 type Stack = Metrics<StrictHost<ErrorResponse<Either<Cached, Upstream>>>>;
 
@@ -104,13 +103,12 @@ impl Proxy {
             .upgrade_protocols(&config.upgrade_protocols);
         let tunnels = headers.tunnels().clone();
         let upstream = ServiceBuilder::new()
-            .layer(TimeoutLayer::new(config.request_timeout))
             .layer(headers)
             .layer(retry.clone())
             .map_request(unreplay as fn(_) -> _)
             .service(balance);
-        // The cache sits above the timeout: a hit takes no timer, and a stored response can
-        // answer for backends that time out (stale-if-error).
+        // The cache sits above the retries and their deadline: a hit takes no timer, and a
+        // stored response can answer for backends that time out (stale-if-error).
         let (cached, cache) = if let Some(cache) = &config.cache {
             let layer = CacheLayer::new(cache.clone());
             let handle = layer.handle();
@@ -320,8 +318,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let mut req = req.map(body::boxed);
-        // Stamped before the timeout below starts its clock, so that an attempt cut off by
-        // the timeout is past this deadline and counts against its backend.
+        // The request's deadline: the retry layer bounds every attempt, backoff and wait
+        // for a ready backend by it (one timer per request), and an attempt cut off at it
+        // counts against its backend. A cache hit above the retries needs no timer.
         req.extensions_mut()
             .insert(Deadline::after(self.shared.config.request_timeout));
         self.stack.call(req)
