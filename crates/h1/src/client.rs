@@ -571,6 +571,11 @@ impl<T, B> ResponseBody<T, B> {
         }
     }
 
+    /// Whether the response was read to its end ([`Body::is_end_stream`], without bounds).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
     /// The connection, once the response was read to its end and the request sent in
     /// full, when it can carry another request; `None` otherwise (it is closed when this
     /// body is dropped).
