@@ -22,7 +22,7 @@ pub struct PooledBody<B> {
 
 // A pool runs one engine, so each body is one variant; boxing would allocate per request.
 #[allow(clippy::large_enum_variant)]
-enum Inner<B> {
+pub(crate) enum Inner<B> {
     Hyper(Incoming),
     Native(NativeBody<B>),
 }
@@ -56,19 +56,25 @@ impl<B> Drop for PooledBody<B> {
     }
 }
 
+impl<B> From<Incoming> for Inner<B> {
+    fn from(body: Incoming) -> Self {
+        Self::Hyper(body)
+    }
+}
+
+impl<B> From<NativeBody<B>> for Inner<B> {
+    fn from(body: NativeBody<B>) -> Self {
+        Self::Native(body)
+    }
+}
+
 impl<B> PooledBody<B> {
-    pub(crate) fn new(body: Incoming, release: Release<B>) -> Self {
-        Self::pooled(Inner::Hyper(body), release)
-    }
-
-    pub(crate) fn native(body: NativeBody<B>, release: Release<B>) -> Self {
-        Self::pooled(Inner::Native(body), release)
-    }
-
-    fn pooled(body: Inner<B>, release: Release<B>) -> Self {
+    /// A body whose connection goes back with `release`, or, without one, whose
+    /// connection is not the pool's any more.
+    pub(crate) fn new(body: impl Into<Inner<B>>, release: Option<Release<B>>) -> Self {
         let mut body = Self {
-            body,
-            release: Some(release),
+            body: body.into(),
+            release,
         };
         if body.body.is_end_stream() {
             // Nothing to read (204, HEAD, Content-Length: 0): the connection is free now,
@@ -81,22 +87,6 @@ impl<B> PooledBody<B> {
     fn finish(&mut self) {
         if let Some(release) = self.release.take() {
             release.done(self.body.take_connection());
-        }
-    }
-
-    /// A body whose connection is not the pool's any more.
-    pub(crate) fn unpooled(body: Incoming) -> Self {
-        Self {
-            body: Inner::Hyper(body),
-            release: None,
-        }
-    }
-
-    /// [`unpooled`](Self::unpooled) for the native engine.
-    pub(crate) fn native_unpooled(body: NativeBody<B>) -> Self {
-        Self {
-            body: Inner::Native(body),
-            release: None,
         }
     }
 }

@@ -662,18 +662,7 @@ where
             .into());
         }
         match conn.sender().try_send_request(req).await {
-            Ok(res) => {
-                if reused {
-                    Counters::bump(&inner.counters.reused);
-                }
-                if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    // The connection now belongs to the upgrade (`hyper::upgrade::on` of
-                    // the response): it leaves the pool and its limit.
-                    drop(conn.retire(Closed::Upgraded));
-                    return Ok(res.map(PooledBody::unpooled));
-                }
-                return Ok(res.map(|body| PooledBody::new(body, conn)));
-            }
+            Ok(res) => return Ok(h1_answer(&inner, res, conn, reused)),
             Err(mut e) => match e.take_message() {
                 // The backend closed a kept-alive connection before the request left: it
                 // was not sent, so send it on another connection.
@@ -690,6 +679,28 @@ where
             },
         }
     }
+}
+
+/// An HTTP/1.1 response, counted; its body gives the connection back, unless the
+/// connection now belongs to the upgrade (`hyper::upgrade::on` of the response, or its
+/// `switchyard_h1::OnUpgrade`) and leaves the pool and its limit.
+fn h1_answer<B, T>(
+    inner: &Inner<B>,
+    res: Response<T>,
+    conn: Release<B>,
+    reused: bool,
+) -> Response<PooledBody<B>>
+where
+    T: Into<crate::body::Inner<B>>,
+{
+    if reused {
+        Counters::bump(&inner.counters.reused);
+    }
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        drop(conn.retire(Closed::Upgraded));
+        return res.map(|body| PooledBody::new(body, None));
+    }
+    res.map(|body| PooledBody::new(body, Some(conn)))
 }
 
 async fn dial_native<B>(inner: &Inner<B>) -> Result<NativeConn, BoxError> {
@@ -728,18 +739,7 @@ where
             },
         );
         match conn.send(req).await {
-            Ok(res) => {
-                if reused {
-                    Counters::bump(&inner.counters.reused);
-                }
-                if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    // The connection now belongs to the upgrade (the response's
-                    // `switchyard_h1::OnUpgrade`): it leaves the pool and its limit.
-                    drop(release.retire(Closed::Upgraded));
-                    return Ok(res.map(PooledBody::native_unpooled));
-                }
-                return Ok(res.map(|body| PooledBody::native(body, release)));
-            }
+            Ok(res) => return Ok(h1_answer(&inner, res, release, reused)),
             Err(mut e) => match e.take_request() {
                 // Nothing of it left on a kept-alive connection the backend closed: send
                 // it on another connection.
@@ -773,7 +773,7 @@ where
     // From here the stream is accounted for, however the request ends.
     let release = Release::new(inner.clone(), Held::H2 { conn });
     let res = sender.send_request(req).await?;
-    Ok(res.map(|body| PooledBody::new(body, release)))
+    Ok(res.map(|body| PooledBody::new(body, Some(release))))
 }
 
 /// Reserves a stream on an open HTTP/2 connection with room, dialling one when all are

@@ -607,6 +607,24 @@ mod tests {
     }
 
     #[test]
+    fn backend_http1_engine_both_ways() {
+        for (name, engine) in [
+            ("native", Http1Engine::Native),
+            ("hyper", Http1Engine::Hyper),
+        ] {
+            let c: ProxyConfig = toml::from_str(&format!("backend_http1 = \"{name}\"")).unwrap();
+            assert_eq!(c.pool.http1, engine);
+            let written = toml::to_string(&c).unwrap();
+            assert!(
+                written.contains(&format!("backend_http1 = \"{name}\"")),
+                "{written}"
+            );
+            assert_eq!(toml::from_str::<ProxyConfig>(&written).unwrap(), c);
+        }
+        assert!(toml::from_str::<ProxyConfig>("backend_http1 = \"h3\"").is_err());
+    }
+
+    #[test]
     fn attempt_timeout_must_be_positive_and_within_the_request_timeout() {
         for (attempt, message) in [
             (Duration::ZERO, "must be longer than 0s"),
