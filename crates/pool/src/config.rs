@@ -21,9 +21,9 @@ pub enum Protocol {
 #[serde(rename_all = "lowercase")]
 pub enum Http1Engine {
     /// `switchyard-h1`'s client: the request's task drives its connection.
+    #[default]
     Native,
     /// hyper's `client::conn::http1`, a task per connection.
-    #[default]
     Hyper,
 }
 
@@ -44,7 +44,7 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// HTTP/1.1 or HTTP/2.
     pub protocol: Protocol,
-    /// The HTTP/1.1 engine (default hyper). HTTP/2 always runs on hyper.
+    /// The HTTP/1.1 engine (default native). HTTP/2 always runs on hyper.
     pub http1: Http1Engine,
     /// Concurrent streams carried by one HTTP/2 connection before another is opened
     /// (default 100).

@@ -18,7 +18,7 @@
 //!   under steady traffic each is taken now and then, and a pool grown by a burst would
 //!   otherwise keep its size. At most [`PoolConfig::max_idle`] are kept.
 //! - **Two HTTP/1.1 engines** ([`PoolConfig::http1`], [`Http1Engine`]): hyper's
-//!   `client::conn::http1` (the default), or `switchyard-h1`'s native client, whose
+//!   `client::conn::http1`, or `switchyard-h1`'s native client (the default), whose
 //!   connections have no task of their own: the request's task drives its connection,
 //!   and an idle one is checked for a close (or bytes nobody asked for) before it is used.
 //! - **HTTP/2** by prior knowledge ([`Protocol::Http2`]): requests share one multiplexed

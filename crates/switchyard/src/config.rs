@@ -46,7 +46,7 @@ pub struct ProxyConfig {
     /// when set in code (a custom verifier…), is used for `https` backends instead of
     /// `backend_ca_file` and the client certificate. The file's `connection_timeout`
     /// sets both `connect_timeout` and `wait_timeout`. Its `http1` engine is the file's
-    /// `backend_http1`; the default (hyper) can be overridden with the environment
+    /// `backend_http1`; the default (native) can be overridden with the environment
     /// variable `SWITCHYARD_BACKEND_HTTP1=native|hyper`, read by [`ProxyConfig::default`]
     /// (so that a whole test suite can run on either engine).
     pub pool: PoolConfig,
