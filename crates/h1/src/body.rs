@@ -76,7 +76,7 @@ pub(crate) enum Decoder {
 }
 
 impl Decoder {
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ParseError> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ParseError> {
         match self {
             Decoder::Length(0) => Ok(Decoded::Done),
             Decoder::Length(_) if buf.is_empty() => Ok(Decoded::NeedMore),

@@ -134,6 +134,7 @@ enum Kind {
     BodyLength,
     Informational,
     NoUpgrade,
+    RequestBody,
 }
 
 impl Error {
@@ -163,6 +164,10 @@ impl Error {
 
     pub(crate) fn body(err: impl Into<BoxError>) -> Self {
         Self::new(Kind::Body, Some(err.into()))
+    }
+
+    pub(crate) fn request_body(err: impl Into<BoxError>) -> Self {
+        Self::new(Kind::RequestBody, Some(err.into()))
     }
 
     pub(crate) fn body_length() -> Self {
@@ -207,9 +212,9 @@ impl Error {
         self.kind == Kind::Service
     }
 
-    /// A response body failed, or did not match its `Content-Length`.
+    /// A body being sent failed, or did not match its `Content-Length`.
     pub fn is_body(&self) -> bool {
-        matches!(self.kind, Kind::Body | Kind::BodyLength)
+        matches!(self.kind, Kind::Body | Kind::BodyLength | Kind::RequestBody)
     }
 
     /// The [`ParseError`] behind this error, if the peer sent a malformed message.
@@ -225,9 +230,10 @@ impl Error {
             Kind::HeaderTimeout => "request head not received in time",
             Kind::Service => "service failed",
             Kind::Body => "response body failed",
-            Kind::BodyLength => "response body does not match its Content-Length",
+            Kind::BodyLength => "body does not match its Content-Length",
             Kind::Informational => "service answered with a 1xx status as its final response",
             Kind::NoUpgrade => "the connection did not switch protocols",
+            Kind::RequestBody => "request body failed",
         }
     }
 }

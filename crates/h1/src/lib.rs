@@ -14,11 +14,13 @@
 //! - [`encode`]: heads written into one reused buffer.
 //! - [`server`]: [`serve_connection`] drives one client connection with a
 //!   `tower::Service`.
+//! - [`client`]: a backend [`Connection`] driven by the request's own task (no
+//!   connection task): [`Connection::send`] returns the response, whose [`ResponseBody`]
+//!   reads the socket and hands the connection back for reuse when the exchange is done.
 //! - [`upgrade`]: `101 Switching Protocols` and CONNECT hand the connection to the
 //!   request's [`OnUpgrade`] extension.
 //!
 //! Still to do:
-//! - the client side, for the backend pool;
 //! - wiring into `switchyard-server` behind `server.http1 = "native" | "hyper"`;
 //! - sending 1xx informational responses (103 Early Hints) on the service's behalf
 //!   (`100 Continue` is sent by the engine itself; a service answering with a 1xx other
@@ -27,6 +29,7 @@
 
 pub mod body;
 pub mod chunked;
+pub mod client;
 pub mod encode;
 pub mod error;
 pub mod parse;
@@ -34,6 +37,7 @@ pub mod server;
 pub mod upgrade;
 
 pub use body::RecvBody;
+pub use client::{ClientConfig, Connection, ResponseBody, SendError};
 pub use error::{Error, ParseError};
 pub use server::{serve_connection, Config};
 pub use upgrade::{OnUpgrade, Upgraded};

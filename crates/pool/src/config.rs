@@ -16,6 +16,17 @@ pub enum Protocol {
     Http2,
 }
 
+/// Which HTTP/1.1 implementation speaks to HTTP/1.1 backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Http1Engine {
+    /// `switchyard-h1`'s client: the request's task drives its connection.
+    #[default]
+    Native,
+    /// hyper's `client::conn::http1`, a task per connection.
+    Hyper,
+}
+
 /// A pool's limits and timeouts. The defaults are the specification's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
@@ -33,6 +44,8 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// HTTP/1.1 or HTTP/2.
     pub protocol: Protocol,
+    /// The HTTP/1.1 engine (default native). HTTP/2 always runs on hyper.
+    pub http1: Http1Engine,
     /// Concurrent streams carried by one HTTP/2 connection before another is opened
     /// (default 100).
     pub h2_max_streams: usize,
@@ -49,6 +62,7 @@ impl Default for PoolConfig {
             wait_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
             protocol: Protocol::Http1,
+            http1: Http1Engine::default(),
             h2_max_streams: 100,
             tls: None,
         }

@@ -17,6 +17,10 @@
 //!   spare for a whole idle timeout: idle connections are reused first in, first out, so
 //!   under steady traffic each is taken now and then, and a pool grown by a burst would
 //!   otherwise keep its size. At most [`PoolConfig::max_idle`] are kept.
+//! - **Two HTTP/1.1 engines** ([`PoolConfig::http1`], [`Http1Engine`]): hyper's
+//!   `client::conn::http1`, or `switchyard-h1`'s native client (the default), whose
+//!   connections have no task of their own: the request's task drives its connection,
+//!   and an idle one is checked for a close (or bytes nobody asked for) before it is used.
 //! - **HTTP/2** by prior knowledge ([`Protocol::Http2`]): requests share one multiplexed
 //!   connection, and another is opened when every open one carries
 //!   [`PoolConfig::h2_max_streams`] streams.
@@ -25,7 +29,8 @@
 //!   that ask for one), with the backend's host as SNI and ALPN for the protocol; the
 //!   handshake counts against the connect timeout.
 //! - **Protocol upgrades**: an HTTP/1.1 connection whose backend answers `101 Switching
-//!   Protocols` is handed to the upgrade (`hyper::upgrade::on` of the response) and leaves
+//!   Protocols` is handed to the upgrade (`hyper::upgrade::on` of the response, or the
+//!   response's `switchyard_h1::OnUpgrade` extension on the native engine) and leaves
 //!   the pool.
 //! - **Typed connect errors** ([`ConnectError`]: refused,
 //!   DNS, timeout, TLS), so a breaker or retry policy can classify them.
@@ -62,7 +67,7 @@ mod stats;
 mod tls;
 
 pub use body::PooledBody;
-pub use config::{PoolConfig, Protocol};
+pub use config::{Http1Engine, PoolConfig, Protocol};
 pub use error::{CaError, CertKeyError};
 pub use service::{Pool, ResponseFuture};
 pub use stats::{ClosedStats, PoolStats};

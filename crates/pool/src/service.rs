@@ -25,7 +25,7 @@ use crate::connect;
 use crate::linger::Linger;
 use crate::stats::{Closed, Counters};
 use crate::tls::Stream;
-use crate::{PoolConfig, PoolStats, Protocol};
+use crate::{Http1Engine, PoolConfig, PoolStats, Protocol};
 
 /// One backend's connection pool, as a service. Cheap to clone; clones share the pool.
 /// See the [crate docs](crate).
@@ -66,8 +66,29 @@ struct Inner<B> {
 }
 
 struct Idle<B> {
-    sender: http1::SendRequest<B>,
+    sender: H1Conn<B>,
     since: Instant,
+}
+
+/// A native HTTP/1.1 backend connection.
+pub(crate) type NativeConn = switchyard_h1::Connection<Stream>;
+
+/// An HTTP/1.1 connection of either engine ([`Http1Engine`](crate::Http1Engine)). A pool
+/// runs one engine; boxing the native one would allocate per request.
+#[allow(clippy::large_enum_variant)]
+enum H1Conn<B> {
+    Hyper(http1::SendRequest<B>),
+    Native(NativeConn),
+}
+
+impl<B> H1Conn<B> {
+    /// The backend closed it (or, native, sent bytes unasked): it cannot be used.
+    fn is_closed(&mut self) -> bool {
+        match self {
+            Self::Hyper(sender) => sender.is_closed(),
+            Self::Native(conn) => conn.is_closed(),
+        }
+    }
 }
 
 struct H2Conn<B> {
@@ -222,6 +243,9 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         match inner.config.protocol {
+            Protocol::Http1 if inner.config.http1 == Http1Engine::Native => {
+                Box::pin(send_native(inner, req))
+            }
             Protocol::Http1 => Box::pin(send_h1(inner, req)),
             Protocol::Http2 => Box::pin(send_h2(inner, req)),
         }
@@ -236,9 +260,11 @@ pub(crate) struct Release<B> {
     held: Option<Held<B>>,
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Held<B> {
+    /// `sender` is `None` while a native connection is in its response body.
     H1 {
-        sender: http1::SendRequest<B>,
+        sender: Option<H1Conn<B>>,
         _permit: OwnedSemaphorePermit,
     },
     H2 {
@@ -257,8 +283,11 @@ impl<B> Release<B> {
 
     fn sender(&mut self) -> &mut http1::SendRequest<B> {
         match &mut self.held {
-            Some(Held::H1 { sender, .. }) => sender,
-            _ => unreachable!("only HTTP/1.1 releases hold a sender"),
+            Some(Held::H1 {
+                sender: Some(H1Conn::Hyper(sender)),
+                ..
+            }) => sender,
+            _ => unreachable!("only hyper's HTTP/1.1 releases hold a sender"),
         }
     }
 
@@ -285,11 +314,17 @@ impl<B> Release<B> {
         }
     }
 
-    /// The response was read to the end: the connection can carry another request.
-    pub(crate) fn done(mut self) {
+    /// The response was read to the end: the connection can carry another request. A
+    /// native connection comes back from its body as `native`, if it can.
+    pub(crate) fn done(mut self, native: Option<NativeConn>) {
         self.inner.counters.in_use.fetch_sub(1, Ordering::Relaxed);
         match self.held.take() {
             Some(Held::H1 { sender, _permit }) => {
+                let Some(sender) = sender.or(native.map(H1Conn::Native)) else {
+                    // The backend ended the connection with the response.
+                    self.inner.counters.closed(Closed::Backend);
+                    return;
+                };
                 // Back to the idle set before the permit is released, so that a request
                 // let in by that permit finds it there instead of dialling.
                 let inner = &self.inner;
@@ -329,9 +364,9 @@ impl<B> Inner<B> {
     }
 
     /// Takes a usable idle connection, closing the expired and the dead on the way.
-    fn pop_idle(&self) -> Option<http1::SendRequest<B>> {
+    fn pop_idle(&self) -> Option<H1Conn<B>> {
         let now = Instant::now();
-        while let Some(idle) = self.idle.pop() {
+        while let Some(mut idle) = self.idle.pop() {
             if idle.sender.is_closed() {
                 self.counters.closed(Closed::Backend);
             } else if self.idle_for(idle.since, now) {
@@ -363,10 +398,13 @@ impl<B> Inner<B> {
     fn shrink(&self) {
         let spare = self.idle_low.load(Ordering::Relaxed).min(self.idle.len());
         for _ in 0..spare {
-            match self.idle.pop() {
-                Some(idle) if idle.sender.is_closed() => self.counters.closed(Closed::Backend),
-                Some(_) => self.counters.closed(Closed::IdleTimeout),
-                None => break,
+            let Some(mut idle) = self.idle.pop() else {
+                break;
+            };
+            if idle.sender.is_closed() {
+                self.counters.closed(Closed::Backend);
+            } else {
+                self.counters.closed(Closed::IdleTimeout);
             }
         }
         self.idle_low.store(self.idle.len(), Ordering::Relaxed);
@@ -392,7 +430,9 @@ impl<B> Inner<B> {
     fn reap(&self, shrink: bool) {
         let now = Instant::now();
         for _ in 0..self.idle.len() {
-            let Some(idle) = self.idle.pop() else { break };
+            let Some(mut idle) = self.idle.pop() else {
+                break;
+            };
             if idle.sender.is_closed() {
                 self.counters.closed(Closed::Backend);
             } else if self.idle_for(idle.since, now) {
@@ -593,7 +633,8 @@ where
     let mut permit = acquire(&inner).await?;
     loop {
         let (sender, reused) = match inner.pop_idle() {
-            Some(sender) => (sender, true),
+            Some(H1Conn::Hyper(sender)) => (sender, true),
+            Some(H1Conn::Native(_)) => unreachable!("a pool has one HTTP/1.1 engine"),
             // Boxed: dialling is the rare path, and inline it would make every request's
             // future as large as a TCP connect plus a handshake.
             None => (Box::pin(dial_h1(&inner)).await?, false),
@@ -601,7 +642,7 @@ where
         let mut conn = Release::new(
             inner.clone(),
             Held::H1 {
-                sender,
+                sender: Some(H1Conn::Hyper(sender)),
                 _permit: permit,
             },
         );
@@ -621,18 +662,7 @@ where
             .into());
         }
         match conn.sender().try_send_request(req).await {
-            Ok(res) => {
-                if reused {
-                    Counters::bump(&inner.counters.reused);
-                }
-                if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    // The connection now belongs to the upgrade (`hyper::upgrade::on` of
-                    // the response): it leaves the pool and its limit.
-                    drop(conn.retire(Closed::Upgraded));
-                    return Ok(res.map(PooledBody::unpooled));
-                }
-                return Ok(res.map(|body| PooledBody::new(body, conn)));
-            }
+            Ok(res) => return Ok(h1_answer(&inner, res, conn, reused)),
             Err(mut e) => match e.take_message() {
                 // The backend closed a kept-alive connection before the request left: it
                 // was not sent, so send it on another connection.
@@ -644,6 +674,83 @@ where
                 }
                 _ => {
                     drop(conn);
+                    return Err(e.into_error().into());
+                }
+            },
+        }
+    }
+}
+
+/// An HTTP/1.1 response, counted; its body gives the connection back, unless the
+/// connection now belongs to the upgrade (`hyper::upgrade::on` of the response, or its
+/// `switchyard_h1::OnUpgrade`) and leaves the pool and its limit.
+fn h1_answer<B, T>(
+    inner: &Inner<B>,
+    res: Response<T>,
+    conn: Release<B>,
+    reused: bool,
+) -> Response<PooledBody<B>>
+where
+    T: Into<crate::body::Inner<B>>,
+{
+    if reused {
+        Counters::bump(&inner.counters.reused);
+    }
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        drop(conn.retire(Closed::Upgraded));
+        return res.map(|body| PooledBody::new(body, None));
+    }
+    res.map(|body| PooledBody::new(body, Some(conn)))
+}
+
+async fn dial_native<B>(inner: &Inner<B>) -> Result<NativeConn, BoxError> {
+    let stream = connect(inner).await?;
+    Counters::bump(&inner.counters.created);
+    Ok(switchyard_h1::Connection::new(
+        stream,
+        switchyard_h1::ClientConfig::default(),
+    ))
+}
+
+/// [`send_h1`] on the native engine: the request's task drives its connection, which
+/// comes back to the idle set from the response body.
+async fn send_native<B>(
+    inner: Arc<Inner<B>>,
+    mut req: Request<B>,
+) -> Result<Response<PooledBody<B>>, BoxError>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    prepare_h1(&mut req, &inner.host);
+    let mut permit = acquire(&inner).await?;
+    loop {
+        let (conn, reused) = match inner.pop_idle() {
+            Some(H1Conn::Native(conn)) => (conn, true),
+            Some(H1Conn::Hyper(_)) => unreachable!("a pool has one HTTP/1.1 engine"),
+            None => (Box::pin(dial_native(&inner)).await?, false),
+        };
+        let release = Release::new(
+            inner.clone(),
+            Held::H1 {
+                sender: None,
+                _permit: permit,
+            },
+        );
+        match conn.send(req).await {
+            Ok(res) => return Ok(h1_answer(&inner, res, release, reused)),
+            Err(mut e) => match e.take_request() {
+                // Nothing of it left on a kept-alive connection the backend closed: send
+                // it on another connection.
+                Some(unsent) if reused => {
+                    permit = release
+                        .retire(Closed::Backend)
+                        .expect("HTTP/1.1 holds a permit");
+                    req = unsent;
+                }
+                _ => {
+                    drop(release);
                     return Err(e.into_error().into());
                 }
             },
@@ -666,7 +773,7 @@ where
     // From here the stream is accounted for, however the request ends.
     let release = Release::new(inner.clone(), Held::H2 { conn });
     let res = sender.send_request(req).await?;
-    Ok(res.map(|body| PooledBody::new(body, release)))
+    Ok(res.map(|body| PooledBody::new(body, Some(release))))
 }
 
 /// Reserves a stream on an open HTTP/2 connection with room, dialling one when all are

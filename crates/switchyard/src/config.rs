@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchyard_breaker::BreakerConfig;
 use switchyard_cache::CacheConfig;
 use switchyard_health::HealthConfig;
-use switchyard_pool::{CertKey, CertKeyError, PoolConfig, Protocol, TlsConfig};
+use switchyard_pool::{CertKey, CertKeyError, Http1Engine, PoolConfig, Protocol, TlsConfig};
 use switchyard_retry::RetryConfig;
 
 use self::file::ProxyFile;
@@ -45,7 +45,10 @@ pub struct ProxyConfig {
     /// Each backend's connection pool. Its `protocol` is each backend's own; its `tls`,
     /// when set in code (a custom verifier…), is used for `https` backends instead of
     /// `backend_ca_file` and the client certificate. The file's `connection_timeout`
-    /// sets both `connect_timeout` and `wait_timeout`.
+    /// sets both `connect_timeout` and `wait_timeout`. Its `http1` engine is the file's
+    /// `backend_http1`; the default (native) can be overridden with the environment
+    /// variable `SWITCHYARD_BACKEND_HTTP1=native|hyper`, read by [`ProxyConfig::default`]
+    /// (so that a whole test suite can run on either engine).
     pub pool: PoolConfig,
     /// Retries. Without a `deadline` of its own, no attempt starts after
     /// `request_timeout`; without an `attempt_timeout` of its own, an attempt waits at most
@@ -82,10 +85,22 @@ pub struct ProxyConfig {
     pub upgrade_protocols: Vec<String>,
 }
 
+/// `SWITCHYARD_BACKEND_HTTP1`, when set to `native` or `hyper`.
+fn http1_from_env() -> Option<Http1Engine> {
+    match std::env::var("SWITCHYARD_BACKEND_HTTP1").ok()?.as_str() {
+        "native" => Some(Http1Engine::Native),
+        "hyper" => Some(Http1Engine::Hyper),
+        _ => None,
+    }
+}
+
 impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
-            pool: PoolConfig::default(),
+            pool: PoolConfig {
+                http1: http1_from_env().unwrap_or_default(),
+                ..PoolConfig::default()
+            },
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
             cache: Some(CacheConfig::default()),
@@ -633,6 +648,24 @@ mod tests {
             assert_eq!(problems[0].key, "hedge_after");
             assert_eq!(problems[0].message, message);
         }
+    }
+
+    #[test]
+    fn backend_http1_engine_both_ways() {
+        for (name, engine) in [
+            ("native", Http1Engine::Native),
+            ("hyper", Http1Engine::Hyper),
+        ] {
+            let c: ProxyConfig = toml::from_str(&format!("backend_http1 = \"{name}\"")).unwrap();
+            assert_eq!(c.pool.http1, engine);
+            let written = toml::to_string(&c).unwrap();
+            assert!(
+                written.contains(&format!("backend_http1 = \"{name}\"")),
+                "{written}"
+            );
+            assert_eq!(toml::from_str::<ProxyConfig>(&written).unwrap(), c);
+        }
+        assert!(toml::from_str::<ProxyConfig>("backend_http1 = \"h3\"").is_err());
     }
 
     #[test]

@@ -42,6 +42,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Upgraded connections (tunnels) through one stack: how many are open, and how many
 /// were opened. Cheap to clone; clones share the counts.
 #[derive(Debug, Clone, Default)]
@@ -159,7 +161,7 @@ impl Upgrade {
         if !switches_as_asked(&protocol, &self.protocol) {
             return None;
         }
-        let backend = res.extensions_mut().remove::<OnUpgrade>()?;
+        let backend = BackendUpgrade::take(res)?;
         tokio::spawn(join(self.client, backend, self.idle, self.tunnels));
         Some(protocol)
     }
@@ -240,8 +242,36 @@ pub(crate) fn refuse_switch<B>(res: &mut Response<B>) {
         upgrade = ?res.headers().get(header::UPGRADE),
         "the backend switched protocols where the proxy could not follow"
     );
-    res.extensions_mut().remove::<OnUpgrade>();
+    drop(BackendUpgrade::take(res));
     *res.status_mut() = StatusCode::BAD_GATEWAY;
+}
+
+/// The backend connection's upgrade handle, from either HTTP/1.1 engine of the pool.
+enum BackendUpgrade {
+    Hyper(OnUpgrade),
+    Native(switchyard_h1::OnUpgrade),
+}
+
+/// The backend's side of a tunnel.
+type BackendIo = Box<dyn switchyard_h1::upgrade::Io>;
+
+impl BackendUpgrade {
+    /// Takes the handle out of a `101` response's extensions.
+    fn take<B>(res: &mut Response<B>) -> Option<Self> {
+        let extensions = res.extensions_mut();
+        if let Some(native) = extensions.remove::<switchyard_h1::OnUpgrade>() {
+            return Some(Self::Native(native));
+        }
+        extensions.remove::<OnUpgrade>().map(Self::Hyper)
+    }
+
+    /// The connection, once handed over.
+    async fn io(self) -> Result<BackendIo, BoxError> {
+        Ok(match self {
+            Self::Hyper(on) => Box::new(TokioIo::new(on.await?)),
+            Self::Native(on) => Box::new(on.await?),
+        })
+    }
 }
 
 /// Puts an upgrade request's headers back after the hop-by-hop ones were removed.
@@ -269,8 +299,14 @@ fn wants_upgrade(headers: &http::HeaderMap) -> bool {
 }
 
 /// Joins the client and the backend once both connections are handed over.
-async fn join(client: OnUpgrade, backend: OnUpgrade, idle: Option<Duration>, tunnels: Tunnels) {
-    let (client, backend) = match tokio::try_join!(client, backend) {
+async fn join(
+    client: OnUpgrade,
+    backend: BackendUpgrade,
+    idle: Option<Duration>,
+    tunnels: Tunnels,
+) {
+    let client = async { client.await.map_err(BoxError::from) };
+    let (client, mut backend) = match tokio::try_join!(client, backend.io()) {
         Ok(pair) => pair,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed before the tunnel opened");
@@ -278,7 +314,7 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, idle: Option<Duration>, tun
         }
     };
     let _open = tunnels.open();
-    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+    let mut client = TokioIo::new(client);
     match tunnel(&mut client, &mut backend, idle).await {
         Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
         Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),

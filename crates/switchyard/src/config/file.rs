@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_breaker::BreakerConfig;
 use switchyard_cache::CacheConfig;
 use switchyard_health::{HealthConfig, StatusRange};
-use switchyard_pool::PoolConfig;
+use switchyard_pool::{Http1Engine, PoolConfig};
 use switchyard_retry::RetryConfig;
 
 use super::{ByteSize, ProxyConfig};
@@ -32,6 +32,8 @@ pub(super) struct ProxyFile {
     idle_conn_timeout: Duration,
     max_idle_per_backend: usize,
     h2_max_streams_per_connection: usize,
+    /// The pool's `http1` engine: "native" or "hyper".
+    backend_http1: Http1Engine,
     backend_ca_file: Option<PathBuf>,
     backend_client_cert_file: Option<PathBuf>,
     backend_client_key_file: Option<PathBuf>,
@@ -109,6 +111,7 @@ impl From<ProxyFile> for ProxyConfig {
                 wait_timeout: f.connection_timeout,
                 idle_timeout: f.idle_conn_timeout,
                 h2_max_streams: f.h2_max_streams_per_connection,
+                http1: f.backend_http1,
                 ..PoolConfig::default()
             },
             retry: RetryConfig {
@@ -192,6 +195,7 @@ impl From<ProxyConfig> for ProxyFile {
             idle_conn_timeout: pool.idle_timeout,
             max_idle_per_backend: pool.max_idle,
             h2_max_streams_per_connection: pool.h2_max_streams,
+            backend_http1: pool.http1,
             backend_ca_file,
             backend_client_cert_file,
             backend_client_key_file,
