@@ -114,7 +114,26 @@ impl Config {
 /// Serves HTTP/1.1 on `io` with `service` until the client closes, a timeout fires or the
 /// connection breaks. `Ok(())` for an orderly end (the client closed between requests,
 /// the idle timeout, or a response that closes the connection).
-pub async fn serve_connection<I, S, B>(io: I, mut service: S, config: Config) -> Result<(), Error>
+pub async fn serve_connection<I, S, B>(io: I, service: S, config: Config) -> Result<(), Error>
+where
+    I: Io,
+    S: Service<Request<RecvBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    serve_connection_until(io, service, config, std::future::pending()).await
+}
+
+/// [`serve_connection`] with a graceful stop: once `stop` resolves, no new request is
+/// read. A connection waiting for (or in the middle of) a request head closes at once;
+/// one with a request in flight finishes its response, then closes.
+pub async fn serve_connection_until<I, S, B>(
+    io: I,
+    mut service: S,
+    config: Config,
+    stop: impl Future<Output = ()>,
+) -> Result<(), Error>
 where
     I: Io,
     S: Service<Request<RecvBody>, Response = Response<B>>,
@@ -129,11 +148,23 @@ where
         parser: HeadParser::new(config.limits),
         config,
     };
+    let mut stop = pin!(stop);
     loop {
-        let Some(req) = conn.read_head().await? else {
+        let head = tokio::select! {
+            biased;
+            () = &mut stop => None,
+            head = conn.read_head() => head?,
+        };
+        let Some(req) = head else {
             return Ok(());
         };
         match conn.serve_one(&mut service, req).await? {
+            Next::KeepAlive
+                if poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx).is_ready())).await =>
+            {
+                let _ = conn.io.shutdown().await;
+                return Ok(());
+            }
             Next::KeepAlive => {}
             Next::Close => {
                 let _ = conn.io.shutdown().await;

@@ -9,7 +9,8 @@
 //!
 //! Joining needs the client connection's upgrade handle, which hyper's server puts in the
 //! request's extensions when it serves the connection with upgrades
-//! (`serve_connection_with_upgrades`, as the `switchyard` binary and `axum::serve` do).
+//! (`serve_connection_with_upgrades`, as `axum::serve` does), and the native engine
+//! (`switchyard_h1`) always does.
 //! Without one there is nothing to join, so the request goes on as a plain request, its
 //! upgrade headers removed like any hop-by-hop header, and the backend answers it as
 //! such. Upgrades need an HTTP/1.1 backend: HTTP/2 has no `Upgrade`.
@@ -112,7 +113,7 @@ impl Drop for OpenTunnel {
 #[derive(Debug)]
 pub(crate) struct Upgrade {
     protocol: HeaderValue,
-    client: OnUpgrade,
+    client: ClientUpgrade,
     idle: Option<Duration>,
     tunnels: Tunnels,
 }
@@ -129,7 +130,7 @@ impl Upgrade {
         tunnels: &Tunnels,
     ) -> Option<Self> {
         let protocol = requested(req, Some(allowed))?;
-        let client = req.extensions_mut().remove::<OnUpgrade>()?;
+        let client = ClientUpgrade::take(req)?;
         Some(Self {
             protocol,
             client,
@@ -142,7 +143,9 @@ impl Upgrade {
     /// handle only to requests that ask for an upgrade, and an empty extension map answers
     /// without hashing anything.
     fn can_upgrade<B>(req: &Request<B>) -> bool {
-        req.extensions().get::<OnUpgrade>().is_some()
+        let extensions = req.extensions();
+        extensions.get::<OnUpgrade>().is_some()
+            || extensions.get::<switchyard_h1::OnUpgrade>().is_some()
     }
 
     /// Puts the upgrade request's headers back after the hop-by-hop ones were removed.
@@ -268,9 +271,40 @@ fn wants_upgrade(headers: &http::HeaderMap) -> bool {
         .any(|option| option.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// A client connection's upgrade handle: from hyper's server or the native engine.
+#[derive(Debug)]
+enum ClientUpgrade {
+    Hyper(OnUpgrade),
+    Native(switchyard_h1::OnUpgrade),
+}
+
+impl ClientUpgrade {
+    fn take<B>(req: &mut Request<B>) -> Option<Self> {
+        let extensions = req.extensions_mut();
+        match extensions.remove::<OnUpgrade>() {
+            Some(hyper) => Some(Self::Hyper(hyper)),
+            None => extensions
+                .remove::<switchyard_h1::OnUpgrade>()
+                .map(Self::Native),
+        }
+    }
+
+    /// The client's connection, once handed over.
+    async fn io(self) -> Result<Box<dyn switchyard_h1::upgrade::Io>, crate::BoxError> {
+        Ok(match self {
+            Self::Hyper(on) => Box::new(TokioIo::new(on.await?)),
+            Self::Native(on) => {
+                let (io, read) = on.await?.into_parts();
+                Box::new(switchyard_h1::Rewind::new(io, read))
+            }
+        })
+    }
+}
+
 /// Joins the client and the backend once both connections are handed over.
-async fn join(client: OnUpgrade, backend: OnUpgrade, idle: Option<Duration>, tunnels: Tunnels) {
-    let (client, backend) = match tokio::try_join!(client, backend) {
+async fn join(client: ClientUpgrade, backend: OnUpgrade, idle: Option<Duration>, tunnels: Tunnels) {
+    let backend = async { Ok::<_, crate::BoxError>(TokioIo::new(backend.await?)) };
+    let (mut client, mut backend) = match tokio::try_join!(client.io(), backend) {
         Ok(pair) => pair,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed before the tunnel opened");
@@ -278,7 +312,6 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, idle: Option<Duration>, tun
         }
     };
     let _open = tunnels.open();
-    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
     match tunnel(&mut client, &mut backend, idle).await {
         Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
         Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
