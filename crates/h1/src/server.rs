@@ -58,6 +58,8 @@ pub struct Config {
     read_size: usize,
     max_chunk_extensions: usize,
     max_trailers: usize,
+    linger: Duration,
+    linger_bytes: u64,
 }
 
 impl Default for Config {
@@ -69,6 +71,8 @@ impl Default for Config {
             read_size: 8 * 1024,
             max_chunk_extensions: 16 * 1024,
             max_trailers: 16 * 1024,
+            linger: Duration::ZERO,
+            linger_bytes: 0,
         }
     }
 }
@@ -101,6 +105,16 @@ impl Config {
     /// Chunk extension bytes allowed over a whole request body (default 16 KiB).
     pub fn max_chunk_extensions(mut self, bytes: usize) -> Self {
         self.max_chunk_extensions = bytes;
+        self
+    }
+
+    /// A request body the service did not read to its end is read and discarded after
+    /// the response, for up to `time` and `bytes` more than already buffered, so that a
+    /// client still sending it gets the response, and the connection stays open when the
+    /// body ends in time (nginx's lingering close). Default: none, only what is buffered.
+    pub fn linger(mut self, time: Duration, bytes: u64) -> Self {
+        self.linger = time;
+        self.linger_bytes = bytes;
         self
     }
 
@@ -487,8 +501,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         self.io.flush().await.map_err(Error::io)?;
 
         if let Some(mut f) = feeder {
-            if !f.is_finished() && !f.drain_buffered(&mut self.rbuf) {
-                keep_alive = false;
+            let (linger, max) = (self.config.linger, self.config.linger_bytes);
+            if !f.is_finished() {
+                let drain = f.drain_within(&mut self.io, &mut self.rbuf, read_size, max);
+                if tokio::time::timeout(linger, drain).await != Ok(true) {
+                    keep_alive = false;
+                }
             }
         }
         Ok(if keep_alive {

@@ -194,7 +194,8 @@ impl ServerConfig {
     }
 
     /// The native HTTP/1.1 engine's settings, when it serves HTTP/1.1: the same limits as
-    /// hyper's (the header read timeout also bounds a keep-alive connection's idle time).
+    /// hyper's (the header read timeout also bounds a keep-alive connection's idle time),
+    /// and the same bounded drain of an unread request body as [`Drain`].
     fn native(&self) -> Option<switchyard_h1::Config> {
         if self.http1 != Http1Engine::Native {
             return None;
@@ -204,7 +205,8 @@ impl ServerConfig {
         let config = switchyard_h1::Config::default()
             .limits(limits)
             .header_read_timeout(self.header_read_timeout)
-            .idle_timeout(self.header_read_timeout);
+            .idle_timeout(self.header_read_timeout)
+            .linger(crate::drain::DRAIN_FOR, crate::drain::DRAIN_MAX);
         Some(config)
     }
 }
