@@ -310,10 +310,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         }
     }
 
-    /// Answers a malformed request and closes; errors writing are moot by then.
+    /// Answers a malformed request and closes; errors writing are moot by then. Like the
+    /// proxy's own refusals, the answer is `no-store`: it says nothing about the resource.
     async fn write_error(&mut self, status: StatusCode) {
         self.wbuf.clear();
         let mut headers = http::HeaderMap::new();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         encode_response_head(status, &headers, &mut self.wbuf);
