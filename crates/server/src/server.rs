@@ -104,12 +104,12 @@ pub enum Http1Engine {
 }
 
 impl Default for Http1Engine {
-    /// `Hyper`, unless the environment variable `SWITCHYARD_HTTP1` says `native` (or
-    /// `hyper`): so that a test suite can run under either engine without a change.
+    /// `Native`, unless the environment variable `SWITCHYARD_HTTP1` says `hyper` (or
+    /// `native`): so that a test suite can run under either engine without a change.
     fn default() -> Self {
         match std::env::var("SWITCHYARD_HTTP1").as_deref() {
-            Ok("native") => Self::Native,
-            _ => Self::Hyper,
+            Ok("hyper") => Self::Hyper,
+            _ => Self::Native,
         }
     }
 }
