@@ -205,9 +205,17 @@ impl Feeder {
         }
     }
 
-    /// Reads the rest of the body out of what is already buffered, discarding it, so the
-    /// connection can carry the next request. False if the body is not all there.
-    pub(crate) fn drain_buffered(&mut self, buf: &mut BytesMut) -> bool {
+    /// Reads the rest of the body, discarding it, so the connection can carry the next
+    /// request: what `buf` holds, and at most `max` more bytes from `io` (a bounded
+    /// lingering close; time is the caller's bound). False if the body is not read to its
+    /// end.
+    pub(crate) async fn drain_within<I: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut I,
+        buf: &mut BytesMut,
+        read_size: usize,
+        mut max: u64,
+    ) -> bool {
         if self.want.is_some() || self.failed {
             // `100 Continue` was never sent: the client may or may not send the body.
             return false;
@@ -216,6 +224,13 @@ impl Feeder {
             match self.decoder.decode(buf) {
                 Ok(Decoded::Data(_)) | Ok(Decoded::Trailers(_)) => {}
                 Ok(Decoded::Done) => self.finished = true,
+                Ok(Decoded::NeedMore) if max > 0 => {
+                    buf.reserve(read_size);
+                    match io.read_buf(buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => max = max.saturating_sub(n as u64),
+                    }
+                }
                 Ok(Decoded::NeedMore) | Err(_) => return false,
             }
         }

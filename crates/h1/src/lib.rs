@@ -19,9 +19,13 @@
 //!   reads the socket and hands the connection back for reuse when the exchange is done.
 //! - [`upgrade`]: `101 Switching Protocols` and CONNECT hand the connection to the
 //!   request's [`OnUpgrade`] extension.
+//! - [`rewind`]: I/O that gives back bytes read ahead (a peeked preface, what followed
+//!   an upgrade request).
+//!
+//! `switchyard-server` serves HTTP/1.1 with this engine unless `server.http1 = "hyper"`,
+//! and `switchyard-pool` speaks it to backends unless `SWITCHYARD_BACKEND_HTTP1=hyper`.
 //!
 //! Still to do:
-//! - wiring into `switchyard-server` behind `server.http1 = "native" | "hyper"`;
 //! - sending 1xx informational responses (103 Early Hints) on the service's behalf
 //!   (`100 Continue` is sent by the engine itself; a service answering with a 1xx other
 //!   than 101 as its final response gets the connection closed);
@@ -33,11 +37,13 @@ pub mod client;
 pub mod encode;
 pub mod error;
 pub mod parse;
+pub mod rewind;
 pub mod server;
 pub mod upgrade;
 
 pub use body::RecvBody;
 pub use client::{ClientConfig, Connection, ResponseBody, SendError};
 pub use error::{Error, ParseError};
-pub use server::{serve_connection, Config};
+pub use rewind::Rewind;
+pub use server::{serve_connection, serve_connection_until, Config};
 pub use upgrade::{OnUpgrade, Upgraded};

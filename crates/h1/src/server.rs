@@ -58,6 +58,8 @@ pub struct Config {
     read_size: usize,
     max_chunk_extensions: usize,
     max_trailers: usize,
+    linger: Duration,
+    linger_bytes: u64,
 }
 
 impl Default for Config {
@@ -69,6 +71,8 @@ impl Default for Config {
             read_size: 8 * 1024,
             max_chunk_extensions: 16 * 1024,
             max_trailers: 16 * 1024,
+            linger: Duration::ZERO,
+            linger_bytes: 0,
         }
     }
 }
@@ -104,6 +108,16 @@ impl Config {
         self
     }
 
+    /// A request body the service did not read to its end is read and discarded after
+    /// the response, for up to `time` and `bytes` more than already buffered, so that a
+    /// client still sending it gets the response, and the connection stays open when the
+    /// body ends in time (nginx's lingering close). Default: none, only what is buffered.
+    pub fn linger(mut self, time: Duration, bytes: u64) -> Self {
+        self.linger = time;
+        self.linger_bytes = bytes;
+        self
+    }
+
     /// The largest trailer section of a chunked request (default 16 KiB).
     pub fn max_trailers(mut self, bytes: usize) -> Self {
         self.max_trailers = bytes;
@@ -114,7 +128,26 @@ impl Config {
 /// Serves HTTP/1.1 on `io` with `service` until the client closes, a timeout fires or the
 /// connection breaks. `Ok(())` for an orderly end (the client closed between requests,
 /// the idle timeout, or a response that closes the connection).
-pub async fn serve_connection<I, S, B>(io: I, mut service: S, config: Config) -> Result<(), Error>
+pub async fn serve_connection<I, S, B>(io: I, service: S, config: Config) -> Result<(), Error>
+where
+    I: Io,
+    S: Service<Request<RecvBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    serve_connection_until(io, service, config, std::future::pending()).await
+}
+
+/// [`serve_connection`] with a graceful stop: once `stop` resolves, no new request is
+/// read. A connection waiting for (or in the middle of) a request head closes at once;
+/// one with a request in flight finishes its response, then closes.
+pub async fn serve_connection_until<I, S, B>(
+    io: I,
+    mut service: S,
+    config: Config,
+    stop: impl Future<Output = ()>,
+) -> Result<(), Error>
 where
     I: Io,
     S: Service<Request<RecvBody>, Response = Response<B>>,
@@ -129,11 +162,23 @@ where
         parser: HeadParser::new(config.limits),
         config,
     };
+    let mut stop = pin!(stop);
     loop {
-        let Some(req) = conn.read_head().await? else {
+        let head = tokio::select! {
+            biased;
+            () = &mut stop => None,
+            head = conn.read_head() => head?,
+        };
+        let Some(req) = head else {
             return Ok(());
         };
         match conn.serve_one(&mut service, req).await? {
+            Next::KeepAlive
+                if poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx).is_ready())).await =>
+            {
+                let _ = conn.io.shutdown().await;
+                return Ok(());
+            }
             Next::KeepAlive => {}
             Next::Close => {
                 let _ = conn.io.shutdown().await;
@@ -265,10 +310,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         }
     }
 
-    /// Answers a malformed request and closes; errors writing are moot by then.
+    /// Answers a malformed request and closes; errors writing are moot by then. Like the
+    /// proxy's own refusals, the answer is `no-store`: it says nothing about the resource.
     async fn write_error(&mut self, status: StatusCode) {
         self.wbuf.clear();
         let mut headers = http::HeaderMap::new();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         encode_response_head(status, &headers, &mut self.wbuf);
@@ -456,8 +503,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         self.io.flush().await.map_err(Error::io)?;
 
         if let Some(mut f) = feeder {
-            if !f.is_finished() && !f.drain_buffered(&mut self.rbuf) {
-                keep_alive = false;
+            let (linger, max) = (self.config.linger, self.config.linger_bytes);
+            if !f.is_finished() {
+                let drain = f.drain_within(&mut self.io, &mut self.rbuf, read_size, max);
+                if tokio::time::timeout(linger, drain).await != Ok(true) {
+                    keep_alive = false;
+                }
             }
         }
         Ok(if keep_alive {

@@ -1,6 +1,7 @@
 //! The listener side of switchyard: serves a [`Proxy`](switchyard::Proxy) to clients.
 //!
-//! [`serve`] accepts connections and speaks HTTP/1.1 and HTTP/2 on them, over TLS when
+//! [`serve`] accepts connections and speaks HTTP/1.1 (hyper or the native engine,
+//! [`Http1Engine`]) and HTTP/2 on them, over TLS when
 //! [`ServerConfig`] names certificates ([`ListenerTls`]: SNI, client certificates, reload
 //! without a restart), after a PROXY protocol header when a load balancer sends one. It
 //! bounds how long a client may take to send a request's header, fills in the client's
@@ -13,5 +14,5 @@ pub mod proxy_protocol;
 mod server;
 mod tls;
 
-pub use server::{serve, shutdown_signal, ServerConfig};
+pub use server::{serve, shutdown_signal, Http1Engine, ServerConfig};
 pub use tls::{CertFiles, ListenerOptions, ListenerTls};

@@ -1,5 +1,11 @@
 //! Serves a [`Proxy`] on a listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge), limits on
 //! what a client may do, graceful shutdown.
+//!
+//! HTTP/2 is served by hyper; HTTP/1.1 by hyper or by the native engine
+//! ([`switchyard_h1`]), as [`ServerConfig::http1`] says. With the native engine and
+//! `http2` on, a plaintext connection's first bytes are read to tell HTTP/2's preface from
+//! an HTTP/1 request (what hyper's `auto` does for itself), then given back to the engine
+//! that serves it; over TLS, ALPN decides.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,6 +16,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use futures::future::{self, Either};
 use pin_project_lite::pin_project;
 
@@ -23,7 +30,11 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
 use switchyard::{body, Body, ByteSize, ClientAddr, Proxy};
-use tokio::net::TcpListener;
+use switchyard_h1::upgrade::Io;
+use switchyard_h1::{RecvBody, Rewind};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tower::util::{Oneshot, ServiceExt};
 
 use crate::drain::Drain;
@@ -78,6 +89,29 @@ pub struct ServerConfig {
     /// reloads at once. `0s`: only on SIGHUP.
     #[serde(with = "humantime_serde")]
     pub tls_reload_interval: Duration,
+    /// Which engine serves HTTP/1.1 connections; HTTP/2 is always hyper's.
+    pub http1: Http1Engine,
+}
+
+/// The engine that serves HTTP/1.1 client connections (file key `server.http1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Http1Engine {
+    /// [`switchyard_h1`]: strict framing, no buffer held by an idle connection.
+    Native,
+    /// hyper's HTTP/1 server.
+    Hyper,
+}
+
+impl Default for Http1Engine {
+    /// `Native`, unless the environment variable `SWITCHYARD_HTTP1` says `hyper` (or
+    /// `native`): so that a test suite can run under either engine without a change.
+    fn default() -> Self {
+        match std::env::var("SWITCHYARD_HTTP1").as_deref() {
+            Ok("hyper") => Self::Hyper,
+            _ => Self::Native,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -95,6 +129,7 @@ impl Default for ServerConfig {
             tls_session_tickets: true,
             tls_reload_interval: Duration::from_secs(60),
             proxy_protocol: false,
+            http1: Http1Engine::default(),
         }
     }
 }
@@ -157,6 +192,114 @@ impl ServerConfig {
             builder.http1_only()
         }
     }
+
+    /// The native HTTP/1.1 engine's settings, when it serves HTTP/1.1: the same limits as
+    /// hyper's (the header read timeout also bounds a keep-alive connection's idle time),
+    /// and the same bounded drain of an unread request body as [`Drain`].
+    fn native(&self) -> Option<switchyard_h1::Config> {
+        if self.http1 != Http1Engine::Native {
+            return None;
+        }
+        let max_header = usize::try_from(self.max_header_size.bytes()).unwrap_or(usize::MAX);
+        let limits = switchyard_h1::parse::Limits::default().max_head(max_header.max(8192));
+        let config = switchyard_h1::Config::default()
+            .limits(limits)
+            .header_read_timeout(self.header_read_timeout)
+            .idle_timeout(self.header_read_timeout)
+            .linger(crate::drain::DRAIN_FOR, crate::drain::DRAIN_MAX);
+        Some(config)
+    }
+}
+
+/// The engines of a listener's connections, and the graceful stop that the native one
+/// watches (hyper's connections are told through their [`Watcher`]).
+#[derive(Clone)]
+struct Engines {
+    hyper: auto::Builder<TokioExecutor>,
+    native: Option<switchyard_h1::Config>,
+    http2: bool,
+    header_read_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl Engines {
+    /// Serves a plaintext connection: with the native engine and `http2` on, its first
+    /// bytes say which engine.
+    async fn plain(
+        self,
+        mut io: TcpStream,
+        service: Connection,
+        watcher: Watcher,
+        remote: SocketAddr,
+    ) {
+        let Some(native) = self.native.clone() else {
+            return connection(&self.hyper, TokioIo::new(io), service, watcher, remote).await;
+        };
+        if !self.http2 {
+            return self.native(native, io, service, watcher, remote).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.header_read_timeout;
+        let Some((h2, read)) = first(deadline, sniff_h2(&mut io), "preface", remote).await else {
+            return;
+        };
+        let io = Rewind::new(io, read);
+        if h2 {
+            connection(&self.hyper, TokioIo::new(io), service, watcher, remote).await;
+        } else {
+            self.native(native, io, service, watcher, remote).await;
+        }
+    }
+
+    /// Serves a TLS connection: the native engine, when it serves HTTP/1.1, unless ALPN
+    /// chose `h2`.
+    async fn tls<I: Io>(
+        self,
+        io: I,
+        h2: bool,
+        service: Connection,
+        watcher: Watcher,
+        remote: SocketAddr,
+    ) {
+        match self.native.clone() {
+            Some(native) if !h2 => self.native(native, io, service, watcher, remote).await,
+            _ => connection(&self.hyper, TokioIo::new(io), service, watcher, remote).await,
+        }
+    }
+
+    /// One connection on the native engine: counted by `watcher` while it lasts, and
+    /// stopped gracefully (no new request read) when the listener shuts down.
+    async fn native<I: Io>(
+        mut self,
+        config: switchyard_h1::Config,
+        io: I,
+        service: Connection,
+        watcher: Watcher,
+        remote: SocketAddr,
+    ) {
+        let stop = async move {
+            let _ = self.stop.wait_for(|stopping| *stopping).await;
+        };
+        if let Err(e) = switchyard_h1::serve_connection_until(io, service, config, stop).await {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
+        drop(watcher);
+    }
+}
+
+/// HTTP/2's connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the first bytes are HTTP/2's preface (`true`) or cannot be; returns them.
+async fn sniff_h2(io: &mut TcpStream) -> std::io::Result<(bool, Bytes)> {
+    let mut read = BytesMut::with_capacity(H2_PREFACE.len());
+    loop {
+        if io.read_buf(&mut read).await? == 0 || !H2_PREFACE.starts_with(&read) {
+            return Ok((false, read.freeze()));
+        }
+        if read.len() == H2_PREFACE.len() {
+            return Ok((true, read.freeze()));
+        }
+    }
 }
 
 pub(crate) fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
@@ -194,7 +337,14 @@ pub async fn serve(
         let watch = tokio::spawn(tls.watch(config.tls_reload_interval));
         AbortOnDrop(watch)
     });
-    let builder = config.builder();
+    let (stopping, stop) = watch::channel(false);
+    let engines = Engines {
+        hyper: config.builder(),
+        native: config.native(),
+        http2: config.http2,
+        header_read_timeout: config.header_read_timeout,
+        stop,
+    };
     let max_body = config.max_request_body.map(|b| b.bytes());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -220,19 +370,22 @@ pub async fn serve(
         };
         if tls.is_none() && !config.proxy_protocol {
             let io = TokioIo::new(stream);
-            tokio::spawn(connection(
-                &builder,
-                io,
-                service,
-                graceful.watcher(),
-                remote,
-            ));
+            if engines.native.is_none() {
+                let hyper = &engines.hyper;
+                tokio::spawn(connection(hyper, io, service, graceful.watcher(), remote));
+            } else {
+                let plain =
+                    engines
+                        .clone()
+                        .plain(io.into_inner(), service, graceful.watcher(), remote);
+                tokio::spawn(plain);
+            }
             continue;
         }
         // A PROXY protocol header, a TLS handshake, or both come first: in the
         // connection's own task, within `header_read_timeout` together.
         let acceptor = tls.as_ref().map(|tls| tls.acceptor());
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let (engines, watcher) = (engines.clone(), graceful.watcher());
         let deadline = tokio::time::Instant::now() + config.header_read_timeout;
         let proxy_protocol = config.proxy_protocol;
         tokio::spawn(async move {
@@ -248,8 +401,7 @@ pub async fn serve(
                 }
             }
             let Some(tls) = acceptor else {
-                let io = TokioIo::new(stream);
-                return connection(&builder, io, service, watcher, remote).await;
+                return engines.plain(stream, service, watcher, remote).await;
             };
             let handshake = tls.accept(stream);
             let Some(stream) = first(deadline, handshake, "TLS handshake", remote).await else {
@@ -260,10 +412,12 @@ pub async fn serve(
             if let Some(cert) = client_cert_header(stream.get_ref().1) {
                 service.client = service.client.with_forwarded_cert(cert);
             }
-            connection(&builder, TokioIo::new(stream), service, watcher, remote).await;
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            engines.tls(stream, h2, service, watcher, remote).await;
         });
     }
     drop(listener);
+    let _ = stopping.send(true);
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: waiting for in-flight requests");
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     if tokio::time::timeout_at(deadline, graceful.shutdown())
@@ -397,6 +551,24 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
     type Future = Either<Ready, AccessLog<Call>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        if req.version() <= http::Version::HTTP_11 {
+            handle(self, req.map(Drain::new))
+        } else {
+            handle(self, req)
+        }
+    }
+}
+
+impl tower::Service<Request<RecvBody>> for Connection {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<Ready, AccessLog<Call>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
         handle(self, req)
     }
 }
@@ -404,7 +576,11 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
 /// One request: the client's address for [`ProxyHeaders`](switchyard::ProxyHeaders), the
 /// body limit, and the access log line. No async block: the future is the proxy's own
 /// (readied, then called), wrapped once.
-fn handle(conn: &Connection, mut req: Request<Incoming>) -> Either<Ready, AccessLog<Call>> {
+fn handle<B>(conn: &Connection, mut req: Request<B>) -> Either<Ready, AccessLog<Call>>
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
+    B::Error: Into<switchyard::BoxError>,
+{
     let (client, max_body, tls) = (&conn.client, conn.max_body, conn.tls);
     if req.method() == http::Method::CONNECT {
         // A tunnel to a host of the client's choosing is a forward proxy's job (and an
@@ -441,11 +617,7 @@ fn handle(conn: &Connection, mut req: Request<Incoming>) -> Either<Ready, Access
     // removed the hop-by-hop headers: a client cannot strip them by listing them in
     // `Connection`.
     req.extensions_mut().insert(client.clone());
-    let req = if req.version() <= http::Version::HTTP_11 {
-        limit(req.map(Drain::new), max_body)
-    } else {
-        limit(req, max_body)
-    };
+    let req = limit(req, max_body);
     let inner = conn.proxy.clone().oneshot(req);
     Either::Right(AccessLog { inner, log })
 }

@@ -9,7 +9,8 @@
 //!
 //! Joining needs the client connection's upgrade handle, which hyper's server puts in the
 //! request's extensions when it serves the connection with upgrades
-//! (`serve_connection_with_upgrades`, as the `switchyard` binary and `axum::serve` do).
+//! (`serve_connection_with_upgrades`, as `axum::serve` does), and the native engine
+//! (`switchyard_h1`) always does.
 //! Without one there is nothing to join, so the request goes on as a plain request, its
 //! upgrade headers removed like any hop-by-hop header, and the backend answers it as
 //! such. Upgrades need an HTTP/1.1 backend: HTTP/2 has no `Upgrade`.
@@ -114,7 +115,7 @@ impl Drop for OpenTunnel {
 #[derive(Debug)]
 pub(crate) struct Upgrade {
     protocol: HeaderValue,
-    client: OnUpgrade,
+    client: ClientUpgrade,
     idle: Option<Duration>,
     tunnels: Tunnels,
 }
@@ -131,7 +132,7 @@ impl Upgrade {
         tunnels: &Tunnels,
     ) -> Option<Self> {
         let protocol = requested(req, Some(allowed))?;
-        let client = req.extensions_mut().remove::<OnUpgrade>()?;
+        let client = ClientUpgrade::take(req)?;
         Some(Self {
             protocol,
             client,
@@ -144,7 +145,9 @@ impl Upgrade {
     /// handle only to requests that ask for an upgrade, and an empty extension map answers
     /// without hashing anything.
     fn can_upgrade<B>(req: &Request<B>) -> bool {
-        req.extensions().get::<OnUpgrade>().is_some()
+        let extensions = req.extensions();
+        extensions.get::<OnUpgrade>().is_some()
+            || extensions.get::<switchyard_h1::OnUpgrade>().is_some()
     }
 
     /// Puts the upgrade request's headers back after the hop-by-hop ones were removed.
@@ -298,15 +301,44 @@ fn wants_upgrade(headers: &http::HeaderMap) -> bool {
         .any(|option| option.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// A client connection's upgrade handle: from hyper's server or the native engine.
+#[derive(Debug)]
+enum ClientUpgrade {
+    Hyper(OnUpgrade),
+    Native(switchyard_h1::OnUpgrade),
+}
+
+impl ClientUpgrade {
+    fn take<B>(req: &mut Request<B>) -> Option<Self> {
+        let extensions = req.extensions_mut();
+        match extensions.remove::<OnUpgrade>() {
+            Some(hyper) => Some(Self::Hyper(hyper)),
+            None => extensions
+                .remove::<switchyard_h1::OnUpgrade>()
+                .map(Self::Native),
+        }
+    }
+
+    /// The client's connection, once handed over.
+    async fn io(self) -> Result<BackendIo, BoxError> {
+        Ok(match self {
+            Self::Hyper(on) => Box::new(TokioIo::new(on.await?)),
+            Self::Native(on) => {
+                let (io, read) = on.await?.into_parts();
+                Box::new(switchyard_h1::Rewind::new(io, read))
+            }
+        })
+    }
+}
+
 /// Joins the client and the backend once both connections are handed over.
 async fn join(
-    client: OnUpgrade,
+    client: ClientUpgrade,
     backend: BackendUpgrade,
     idle: Option<Duration>,
     tunnels: Tunnels,
 ) {
-    let client = async { client.await.map_err(BoxError::from) };
-    let (client, mut backend) = match tokio::try_join!(client, backend.io()) {
+    let (mut client, mut backend) = match tokio::try_join!(client.io(), backend.io()) {
         Ok(pair) => pair,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed before the tunnel opened");
@@ -314,7 +346,6 @@ async fn join(
         }
     };
     let _open = tunnels.open();
-    let mut client = TokioIo::new(client);
     match tunnel(&mut client, &mut backend, idle).await {
         Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
         Err(e) => tracing::debug!(error = %e, "upgraded connection ended"),
