@@ -135,6 +135,9 @@ impl BackendOptions {
 /// - `/status/<code>`: answers with that status;
 /// - `/cacheable/<s>`: `<id> <method>`, cacheable for `s` seconds, with an `ETag`
 ///   (every other answer says `Cache-Control: no-store`);
+/// - `/cacheable/versioned`: stale at once with `ETag: "v1"` and `x-version: 1`; its
+///   revalidation gets a `304` with `max-age=60` and `x-version: 2`;
+/// - `/targeted`: `CDN-Cache-Control: max-age=60` over `Cache-Control: no-store`;
 /// - anything else: the id.
 ///
 /// A request carrying `x-test-hang` is never answered, whatever its path.
@@ -424,6 +427,29 @@ async fn answer(
             full(id)
         }
         p if p.starts_with("/stream/") => streamed(p["/stream/".len()..].parse().unwrap()),
+        "/cacheable/versioned" => {
+            res = res.header("etag", "\"v1\"");
+            if req
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v == "\"v1\"")
+            {
+                res = res
+                    .status(StatusCode::NOT_MODIFIED)
+                    .header("cache-control", "max-age=60")
+                    .header("x-version", "2");
+                full("")
+            } else {
+                res = res
+                    .header("cache-control", "max-age=0")
+                    .header("x-version", "1");
+                full(id)
+            }
+        }
+        "/targeted" => {
+            res = res.header("cdn-cache-control", "max-age=60");
+            full(id)
+        }
         p if p.starts_with("/cacheable/") => {
             let max_age: u64 = p["/cacheable/".len()..].parse().unwrap();
             res = res

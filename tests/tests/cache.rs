@@ -141,3 +141,67 @@ async fn a_stale_answer_stands_in_for_a_backend_that_times_out() {
         StatusCode::GATEWAY_TIMEOUT
     );
 }
+
+/// Sends a GET for `path` through the proxy: status, headers, body.
+async fn get_whole(proxy: &TestProxy, path: &str) -> (StatusCode, http::HeaderMap, String) {
+    let req = Request::get(proxy.url(path)).body(full("")).unwrap();
+    let res = client().request(req).await.expect("the proxy answers");
+    let (parts, body) = res.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_304_updates_the_stored_headers_the_next_hit_shows() {
+    let a = backend("a").await;
+    let proxy = TestProxy::with(&[&a]).await;
+    let (_, first, _) = get_whole(&proxy, "/cacheable/versioned").await;
+    assert_eq!(first["x-version"], "1");
+    assert_eq!(first["cache-status"], "switchyard; fwd=uri-miss; stored");
+    let (status, refreshed, body) = get_whole(&proxy, "/cacheable/versioned").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+    assert_eq!(refreshed["x-version"], "2");
+    assert!(
+        refreshed["cache-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("switchyard; fwd=stale; fwd-status=304"),
+        "{:?}",
+        refreshed["cache-status"]
+    );
+    let (_, hit, body) = get_whole(&proxy, "/cacheable/versioned").await;
+    assert_eq!(body, "a", "the stored body");
+    assert_eq!(hit["x-version"], "2", "the 304's header");
+    assert!(hit["cache-status"]
+        .to_str()
+        .unwrap()
+        .starts_with("switchyard; hit"));
+    assert_eq!(a.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_targeted_field_overrides_cache_control_and_is_not_forwarded() {
+    let a = backend("a").await;
+    let proxy = TestProxy::with(&[&a]).await;
+    for n in 0..3 {
+        let (status, headers, body) = get_whole(&proxy, "/targeted").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "a"));
+        assert_eq!(headers["cache-control"], "no-store", "passed on as it is");
+        assert!(
+            !headers.contains_key("cdn-cache-control"),
+            "for this cache only"
+        );
+        if n > 0 {
+            let cache = headers["cache-status"].to_str().unwrap();
+            assert!(cache.starts_with("switchyard; hit; ttl="), "{cache}");
+        }
+    }
+    assert_eq!(a.request_count(), 1);
+}

@@ -1,9 +1,10 @@
-//! `Cache-Control` (and request `Pragma`) parsing, RFC 9111 §5.2.
+//! `Cache-Control` (and request `Pragma`) parsing, RFC 9111 §5.2, and the targeted
+//! fields that replace it for this cache (RFC 9213).
 
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, PRAGMA};
-use http::HeaderMap;
+use http::header::{GetAll, HeaderName, CACHE_CONTROL, PRAGMA};
+use http::{HeaderMap, HeaderValue};
 
 /// The value RFC 9111 §1.2.2 says to use for a delta-seconds too large to represent.
 const DELTA_SECONDS_MAX: u64 = 1 << 31;
@@ -24,25 +25,51 @@ pub(crate) struct ResponseDirectives {
     pub(crate) s_maxage: Option<Duration>,
     pub(crate) stale_while_revalidate: Option<Duration>,
     pub(crate) stale_if_error: Option<Duration>,
+    /// The directives came from a targeted field (RFC 9213), not `Cache-Control`: the
+    /// response's `Expires` does not count either.
+    pub(crate) targeted: bool,
 }
 
 impl ResponseDirectives {
-    pub(crate) fn parse(headers: &HeaderMap) -> Self {
+    /// The directives of the first of `targets` present in `headers` with a valid,
+    /// non-empty value (RFC 9213 §2.2), else those of `Cache-Control`.
+    pub(crate) fn parse(headers: &HeaderMap, targets: &[HeaderName]) -> Self {
+        for target in targets {
+            let lines = headers.get_all(target);
+            if is_valid_targeted(lines.iter()) {
+                let mut d = Self {
+                    targeted: true,
+                    ..Self::default()
+                };
+                // A targeted field is a Structured Fields dictionary (RFC 9213 §2.1):
+                // a member's parameters (`max-age=60;x`) are not part of its value.
+                for_each(lines, |name, value| {
+                    d.set(name, value.map(|v| v.split(';').next().unwrap_or(v)))
+                });
+                return d;
+            }
+        }
         let mut d = Self::default();
-        for_each(headers, |name, value| match name {
-            "no-store" => d.no_store = true,
-            "no-cache" => d.no_cache = true,
-            "private" => d.private = true,
-            "public" => d.public = true,
-            "must-revalidate" => d.must_revalidate = true,
-            "proxy-revalidate" => d.proxy_revalidate = true,
-            "max-age" => first(&mut d.max_age, value),
-            "s-maxage" => first(&mut d.s_maxage, value),
-            "stale-while-revalidate" => first(&mut d.stale_while_revalidate, value),
-            "stale-if-error" => first(&mut d.stale_if_error, value),
-            _ => {}
+        for_each(headers.get_all(CACHE_CONTROL), |name, value| {
+            d.set(name, value)
         });
         d
+    }
+
+    fn set(&mut self, name: &str, value: Option<&str>) {
+        match name {
+            "no-store" => self.no_store = true,
+            "no-cache" => self.no_cache = true,
+            "private" => self.private = true,
+            "public" => self.public = true,
+            "must-revalidate" => self.must_revalidate = true,
+            "proxy-revalidate" => self.proxy_revalidate = true,
+            "max-age" => first(&mut self.max_age, value),
+            "s-maxage" => first(&mut self.s_maxage, value),
+            "stale-while-revalidate" => first(&mut self.stale_while_revalidate, value),
+            "stale-if-error" => first(&mut self.stale_if_error, value),
+            _ => {}
+        }
     }
 
     /// Whether the response may ever be served stale (RFC 9111 §4.2.4): not when it must
@@ -77,7 +104,7 @@ impl RequestDirectives {
                 .any(|t| t.trim().eq_ignore_ascii_case("no-cache"));
             return d;
         }
-        for_each(headers, |name, value| match name {
+        for_each(headers.get_all(CACHE_CONTROL), |name, value| match name {
             "no-store" => d.no_store = true,
             "no-cache" => d.no_cache = true,
             "only-if-cached" => d.only_if_cached = true,
@@ -115,11 +142,34 @@ pub(crate) fn delta_seconds(value: &str) -> Duration {
     Duration::from_secs(secs.min(DELTA_SECONDS_MAX))
 }
 
-/// Calls `f` with each directive of every `Cache-Control` line: the name in lower case and
-/// the value, unquoted. Commas inside quoted strings do not split directives.
-fn for_each(headers: &HeaderMap, mut f: impl FnMut(&str, Option<&str>)) {
+/// Whether a targeted field's lines hold a valid, non-empty dictionary (RFC 9213 §2.1):
+/// at least one member, none empty, every key a Structured Fields key (upper case is
+/// let through: `Surrogate-Control` is older than Structured Fields).
+fn is_valid_targeted<'a>(mut lines: impl Iterator<Item = &'a HeaderValue>) -> bool {
+    let mut members = 0;
+    let valid = lines.all(|line| {
+        let Ok(line) = line.to_str() else {
+            return false;
+        };
+        split_directives(line).all(|member| {
+            members += 1;
+            let key = member.split(['=', ';']).next().unwrap_or("").trim();
+            let mut bytes = key.bytes();
+            bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'*')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b"_-.*".contains(&b))
+        })
+    });
+    valid && members > 0
+}
+
+/// Calls `f` with each directive of every line of a `Cache-Control`-like field: the name
+/// in lower case and the value, unquoted. Commas inside quoted strings do not split
+/// directives.
+fn for_each(lines: GetAll<'_, HeaderValue>, mut f: impl FnMut(&str, Option<&str>)) {
     let mut lower = String::new();
-    for line in headers.get_all(CACHE_CONTROL) {
+    for line in lines {
         let Ok(line) = line.to_str() else { continue };
         for directive in split_directives(line) {
             let (name, value) = match directive.split_once('=') {
@@ -185,10 +235,13 @@ mod tests {
 
     #[test]
     fn response_directives_across_lines_and_quotes() {
-        let d = ResponseDirectives::parse(&headers(&[
-            "Public, MAX-AGE=60, no-cache=\"set-cookie, x-a\"",
-            "s-maxage=\"120\", max-age=5, stale-if-error=30",
-        ]));
+        let d = ResponseDirectives::parse(
+            &headers(&[
+                "Public, MAX-AGE=60, no-cache=\"set-cookie, x-a\"",
+                "s-maxage=\"120\", max-age=5, stale-if-error=30",
+            ]),
+            &[],
+        );
         assert!(d.public && d.no_cache && !d.private);
         assert_eq!(d.max_age, Some(Duration::from_secs(60)), "first wins");
         assert_eq!(d.s_maxage, Some(Duration::from_secs(120)));
@@ -198,10 +251,44 @@ mod tests {
 
     #[test]
     fn invalid_and_huge_delta_seconds() {
-        let d =
-            ResponseDirectives::parse(&headers(&["max-age=abc, s-maxage=99999999999999999999"]));
+        let d = ResponseDirectives::parse(
+            &headers(&["max-age=abc, s-maxage=99999999999999999999"]),
+            &[],
+        );
         assert_eq!(d.max_age, Some(Duration::ZERO));
         assert_eq!(d.s_maxage, Some(Duration::from_secs(1 << 31)));
+    }
+
+    #[test]
+    fn the_first_valid_targeted_field_replaces_cache_control() {
+        let targets = [
+            HeaderName::from_static("cdn-cache-control"),
+            HeaderName::from_static("surrogate-control"),
+        ];
+        let mut h = headers(&["max-age=60"]);
+        h.insert("surrogate-control", "no-store".parse().unwrap());
+        let d = ResponseDirectives::parse(&h, &targets);
+        assert!(d.no_store && d.targeted && d.max_age.is_none());
+        h.insert(
+            "cdn-cache-control",
+            "max-age=10;a, s-maxage=5".parse().unwrap(),
+        );
+        let d = ResponseDirectives::parse(&h, &targets);
+        assert_eq!(
+            d.max_age,
+            Some(Duration::from_secs(10)),
+            "parameters dropped"
+        );
+        assert_eq!(d.s_maxage, Some(Duration::from_secs(5)));
+        assert!(!d.no_store, "the first target wins");
+        // Invalid or empty values are skipped, down to Cache-Control.
+        for invalid in ["", "max-age=10,,", "(x)", "9lives"] {
+            h.insert("cdn-cache-control", invalid.parse().unwrap());
+            h.insert("surrogate-control", " ".parse().unwrap());
+            let d = ResponseDirectives::parse(&h, &targets);
+            assert!(!d.targeted, "{invalid:?}");
+            assert_eq!(d.max_age, Some(Duration::from_secs(60)), "{invalid:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! # What is stored
 //!
 //! Responses to GET whose status is heuristically cacheable (200, 203, 204, 300, 301,
-//! 308, 404, 405, 410, 414, 501), or 302 and 307 with explicit freshness, unless:
+//! 308, 404, 405, 410, 414, 501), or any other final status (302, 307, 400, 500, …; not
+//! 206 nor 304) with explicit freshness or `public`, unless:
 //!
 //! - the request said `no-store`, or the response `no-store` or `private` (qualified
 //!   `private="…"` and `no-cache="…"` count as unqualified, which RFC 9111 allows);
@@ -15,12 +16,24 @@
 //! - the response sets a cookie and does not say `public`. Even then the stored copy has
 //!   no `Set-Cookie`: the client whose request fetched the response gets its cookie,
 //!   nobody else ever does;
-//! - it has no freshness: neither `s-maxage`, `max-age`, `Expires`, nor the heuristic
-//!   [`CacheConfig::ttl`] (for the statuses above, or `public`; a `ttl` of 0 turns the
-//!   heuristic off). A response stale on arrival is stored only if it can be revalidated
-//!   (`ETag`, `Last-Modified`) or served stale;
+//! - it has no freshness: neither `s-maxage`, `max-age`, `Expires`, nor a heuristic one
+//!   (for the heuristically cacheable statuses, or `public`): 10 % of `Date` −
+//!   `Last-Modified`, at most [`CacheConfig::heuristic_max`] (24 h), or without
+//!   `Last-Modified` [`CacheConfig::ttl`] (a `ttl` of 0 turns both off). A response stale
+//!   on arrival is stored only if it can be revalidated (`ETag`, `Last-Modified`) or
+//!   served stale;
 //! - its body exceeds [`CacheConfig::max_object_size`] (8 MiB by default), is cut short,
 //!   or has trailers.
+//!
+//! # Targeted cache control
+//!
+//! The fields of [`CacheConfig::targeted_fields`] (`CDN-Cache-Control`, RFC 9213, then
+//! `Surrogate-Control`, by default) are directives for this cache: the first of them a
+//! response has with a valid, non-empty value (a dictionary: `max-age=60, no-store`;
+//! member parameters are ignored) replaces its `Cache-Control` and `Expires` here, either
+//! way (`no-store` there over a fresh `Cache-Control`, or a lifetime over
+//! `Cache-Control: no-store`). Clients never see them: they are removed from every
+//! response, and kept aside in the stored one, where a `304` updates them.
 //!
 //! 206 is never stored (range requests, and protocol upgrades, bypass the cache); HEAD is
 //! answered from a stored GET but a HEAD response is not stored.
@@ -35,7 +48,10 @@
 //! from the request URI when it is absolute, else from `Host` (a reverse proxy mostly
 //! sees origin-form URIs); the scheme from the URI, else `http`; scheme and host in lower
 //! case, default ports dropped. Under one URL live the variants of its `Vary` header: one
-//! per set of values of the request fields it names (up to 16 per URL). The key names the
+//! per set of values of the request fields it names (up to 16 per URL). Values compare
+//! member by member with whitespace normalised (`a,b` as `a, b`, several lines as their
+//! combination); in `Accept`, `Accept-Charset`, `Accept-Encoding` and `Accept-Language`
+//! regardless of order and case too (`en-US, fr` as `fr,en-us`). The key names the
 //! resource, not the backend that served it: with several backends, a response fetched
 //! from any of them serves every client.
 //!
@@ -45,12 +61,23 @@
 //! clock once when it arrives, its `Age`, the time it took to arrive, then time resident
 //! on tokio's clock) is below its freshness lifetime (`s-maxage`, else `max-age`, else
 //! `Expires` − `Date`, else the heuristic). Every answer from the cache carries `Age`.
-//! The request's `no-cache` (or `Pragma: no-cache`), `max-age`, `min-fresh`, `max-stale`
-//! and `only-if-cached` (a `504` when nothing usable is stored) are honoured.
+//!
+//! An upstream `Age` counts only as a delta-seconds (digits): one that is negative, a
+//! fraction, or has a suffix or parameter counts as absent; of a list or several lines, the
+//! first valid value counts. `Expires` is read in the three HTTP-date formats
+//! (IMF-fixdate, RFC 850, asctime); one that does not parse (`0`) means already expired,
+//! and a `Date` that does not parse is taken as the arrival time.
+//! The request's `no-cache` (or `Pragma: no-cache` when it has no `Cache-Control`),
+//! `max-age`, `min-fresh`, `max-stale` and `only-if-cached` (a `504` when nothing usable
+//! is stored) are honoured; its `no-store` lets it be answered from the cache but stores
+//! nothing of its exchange (not even a `304`'s update).
 //!
 //! A stale response with `ETag` or `Last-Modified` is revalidated with `If-None-Match` /
-//! `If-Modified-Since`; a `304` refreshes the stored headers (RFC 9111 §4.3.4) and the
-//! stored body is served. A client's own `If-None-Match` / `If-Modified-Since` that match
+//! `If-Modified-Since`; a `304` refreshes the stored headers (RFC 9111 §3.2, §4.3.4):
+//! every field it carries replaces the stored one (`ETag`, `Content-Encoding`,
+//! `Content-Range`, `Content-MD5` too) except `Content-Length`, hop-by-hop fields, `Age`
+//! and `Set-Cookie` (passed on to the client whose request got it, never stored, as for a
+//! full response); the stored body is served. A client's own `If-None-Match` / `If-Modified-Since` that match
 //! the response it is given get a `304` from the cache.
 //!
 //! Stale responses are served, unless the response forbids it (`no-cache`,
@@ -125,6 +152,8 @@
 //! revalidations, coalesced waits, stores, evictions and the memory used, from atomics.
 //!
 //! [`CacheConfig::ttl`]: crate::CacheConfig::ttl
+//! [`CacheConfig::heuristic_max`]: crate::CacheConfig::heuristic_max
+//! [`CacheConfig::targeted_fields`]: crate::CacheConfig::targeted_fields
 //! [`CacheConfig::max_object_size`]: crate::CacheConfig::max_object_size
 //! [`CacheConfig::stale_while_revalidate`]: crate::CacheConfig::stale_while_revalidate
 //! [`CacheConfig::stale_if_error`]: crate::CacheConfig::stale_if_error

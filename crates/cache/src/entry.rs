@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::directives::{delta_seconds, ResponseDirectives};
 use crate::key::{vary_matches, VaryValues};
+use crate::CacheConfig;
 
 /// Variants kept per URL; storing another drops the oldest.
 const MAX_VARIANTS: usize = 16;
@@ -33,9 +34,12 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub(crate) struct Head {
     pub(crate) status: StatusCode,
-    /// The response's header fields as stored: without hop-by-hop fields, `Age` and
-    /// `Set-Cookie`, with a `Date`.
+    /// The response's header fields as stored: without hop-by-hop fields, `Age`,
+    /// `Set-Cookie` and the targeted fields, with a `Date`. What a hit sends as it is.
     pub(crate) headers: HeaderMap,
+    /// The targeted fields ([`CacheConfig::targeted_fields`]) the response had: kept
+    /// aside, out of what clients see, for a `304` to update.
+    pub(crate) targeted: HeaderMap,
     pub(crate) vary: VaryValues,
     pub(crate) request_time: Instant,
     pub(crate) response_time: Instant,
@@ -68,24 +72,26 @@ impl Times {
 }
 
 impl Head {
-    /// The head of a response to store; `heuristic` is the freshness given when the
-    /// response has none of its own and RFC 9111 §4.2.2 allows one.
+    /// The head of a response to store, under `config`'s heuristic freshness and
+    /// targeted fields.
     pub(crate) fn new(
         status: StatusCode,
         headers: &HeaderMap,
         vary: VaryValues,
         times: Times,
-        heuristic: Duration,
+        config: &CacheConfig,
     ) -> Self {
-        let directives = ResponseDirectives::parse(headers);
+        let directives = ResponseDirectives::parse(headers, &config.targeted_fields);
         let mut stored = HeaderMap::with_capacity(headers.keys_len());
         copy_storable(headers, &mut stored);
         let initial_age = initial_age(headers, times);
         ensure_date(&mut stored, times.wall);
-        let freshness = Freshness::of(status, &stored, &directives, heuristic);
+        let freshness = Freshness::of(status, &stored, &directives, config, times.wall);
+        let targeted = take_targeted(&mut stored, &config.targeted_fields);
         Self {
             status,
             headers: stored,
+            targeted,
             vary,
             request_time: times.request,
             response_time: times.response,
@@ -96,16 +102,22 @@ impl Head {
         }
     }
 
-    /// This head updated by a `304 Not Modified` (RFC 9111 §4.3.4): the 304's fields
-    /// replace the stored ones (except `Content-Length`, hop-by-hop fields, `Set-Cookie`),
-    /// and age and freshness start again from the 304.
+    /// This head updated by a `304 Not Modified` (RFC 9111 §3.2, §4.3.4): every field
+    /// the 304 carries replaces the stored one (`ETag`, `Content-Encoding`,
+    /// `Content-Range`, `Content-MD5`, the targeted fields included), except those never
+    /// stored (hop-by-hop fields, those `Connection` lists, `Age`, `Set-Cookie`) and
+    /// `Content-Length` (it describes the 304, not the stored body); age and freshness
+    /// start again from the 304.
     pub(crate) fn refreshed(
         &self,
         not_modified: &HeaderMap,
         times: Times,
-        heuristic: Duration,
+        config: &CacheConfig,
     ) -> Self {
         let mut headers = self.headers.clone();
+        for (name, value) in &self.targeted {
+            headers.append(name, value.clone());
+        }
         let mut update = HeaderMap::new();
         copy_storable(not_modified, &mut update);
         update.remove(header::CONTENT_LENGTH);
@@ -117,11 +129,13 @@ impl Head {
         for (name, value) in &update {
             headers.append(name, value.clone());
         }
-        let directives = ResponseDirectives::parse(&headers);
-        let freshness = Freshness::of(self.status, &headers, &directives, heuristic);
+        let directives = ResponseDirectives::parse(&headers, &config.targeted_fields);
+        let freshness = Freshness::of(self.status, &headers, &directives, config, times.wall);
+        let targeted = take_targeted(&mut headers, &config.targeted_fields);
         Self {
             status: self.status,
             headers,
+            targeted,
             vary: self.vary.clone(),
             request_time: times.request,
             response_time: times.response,
@@ -137,6 +151,7 @@ impl Head {
         let headers: u64 = self
             .headers
             .iter()
+            .chain(&self.targeted)
             .map(|(n, v)| (n.as_str().len() + v.len()) as u64 + HEADER_OVERHEAD)
             .sum();
         let vary: u64 = self
@@ -174,7 +189,8 @@ impl Entry {
     }
 
     /// The header fields as stored: the response's, less hop-by-hop fields, `Age` (computed
-    /// on each use) and `Set-Cookie` (never handed to another client), with a `Date`.
+    /// on each use), `Set-Cookie` (never handed to another client) and the targeted
+    /// fields (for this cache only), with a `Date`.
     pub fn headers(&self) -> &HeaderMap {
         &self.head.headers
     }
@@ -296,13 +312,17 @@ pub(crate) struct Freshness {
 }
 
 impl Freshness {
-    /// `s-maxage`, else `max-age`, else `Expires` − `Date`, else `heuristic` where §4.2.2
-    /// allows one (a heuristically cacheable status, or `public`), else 0.
+    /// `s-maxage`, else `max-age`, else `Expires` − `Date` (unless the directives came
+    /// from a targeted field), else where §4.2.2 allows a heuristic (a heuristically
+    /// cacheable status, or `public`; a non-zero `ttl`) 10 % of `Date` − `Last-Modified`
+    /// up to `heuristic_max`, else `ttl`; else 0. `received` stands in for a `Date` that
+    /// does not parse (RFC 9110 §6.6.1).
     pub(crate) fn of(
         status: StatusCode,
         headers: &HeaderMap,
         directives: &ResponseDirectives,
-        heuristic: Duration,
+        config: &CacheConfig,
+        received: SystemTime,
     ) -> Self {
         let explicit = |lifetime| Freshness {
             lifetime,
@@ -314,18 +334,26 @@ impl Freshness {
         if let Some(m) = directives.max_age {
             return explicit(m);
         }
-        if let Some(expires) = headers.get(header::EXPIRES) {
-            let date = http_date(headers.get(header::DATE));
-            return explicit(match (http_date(Some(expires)), date) {
-                (Some(expires), Some(date)) => expires.duration_since(date).unwrap_or_default(),
-                // An invalid Expires (such as "0") means already expired (§5.3).
-                _ => Duration::ZERO,
+        let date = || http_date(headers.get(header::DATE)).unwrap_or(received);
+        if let Some(expires) = headers
+            .get(header::EXPIRES)
+            .filter(|_| !directives.targeted)
+        {
+            // IMF-fixdate, RFC 850 or asctime (RFC 9110 §5.6.7); an invalid one (such
+            // as "0") means already expired (RFC 9111 §5.3).
+            return explicit(match http_date(Some(expires)) {
+                Some(expires) => expires.duration_since(date()).unwrap_or_default(),
+                None => Duration::ZERO,
             });
         }
-        let lifetime = if heuristically_cacheable(status) || directives.public {
-            heuristic
-        } else {
+        let allowed = heuristically_cacheable(status) || directives.public;
+        let lifetime = if !allowed || config.ttl.is_zero() {
             Duration::ZERO
+        } else {
+            http_date(headers.get(header::LAST_MODIFIED))
+                .filter(|_| !config.heuristic_max.is_zero())
+                .and_then(|modified| date().duration_since(modified).ok())
+                .map_or(config.ttl, |since| (since / 10).min(config.heuristic_max))
         };
         Freshness {
             lifetime,
@@ -335,7 +363,7 @@ impl Freshness {
 }
 
 /// RFC 9110 §15.1's heuristically cacheable statuses (206 left out: partial content is not
-/// stored).
+/// stored, see `policy::understood`).
 pub(crate) fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
@@ -354,13 +382,38 @@ fn initial_age(headers: &HeaderMap, times: Times) -> Duration {
     let apparent = http_date(headers.get(header::DATE))
         .and_then(|date| times.wall.duration_since(date).ok())
         .unwrap_or_default();
-    let age = headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .map(delta_seconds)
-        .unwrap_or_default();
+    let age = age_value(headers);
     let delay = times.response.saturating_duration_since(times.request);
     apparent.max(age + delay)
+}
+
+/// The `Age` (RFC 9111 §5.1): a delta-seconds (§1.2.2), digits only. A value that is not
+/// one (negative, a fraction, a suffix or a parameter) counts as absent; of a list or of
+/// several lines, the first valid value counts. Absent, it is 0 (§4.2.3's `age_value`).
+pub(crate) fn age_value(headers: &HeaderMap) -> Duration {
+    headers
+        .get_all(header::AGE)
+        .iter()
+        .filter_map(|line| line.to_str().ok())
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .find(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .map(delta_seconds)
+        .unwrap_or_default()
+}
+
+/// Moves the `targets` fields out of `headers`.
+fn take_targeted(headers: &mut HeaderMap, targets: &[HeaderName]) -> HeaderMap {
+    let mut taken = HeaderMap::new();
+    for name in targets {
+        if let header::Entry::Occupied(entry) = headers.entry(name) {
+            let (name, values) = entry.remove_entry_mult();
+            for value in values {
+                taken.append(&name, value);
+            }
+        }
+    }
+    taken
 }
 
 /// RFC 9110 §6.6.1: a cache adds the `Date` it received a response without one.

@@ -1,7 +1,7 @@
 //! Cache keys (RFC 9111 §2): the primary key is the target URI, the secondary key the
 //! request header values that the stored response's `Vary` names (§4.1).
 
-use http::header::{HOST, VARY};
+use http::header::{ACCEPT, ACCEPT_CHARSET, ACCEPT_ENCODING, ACCEPT_LANGUAGE, HOST, VARY};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 /// The primary cache key of a request: `scheme://authority/path?query`, with the scheme
@@ -146,20 +146,86 @@ pub(crate) fn vary_values(fields: &[HeaderName], request: &HeaderMap) -> VaryVal
         .collect()
 }
 
-/// Whether `request` has the values a response was stored with.
+/// Whether `request` has the values a response was stored with: the same fields present,
+/// with the same list members (RFC 9110 §5.6.1) in the same order, compared with runs of
+/// whitespace as one space, so that `a,b` matches `a, b` and lines match their combination.
+/// In the content-negotiation fields (`Accept`, `Accept-Charset`, `Accept-Encoding`,
+/// `Accept-Language`) order, case and whitespace do not matter either: `en-US, fr` matches
+/// `fr,en-us`. (Nothing is allocated: this runs on every hit.)
 pub(crate) fn vary_matches(
     stored: &[(HeaderName, Option<HeaderValue>)],
     request: &HeaderMap,
 ) -> bool {
     stored.iter().all(|(name, value)| {
-        let mut lines = request.get_all(name).iter();
-        match (value, lines.next(), lines.next()) {
-            (None, None, _) => true,
-            (Some(v), Some(line), None) => v == line,
-            (Some(v), Some(_), Some(_)) => Some(v) == combined(request, name).as_ref(),
-            _ => false,
+        let lines = request.get_all(name);
+        match value {
+            None => lines.iter().next().is_none(),
+            Some(_) if lines.iter().next().is_none() => false,
+            Some(v) if is_negotiation(name) => {
+                let stored = || members(std::iter::once(v));
+                let asked = || members(lines.iter());
+                stored().all(|m| contains(asked(), m)) && asked().all(|m| contains(stored(), m))
+            }
+            Some(v) => {
+                let (mut a, mut b) = (members(std::iter::once(v)), members(lines.iter()));
+                loop {
+                    match (a.next(), b.next()) {
+                        (None, None) => break true,
+                        (Some(x), Some(y)) if collapsed(x).eq(collapsed(y)) => {}
+                        _ => break false,
+                    }
+                }
+            }
         }
     })
+}
+
+/// The fields whose members are compared as a set, ignoring case and whitespace.
+fn is_negotiation(name: &HeaderName) -> bool {
+    *name == ACCEPT
+        || *name == ACCEPT_CHARSET
+        || *name == ACCEPT_ENCODING
+        || *name == ACCEPT_LANGUAGE
+}
+
+/// Whether `list` has `member`, ignoring case and whitespace.
+fn contains<'a>(mut list: impl Iterator<Item = &'a [u8]>, member: &[u8]) -> bool {
+    list.any(|m| folded(m).eq(folded(member)))
+}
+
+/// The non-empty members of a field's lines, trimmed.
+fn members<'a>(lines: impl Iterator<Item = &'a HeaderValue>) -> impl Iterator<Item = &'a [u8]> {
+    lines
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|m| !m.is_empty())
+}
+
+fn is_space(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// A member with each run of whitespace as one space.
+fn collapsed(member: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut after_space = false;
+    member.iter().filter_map(move |&b| {
+        let space = is_space(b);
+        let out = if space {
+            (!after_space).then_some(b' ')
+        } else {
+            Some(b)
+        };
+        after_space = space;
+        out
+    })
+}
+
+/// A member without whitespace, in lower case.
+fn folded(member: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    member
+        .iter()
+        .filter(|&&b| !is_space(b))
+        .map(u8::to_ascii_lowercase)
 }
 
 /// A field's lines joined with `", "`, as RFC 9110 §5.3 combines them.
@@ -235,5 +301,48 @@ mod tests {
         assert!(vary_matches(&stored, &other));
         other.insert("accept", "a".parse().unwrap());
         assert!(!vary_matches(&stored, &other));
+    }
+
+    #[test]
+    fn vary_normalises_whitespace_and_negotiation_lists() {
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (n, v) in pairs {
+                m.append(*n, v.parse().unwrap());
+            }
+            m
+        };
+        let lang = HeaderName::from_static("accept-language");
+        let ua = HeaderName::from_static("user-agent");
+        let stored = vary_values(
+            &[lang.clone(), ua.clone()],
+            &h(&[
+                ("accept-language", "en-US, fr;q=0.8"),
+                ("user-agent", "A  b,c"),
+            ]),
+        );
+        let matches = |req: &[(&'static str, &str)]| vary_matches(&stored, &h(req));
+        assert!(matches(&[
+            ("accept-language", "fr; q=0.8,EN-us"),
+            ("user-agent", "A b , c")
+        ]));
+        assert!(matches(&[
+            ("accept-language", "fr;q=0.8"),
+            ("accept-language", "en-us,"),
+            ("user-agent", "A\tb,c"),
+        ]));
+        assert!(!matches(&[
+            ("accept-language", "fr;q=0.8"),
+            ("user-agent", "A b,c")
+        ]));
+        assert!(!matches(&[
+            ("accept-language", "fr;q=0.8, en-us"),
+            ("user-agent", "c, A b")
+        ]));
+        assert!(!matches(&[
+            ("accept-language", "en-us, fr;q=0.8, de"),
+            ("user-agent", "A b,c")
+        ]));
+        assert!(!matches(&[("user-agent", "A b,c")]));
     }
 }

@@ -67,7 +67,7 @@ mod store;
 mod upstream;
 
 pub use body::CacheBody;
-pub use config::CacheConfig;
+pub use config::{header_names, CacheConfig};
 pub use entry::{Entry, Variants};
 pub use future::ResponseFuture;
 pub use layer::{CacheHandle, CacheLayer};

@@ -85,10 +85,12 @@ pub(crate) fn is_failure(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
 }
 
-/// Statuses this cache stores: the heuristically cacheable ones, and 302 and 307 when the
-/// response says how long they stay fresh. 206 (partial content) and 304 are not stored.
+/// Statuses this cache stores (RFC 9111 §3): every final status but 206 (partial
+/// content, never stored) and 304 (it updates a stored response). Those that are not
+/// heuristically cacheable (302, 307, 400, 500, …) only with explicit freshness or
+/// `public` (see `worth_storing`).
 fn understood(status: StatusCode) -> bool {
-    heuristically_cacheable(status) || matches!(status.as_u16(), 302 | 307)
+    !(status.is_informational() || matches!(status.as_u16(), 206 | 304))
 }
 
 /// The fields the response varies on, if a response to a request with `req_headers` and
@@ -103,7 +105,7 @@ pub(crate) fn storable(
     if req.no_store || !understood(status) {
         return None;
     }
-    let dirs = ResponseDirectives::parse(headers);
+    let dirs = ResponseDirectives::parse(headers, &config.targeted_fields);
     if dirs.no_store || dirs.private {
         return None;
     }

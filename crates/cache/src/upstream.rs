@@ -206,12 +206,15 @@ impl<S> Forward<S> {
             .as_ref()
             .expect("revalidated a stored response");
         bump(&shared.stats.not_modified);
-        let head = stored
-            .head()
-            .refreshed(not_modified, times, shared.config.ttl);
+        let head = stored.head().refreshed(not_modified, times, &shared.config);
+        // A cookie in the 304 is for this client (below) and never stored: the stored
+        // response was chosen without it, as a stored 200 is kept without its cookie.
         let keep = !(head.directives.no_store || head.directives.private);
         let entry = Arc::new(head.into_entry(stored.body().clone()));
-        if keep {
+        if self.directives.no_store {
+            // The request's `no-store` (RFC 9111 §5.2.1.5): nothing of this exchange is
+            // stored; the stored response stays as it was.
+        } else if keep {
             shared.store(self.key.clone(), entry.clone());
         } else {
             shared.remove(&self.key, stored);
@@ -249,7 +252,7 @@ impl<S> Forward<S> {
         )
         .map(|fields| {
             let vary = vary_values(&fields, req_headers);
-            Head::new(parts.status, &parts.headers, vary, times, config.ttl)
+            Head::new(parts.status, &parts.headers, vary, times, config)
         })
         .filter(|head| worth_storing(head, config));
         let limit = head
@@ -280,8 +283,16 @@ impl<S> Forward<S> {
                 self.shared.remove(&self.key, stale);
             }
         }
+        strip_targeted(&mut parts.headers, &config.targeted_fields);
         status.append_to(&mut parts.headers);
         Response::from_parts(parts, body)
+    }
+}
+
+/// Removes the targeted fields, meant for this cache, from a response to a client.
+fn strip_targeted(headers: &mut HeaderMap, targets: &[header::HeaderName]) {
+    for name in targets {
+        headers.remove(name);
     }
 }
 
@@ -385,6 +396,7 @@ where
             }
         }
     }
+    strip_targeted(res.headers_mut(), &shared.config.targeted_fields);
     CacheStatus::fwd(fwd).append_to(res.headers_mut());
     Ok(res.map(CacheBody::new))
 }

@@ -53,6 +53,10 @@ pub(super) struct ProxyFile {
     cache_stale_while_revalidate: Duration,
     #[serde(with = "humantime_serde")]
     cache_coalesce_wait: Duration,
+    #[serde(with = "humantime_serde")]
+    cache_heuristic_max: Duration,
+    #[serde(with = "switchyard_cache::header_names")]
+    cache_targeted_fields: Vec<http::HeaderName>,
     health_check_enabled: bool,
     #[serde(with = "humantime_serde")]
     health_check_interval: Duration,
@@ -136,6 +140,8 @@ impl From<ProxyFile> for ProxyConfig {
                 stale_if_error: f.cache_stale_if_error,
                 stale_while_revalidate: f.cache_stale_while_revalidate,
                 coalesce_wait: f.cache_coalesce_wait,
+                heuristic_max: f.cache_heuristic_max,
+                targeted_fields: f.cache_targeted_fields,
             }),
             health: HealthConfig {
                 enabled: f.health_check_enabled,
@@ -210,6 +216,8 @@ impl From<ProxyConfig> for ProxyFile {
             cache_stale_if_error: cache.stale_if_error,
             cache_stale_while_revalidate: cache.stale_while_revalidate,
             cache_coalesce_wait: cache.coalesce_wait,
+            cache_heuristic_max: cache.heuristic_max,
+            cache_targeted_fields: cache.targeted_fields,
             health_check_enabled: health.enabled,
             health_check_interval: health.interval,
             health_check_path: health.path,
