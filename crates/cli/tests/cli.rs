@@ -36,17 +36,10 @@ fn check_accepts_the_example_config() {
 
 #[test]
 fn check_reports_every_problem_with_key_and_line_and_exits_2() {
-    let path = write_config(
+    let (path, err) = check_refuses(
         "bad.toml",
         "[proxy]\ncircuit_breaker_threshold = 0\nrequest_timeout = \"0s\"\n\n[[backends]]\nid = \"a\"\nurl = \"127.0.0.1:3001\"\n",
     );
-    let out = switchyard()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&path.display().to_string()),
         "names the file: {err}"
@@ -62,21 +55,27 @@ fn check_reports_every_problem_with_key_and_line_and_exits_2() {
 
 #[test]
 fn check_names_an_unknown_key() {
-    let path = write_config(
+    let (_, err) = check_refuses(
         "unknown.toml",
         "listen = \"127.0.0.1:1\"\n\n[proxy]\nretry_dealy = \"1s\"\n",
     );
+    assert!(
+        err.contains("line 4") && err.contains("retry_dealy"),
+        "{err}"
+    );
+}
+
+/// Writes `text` to the file `name`, asserts that `switchyard check` exits 2 on it, and
+/// returns the file's path and what the command printed on stderr.
+fn check_refuses(name: &str, text: &str) -> (std::path::PathBuf, String) {
+    let path = write_config(name, text);
     let out = switchyard()
         .args(["check", "--config"])
         .arg(&path)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("line 4") && err.contains("retry_dealy"),
-        "{err}"
-    );
+    (path, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
