@@ -80,12 +80,14 @@ fn check_refuses(name: &str, text: &str) -> (std::path::PathBuf, String) {
 
 #[test]
 fn serve_refuses_a_bad_backend_flag() {
-    let out = switchyard()
-        .args(["serve", "--backend", "ftp://x:1"])
-        .output()
-        .unwrap();
+    assert!(serve_refuses(&["--backend", "ftp://x:1"]).contains("unsupported scheme"));
+}
+
+/// Runs `switchyard serve` with `args`, asserts that it exits 2, and returns its stderr.
+fn serve_refuses(args: &[&str]) -> String {
+    let out = switchyard().arg("serve").args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported scheme"));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A loopback address with a port free a moment ago.
@@ -183,28 +185,13 @@ fn demo_serves_round_robin_over_three_backends() {
 
 #[test]
 fn cache_flags_are_checked() {
-    let out = switchyard()
-        .args(["serve", "--cache-ttl", "soon"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--cache-ttl"));
-    let out = switchyard()
-        .args(["serve", "--no-cache", "--cache-ttl", "1s"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    assert!(serve_refuses(&["--cache-ttl", "soon"]).contains("--cache-ttl"));
+    assert!(serve_refuses(&["--no-cache", "--cache-ttl", "1s"]).contains("cannot be used with"));
 }
 
 #[test]
 fn attempt_timeout_flag_is_checked() {
-    let out = switchyard()
-        .args(["serve", "--attempt-timeout", "soon"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--attempt-timeout"));
+    assert!(serve_refuses(&["--attempt-timeout", "soon"]).contains("--attempt-timeout"));
     // Listening nowhere in particular: the check comes before the listener.
     let out = switchyard()
         .args(["serve", "--listen", "127.0.0.1:0", "--no-admin"])
