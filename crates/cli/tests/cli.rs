@@ -55,14 +55,10 @@ fn check_reports_every_problem_with_key_and_line_and_exits_2() {
 
 #[test]
 fn check_names_an_unknown_key() {
-    let (_, err) = check_refuses(
-        "unknown.toml",
-        "listen = \"127.0.0.1:1\"\n\n[proxy]\nretry_dealy = \"1s\"\n",
-    );
-    assert!(
-        err.contains("line 4") && err.contains("retry_dealy"),
-        "{err}"
-    );
+    let text = "listen = \"127.0.0.1:1\"\n\n[proxy]\nretry_dealy = \"1s\"\n";
+    let (_, err) = check_refuses("unknown.toml", text);
+    let named = err.contains("line 4") && err.contains("retry_dealy");
+    assert!(named, "{err}");
 }
 
 /// Writes `text` to the file `name`, asserts that `switchyard check` exits 2 on it, and
