@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use switchyard::BackendError;
+use tokio::net::TcpListener;
 
 /// What kept the proxy (or the demo) from starting.
 #[derive(Debug)]
@@ -42,31 +43,36 @@ pub enum Listener {
     Admin,
 }
 
+impl Listener {
+    /// Binds `addr` for this listener; the error names it.
+    pub async fn bind(self, addr: SocketAddr) -> Result<TcpListener, StartError> {
+        (TcpListener::bind(addr).await).map_err(|source| StartError::Listen {
+            listener: self,
+            addr,
+            source,
+        })
+    }
+}
+
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
             Self::Listen {
-                listener: Listener::Proxy,
+                listener,
                 addr,
                 source,
-            } => write!(f, "cannot listen on {addr}: {source}"),
-            Self::Listen {
-                listener: Listener::Demo,
-                addr,
-                source,
-            } => write!(
-                f,
-                "cannot listen on {addr}: {source} (pick another with --listen)"
-            ),
-            Self::Listen {
-                listener: Listener::Admin,
-                addr,
-                source,
-            } => write!(
-                f,
-                "cannot listen on {addr} (admin.listen): {source}; pick another with --admin or turn it off with --no-admin"
-            ),
+            } => {
+                let (key, hint) = match listener {
+                    Listener::Proxy => ("", ""),
+                    Listener::Demo => ("", " (pick another with --listen)"),
+                    Listener::Admin => (
+                        " (admin.listen)",
+                        "; pick another with --admin or turn it off with --no-admin",
+                    ),
+                };
+                write!(f, "cannot listen on {addr}{key}: {source}{hint}")
+            }
             Self::Signal(e) => write!(f, "SIGHUP handler: {e}"),
             Self::Backend(e) => e.fmt(f),
             Self::DemoBackend(e) => write!(f, "cannot start demo backend: {e}"),
@@ -89,55 +95,5 @@ impl std::error::Error for StartError {
 impl From<BackendError> for StartError {
     fn from(e: BackendError) -> Self {
         Self::Backend(e)
-    }
-}
-
-/// Why a `--backend` flag was refused.
-#[derive(Debug)]
-pub struct BackendFlagError {
-    raw: String,
-    reason: FlagReason,
-}
-
-#[derive(Debug)]
-enum FlagReason {
-    NotUrl(http::uri::InvalidUri),
-    Invalid(String),
-}
-
-impl BackendFlagError {
-    /// `raw` does not parse as a URL.
-    pub fn not_url(raw: &str, e: http::uri::InvalidUri) -> Self {
-        Self {
-            raw: raw.to_owned(),
-            reason: FlagReason::NotUrl(e),
-        }
-    }
-
-    /// `raw` is a URL but not a usable backend, for the reason `message` gives.
-    pub fn invalid(raw: &str, message: impl Into<String>) -> Self {
-        Self {
-            raw: raw.to_owned(),
-            reason: FlagReason::Invalid(message.into()),
-        }
-    }
-}
-
-impl fmt::Display for BackendFlagError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let raw = &self.raw;
-        match &self.reason {
-            FlagReason::NotUrl(e) => write!(f, "`{raw}` is not a URL: {e}"),
-            FlagReason::Invalid(message) => write!(f, "`{raw}`: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for BackendFlagError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.reason {
-            FlagReason::NotUrl(e) => Some(e),
-            FlagReason::Invalid(_) => None,
-        }
     }
 }

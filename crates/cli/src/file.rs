@@ -71,6 +71,13 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    fn at(key: Option<String>, line: Option<usize>, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self { key, line, message }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(line) = self.line {
@@ -113,20 +120,14 @@ impl std::error::Error for LoadError {}
 impl FileConfig {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError {
-            path: path.to_owned(),
-            problems: vec![Problem {
-                key: None,
-                line: None,
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
-        // Paths in the file are relative to the file's directory.
-        let dir = path.parent().unwrap_or(Path::new(""));
-        Self::parse_in(&text, dir).map_err(|problems| LoadError {
+        let failed = |problems| LoadError {
             path: path.to_owned(),
             problems,
-        })
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| failed(vec![Problem::at(None, None, format!("cannot read: {e}"))]))?;
+        // Paths in the file are relative to the file's directory.
+        Self::parse_in(&text, path.parent().unwrap_or(Path::new(""))).map_err(failed)
     }
 
     /// Parses and checks a configuration text, returning every problem found. Relative
@@ -138,11 +139,8 @@ impl FileConfig {
     /// [`parse`](Self::parse), with relative paths taken from `dir`.
     fn parse_in(text: &str, dir: &Path) -> Result<Self, Vec<Problem>> {
         let doc = ImDocument::parse(text).map_err(|e| {
-            vec![Problem {
-                key: None,
-                line: e.span().map(|s| line_of(text, s.start)),
-                message: e.message().trim().to_owned(),
-            }]
+            let line = e.span().map(|s| line_of(text, s.start));
+            vec![Problem::at(None, line, e.message().trim())]
         })?;
         let keys = KeySpans::of(&doc);
         let (config, mut problems) = deserialize_all(text, &keys);
@@ -172,11 +170,7 @@ impl FileConfig {
         }
         let mut push = |key: String, message: String| {
             let line = keys.line_of(&key, text);
-            problems.push(Problem {
-                key: Some(key),
-                line,
-                message,
-            });
+            problems.push(Problem::at(Some(key), line, message));
         };
         for p in config.proxy.validate() {
             push(format!("proxy.{}", p.key), p.message);
@@ -233,11 +227,7 @@ fn deserialize_all(text: &str, keys: &KeySpans) -> (Option<FileConfig>, Vec<Prob
             Some(key) => keys.line_of(key, text),
             None => err.span().map(|s| line_of(&current, s.start)),
         };
-        problems.push(Problem {
-            key: key.clone(),
-            line,
-            message: err.message().trim().to_owned(),
-        });
+        problems.push(Problem::at(key.clone(), line, err.message().trim()));
         match key {
             Some(key) if remove_key(&mut doc, &key) => current = doc.to_string(),
             _ => break,
@@ -335,12 +325,8 @@ fn walk(table: &Table, prefix: &str, out: &mut Vec<(String, Range<usize>, Range<
             }
             Item::ArrayOfTables(array) => {
                 for (i, t) in array.iter().enumerate() {
-                    let elem = format!("{path}[{i}]");
-                    out.push((
-                        elem.clone(),
-                        t.span().unwrap_or(0..0),
-                        t.span().unwrap_or(0..0),
-                    ));
+                    let (elem, span) = (format!("{path}[{i}]"), t.span().unwrap_or(0..0));
+                    out.push((elem.clone(), span.clone(), span));
                     walk(t, &elem, out);
                 }
             }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchyard::{Backend, Proxy};
-use switchyard_cli::error::{BackendFlagError, Listener, StartError};
+use switchyard::{Backend, ParseBackendError, Proxy};
+use switchyard_cli::error::{Listener, StartError};
 use switchyard_cli::{demo, reload, FileConfig};
 use switchyard_server::shutdown_signal;
 use tokio::net::TcpListener;
@@ -26,48 +26,51 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides `listen`).
+    #[arg(short, long, env = "LISTEN_ADDR")]
+    listen: Option<SocketAddr>,
+    /// Backend URL, repeatable or comma-separated; `http://` is assumed when no scheme
+    /// is given. Replaces the file's `[[backends]]`.
+    #[arg(short, long = "backend", alias = "backends", value_delimiter = ',')]
+    backend: Vec<String>,
+    /// Threads serving requests: 0 or 1 runs everything on one thread (a
+    /// current-thread runtime, no cross-thread hand-offs); N > 1 a work-stealing
+    /// runtime with N workers. Default: one per core.
+    #[arg(long, env = "PROXY_THREADS")]
+    threads: Option<usize>,
+    /// Address of the admin API and dashboard (overrides `admin.listen`).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Serve no admin API.
+    #[arg(long, conflicts_with = "admin")]
+    no_admin: bool,
+    /// Freshness given to cacheable responses that carry none (overrides
+    /// `proxy.cache_ttl`; "0s" caches only explicitly fresh responses).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cache_ttl: Option<std::time::Duration>,
+    /// Turn the response cache off (overrides `proxy.cache_enabled`).
+    #[arg(long, conflicts_with = "cache_ttl")]
+    no_cache: bool,
+    /// Record no metrics (overrides `proxy.metrics_enabled`).
+    #[arg(long)]
+    no_metrics: bool,
+    /// How long one attempt waits for its response head (overrides `proxy.attempt_timeout`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    attempt_timeout: Option<std::time::Duration>,
+    /// Send a hedged second attempt after this long (overrides `proxy.hedge_after`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    hedge_after: Option<std::time::Duration>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
-    Serve {
-        /// Configuration file (TOML).
-        #[arg(short, long)]
-        config: Option<PathBuf>,
-        /// Address to listen on (overrides `listen`).
-        #[arg(short, long, env = "LISTEN_ADDR")]
-        listen: Option<SocketAddr>,
-        /// Backend URL, repeatable or comma-separated; `http://` is assumed when no scheme
-        /// is given. Replaces the file's `[[backends]]`.
-        #[arg(short, long = "backend", alias = "backends", value_delimiter = ',')]
-        backend: Vec<String>,
-        /// Threads serving requests: 0 or 1 runs everything on one thread (a
-        /// current-thread runtime, no cross-thread hand-offs); N > 1 a work-stealing
-        /// runtime with N workers. Default: one per core.
-        #[arg(long, env = "PROXY_THREADS")]
-        threads: Option<usize>,
-        /// Address of the admin API and dashboard (overrides `admin.listen`).
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// Serve no admin API.
-        #[arg(long, conflicts_with = "admin")]
-        no_admin: bool,
-        /// Freshness given to cacheable responses that carry none (overrides
-        /// `proxy.cache_ttl`; "0s" caches only explicitly fresh responses).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        cache_ttl: Option<std::time::Duration>,
-        /// Turn the response cache off (overrides `proxy.cache_enabled`).
-        #[arg(long, conflicts_with = "cache_ttl")]
-        no_cache: bool,
-        /// Record no metrics (overrides `proxy.metrics_enabled`).
-        #[arg(long)]
-        no_metrics: bool,
-        /// How long one attempt waits for its response head (overrides `proxy.attempt_timeout`).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        attempt_timeout: Option<std::time::Duration>,
-        /// Send a hedged second attempt after this long (overrides `proxy.hedge_after`).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        hedge_after: Option<std::time::Duration>,
-    },
+    Serve(ServeArgs),
     /// Run the proxy on 127.0.0.1:8080 over three embedded demo backends.
     Demo {
         /// Address to listen on.
@@ -87,82 +90,76 @@ enum Command {
 
 fn main() -> ExitCode {
     init_tracing();
+    let invalid = |message: String| {
+        eprintln!("{message}");
+        ExitCode::from(2)
+    };
     match Cli::parse().command {
         Command::Check { config } => match FileConfig::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
+            Err(e) => invalid(e.to_string()),
         },
-        Command::Serve {
-            config,
-            listen,
-            backend,
-            threads,
-            admin,
-            no_admin,
-            cache_ttl,
-            no_cache,
-            no_metrics,
-            attempt_timeout,
-            hedge_after,
-        } => {
-            let mut file = match &config {
-                Some(path) => match FileConfig::load(path) {
-                    Ok(file) => file,
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::from(2);
-                    }
-                },
-                None => FileConfig::default(),
-            };
-            // SIGHUP reloads the file's backends, measured against the file as read now.
-            // Backends from --backend flags are not the file's: nothing to reload then.
-            let reload = config
-                .filter(|_| backend.is_empty())
-                .map(|path| (path, file.clone()));
-            if let Some(listen) = listen {
-                file.listen = listen;
+        Command::Serve(args) => {
+            let threads = args.threads;
+            match args.configure() {
+                Ok((file, reload)) => run(threads, serve(file, reload)),
+                Err(message) => invalid(message),
             }
-            if let Some(admin) = admin {
-                file.admin.listen = admin;
-                if let Some((key, message)) = file.admin.problem() {
-                    eprintln!("--admin: `{key}`: {message}");
-                    return ExitCode::from(2);
-                }
-            }
-            file.admin.enabled &= !no_admin;
-            if let (Some(ttl), Some(cache)) = (cache_ttl, &mut file.proxy.cache) {
-                cache.ttl = ttl;
-            }
-            file.proxy.cache = file.proxy.cache.filter(|_| !no_cache);
-            file.proxy.metrics &= !no_metrics;
-            let retry = &mut file.proxy.retry;
-            retry.attempt_timeout = attempt_timeout.or(retry.attempt_timeout);
-            retry.hedge_after = hedge_after.or(retry.hedge_after);
-            if !backend.is_empty() {
-                match backends_from_flags(&backend) {
-                    Ok(backends) => file.backends = backends,
-                    Err(e) => {
-                        eprintln!("--backend: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            run(threads, serve(file, reload))
         }
         Command::Demo { listen, admin } => run(None, run_demo(listen, admin)),
     }
 }
 
+impl ServeArgs {
+    /// The file's configuration (or the defaults) with the flags applied over it, and the
+    /// file to re-read on SIGHUP; or why the flags or the file cannot be used.
+    fn configure(self) -> Result<(FileConfig, Option<(PathBuf, FileConfig)>), String> {
+        let mut file = match &self.config {
+            Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?,
+            None => FileConfig::default(),
+        };
+        // SIGHUP reloads the file's backends, measured against the file as read now.
+        // Backends from --backend flags are not the file's: nothing to reload then.
+        let reload = (self.config)
+            .filter(|_| self.backend.is_empty())
+            .map(|path| (path, file.clone()));
+        file.listen = self.listen.unwrap_or(file.listen);
+        if let Some(admin) = self.admin {
+            file.admin.listen = admin;
+            if let Some((key, message)) = file.admin.problem() {
+                return Err(format!("--admin: `{key}`: {message}"));
+            }
+        }
+        file.admin.enabled &= !self.no_admin;
+        if let (Some(ttl), Some(cache)) = (self.cache_ttl, &mut file.proxy.cache) {
+            cache.ttl = ttl;
+        }
+        file.proxy.cache = file.proxy.cache.filter(|_| !self.no_cache);
+        file.proxy.metrics &= !self.no_metrics;
+        let retry = &mut file.proxy.retry;
+        retry.attempt_timeout = self.attempt_timeout.or(retry.attempt_timeout);
+        retry.hedge_after = self.hedge_after.or(retry.hedge_after);
+        if !self.backend.is_empty() {
+            // Numbered in the order given: `backend1`, `backend2`…
+            let urls = self.backend.iter().filter(|s| !s.trim().is_empty());
+            file.backends = (urls.enumerate())
+                .map(|(i, url)| {
+                    let id = format!("backend{}", i + 1);
+                    url.parse().map(|b| Backend { id, ..b })
+                })
+                .collect::<Result<_, ParseBackendError>>()
+                .map_err(|e| format!("--backend: {e}"))?;
+        }
+        Ok((file, reload))
+    }
+}
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours for a terminal only: a log file or journal gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
@@ -183,53 +180,19 @@ fn run(
     if let Some(n @ 2..) = threads {
         runtime.worker_threads(n);
     }
-    let result = match runtime.enable_all().build() {
-        Ok(rt) => rt.block_on(main),
-        Err(e) => Err(StartError::Runtime(e)),
+    let runtime = runtime.enable_all().build().map_err(StartError::Runtime);
+    let Err(e) = runtime.and_then(|rt| rt.block_on(main)) else {
+        return ExitCode::SUCCESS;
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("switchyard: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn backends_from_flags(flags: &[String]) -> Result<Vec<Backend>, BackendFlagError> {
-    let mut backends = Vec::new();
-    for (i, raw) in flags
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .enumerate()
-    {
-        let url = if raw.contains("://") {
-            raw.to_owned()
-        } else {
-            format!("http://{raw}")
-        };
-        let url = url.parse().map_err(|e| BackendFlagError::not_url(raw, e))?;
-        let backend = Backend::new(format!("backend{}", i + 1), url);
-        if let Some(p) = backend.validate().into_iter().next() {
-            return Err(BackendFlagError::invalid(raw, p.message));
-        }
-        backends.push(backend);
-    }
-    Ok(backends)
+    eprintln!("switchyard: {e}");
+    ExitCode::FAILURE
 }
 
 async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Result<(), StartError> {
     if let Some(p) = file.proxy.validate().into_iter().next() {
         return Err(StartError::Flag(p));
     }
-    let listener = TcpListener::bind(file.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            listener: Listener::Proxy,
-            addr: file.listen,
-            source,
-        })?;
+    let listener = Listener::Proxy.bind(file.listen).await?;
     let proxy = Proxy::new(file.proxy.clone());
     for b in file.backends.clone() {
         proxy.add_backend(b)?;
@@ -238,13 +201,8 @@ async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Resul
         tracing::warn!("no backends configured: every request will get 503");
     }
     if file.admin.enabled {
-        spawn_admin(&proxy, &file)
-            .await
-            .map_err(|source| StartError::Listen {
-                listener: Listener::Admin,
-                addr: file.admin.listen,
-                source,
-            })?;
+        let listener = Listener::Admin.bind(file.admin.listen).await?;
+        spawn_admin(listener, &proxy, &file);
         tracing::info!(admin = %file.admin.listen, "admin API and dashboard listening");
     }
     // SIGHUP reloads the file's backends, and the certificates (which the server watches).
@@ -274,13 +232,7 @@ async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Resul
 }
 
 async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), StartError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            listener: Listener::Demo,
-            addr: listen,
-            source,
-        })?;
+    let listener = Listener::Demo.bind(listen).await?;
     let proxy = Proxy::new(switchyard::ProxyConfig::default());
     let mut backends = Vec::new();
     for id in ["backend-1", "backend-2", "backend-3"] {
@@ -302,20 +254,23 @@ async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), St
         ..Default::default()
     };
     // The demo runs without its dashboard rather than not at all.
-    let admin = spawn_admin(&proxy, &file).await.map_err(|e| {
-        tracing::warn!(admin = %admin_listen, error = %e, "no dashboard: cannot listen (pick another address with --admin)");
-    });
-    println!("{}", demo::banner(listen, &backends, admin.ok()));
+    let admin = match TcpListener::bind(admin_listen).await {
+        Ok(listener) => Some(spawn_admin(listener, &proxy, &file)),
+        Err(e) => {
+            tracing::warn!(admin = %admin_listen, error = %e, "no dashboard: cannot listen (pick another address with --admin)");
+            None
+        }
+    };
+    println!("{}", demo::banner(listen, &backends, admin));
     switchyard_server::serve(listener, proxy, Default::default(), shutdown_signal()).await;
     Ok(())
 }
 
-/// Serves the admin API over `proxy` as `file` configures it, until shutdown; returns the
-/// address it listens on.
-async fn spawn_admin(proxy: &Proxy, file: &FileConfig) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(file.admin.listen).await?;
+/// Serves the admin API over `proxy` on `listener` as `file` configures it, until shutdown;
+/// returns the address it listens on.
+fn spawn_admin(listener: TcpListener, proxy: &Proxy, file: &FileConfig) -> SocketAddr {
     let bound = listener.local_addr().unwrap_or(file.admin.listen);
     let router = switchyard_admin::router(proxy.clone(), &file.admin, file);
     tokio::spawn(switchyard_admin::serve(listener, router, shutdown_signal()));
-    Ok(bound)
+    bound
 }

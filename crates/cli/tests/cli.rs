@@ -36,17 +36,10 @@ fn check_accepts_the_example_config() {
 
 #[test]
 fn check_reports_every_problem_with_key_and_line_and_exits_2() {
-    let path = write_config(
+    let (path, err) = check_refuses(
         "bad.toml",
         "[proxy]\ncircuit_breaker_threshold = 0\nrequest_timeout = \"0s\"\n\n[[backends]]\nid = \"a\"\nurl = \"127.0.0.1:3001\"\n",
     );
-    let out = switchyard()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&path.display().to_string()),
         "names the file: {err}"
@@ -62,31 +55,35 @@ fn check_reports_every_problem_with_key_and_line_and_exits_2() {
 
 #[test]
 fn check_names_an_unknown_key() {
-    let path = write_config(
-        "unknown.toml",
-        "listen = \"127.0.0.1:1\"\n\n[proxy]\nretry_dealy = \"1s\"\n",
-    );
+    let text = "listen = \"127.0.0.1:1\"\n\n[proxy]\nretry_dealy = \"1s\"\n";
+    let (_, err) = check_refuses("unknown.toml", text);
+    let named = err.contains("line 4") && err.contains("retry_dealy");
+    assert!(named, "{err}");
+}
+
+/// Writes `text` to the file `name`, asserts that `switchyard check` exits 2 on it, and
+/// returns the file's path and what the command printed on stderr.
+fn check_refuses(name: &str, text: &str) -> (std::path::PathBuf, String) {
+    let path = write_config(name, text);
     let out = switchyard()
         .args(["check", "--config"])
         .arg(&path)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("line 4") && err.contains("retry_dealy"),
-        "{err}"
-    );
+    (path, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
 fn serve_refuses_a_bad_backend_flag() {
-    let out = switchyard()
-        .args(["serve", "--backend", "ftp://x:1"])
-        .output()
-        .unwrap();
+    assert!(serve_refuses(&["--backend", "ftp://x:1"]).contains("unsupported scheme"));
+}
+
+/// Runs `switchyard serve` with `args`, asserts that it exits 2, and returns its stderr.
+fn serve_refuses(args: &[&str]) -> String {
+    let out = switchyard().arg("serve").args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported scheme"));
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A loopback address with a port free a moment ago.
@@ -184,28 +181,13 @@ fn demo_serves_round_robin_over_three_backends() {
 
 #[test]
 fn cache_flags_are_checked() {
-    let out = switchyard()
-        .args(["serve", "--cache-ttl", "soon"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--cache-ttl"));
-    let out = switchyard()
-        .args(["serve", "--no-cache", "--cache-ttl", "1s"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    assert!(serve_refuses(&["--cache-ttl", "soon"]).contains("--cache-ttl"));
+    assert!(serve_refuses(&["--no-cache", "--cache-ttl", "1s"]).contains("cannot be used with"));
 }
 
 #[test]
 fn attempt_timeout_flag_is_checked() {
-    let out = switchyard()
-        .args(["serve", "--attempt-timeout", "soon"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--attempt-timeout"));
+    assert!(serve_refuses(&["--attempt-timeout", "soon"]).contains("--attempt-timeout"));
     // Listening nowhere in particular: the check comes before the listener.
     let out = switchyard()
         .args(["serve", "--listen", "127.0.0.1:0", "--no-admin"])

@@ -89,9 +89,14 @@ fn a_named_certificate_is_found_next_to_the_config_file() {
 #[test]
 fn bad_value_names_the_key() {
     let text = "[proxy]\nrequest_timeout = \"soon\"\n";
+    assert_first_problem_at(text, "proxy.request_timeout", 2);
+}
+
+/// Asserts that the first problem `text` has is with `key`, on `line`.
+fn assert_first_problem_at(text: &str, key: &str, line: usize) {
     let p = &FileConfig::parse(text).unwrap_err()[0];
-    assert_eq!(p.key.as_deref(), Some("proxy.request_timeout"), "{p}");
-    assert_eq!(p.line, Some(2));
+    assert_eq!(p.key.as_deref(), Some(key), "{p}");
+    assert_eq!(p.line, Some(line));
 }
 
 #[test]
@@ -99,9 +104,7 @@ fn round_robin_is_the_only_load_balancer_type() {
     let text = "[proxy]\nload_balancer_type = \"round_robin\"\n";
     assert_eq!(FileConfig::parse(text).unwrap(), FileConfig::default());
     let text = "[proxy]\nload_balancer_type = \"least_conn\"\n";
-    let p = &FileConfig::parse(text).unwrap_err()[0];
-    assert_eq!(p.key.as_deref(), Some("proxy.load_balancer_type"), "{p}");
-    assert_eq!(p.line, Some(2));
+    assert_first_problem_at(text, "proxy.load_balancer_type", 2);
 }
 
 #[test]

@@ -451,6 +451,68 @@ impl Backend {
     }
 }
 
+/// Parses a backend URL as the command line gives one: `host:port` or `scheme://host:port`
+/// (`http://` is assumed when no scheme is given). The backend's id is the text itself,
+/// trimmed; it is active, of weight 1, and spoken to over HTTP/1.
+///
+/// ```
+/// let backend: switchyard::Backend = "127.0.0.1:3001".parse().unwrap();
+/// assert_eq!(backend.url, "http://127.0.0.1:3001");
+/// assert!("ftp://x:1".parse::<switchyard::Backend>().is_err());
+/// ```
+impl FromStr for Backend {
+    type Err = ParseBackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let raw = s.trim();
+        let err = |reason| ParseBackendError {
+            raw: raw.to_owned(),
+            reason,
+        };
+        let url = match raw.contains("://") {
+            true => raw.parse(),
+            false => format!("http://{raw}").parse(),
+        };
+        let backend = Backend::new(raw, url.map_err(|e| err(BackendText::NotUrl(e)))?);
+        match backend.validate().into_iter().next() {
+            Some(p) => Err(err(BackendText::Invalid(p.message))),
+            None => Ok(backend),
+        }
+    }
+}
+
+/// Why a text is not a backend URL (see [`Backend`]'s `FromStr`).
+#[derive(Debug)]
+pub struct ParseBackendError {
+    raw: String,
+    reason: BackendText,
+}
+
+#[derive(Debug)]
+enum BackendText {
+    NotUrl(http::uri::InvalidUri),
+    Invalid(String),
+}
+
+impl fmt::Display for ParseBackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let raw = &self.raw;
+        match &self.reason {
+            BackendText::NotUrl(e) => write!(f, "`{raw}` is not a URL: {e}"),
+            BackendText::Invalid(message) => write!(f, "`{raw}`: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ParseBackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.reason {
+            BackendText::NotUrl(e) => Some(e),
+            BackendText::Invalid(_) => None,
+        }
+    }
+}
+
 mod uri_string {
     use http::Uri;
     use serde::{Deserialize, Deserializer, Serializer};
