@@ -8,11 +8,12 @@
 //!               StrictHost      an invalid or ambiguous Host gets 400 (switchyard::host)
 //!               ErrorResponse   typed errors become 503 / 504 / 502 responses
 //!               Cache           RFC 9111 shared cache (switchyard-cache)
-//!               Timeout         request_timeout (tower::timeout)
 //!               ProxyHeaders    hop-by-hop headers, X-Forwarded-*, Via, Host; joins
 //!                               client and backend on 101 (switchyard::upgrade)
-//!               Retry           backoff, budget, idempotency, body replay (switchyard-retry)
-//!                               and attempt_timeout: a slow attempt is cut off and retried
+//!               Retry           request_timeout: one deadline for every attempt; backoff,
+//!                               budget, idempotency, body replay, hedging
+//!                               (switchyard-retry), and attempt_timeout: a slow attempt
+//!                               is cut off and retried
 //!               Balance         smooth weighted round robin over the backend registry
 //!                               (switchyard-health: admin states, active checks, DNS),
 //!                               skipping backends whose breaker is open
@@ -27,8 +28,8 @@
 //!
 //! The cache is on top, so a hit costs no timer and no attempt, what is stored is the
 //! outcome after retries, and a stored response can stand in for backends that fail or
-//! time out (`stale-if-error`). The timeout is above the retries, so one deadline covers
-//! every attempt; the retries are above the balancer, so each attempt can go to another
+//! time out (`stale-if-error`). The retry layer keeps the request's deadline, one timer
+//! for every attempt and backoff; the retries are above the balancer, so each attempt can go to another
 //! backend; the breakers are per backend below it, so an open one makes only its backend
 //! not ready and the balancer routes around it. The README's "Composing the stack" shows
 //! what goes wrong in other orders.
