@@ -4,10 +4,25 @@
 use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
+/// The bytes `name: value\r\n` takes for every field, plus the empty line that ends a
+/// head: what a head needs beyond its first line, reserved once so that a head is one
+/// allocation rather than a buffer grown (and copied) field by field.
+fn fields_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + 2
+}
+
 /// Writes `name: value\r\n` for every field.
 pub fn encode_headers(headers: &HeaderMap, dst: &mut BytesMut) {
+    dst.reserve(fields_len(headers));
+    put_fields(headers, dst);
+}
+
+fn put_fields(headers: &HeaderMap, dst: &mut BytesMut) {
     for (name, value) in headers {
-        dst.reserve(name.as_str().len() + value.len() + 4);
         dst.put_slice(name.as_str().as_bytes());
         dst.put_slice(b": ");
         dst.put_slice(value.as_bytes());
@@ -18,12 +33,14 @@ pub fn encode_headers(headers: &HeaderMap, dst: &mut BytesMut) {
 /// Writes a response head: `HTTP/1.1 <status> <reason>\r\n`, the fields, and the empty
 /// line. The version is always HTTP/1.1 (RFC 9110 §6.2: a server sends its own version).
 pub fn encode_response_head(status: StatusCode, headers: &HeaderMap, dst: &mut BytesMut) {
+    let reason = status.canonical_reason().unwrap_or("");
+    dst.reserve(15 + reason.len() + fields_len(headers));
     dst.put_slice(b"HTTP/1.1 ");
     dst.put_slice(status.as_str().as_bytes());
     dst.put_u8(b' ');
-    dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    dst.put_slice(reason.as_bytes());
     dst.put_slice(b"\r\n");
-    encode_headers(headers, dst);
+    put_fields(headers, dst);
     dst.put_slice(b"\r\n");
 }
 
@@ -36,24 +53,24 @@ pub fn encode_request_head(
     headers: &HeaderMap,
     dst: &mut BytesMut,
 ) {
-    dst.put_slice(method.as_str().as_bytes());
-    dst.put_u8(b' ');
-    if *method == Method::CONNECT {
-        if let Some(authority) = uri.authority() {
-            dst.put_slice(authority.as_str().as_bytes());
-        }
+    let target = if *method == Method::CONNECT {
+        uri.authority().map_or("", |a| a.as_str())
     } else {
         match uri.path_and_query() {
-            Some(pq) if !pq.as_str().is_empty() => dst.put_slice(pq.as_str().as_bytes()),
-            _ => dst.put_u8(b'/'),
+            Some(pq) if !pq.as_str().is_empty() => pq.as_str(),
+            _ => "/",
         }
-    }
+    };
+    dst.reserve(method.as_str().len() + target.len() + 11 + fields_len(headers));
+    dst.put_slice(method.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(target.as_bytes());
     dst.put_slice(if version == Version::HTTP_10 {
         b" HTTP/1.0\r\n"
     } else {
         b" HTTP/1.1\r\n"
     });
-    encode_headers(headers, dst);
+    put_fields(headers, dst);
     dst.put_slice(b"\r\n");
 }
 

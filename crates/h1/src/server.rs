@@ -243,8 +243,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             if self.rbuf.is_empty() && !self.wait_for_bytes().await? {
                 return Ok(None);
             }
-            let deadline =
-                *deadline.get_or_insert_with(|| Instant::now() + self.config.header_read_timeout);
             match self.parser.parse_request(&mut self.rbuf) {
                 Ok(Some(req)) => return Ok(Some(req)),
                 Ok(None) if self.rbuf.is_empty() => continue,
@@ -255,6 +253,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     return Err(Error::parse(e));
                 }
             }
+            // The clock is read only for a head that did not arrive whole.
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + self.config.header_read_timeout);
             self.rbuf.reserve(self.config.read_size);
             match tokio::time::timeout_at(
                 deadline,
@@ -304,7 +305,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             Ok(Ok(Some(byte))) => {
                 self.rbuf.reserve(self.config.read_size);
                 self.rbuf.put_u8(byte);
-                Ok(true)
+                // The rest of the head is most likely there already: take it now, so the
+                // first parse sees the whole head and no header-read timer is armed.
+                let mut read = pin!(tokio::io::AsyncReadExt::read_buf(
+                    &mut self.io,
+                    &mut self.rbuf
+                ));
+                match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+                    Poll::Ready(Err(e)) => Err(Error::io(e)),
+                    Poll::Ready(Ok(_)) | Poll::Pending => Ok(true),
+                }
             }
             Ok(Err(e)) => Err(Error::io(e)),
         }
