@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::{Backend, ParseBackendError, Proxy};
+use switchyard_admin::LiveConfig;
 use switchyard_cli::error::{Listener, StartError};
 use switchyard_cli::{demo, reload, FileConfig};
 use switchyard_server::shutdown_signal;
@@ -26,7 +27,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ServeArgs {
     /// Configuration file (TOML).
     #[arg(short, long)]
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             let threads = args.threads;
             match args.configure() {
-                Ok((file, reload)) => run(threads, serve(file, reload)),
+                Ok((file, reread)) => run(threads, serve(file, reread)),
                 Err(message) => invalid(message),
             }
         }
@@ -114,18 +115,20 @@ fn main() -> ExitCode {
 }
 
 impl ServeArgs {
-    /// The file's configuration (or the defaults) with the flags applied over it, and the
-    /// file to re-read on SIGHUP; or why the flags or the file cannot be used.
-    fn configure(self) -> Result<(FileConfig, Option<(PathBuf, FileConfig)>), String> {
-        let mut file = match &self.config {
-            Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?,
-            None => FileConfig::default(),
+    /// The file's configuration (or the defaults) with the flags applied over it, and how
+    /// to read it again (SIGHUP, `POST /config/reload`); or why it cannot be used.
+    fn configure(self) -> Result<(FileConfig, Option<Reread>), String> {
+        let Some(path) = self.config.clone() else {
+            return Ok((self.overlay(FileConfig::default())?, None));
         };
-        // SIGHUP reloads the file's backends, measured against the file as read now.
-        // Backends from --backend flags are not the file's: nothing to reload then.
-        let reload = (self.config)
-            .filter(|_| self.backend.is_empty())
-            .map(|path| (path, file.clone()));
+        let reread = move || FileConfig::load(&path).map_err(|e| e.to_string());
+        let file = self.overlay(reread()?)?;
+        // Read again, the file gets the same flags over it.
+        Ok((file, Some(Box::new(move || self.overlay(reread()?)))))
+    }
+
+    /// `file` with the flags applied over it.
+    fn overlay(&self, mut file: FileConfig) -> Result<FileConfig, String> {
         file.listen = self.listen.unwrap_or(file.listen);
         if let Some(admin) = self.admin {
             file.admin.listen = admin;
@@ -153,9 +156,12 @@ impl ServeArgs {
                 .collect::<Result<_, ParseBackendError>>()
                 .map_err(|e| format!("--backend: {e}"))?;
         }
-        Ok((file, reload))
+        Ok(file)
     }
 }
+
+/// Reads the configuration file again, with the flags over it.
+type Reread = Box<dyn Fn() -> Result<FileConfig, String> + Send + Sync>;
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
@@ -188,7 +194,7 @@ fn run(
     ExitCode::FAILURE
 }
 
-async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Result<(), StartError> {
+async fn serve(file: FileConfig, reread: Option<Reread>) -> Result<(), StartError> {
     if let Some(p) = file.proxy.validate().into_iter().next() {
         return Err(StartError::Flag(p));
     }
@@ -200,31 +206,28 @@ async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Resul
     if proxy.list_backends().is_empty() {
         tracing::warn!("no backends configured: every request will get 503");
     }
+    let live = match reread {
+        Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, reload::apply),
+        None => LiveConfig::fixed(&file),
+    };
     if file.admin.enabled {
         let listener = Listener::Admin.bind(file.admin.listen).await?;
-        spawn_admin(listener, &proxy, &file);
+        let router = switchyard_admin::live_router(proxy.clone(), &file.admin, live.clone());
+        tokio::spawn(switchyard_admin::serve(listener, router, shutdown_signal()));
         tracing::info!(admin = %file.admin.listen, "admin API and dashboard listening");
     }
-    // SIGHUP reloads the file's backends, and the certificates (which the server watches).
+    // SIGHUP reads the file again (as `POST /config/reload` does), and the certificates
+    // (which the server watches).
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangups = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
-        let proxy = proxy.clone();
         tokio::spawn(async move {
-            let mut reload = reload;
             while hangups.recv().await.is_some() {
-                match &mut reload {
-                    Some((path, loaded)) => reload::reread(path, &proxy, loaded),
-                    None => tracing::warn!(
-                        "SIGHUP: the backends do not come from a --config file; nothing to reload"
-                    ),
-                }
+                live.reload().await;
             }
         });
     }
-    #[cfg(not(unix))]
-    drop(reload);
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
     switchyard_server::serve(listener, proxy, file.server, shutdown_signal()).await;

@@ -1,4 +1,5 @@
-//! `switchyard demo`: three embedded backends behind the proxy, in one process.
+//! `switchyard demo`: the embedded backends the binary runs behind the proxy, in one
+//! process.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
