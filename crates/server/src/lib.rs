@@ -14,6 +14,8 @@ mod drain;
 pub mod proxy_protocol;
 mod server;
 mod tls;
+#[cfg(unix)]
+pub mod upgrade;
 
 pub use server::{serve, shutdown_signal, Http1Engine, ServerConfig};
 pub use tls::{CertFiles, ListenerOptions, ListenerTls};
