@@ -22,6 +22,8 @@ use switchyard_server::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod binary;
+
 /// A body of any kind, for the test client and backends.
 pub type TestBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 

@@ -17,7 +17,8 @@
 //! | `GET /healthz` | the proxy's own liveness |
 //! | `POST /health/check` | check every backend now; answers their health |
 //! | `POST /cache/purge` | `{"url": "http://host/path"}` drops that URL's stored responses, `{"all": true}` every one |
-//! | `GET /config` | the effective configuration, secrets redacted |
+//! | `GET /config` | the configuration in force, secrets redacted, and `loaded_at`, when it was read |
+//! | `POST /config/reload` | read the configuration file again and apply it, as SIGHUP does: answers what changed, or 422 with every problem (key and line) and nothing changed |
 //!
 //! Errors are JSON: `{"error": "..."}` with a 4xx status. Without a token only loopback
 //! clients are served; with one, every request must carry `Authorization: Bearer <token>`
@@ -44,8 +45,10 @@ use switchyard::{
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+mod config;
 mod reload;
 
+pub use config::LiveConfig;
 pub use reload::{apply_backends, Reloaded};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -54,7 +57,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 struct Admin {
     proxy: Proxy,
     token: Option<Arc<str>>,
-    config: Arc<Value>,
+    config: LiveConfig,
 }
 
 /// The admin listener's settings.
@@ -97,16 +100,16 @@ impl AdminConfig {
 /// The admin API over `proxy`, with `admin`'s token, showing `config` at `GET /config`
 /// (the whole configuration, in which `admin.token`, the token, is redacted).
 pub fn router(proxy: Proxy, admin: &AdminConfig, config: &impl Serialize) -> Router {
-    let mut config = serde_json::to_value(config).unwrap_or(Value::Null);
-    if let Some(token) = config.pointer_mut("/admin/token") {
-        if !token.is_null() {
-            *token = Value::String("<redacted>".into());
-        }
-    }
+    live_router(proxy, admin, LiveConfig::fixed(config))
+}
+
+/// The admin API over `proxy`, with `admin`'s token, showing `config` at `GET /config`
+/// and reading it again at `POST /config/reload`.
+pub fn live_router(proxy: Proxy, admin: &AdminConfig, config: LiveConfig) -> Router {
     let admin = Admin {
         proxy,
         token: admin.token.as_deref().map(Arc::from),
-        config: Arc::new(config),
+        config,
     };
     Router::new()
         .route("/", get(dashboard))
@@ -121,6 +124,7 @@ pub fn router(proxy: Proxy, admin: &AdminConfig, config: &impl Serialize) -> Rou
         .route("/health/check", post(check_now))
         .route("/cache/purge", post(purge))
         .route("/config", get(config_view))
+        .route("/config/reload", post(config_reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
@@ -485,8 +489,21 @@ async fn purge(State(admin): State<Admin>, body: Result<Json<Purge>, JsonRejecti
     }
 }
 
+async fn config_reload(State(admin): State<Admin>) -> Response {
+    match admin.config.reload().await {
+        Some(Ok(done)) => {
+            Json(json!({ "reloaded": done, "summary": done.to_string() })).into_response()
+        }
+        Some(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        None => error(
+            StatusCode::CONFLICT,
+            "the configuration does not come from a file: nothing to reload",
+        ),
+    }
+}
+
 async fn config_view(State(admin): State<Admin>) -> Json<Value> {
-    Json((*admin.config).clone())
+    Json(admin.config.shown())
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use switchyard::{Backend, Proxy};
+use serde::Serialize;
+use switchyard::{Backend, Proxy, Reconfigured};
 
 /// What applying a new list of backends (and, for a configuration file, its other
 /// settings) changed, and what it could not.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct Reloaded {
     /// Ids of the backends added.
     pub added: Vec<String>,
@@ -20,6 +21,10 @@ pub struct Reloaded {
     pub updated: Vec<String>,
     /// Backends the new list changed that could not be changed, with why.
     pub failed: Vec<(String, String)>,
+    /// Settings that changed and apply to new requests from now on (see
+    /// [`Proxy::reconfigure`]). [`apply_backends`] leaves it empty; who reads a
+    /// configuration file fills it.
+    pub applied: Vec<&'static str>,
     /// Parts of the configuration that changed but are read only at start: applied after a
     /// restart. [`apply_backends`] leaves it empty; who reads a configuration file fills it.
     pub need_restart: Vec<&'static str>,
@@ -50,11 +55,13 @@ impl fmt::Display for Reloaded {
         for (id, why) in &self.failed {
             parts.push(format!("backend {id} not changed: {why}"));
         }
-        if !self.need_restart.is_empty() {
-            parts.push(format!(
-                "changes to {} take effect after a restart",
-                self.need_restart.join(", ")
-            ));
+        // Settings applied and those awaiting a restart read as the proxy reports them.
+        let settings = Reconfigured {
+            applied: self.applied.clone(),
+            need_restart: self.need_restart.clone(),
+        };
+        if settings != Reconfigured::default() {
+            parts.push(settings.to_string());
         }
         f.write_str(&parts.join("; "))
     }

@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use switchyard_core::{Outcome, SlidingCounts};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -88,7 +89,8 @@ pub struct Breaker {
     /// count that every request's clone of the `Arc` writes.
     hot: Hot,
     id: Arc<str>,
-    config: BreakerConfig,
+    /// Read once per admission and per result; replaced by [`Breaker::set_config`].
+    config: ArcSwap<BreakerConfig>,
     epoch: Instant,
     /// Nanoseconds since `epoch` when an open breaker may probe.
     open_until: AtomicU64,
@@ -126,7 +128,7 @@ impl Breaker {
             trips: AtomicU64::new(0),
             window,
             events,
-            config,
+            config: ArcSwap::from_pointee(config),
         }
     }
 
@@ -141,8 +143,16 @@ impl Breaker {
     }
 
     /// The breaker's settings.
-    pub fn config(&self) -> &BreakerConfig {
-        &self.config
+    pub fn config(&self) -> Arc<BreakerConfig> {
+        self.config.load_full()
+    }
+
+    /// Replaces the breaker's settings, keeping its state: the next admission and the next
+    /// result are judged by `config` (a lower threshold trips at the next failure past it;
+    /// an open circuit keeps the open time it was given). A changed `rate` applies to
+    /// breakers made afterwards: this one keeps its window.
+    pub fn set_config(&self, config: BreakerConfig) {
+        self.config.store(Arc::new(config));
     }
 
     /// Transitions from now on. A subscriber that falls more than the channel's capacity
@@ -254,14 +264,14 @@ impl Breaker {
     /// backend's name: while the circuit is closed it counts like a refused connection
     /// (specification 15.3); an open or probing circuit is left to its probes.
     pub fn record_failure(&self) {
-        if self.config.enabled && self.hot.state.load(Ordering::Acquire) == CLOSED {
+        if self.config.load().enabled && self.hot.state.load(Ordering::Acquire) == CLOSED {
             self.record_closed(Outcome::Failure { retry_after: None });
         }
     }
 
     /// Decides whether a request may go through now.
     pub(crate) fn admit(&self) -> Admission {
-        if !self.config.enabled {
+        if !self.config.load().enabled {
             return Admission::Closed;
         }
         match self.hot.state.load(Ordering::Acquire) {
@@ -290,9 +300,9 @@ impl Breaker {
     fn try_probe(&self) -> Admission {
         let generation = self.generation.load(Ordering::Acquire);
         let mut n = self.probes.load(Ordering::Acquire);
+        let probes = self.config.load().probes.max(1);
         loop {
-            if n >= self.config.probes.max(1) || self.hot.state.load(Ordering::Acquire) != HALF_OPEN
-            {
+            if n >= probes || self.hot.state.load(Ordering::Acquire) != HALF_OPEN {
                 return Admission::Rejected;
             }
             match self
@@ -307,7 +317,7 @@ impl Breaker {
 
     /// Records the result of a request admitted by [`Breaker::admit`].
     pub(crate) fn record(&self, admission: &Admission, outcome: Outcome) {
-        if !self.config.enabled {
+        if !self.config.load().enabled {
             return;
         }
         match *admission {
@@ -337,7 +347,7 @@ impl Breaker {
                     }
                     None => false,
                 };
-                if n >= self.config.threshold.max(1) || by_rate {
+                if n >= self.config.load().threshold.max(1) || by_rate {
                     self.trip(CLOSED, retry_after);
                 }
             }
@@ -353,7 +363,7 @@ impl Breaker {
             Outcome::Success => {
                 let ok = self.probe_successes.fetch_add(1, Ordering::AcqRel) + 1;
                 self.probes.fetch_sub(1, Ordering::AcqRel);
-                if ok >= self.config.probe_successes.max(1)
+                if ok >= self.config.load().probe_successes.max(1)
                     && self
                         .hot
                         .state
@@ -395,7 +405,7 @@ impl Breaker {
             0
         };
         let open_for = match retry_after {
-            Some(d) => d.min(self.config.retry_after_cap),
+            Some(d) => d.min(self.config.load().retry_after_cap),
             None => self.backoff(reopens),
         };
         let until = self
@@ -424,13 +434,14 @@ impl Breaker {
     /// The open time after `reopens` re-trips: the timeout doubled each time, capped, with
     /// jitter on the doubled ones.
     fn backoff(&self, reopens: u32) -> Duration {
-        let base = self.config.timeout;
+        let config = self.config.load();
+        let base = config.timeout;
         if reopens == 0 {
             return base;
         }
         let doubled = base.saturating_mul(1u32.checked_shl(reopens.min(31)).unwrap_or(u32::MAX));
-        let capped = doubled.min(self.config.max_timeout);
-        let jitter = self.config.jitter.clamp(0.0, 1.0);
+        let capped = doubled.min(config.max_timeout);
+        let jitter = config.jitter.clamp(0.0, 1.0);
         if jitter == 0.0 {
             return capped;
         }

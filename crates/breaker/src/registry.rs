@@ -17,7 +17,7 @@ pub struct CircuitBreakers {
 }
 
 struct Inner {
-    config: BreakerConfig,
+    config: ArcSwap<BreakerConfig>,
     breakers: ArcSwap<HashMap<Arc<str>, Arc<Breaker>>>,
     events: broadcast::Sender<Transition>,
 }
@@ -28,7 +28,7 @@ impl CircuitBreakers {
         let (events, _) = broadcast::channel(1024);
         Self {
             inner: Arc::new(Inner {
-                config,
+                config: ArcSwap::from_pointee(config),
                 breakers: ArcSwap::default(),
                 events,
             }),
@@ -42,7 +42,7 @@ impl CircuitBreakers {
         }
         let fresh = Arc::new(Breaker::new(
             id,
-            self.inner.config.clone(),
+            BreakerConfig::clone(&self.inner.config.load()),
             self.inner.events.clone(),
         ));
         let mut chosen = fresh.clone();
@@ -55,6 +55,20 @@ impl CircuitBreakers {
             map
         });
         chosen
+    }
+
+    /// The settings of the breakers made from now on.
+    pub fn config(&self) -> Arc<BreakerConfig> {
+        self.inner.config.load_full()
+    }
+
+    /// Replaces the settings of every breaker, keeping their states (see
+    /// [`Breaker::set_config`]), and of those made from now on.
+    pub fn set_config(&self, config: BreakerConfig) {
+        self.inner.config.store(Arc::new(config.clone()));
+        for breaker in self.inner.breakers.load().values() {
+            breaker.set_config(config.clone());
+        }
     }
 
     /// A layer bound to the breaker of `id`.

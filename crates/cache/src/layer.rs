@@ -96,6 +96,19 @@ impl CacheHandle {
         &self.shared.config
     }
 
+    /// A layer of `config` over this cache's store, counters and fetches in flight, as
+    /// when a configuration is reloaded: what is stored stays (a smaller `max_size` evicts
+    /// down to it, see [`Store::resize`]) and is judged by `config` from then on;
+    /// requests already in the cache finish with its old settings.
+    pub fn reconfigured(&self, config: CacheConfig) -> CacheLayer {
+        if config.max_size != self.shared.config.max_size {
+            self.shared.store.resize(config.max_size);
+        }
+        CacheLayer {
+            shared: Arc::new(self.shared.reconfigured(config)),
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store

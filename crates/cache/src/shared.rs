@@ -13,7 +13,8 @@ pub(crate) struct Shared {
     pub(crate) config: CacheConfig,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) flights: Arc<Flights>,
-    pub(crate) stats: Counters,
+    /// Shared with the layers [`CacheHandle::reconfigured`](crate::CacheHandle) makes.
+    pub(crate) stats: Arc<Counters>,
 }
 
 /// What is stored for a request's URL.
@@ -30,7 +31,17 @@ impl Shared {
             config,
             store,
             flights: Arc::new(Flights::new()),
-            stats: Counters::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The same store, fetches in flight and counters under `config`.
+    pub(crate) fn reconfigured(&self, config: CacheConfig) -> Self {
+        Self {
+            config,
+            store: self.store.clone(),
+            flights: self.flights.clone(),
+            stats: self.stats.clone(),
         }
     }
 

@@ -40,6 +40,12 @@ pub trait Store: Send + Sync + 'static {
         self.len() == 0
     }
 
+    /// Bounds the store to `max_size` bytes from now on, evicting down to it (a
+    /// configuration reload). A store that cannot change its bound keeps it (the default).
+    fn resize(&self, max_size: u64) {
+        let _ = max_size;
+    }
+
     /// How many URLs' responses were evicted to make room (not removed, not replaced).
     fn evictions(&self) -> u64 {
         0
@@ -54,11 +60,14 @@ pub trait Store: Send + Sync + 'static {
 /// responses do), weighs items with a caller's weigher, and reports evictions, which
 /// [`CacheStats::evictions`](crate::CacheStats::evictions) counts.
 pub struct MemoryStore {
-    cache: Cache<Box<str>, Arc<Variants>, ByteWeighter, DefaultHashBuilder, CountEvictions>,
+    cache: Entries,
     evictions: Arc<AtomicU64>,
-    /// The heaviest item quick_cache admits (its per-shard "hot" target).
-    max_weight: u64,
+    /// The heaviest item quick_cache admits (its per-shard "hot" target); follows
+    /// [`Store::resize`].
+    max_weight: AtomicU64,
 }
+
+type Entries = Cache<Box<str>, Arc<Variants>, ByteWeighter, DefaultHashBuilder, CountEvictions>;
 
 /// quick_cache's share of a shard's weight for recently admitted items; an item heavier
 /// than this share of its shard is not admitted.
@@ -89,13 +98,18 @@ impl MemoryStore {
             DefaultHashBuilder::default(),
             CountEvictions(evictions.clone()),
         );
-        let max_weight = (cache.shard_capacity() as f64 * HOT_ALLOCATION) as u64;
+        let max_weight = AtomicU64::new(heaviest(&cache));
         Self {
             cache,
             evictions,
             max_weight,
         }
     }
+}
+
+/// The heaviest item `cache`'s shards admit.
+fn heaviest(cache: &Entries) -> u64 {
+    (cache.shard_capacity() as f64 * HOT_ALLOCATION) as u64
 }
 
 impl fmt::Debug for MemoryStore {
@@ -115,7 +129,7 @@ impl Store for MemoryStore {
 
     fn insert(&self, key: String, variants: Arc<Variants>) -> bool {
         let key = key.into_boxed_str();
-        if ByteWeighter.weight(&key, &variants) > self.max_weight {
+        if ByteWeighter.weight(&key, &variants) > self.max_weight.load(Ordering::Relaxed) {
             // quick_cache would turn it away and report it as an eviction.
             self.cache.remove(&*key);
             return false;
@@ -142,6 +156,14 @@ impl Store for MemoryStore {
 
     fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// The shards stay as [`MemoryStore::new`] chose them; each gets its share of
+    /// `max_size`, and a smaller one evicts down to it now.
+    fn resize(&self, max_size: u64) {
+        let shards = self.cache.num_shards() as u64;
+        self.cache.set_capacity(max_size - max_size % shards);
+        (self.max_weight).store(heaviest(&self.cache), Ordering::Relaxed);
     }
 }
 

@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use switchyard::BackendError;
+use switchyard_server::upgrade::Sockets;
 use tokio::net::TcpListener;
 
 /// What kept the proxy (or the demo) from starting.
@@ -28,6 +29,8 @@ pub enum StartError {
     Backend(BackendError),
     /// A demo backend could not be started.
     DemoBackend(io::Error),
+    /// The upgrade socket could not be set up, or the sockets not taken over.
+    Upgrade(io::Error),
     /// A setting given by a flag is invalid (a file's are checked as it is read).
     Flag(switchyard::ConfigProblem),
 }
@@ -47,6 +50,26 @@ impl Listener {
     /// Binds `addr` for this listener; the error names it.
     pub async fn bind(self, addr: SocketAddr) -> Result<TcpListener, StartError> {
         (TcpListener::bind(addr).await).map_err(|source| StartError::Listen {
+            listener: self,
+            addr,
+            source,
+        })
+    }
+}
+
+impl Listener {
+    /// This listener from `sockets`: inherited in a binary upgrade, else bound on `addr`.
+    pub async fn take(
+        self,
+        sockets: &mut Sockets,
+        addr: SocketAddr,
+    ) -> Result<TcpListener, StartError> {
+        let name = if self == Self::Admin {
+            "admin"
+        } else {
+            "proxy"
+        };
+        (sockets.listener(name, addr).await).map_err(|source| StartError::Listen {
             listener: self,
             addr,
             source,
@@ -74,6 +97,7 @@ impl fmt::Display for StartError {
                 write!(f, "cannot listen on {addr}{key}: {source}{hint}")
             }
             Self::Signal(e) => write!(f, "SIGHUP handler: {e}"),
+            Self::Upgrade(e) => write!(f, "binary upgrade: {e}"),
             Self::Backend(e) => e.fmt(f),
             Self::DemoBackend(e) => write!(f, "cannot start demo backend: {e}"),
             Self::Flag(p) => write!(f, "{p} (given by a flag)"),
@@ -84,7 +108,7 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Runtime(e) | Self::Signal(e) | Self::DemoBackend(e) => Some(e),
+            Self::Runtime(e) | Self::Signal(e) | Self::DemoBackend(e) | Self::Upgrade(e) => Some(e),
             Self::Listen { source, .. } => Some(source),
             Self::Backend(e) => Some(e),
             Self::Flag(_) => None,

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::{Backend, ParseBackendError, Proxy};
+use switchyard_admin::LiveConfig;
 use switchyard_cli::error::{Listener, StartError};
 use switchyard_cli::{demo, reload, FileConfig};
 use switchyard_server::shutdown_signal;
+use switchyard_server::upgrade::{self, Sockets};
 use tokio::net::TcpListener;
 
 // A proxy allocates and frees small buffers and futures on every request; mimalloc's
@@ -26,7 +28,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ServeArgs {
     /// Configuration file (TOML).
     #[arg(short, long)]
@@ -65,6 +67,12 @@ struct ServeArgs {
     /// Send a hedged second attempt after this long (overrides `proxy.hedge_after`).
     #[arg(long, value_parser = humantime::parse_duration)]
     hedge_after: Option<std::time::Duration>,
+    /// Binary upgrade: take over the sockets of the switchyard on `--upgrade-socket`.
+    #[arg(long)]
+    upgrade: bool,
+    /// Unix socket handing the listeners to a new process (default: under $XDG_RUNTIME_DIR).
+    #[arg(long, env = "SWITCHYARD_UPGRADE_SOCKET")]
+    upgrade_socket: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -104,8 +112,10 @@ fn main() -> ExitCode {
         },
         Command::Serve(args) => {
             let threads = args.threads;
+            let socket = (args.upgrade_socket.clone()).unwrap_or_else(upgrade::default_socket);
+            let upgrade = (socket, args.upgrade);
             match args.configure() {
-                Ok((file, reload)) => run(threads, serve(file, reload)),
+                Ok((file, reread)) => run(threads, serve(file, reread, upgrade)),
                 Err(message) => invalid(message),
             }
         }
@@ -114,18 +124,20 @@ fn main() -> ExitCode {
 }
 
 impl ServeArgs {
-    /// The file's configuration (or the defaults) with the flags applied over it, and the
-    /// file to re-read on SIGHUP; or why the flags or the file cannot be used.
-    fn configure(self) -> Result<(FileConfig, Option<(PathBuf, FileConfig)>), String> {
-        let mut file = match &self.config {
-            Some(path) => FileConfig::load(path).map_err(|e| e.to_string())?,
-            None => FileConfig::default(),
+    /// The file's configuration (or the defaults) with the flags applied over it, and how
+    /// to read it again (SIGHUP, `POST /config/reload`); or why it cannot be used.
+    fn configure(self) -> Result<(FileConfig, Option<Reread>), String> {
+        let Some(path) = self.config.clone() else {
+            return Ok((self.overlay(FileConfig::default())?, None));
         };
-        // SIGHUP reloads the file's backends, measured against the file as read now.
-        // Backends from --backend flags are not the file's: nothing to reload then.
-        let reload = (self.config)
-            .filter(|_| self.backend.is_empty())
-            .map(|path| (path, file.clone()));
+        let reread = move || FileConfig::load(&path).map_err(|e| e.to_string());
+        let file = self.overlay(reread()?)?;
+        // Read again, the file gets the same flags over it.
+        Ok((file, Some(Box::new(move || self.overlay(reread()?)))))
+    }
+
+    /// `file` with the flags applied over it.
+    fn overlay(&self, mut file: FileConfig) -> Result<FileConfig, String> {
         file.listen = self.listen.unwrap_or(file.listen);
         if let Some(admin) = self.admin {
             file.admin.listen = admin;
@@ -153,9 +165,12 @@ impl ServeArgs {
                 .collect::<Result<_, ParseBackendError>>()
                 .map_err(|e| format!("--backend: {e}"))?;
         }
-        Ok((file, reload))
+        Ok(file)
     }
 }
+
+/// Reads the configuration file again, with the flags over it.
+type Reread = Box<dyn Fn() -> Result<FileConfig, String> + Send + Sync>;
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
@@ -188,11 +203,26 @@ fn run(
     ExitCode::FAILURE
 }
 
-async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Result<(), StartError> {
+async fn serve(
+    file: FileConfig,
+    reread: Option<Reread>,
+    (socket, take_over): (PathBuf, bool),
+) -> Result<(), StartError> {
     if let Some(p) = file.proxy.validate().into_iter().next() {
         return Err(StartError::Flag(p));
     }
-    let listener = Listener::Proxy.bind(file.listen).await?;
+    let mut sockets = Sockets::start(&socket, take_over).map_err(StartError::Upgrade)?;
+    let listener = Listener::Proxy.take(&mut sockets, file.listen).await?;
+    let admin = match file.admin.enabled {
+        true => Some(
+            Listener::Admin
+                .take(&mut sockets, file.admin.listen)
+                .await?,
+        ),
+        false => None,
+    };
+    // Connections queue on the listening sockets until the servers below accept them.
+    let handed = sockets.serve();
     let proxy = Proxy::new(file.proxy.clone());
     for b in file.backends.clone() {
         proxy.add_backend(b)?;
@@ -200,34 +230,29 @@ async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Resul
     if proxy.list_backends().is_empty() {
         tracing::warn!("no backends configured: every request will get 503");
     }
-    if file.admin.enabled {
-        let listener = Listener::Admin.bind(file.admin.listen).await?;
-        spawn_admin(listener, &proxy, &file);
+    let live = match reread {
+        Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, reload::apply),
+        None => LiveConfig::fixed(&file),
+    };
+    if let Some(listener) = admin {
+        let router = switchyard_admin::live_router(proxy.clone(), &file.admin, live.clone());
+        let stop = handed.clone().or_signal();
+        tokio::spawn(switchyard_admin::serve(listener, router, stop));
         tracing::info!(admin = %file.admin.listen, "admin API and dashboard listening");
     }
-    // SIGHUP reloads the file's backends, and the certificates (which the server watches).
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
-        let proxy = proxy.clone();
-        tokio::spawn(async move {
-            let mut reload = reload;
-            while hangups.recv().await.is_some() {
-                match &mut reload {
-                    Some((path, loaded)) => reload::reread(path, &proxy, loaded),
-                    None => tracing::warn!(
-                        "SIGHUP: the backends do not come from a --config file; nothing to reload"
-                    ),
-                }
-            }
-        });
-    }
-    #[cfg(not(unix))]
-    drop(reload);
+    // SIGHUP reads the file again (as `POST /config/reload` does), and the certificates
+    // (which the server watches).
+    let hangup = tokio::signal::unix::SignalKind::hangup();
+    let mut hangups = tokio::signal::unix::signal(hangup).map_err(StartError::Signal)?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            live.reload().await;
+        }
+    });
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
-    switchyard_server::serve(listener, proxy, file.server, shutdown_signal()).await;
+    let stop = handed.or_signal();
+    switchyard_server::serve(listener, proxy, file.server, stop).await;
     Ok(())
 }
 
@@ -235,14 +260,8 @@ async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), St
     let listener = Listener::Demo.bind(listen).await?;
     let proxy = Proxy::new(switchyard::ProxyConfig::default());
     let mut backends = Vec::new();
-    for id in ["backend-1", "backend-2", "backend-3"] {
-        let addr = demo::spawn_backend(id, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(StartError::DemoBackend)?;
-        let url = format!("http://{addr}")
-            .parse()
-            .expect("a socket address is a URL's authority");
-        proxy.add_backend(Backend::new(id, url))?;
+    for (id, addr, backend) in demo::spawn_three().await.map_err(StartError::DemoBackend)? {
+        proxy.add_backend(backend)?;
         backends.push((id, addr));
     }
     let file = FileConfig {
@@ -255,7 +274,12 @@ async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), St
     };
     // The demo runs without its dashboard rather than not at all.
     let admin = match TcpListener::bind(admin_listen).await {
-        Ok(listener) => Some(spawn_admin(listener, &proxy, &file)),
+        Ok(listener) => {
+            let bound = listener.local_addr().unwrap_or(admin_listen);
+            let router = switchyard_admin::router(proxy.clone(), &file.admin, &file);
+            tokio::spawn(switchyard_admin::serve(listener, router, shutdown_signal()));
+            Some(bound)
+        }
         Err(e) => {
             tracing::warn!(admin = %admin_listen, error = %e, "no dashboard: cannot listen (pick another address with --admin)");
             None
@@ -264,13 +288,4 @@ async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), St
     println!("{}", demo::banner(listen, &backends, admin));
     switchyard_server::serve(listener, proxy, Default::default(), shutdown_signal()).await;
     Ok(())
-}
-
-/// Serves the admin API over `proxy` on `listener` as `file` configures it, until shutdown;
-/// returns the address it listens on.
-fn spawn_admin(listener: TcpListener, proxy: &Proxy, file: &FileConfig) -> SocketAddr {
-    let bound = listener.local_addr().unwrap_or(file.admin.listen);
-    let router = switchyard_admin::router(proxy.clone(), &file.admin, file);
-    tokio::spawn(switchyard_admin::serve(listener, router, shutdown_signal()));
-    bound
 }

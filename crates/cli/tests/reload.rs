@@ -1,4 +1,5 @@
-//! Reloading the configuration file: changes to what is read only at start are reported.
+//! Reloading the configuration file: the proxy's settings apply at once; changes to what is
+//! read only at start are reported.
 
 use switchyard::Proxy;
 use switchyard_cli::reload::apply;
@@ -12,10 +13,15 @@ async fn settings_read_only_at_start_are_reported() {
     let mut new = old.clone();
     new.proxy.retry.max_retries += 1;
     new.server.http2 = false;
+    new.proxy.health.interval *= 2;
     let done = apply(&proxy, &old, &new);
-    assert_eq!(done.need_restart, ["server", "proxy"]);
+    assert_eq!(done.applied, ["retry"]);
+    assert_eq!(done.need_restart, ["server", "health_check"]);
     assert_eq!(
         done.to_string(),
-        "changes to server, proxy take effect after a restart"
+        "applied retry; changes to server, health_check take effect after a restart"
     );
+    let in_force = proxy.config();
+    assert_eq!(in_force.retry.max_retries, new.proxy.retry.max_retries);
+    assert_eq!(in_force.health.interval, old.proxy.health.interval);
 }

@@ -16,6 +16,14 @@ impl RetryLayer {
     }
 }
 
+impl RetryLayer {
+    /// A layer of `config` sharing this one's counters and budget (see
+    /// [`HttpPolicy::reconfigured`]).
+    pub fn reconfigured(&self, config: RetryConfig) -> Self {
+        Self::with_policy(self.policy.reconfigured(config))
+    }
+}
+
 impl<P> RetryLayer<P> {
     /// A layer with `policy`.
     pub fn with_policy(policy: P) -> Self {

@@ -104,8 +104,9 @@ pub struct HttpPolicy<C = StatusClassifier> {
 struct Shared<C> {
     config: RetryConfig,
     classifier: C,
-    budget: Budget,
-    stats: Counters,
+    /// Shared with the policies [`HttpPolicy::reconfigured`] makes.
+    budget: Arc<Budget>,
+    stats: Arc<Counters>,
 }
 
 impl HttpPolicy {
@@ -117,17 +118,43 @@ impl HttpPolicy {
     }
 }
 
+impl HttpPolicy {
+    /// A policy of `config` for requests from now on, as when a configuration is reloaded:
+    /// it goes on counting in this policy's counters, and draws from this policy's budget
+    /// while `config.budget` is the same. Requests that started with this policy finish
+    /// with its settings.
+    pub fn reconfigured(&self, config: RetryConfig) -> Self {
+        let shared = &self.shared;
+        let budget = match config.budget == shared.config.budget {
+            true => shared.budget.clone(),
+            false => Arc::new(Budget::new(config.budget)),
+        };
+        let classifier = StatusClassifier::new(config.statuses.clone())
+            .grpc_statuses(config.grpc_statuses.clone());
+        Self::from_parts(config, classifier, budget, shared.stats.clone())
+    }
+}
+
 impl<C> HttpPolicy<C> {
     /// The policy of `config`, retrying the responses `classifier` calls failures instead of
     /// [`RetryConfig::statuses`] and [`RetryConfig::grpc_statuses`].
     pub fn with_classifier(config: RetryConfig, classifier: C) -> Self {
-        let budget = Budget::new(config.budget);
+        let budget = Arc::new(Budget::new(config.budget));
+        Self::from_parts(config, classifier, budget, Arc::default())
+    }
+
+    fn from_parts(
+        config: RetryConfig,
+        classifier: C,
+        budget: Arc<Budget>,
+        stats: Arc<Counters>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 config,
                 classifier,
                 budget,
-                stats: Counters::default(),
+                stats,
             }),
             deadline: None,
             idempotent: false,

@@ -7,12 +7,15 @@
 //! bounds how long a client may take to send a request's header, fills in the client's
 //! address ([`switchyard::ClientAddr`]) for the proxy's `X-Forwarded-For`, writes the
 //! access log (`switchyard::access` at `DEBUG`), and shuts down gracefully, upgraded
-//! connections (WebSockets) included.
+//! connections (WebSockets) included. [`demo`] has the small backends of `switchyard demo`.
 
+pub mod demo;
 mod drain;
 pub mod proxy_protocol;
 mod server;
 mod tls;
+#[cfg(unix)]
+pub mod upgrade;
 
 pub use server::{serve, shutdown_signal, Http1Engine, ServerConfig};
 pub use tls::{CertFiles, ListenerOptions, ListenerTls};

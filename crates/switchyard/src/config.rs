@@ -283,6 +283,100 @@ impl ProxyConfig {
     }
 }
 
+/// What [`Proxy::reconfigure`](crate::Proxy::reconfigure) changed: the settings applied
+/// to new requests, and those that changed but are read only when the proxy is built.
+/// Names are the `[proxy]` table's keys or, for a group of them, their common prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Settings in force for new requests.
+    pub applied: Vec<&'static str>,
+    /// Settings that changed and were kept as they were: they take effect after a restart
+    /// (or a binary upgrade).
+    pub need_restart: Vec<&'static str>,
+}
+
+impl ProxyConfig {
+    /// The configuration to put in force when `new` replaces `self` on a running proxy:
+    /// `new`, but for the settings read only when the proxy is built (the connection pool,
+    /// backend TLS, health checks, metrics), which stay as they are; and what changed.
+    pub(crate) fn carry_over(&self, new: ProxyConfig) -> (ProxyConfig, Reconfigured) {
+        let mut done = Reconfigured::default();
+        let mut note = |changed: bool, name: &'static str, live: bool| {
+            if changed {
+                match live {
+                    true => done.applied.push(name),
+                    false => done.need_restart.push(name),
+                }
+            }
+        };
+        note(self.retry != new.retry, "retry", true);
+        note(self.breaker != new.breaker, "circuit_breaker", true);
+        note(self.cache != new.cache, "cache", true);
+        note(
+            self.request_timeout != new.request_timeout,
+            "request_timeout",
+            true,
+        );
+        note(
+            self.preserve_host != new.preserve_host,
+            "preserve_host",
+            true,
+        );
+        let upgrades = (self.upgrade_idle_timeout, &self.upgrade_protocols)
+            != (new.upgrade_idle_timeout, &new.upgrade_protocols);
+        note(upgrades, "upgrade", true);
+        let pool = PoolConfig {
+            tls: None,
+            ..self.pool.clone()
+        } != PoolConfig {
+            tls: None,
+            ..new.pool.clone()
+        };
+        note(pool, "connection pool", false);
+        let tls = (
+            &self.backend_ca_file,
+            &self.backend_client_cert_file,
+            &self.backend_client_key_file,
+        ) != (
+            &new.backend_ca_file,
+            &new.backend_client_cert_file,
+            &new.backend_client_key_file,
+        );
+        note(tls, "backend TLS", false);
+        note(self.health != new.health, "health_check", false);
+        note(self.metrics != new.metrics, "metrics_enabled", false);
+        let kept = ProxyConfig {
+            pool: self.pool.clone(),
+            health: self.health.clone(),
+            metrics: self.metrics,
+            backend_ca_file: self.backend_ca_file.clone(),
+            backend_client_cert_file: self.backend_client_cert_file.clone(),
+            backend_client_key_file: self.backend_client_key_file.clone(),
+            ..new
+        };
+        (kept, done)
+    }
+}
+
+impl fmt::Display for Reconfigured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.applied.is_empty() {
+            parts.push(format!("applied {}", self.applied.join(", ")));
+        }
+        if !self.need_restart.is_empty() {
+            parts.push(format!(
+                "changes to {} take effect after a restart",
+                self.need_restart.join(", ")
+            ));
+        }
+        match parts.is_empty() {
+            true => f.write_str("no proxy setting changed"),
+            false => f.write_str(&parts.join("; ")),
+        }
+    }
+}
+
 /// A size in bytes, written `"100MiB"`, `"512KiB"`, `"1GB"`, `"4096"` or a plain number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub u64);
@@ -746,6 +840,31 @@ mod tests {
             assert_eq!(problems[0].key, "attempt_timeout");
             assert_eq!(problems[0].message, message);
         }
+    }
+
+    /// A reload applies what a running proxy can change and keeps the rest, naming both.
+    #[test]
+    fn carry_over_keeps_what_is_read_at_start() {
+        let old = ProxyConfig::default();
+        let mut new = old.clone();
+        new.retry.max_retries = 0;
+        new.request_timeout = Duration::from_secs(1);
+        new.pool.max_connections = 5;
+        new.health.rise = 4;
+        let (kept, done) = old.carry_over(new);
+        assert_eq!(done.applied, ["retry", "request_timeout"]);
+        assert_eq!(done.need_restart, ["connection pool", "health_check"]);
+        assert_eq!(
+            done.to_string(),
+            "applied retry, request_timeout; changes to connection pool, health_check take \
+             effect after a restart"
+        );
+        assert_eq!(kept.retry.max_retries, 0);
+        assert_eq!(kept.request_timeout, Duration::from_secs(1));
+        assert_eq!(kept.pool, old.pool);
+        assert_eq!(kept.health, old.health);
+        let (_, none) = kept.carry_over(kept.clone());
+        assert_eq!(none.to_string(), "no proxy setting changed");
     }
 
     #[test]

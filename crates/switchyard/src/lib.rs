@@ -79,7 +79,7 @@ pub mod response;
 mod upgrade;
 
 pub use body::Body;
-pub use config::{Backend, ByteSize, ConfigProblem, ParseBackendError, ProxyConfig};
+pub use config::{Backend, ByteSize, ConfigProblem, ParseBackendError, ProxyConfig, Reconfigured};
 pub use error::{BackendError, Error, InvalidBackendUrl};
 pub use forward::{Forward, ForwardLayer};
 pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};

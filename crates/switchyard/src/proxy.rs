@@ -2,6 +2,9 @@ use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
 
 use http::{Request, Response};
 use switchyard_balance::Balance;
@@ -23,8 +26,8 @@ use crate::body::{self, Body};
 use crate::collector::{BackendState, TunnelGauge};
 use crate::registry::{self as reg, EndpointService, HttpEndpoints};
 use crate::{
-    Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
-    ProxyHeadersLayer, StrictHost, TunnelStats, Tunnels,
+    Backend, BackendError, ConfigProblem, ErrorResponse, ErrorResponseLayer, ProxyConfig,
+    ProxyHeaders, ProxyHeadersLayer, Reconfigured, StrictHost, TunnelStats, Tunnels,
 };
 
 type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
@@ -56,21 +59,88 @@ pub type ProxyFuture = <Stack as Service<Request<Body>>>::Future;
 /// [`ErrorResponse`](crate::ErrorResponse)). Clones are cheap and share everything, so a
 /// clone can be handed to each connection, to axum, or kept to manage backends. Changes
 /// take effect for the next request; requests in flight on a removed backend finish.
+///
+/// [`Proxy::reconfigure`] replaces the settings of the layers above the backends: each
+/// clone picks up the new stack at its next `poll_ready` (one atomic load per request),
+/// while requests already started finish on the stack they started with.
 #[derive(Clone)]
 pub struct Proxy {
     shared: Arc<Shared>,
+    /// The settings this clone's `stack` was built with.
+    current: Arc<Generation>,
     stack: Stack,
 }
 
 struct Shared {
-    retry: RetryLayer,
     /// The balancer's endpoint count, for `settled`.
     endpoints: tokio::sync::watch::Receiver<usize>,
-    config: ProxyConfig,
     registry: Registry<HttpEndpoints>,
-    cache: Option<CacheHandle>,
     metrics: MetricsRegistry,
     tunnels: Tunnels,
+    /// What every generation's stack is built over: the same balancer (and so the same
+    /// backends, breakers and pools), the same tunnels and the same metrics.
+    parts: Parts,
+    current: ArcSwap<Generation>,
+}
+
+#[derive(Clone)]
+struct Parts {
+    balance: Balancer,
+    headers: ProxyHeadersLayer,
+    top: MetricsLayer,
+}
+
+/// One configuration in force, and the stack built for it.
+struct Generation {
+    config: Arc<ProxyConfig>,
+    loaded: SystemTime,
+    retry: RetryLayer,
+    cache: Option<CacheHandle>,
+    stack: Stack,
+}
+
+impl Generation {
+    /// The stack of `config` over `parts`, carrying on from `previous`: the retry counters
+    /// and budget, and the cache's store and counters.
+    fn build(config: ProxyConfig, parts: &Parts, previous: Option<&Generation>) -> Self {
+        let retry = match previous {
+            Some(p) => p.retry.reconfigured(config.bounded_retry()),
+            None => RetryLayer::new(config.bounded_retry()),
+        };
+        let headers = (parts.headers.clone())
+            .preserve_host(config.preserve_host)
+            .upgrade_idle_timeout(Some(config.upgrade_idle_timeout).filter(|idle| !idle.is_zero()))
+            .upgrade_protocols(&config.upgrade_protocols);
+        let upstream = ServiceBuilder::new()
+            .layer(headers)
+            .layer(retry.clone())
+            .map_request(unreplay as fn(_) -> _)
+            .service(parts.balance.clone());
+        // The cache sits above the retries and their deadline: a hit takes no timer, and a
+        // stored response can answer for backends that time out (stale-if-error).
+        let before = previous.and_then(|p| p.cache.as_ref());
+        let (cached, cache) = match (&config.cache, before) {
+            (Some(cache), before) => {
+                let layer = match before {
+                    Some(handle) => handle.reconfigured(cache.clone()),
+                    None => CacheLayer::new(cache.clone()),
+                };
+                let handle = layer.handle();
+                let cached = MapResponse::new(layer.layer(upstream), box_cached as fn(_) -> _);
+                (Either::Left(cached), Some(handle))
+            }
+            (None, _) => (Either::Right(upstream), None),
+        };
+        // The host is checked before the cache keys on it or a backend sees it.
+        let stack = (parts.top).layer(StrictHost::new(ErrorResponseLayer::new().layer(cached)));
+        Self {
+            config: Arc::new(config),
+            loaded: SystemTime::now(),
+            retry,
+            cache,
+            stack,
+        }
+    }
 }
 
 impl Proxy {
@@ -94,33 +164,25 @@ impl Proxy {
         let (registry, discovery) = Registry::builder(config.health.clone(), endpoints)
             .checker(HttpChecker::with_tls(tls))
             .build();
-        let retry = RetryLayer::new(config.bounded_retry());
         let balance = Balance::weighted(discovery).route_hints(RouteHint::in_extensions);
         let endpoints = balance.endpoint_count();
-        let headers = ProxyHeadersLayer::new()
-            .preserve_host(config.preserve_host)
-            .upgrade_idle_timeout(Some(config.upgrade_idle_timeout).filter(|idle| !idle.is_zero()))
-            .upgrade_protocols(&config.upgrade_protocols);
+        let headers = ProxyHeadersLayer::new();
         let tunnels = headers.tunnels().clone();
-        let upstream = ServiceBuilder::new()
-            .layer(headers)
-            .layer(retry.clone())
-            .map_request(unreplay as fn(_) -> _)
-            .service(balance);
-        // The cache sits above the retries and their deadline: a hit takes no timer, and a
-        // stored response can answer for backends that time out (stale-if-error).
-        let (cached, cache) = if let Some(cache) = &config.cache {
-            let layer = CacheLayer::new(cache.clone());
-            let handle = layer.handle();
-            let cached = MapResponse::new(layer.layer(upstream), box_cached as fn(_) -> _);
-            (Either::Left(cached), Some(handle))
-        } else {
-            (Either::Right(upstream), None)
+        let top = match config.metrics {
+            true => MetricsLayer::new(&metrics),
+            false => MetricsLayer::off(),
         };
-        let top = if config.metrics {
-            let retries = retry.clone();
+        let parts = Parts {
+            balance,
+            headers,
+            top,
+        };
+        let first = Generation::build(config, &parts, None);
+        if first.config.metrics {
+            // Later generations share these counters (see `Generation::build`).
+            let retries = first.retry.clone();
             metrics.retry_source(move || retries.stats().retries);
-            if let Some(cache) = cache.clone() {
+            if let Some(cache) = first.cache.clone() {
                 metrics.cache_source(move || {
                     let stats = cache.stats();
                     CacheCounters {
@@ -133,29 +195,63 @@ impl Proxy {
                 registry: registry.clone(),
             });
             metrics.register_collector(TunnelGauge(tunnels.clone()));
-            MetricsLayer::new(&metrics)
-        } else {
-            MetricsLayer::off()
-        };
-        // The host is checked before the cache keys on it or a backend sees it.
-        let stack = top.layer(StrictHost::new(ErrorResponseLayer::new().layer(cached)));
+        }
+        let first = Arc::new(first);
         Self {
+            stack: first.stack.clone(),
+            current: first.clone(),
             shared: Arc::new(Shared {
-                config,
                 registry,
-                retry,
                 endpoints,
-                cache,
                 metrics,
                 tunnels,
+                parts,
+                current: ArcSwap::new(first),
             }),
-            stack,
         }
     }
 
-    /// The configuration the proxy was built with.
-    pub fn config(&self) -> &ProxyConfig {
-        &self.shared.config
+    /// The configuration in force: the one the proxy was built with, or the last one
+    /// [`Proxy::reconfigure`] applied.
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.shared.current.load().config.clone()
+    }
+
+    /// When the configuration in force was applied.
+    pub fn config_loaded_at(&self) -> SystemTime {
+        self.shared.current.load().loaded
+    }
+
+    /// Applies `config` to the requests from now on, keeping what the proxy holds: the
+    /// backends, their breakers' states (under the new breaker settings), their pools and
+    /// connections, the cached responses (a smaller cache evicts down to its new size) and
+    /// the retry counters. Requests in flight finish on the settings they started with.
+    ///
+    /// The retry, breaker, cache, timeout, host and upgrade settings apply at once. The
+    /// connection pool, health check and metrics settings are read when the proxy is
+    /// built: those that changed are kept as they were and listed in
+    /// [`Reconfigured::need_restart`]. A configuration that does not validate changes
+    /// nothing and comes back with every problem.
+    pub fn reconfigure(&self, config: ProxyConfig) -> Result<Reconfigured, Vec<ConfigProblem>> {
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut done = Reconfigured::default();
+        self.shared.current.rcu(|now| {
+            let (config, changes) = now.config.carry_over(config.clone());
+            done = changes;
+            Arc::new(Generation::build(config, &self.shared.parts, Some(now)))
+        });
+        if done.applied.contains(&"circuit_breaker") {
+            let breaker = self.config().breaker.clone();
+            self.shared
+                .registry
+                .endpoints()
+                .breakers
+                .set_config(breaker);
+        }
+        Ok(done)
     }
 
     /// Adds a backend (specification `AddBackend`). An inactive backend is listed and
@@ -241,7 +337,7 @@ impl Proxy {
     /// Retry counters: attempts, retries by reason, budget exhaustion (the
     /// specification's `TotalRetries` is `retries`).
     pub fn retry_stats(&self) -> RetryStats {
-        self.shared.retry.stats()
+        self.shared.current.load().retry.stats()
     }
 
     /// The backends' circuit breakers (specification `GetCircuitBreaker`): state per
@@ -264,8 +360,8 @@ impl Proxy {
 
     /// The response cache: purge entries, read its counters. `None` when
     /// `cache` is.
-    pub fn cache(&self) -> Option<&CacheHandle> {
-        self.shared.cache.as_ref()
+    pub fn cache(&self) -> Option<CacheHandle> {
+        self.shared.current.load().cache.clone()
     }
 
     /// Connection pool counters of every backend, in the order they were added
@@ -313,6 +409,13 @@ where
     type Future = ProxyFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A reload since this clone's last request: the next one takes the new stack (a
+        // stack readied before it is dropped unused).
+        let latest = self.shared.current.load();
+        if !Arc::ptr_eq(&latest, &self.current) {
+            self.current = Arc::clone(&latest);
+            self.stack = self.current.stack.clone();
+        }
         self.stack.poll_ready(cx)
     }
 
@@ -322,7 +425,7 @@ where
         // for a ready backend by it (one timer per request), and an attempt cut off at it
         // counts against its backend. A cache hit above the retries needs no timer.
         req.extensions_mut()
-            .insert(Deadline::after(self.shared.config.request_timeout));
+            .insert(Deadline::after(self.current.config.request_timeout));
         self.stack.call(req)
     }
 }
@@ -330,7 +433,7 @@ where
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Proxy")
-            .field("config", &self.shared.config)
+            .field("config", &self.current.config)
             .field("backends", &self.list_backends())
             .finish()
     }

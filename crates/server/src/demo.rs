@@ -1,4 +1,5 @@
-//! `switchyard demo`: three embedded backends behind the proxy, in one process.
+//! `switchyard demo`: the embedded backends the binary runs behind the proxy, in one
+//! process.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,6 +55,20 @@ pub async fn spawn_backend(id: &'static str, addr: SocketAddr) -> std::io::Resul
         }
     });
     Ok(local)
+}
+
+/// Starts the demo's backends `backend-1` to `backend-3` on free 127.0.0.1 ports (see
+/// [`spawn_backend`]): each one's id, address and entry for the proxy.
+pub async fn spawn_three() -> std::io::Result<Vec<(&'static str, SocketAddr, switchyard::Backend)>>
+{
+    let mut backends = Vec::new();
+    for id in ["backend-1", "backend-2", "backend-3"] {
+        let addr = spawn_backend(id, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let url = format!("http://{addr}").parse();
+        let url = url.expect("a socket address is a URL's authority");
+        backends.push((id, addr, switchyard::Backend::new(id, url)));
+    }
+    Ok(backends)
 }
 
 /// The text printed when the demo starts.

@@ -1,0 +1,255 @@
+//! Reloading every setting of a running `switchyard` (SIGHUP, `POST /config/reload`): the
+//! `[proxy]` settings apply to new requests at once, under load, without a failed request;
+//! breaker states and cached responses stay; a file that does not load changes nothing and
+//! the error names the key and the line.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use switchyard_tests::binary::{free_addr, write_config, Switchyard};
+use switchyard_tests::{load, serve_on_loopback, Load};
+use tokio::sync::watch;
+
+/// Requests a [`origin`] received, per path.
+type Counts = Arc<watch::Sender<HashMap<String, usize>>>;
+
+/// A backend: `/slow` answers after 600 ms, `/plain` without any caching field (cacheable
+/// only by heuristic freshness), `/fresh` fresh for ten minutes, `/fail` with 503; any
+/// other path at once. Only `/plain` and `/fresh` may be stored.
+async fn origin() -> (SocketAddr, Counts) {
+    let counts: Counts = Arc::new(watch::channel(HashMap::new()).0);
+    let seen = counts.clone();
+    let addr = serve_on_loopback(|listener: tokio::net::TcpListener| async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let seen = seen.clone();
+                async move {
+                    let path = req.uri().path().to_owned();
+                    seen.send_modify(|c| *c.entry(path.clone()).or_default() += 1);
+                    let mut res = Response::builder();
+                    match path.as_str() {
+                        "/slow" => tokio::time::sleep(Duration::from_millis(600)).await,
+                        "/plain" => {}
+                        "/fresh" => res = res.header("cache-control", "max-age=600"),
+                        "/fail" => res = res.status(503),
+                        _ => {}
+                    }
+                    if path != "/plain" && path != "/fresh" {
+                        res = res.header("cache-control", "no-store");
+                    }
+                    Ok::<_, Infallible>(res.body(Full::new(Bytes::from(path))).unwrap())
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    })
+    .await;
+    (addr, counts)
+}
+
+fn count(counts: &Counts, path: &str) -> usize {
+    counts.borrow().get(path).copied().unwrap_or(0)
+}
+
+/// `GET path` through the proxy at `addr`: status and `cache-status`.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+    let (status, head) = switchyard_tests::raw_exchange(addr, request.as_bytes()).await;
+    let cache = head
+        .lines()
+        .find_map(|l| l.strip_prefix("cache-status: "))
+        .unwrap_or_default()
+        .to_owned();
+    (status, cache)
+}
+
+/// The breaker state of backend `id` as `GET /backends` shows it.
+async fn breaker(proxy: &Switchyard, id: &str) -> String {
+    let (_, body) = proxy.admin("GET", "/backends").await;
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let backend = (list.as_array().unwrap().iter())
+        .find(|b| b["id"] == id)
+        .unwrap_or_else(|| panic!("no backend {id} in {body}"));
+    backend["breaker"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The configuration file: `proxy` is the `[proxy]` table; backends `good` (the origin)
+/// and `dead` (port 9 of 127.0.0.2, where nothing listens).
+fn file(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) -> String {
+    format!(
+        "{}[[backends]]\nid = \"dead\"\nurl = \"http://127.0.0.2:9\"\n",
+        good_only(listen, admin, good, proxy)
+    )
+}
+
+/// [`file`] without the backend `dead`.
+fn good_only(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) -> String {
+    format!(
+        "listen = \"{listen}\"\n\n[admin]\nlisten = \"{admin}\"\n\n[proxy]\n{proxy}\n\
+         [[backends]]\nid = \"good\"\nurl = \"http://{good}\"\n\n"
+    )
+}
+
+const BEFORE: &str = "health_check_enabled = false
+request_timeout = \"5s\"
+attempt_timeout = \"2s\"
+max_retries = 2
+retry_delay = \"10ms\"
+circuit_breaker_threshold = 5
+circuit_breaker_timeout = \"60s\"
+cache_ttl = \"0s\"
+";
+
+const AFTER: &str = "health_check_enabled = false
+request_timeout = \"300ms\"
+max_retries = 0
+retry_delay = \"10ms\"
+circuit_breaker_threshold = 2
+circuit_breaker_timeout = \"60s\"
+cache_ttl = \"10m\"
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_proxy_settings_under_load_and_keeps_breakers_and_cache() {
+    let (good, counts) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = write_config("reload-live.toml", &file(listen, admin, good, BEFORE));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    // The breaker of `dead` opens after five refused connections, each retried on `good`.
+    for _ in 0..20 {
+        if breaker(&proxy, "dead").await == "open" {
+            break;
+        }
+        assert_eq!(get(listen, "/").await.0, 200);
+    }
+    assert_eq!(breaker(&proxy, "dead").await, "open");
+
+    // Before: a 600 ms answer is awaited, a 503 retried twice, `/plain` not stored
+    // (cache_ttl = 0s), `/fresh` stored.
+    assert_eq!(get(listen, "/slow").await.0, 200);
+    assert_eq!(get(listen, "/fail").await.0, 503);
+    assert_eq!(count(&counts, "/fail"), 3, "one request and two retries");
+    assert_eq!(get(listen, "/").await.0, 200, "resets good's failure count");
+    for _ in 0..2 {
+        assert_eq!(get(listen, "/plain").await.0, 200);
+    }
+    assert_eq!(
+        count(&counts, "/plain"),
+        2,
+        "cache_ttl = 0s stores nothing heuristic"
+    );
+    assert_eq!(get(listen, "/fresh").await.0, 200);
+    assert!(get(listen, "/fresh").await.1.contains("hit"));
+    assert_eq!(count(&counts, "/fresh"), 1);
+
+    // Under load, the new file and SIGHUP.
+    let steady = tokio::spawn(async move {
+        let spec = Load {
+            duration: Duration::from_secs(3),
+            max_requests: 100_000,
+            ..Load::new(listen, "/")
+        };
+        load(&spec).await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(&config, file(listen, admin, good, AFTER)).unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.logged("configuration reloaded").await;
+    let report = steady.await.unwrap();
+    let reloaded = reloaded.expect("SIGHUP reloaded the file");
+    assert!(
+        reloaded.contains("retry") && reloaded.contains("circuit_breaker"),
+        "{reloaded}"
+    );
+    assert!(report.responses() > 100, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+
+    // Kept: the open breaker, the stored response.
+    assert_eq!(breaker(&proxy, "dead").await, "open");
+    assert!(get(listen, "/fresh").await.1.contains("hit"));
+    assert_eq!(count(&counts, "/fresh"), 1);
+    // Applied: the heuristic freshness, the request timeout, no retries, and a threshold
+    // of two (the timeout and the 503 are two failures in a row).
+    for _ in 0..2 {
+        assert_eq!(get(listen, "/plain").await.0, 200);
+    }
+    assert_eq!(count(&counts, "/plain"), 3, "cache_ttl = 10m stores it");
+    assert_eq!(get(listen, "/slow").await.0, 504);
+    assert_eq!(breaker(&proxy, "good").await, "closed");
+    assert_eq!(get(listen, "/fail").await.0, 503);
+    assert_eq!(count(&counts, "/fail"), 4, "no retry");
+    assert_eq!(
+        breaker(&proxy, "good").await,
+        "open",
+        "two failures trip it"
+    );
+
+    let (status, shown) = proxy.admin("GET", "/config").await;
+    assert_eq!(status, 200);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["proxy"]["request_timeout"], "300ms", "{shown}");
+    assert!(shown["loaded_at"].is_string(), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_changes_nothing_and_names_key_and_line() {
+    let (good, _) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = write_config(
+        "reload-invalid.toml",
+        &good_only(listen, admin, good, BEFORE),
+    );
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    let (_, before) = proxy.admin("GET", "/config").await;
+
+    // Line 11 of the file: the fifth key of [proxy].
+    let broken = BEFORE.replace("retry_delay = \"10ms\"", "retry_delay = \"soon\"");
+    std::fs::write(&config, good_only(listen, admin, good, &broken)).unwrap();
+    proxy.signal("HUP");
+    let refused = proxy.logged("configuration not reloaded").await;
+    let refused = refused.expect("the broken file is reported");
+    assert!(
+        refused.contains("line 11") && refused.contains("proxy.retry_delay"),
+        "{refused}"
+    );
+    let (status, answer) = proxy.admin("POST", "/config/reload").await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.contains("line 11") && answer.contains("proxy.retry_delay"),
+        "{answer}"
+    );
+    let (_, after) = proxy.admin("GET", "/config").await;
+    assert_eq!(before, after, "nothing changed");
+    assert_eq!(
+        get(listen, "/slow").await.0,
+        200,
+        "the old timeout still applies"
+    );
+
+    // Mended, `POST /config/reload` applies it and says what changed.
+    std::fs::write(&config, good_only(listen, admin, good, AFTER)).unwrap();
+    let (status, answer) = proxy.admin("POST", "/config/reload").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert_eq!(get(listen, "/slow").await.0, 504);
+}
