@@ -65,6 +65,9 @@ struct ServeArgs {
     /// Send a hedged second attempt after this long (overrides `proxy.hedge_after`).
     #[arg(long, value_parser = humantime::parse_duration)]
     hedge_after: Option<std::time::Duration>,
+    /// round_robin, least_request or peak_ewma (overrides `proxy.balancer`).
+    #[arg(long, value_name = "NAME")]
+    balancer: Option<switchyard::Policy>,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +145,7 @@ impl ServeArgs {
         let retry = &mut file.proxy.retry;
         retry.attempt_timeout = self.attempt_timeout.or(retry.attempt_timeout);
         retry.hedge_after = self.hedge_after.or(retry.hedge_after);
+        file.proxy.balance.policy = self.balancer.unwrap_or(file.proxy.balance.policy);
         if !self.backend.is_empty() {
             // Numbered in the order given: `backend1`, `backend2`…
             let urls = self.backend.iter().filter(|s| !s.trim().is_empty());

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use switchyard_balance::BalanceConfig;
 use switchyard_breaker::BreakerConfig;
 use switchyard_cache::CacheConfig;
 use switchyard_health::HealthConfig;
@@ -50,6 +51,9 @@ pub struct ProxyConfig {
     /// variable `SWITCHYARD_BACKEND_HTTP1=native|hyper`, read by [`ProxyConfig::default`]
     /// (so that a whole test suite can run on either engine).
     pub pool: PoolConfig,
+    /// How the balancer chooses a backend (the file's `balancer`: `round_robin`,
+    /// `least_request` or `peak_ewma`) and eases new ones in (`slow_start`, `"0s"`: off).
+    pub balance: BalanceConfig,
     /// Retries. Without a `deadline` of its own, no attempt starts after
     /// `request_timeout`; without an `attempt_timeout` of its own, an attempt waits at most
     /// a third of `request_timeout` for its response head (so that two retries fit).
@@ -101,6 +105,7 @@ impl Default for ProxyConfig {
                 http1: http1_from_env().unwrap_or_default(),
                 ..PoolConfig::default()
             },
+            balance: BalanceConfig::default(),
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
             cache: Some(CacheConfig::default()),

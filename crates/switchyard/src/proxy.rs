@@ -95,7 +95,8 @@ impl Proxy {
             .checker(HttpChecker::with_tls(tls))
             .build();
         let retry = RetryLayer::new(config.bounded_retry());
-        let balance = Balance::weighted(discovery).route_hints(RouteHint::in_extensions);
+        let balance = Balance::weighted_with(discovery, config.balance.clone())
+            .route_hints(RouteHint::in_extensions);
         let endpoints = balance.endpoint_count();
         let headers = ProxyHeadersLayer::new()
             .preserve_host(config.preserve_host)
