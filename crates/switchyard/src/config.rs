@@ -369,6 +369,9 @@ pub struct Backend {
     /// Unique id, used to remove it and in logs and metrics.
     pub id: String,
     /// Where requests go: `http://host:port`. A path, if any, is ignored.
+    /// `dns+srv://_http._tcp.web.service.consul` stands for the targets of that name's SRV
+    /// records, each a backend of its own (id `{id}/{target}:{port}`, the record's port and
+    /// weight; only the lowest priority group that is up takes traffic).
     #[serde(with = "uri_string")]
     pub url: Uri,
     /// Share of the traffic relative to the other backends.
@@ -436,10 +439,10 @@ impl Backend {
             });
         }
         let url_problem = match (self.url.scheme_str(), self.url.authority()) {
-            (Some("http" | "https"), Some(_)) => None,
-            (Some(other), _) if other != "http" && other != "https" => {
-                Some(format!("unsupported scheme `{other}`; use http or https"))
-            }
+            (Some("http" | "https" | "dns+srv"), Some(_)) => None,
+            (Some(other), _) if !["http", "https", "dns+srv"].contains(&other) => Some(format!(
+                "unsupported scheme `{other}`; use http, https or dns+srv"
+            )),
             (None, _) => Some(format!(
                 "`{}` has no scheme; write http://{}",
                 self.url, self.url

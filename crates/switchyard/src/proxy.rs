@@ -222,6 +222,12 @@ impl Proxy {
             .collect()
     }
 
+    /// Name resolutions (A/AAAA and `dns+srv://`) that have failed since the proxy
+    /// started; each kept the last good addresses or targets.
+    pub fn resolve_failures(&self) -> u64 {
+        self.shared.registry.resolve_failures()
+    }
+
     /// Every backend's health: state, consecutive failures, last response time and error,
     /// per address, and whether panic mode is on (specification `GetHealthStatus`).
     pub fn health_status(&self) -> HealthReport {

@@ -80,6 +80,8 @@ pub(super) struct ProxyFile {
     dns_min_ttl: Duration,
     #[serde(with = "humantime_serde")]
     dns_max_ttl: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_server: Option<std::net::SocketAddr>,
     #[serde(with = "humantime_serde")]
     request_timeout: Duration,
     /// The retry layer's `attempt_timeout`; unset: a third of `request_timeout`.
@@ -182,6 +184,7 @@ impl From<ProxyFile> for ProxyConfig {
                 dns_refresh: f.dns_refresh,
                 dns_min_ttl: f.dns_min_ttl,
                 dns_max_ttl: f.dns_max_ttl,
+                dns_server: f.dns_server,
             },
             metrics: f.metrics_enabled,
             request_timeout: f.request_timeout,
@@ -259,6 +262,7 @@ impl From<ProxyConfig> for ProxyFile {
             dns_refresh: health.dns_refresh,
             dns_min_ttl: health.dns_min_ttl,
             dns_max_ttl: health.dns_max_ttl,
+            dns_server: health.dns_server,
             request_timeout,
             attempt_timeout: retry.attempt_timeout,
             hedge_after: retry.hedge_after,
