@@ -256,21 +256,21 @@ async fn the_next_priority_group_takes_over_when_the_first_is_down() {
 
     // The priority-10 group goes down.
     a.kill().await;
-    until(&proxy, Duration::from_secs(5), |seen| {
-        seen.get("b") >= Some(&5)
-    })
-    .await;
-    let seen = tally(&proxy, 20).await;
-    assert_eq!(seen.get("b"), Some(&20), "{seen:?}");
+    takes_over(&proxy, "b").await;
 
     // It comes back, and takes the traffic back.
     a.restart().await;
-    until(&proxy, Duration::from_secs(5), |seen| {
-        seen.get("a") >= Some(&5)
+    takes_over(&proxy, "a").await;
+}
+
+/// Waits (5 s at most) until `backend` answers, then checks that it answers every request.
+async fn takes_over(proxy: &TestProxy, backend: &str) {
+    until(proxy, Duration::from_secs(5), |seen| {
+        seen.get(backend) >= Some(&5)
     })
     .await;
-    let seen = tally(&proxy, 20).await;
-    assert_eq!(seen.get("a"), Some(&20), "{seen:?}");
+    let seen = tally(proxy, 20).await;
+    assert_eq!(seen.get(backend), Some(&20), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,4 +304,11 @@ async fn a_stopped_name_server_keeps_the_last_targets_serving() {
     let error = web.error.as_deref().unwrap_or_default();
     assert!(error.contains("resolving"), "{error}");
     assert!(proxy.proxy.resolve_failures() >= 2);
+    let text = proxy
+        .proxy
+        .encode_metrics(switchyard::TextFormat::Prometheus);
+    assert!(
+        text.contains("switchyard_dns_resolve_failures_total "),
+        "{text}"
+    );
 }

@@ -65,12 +65,10 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn new(load: Arc<Load>, timed: bool) -> Self {
+    /// Counts a request sent on `load`'s endpoint (at `sent`, if it is timed).
+    pub(crate) fn new(load: Arc<Load>, sent: Option<Instant>) -> Self {
         load.start();
-        Self {
-            load,
-            sent: timed.then(Instant::now),
-        }
+        Self { load, sent }
     }
 
     fn done(self) {

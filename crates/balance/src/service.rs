@@ -40,6 +40,9 @@ struct Picked<S> {
     svc: S,
     /// Its load, when the policy records it.
     load: Option<Arc<Load>>,
+    /// When it was chosen, if the request's latency is recorded (peak EWMA): one clock
+    /// read serves the choice and the measure.
+    at: Option<Instant>,
 }
 
 struct Shared<S> {
@@ -215,6 +218,7 @@ where
             return None;
         }
         let policy = self.shared.policy;
+        let at = (policy == Policy::PeakEwma).then(Instant::now);
         let (first, second) = match policy {
             Policy::RoundRobin => {
                 let pos = self.shared.cursor.fetch_add(1, Ordering::Relaxed) % set.schedule.len();
@@ -224,12 +228,11 @@ where
             _ => {
                 let a = fastrand::usize(..n);
                 let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                let now = Instant::now();
                 let cost = |i: usize| {
                     let load = &set.loads[i];
-                    let cost = match policy {
-                        Policy::PeakEwma => load.cost(now),
-                        _ => (load.in_flight() + 1) as f64,
+                    let cost = match at {
+                        Some(now) => load.cost(now),
+                        None => (load.in_flight() + 1) as f64,
                     };
                     cost / set.weights[i]
                 };
@@ -250,6 +253,7 @@ where
                     id: set.ids[i],
                     svc,
                     load: policy.measures().then(|| set.loads[i].clone()),
+                    at,
                 }),
                 Poll::Ready(Err(_)) => {
                     tracing::debug!(endpoint = i, "endpoint failed; skipped");
@@ -310,9 +314,10 @@ where
             }
         }
         match ready {
-            Some(Picked { mut svc, load, .. }) => {
-                let timed = self.shared.policy == Policy::PeakEwma;
-                let in_flight = load.map(|load| InFlight::new(load, timed));
+            Some(Picked {
+                mut svc, load, at, ..
+            }) => {
+                let in_flight = load.map(|load| InFlight::new(load, at));
                 ResponseFuture::called(svc.call(req), in_flight)
             }
             None => ResponseFuture::failed(NoBackendsAvailable::new().into()),
