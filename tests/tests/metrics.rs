@@ -124,6 +124,7 @@ async fn counts_match_what_clients_and_backends_saw() {
         1.0
     );
     assert_eq!(sample(&text, "switchyard_panic_mode"), 0.0);
+    assert_eq!(sample(&text, "switchyard_dns_resolve_failures_total"), 0.0);
 }
 
 #[tokio::test]

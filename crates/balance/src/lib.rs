@@ -1,9 +1,27 @@
-//! Round-robin balancing over a dynamic set of endpoints.
+//! Balancing over a dynamic set of endpoints: round robin, least request, peak EWMA.
 //!
 //! [`Balance`] spreads requests over the services yielded by a
-//! [`tower::discover::Discover`] stream. Endpoints are visited in **smooth weighted
-//! round-robin** order (nginx's algorithm): with equal weights that is plain round robin,
-//! with weights 5:1:1 it is `a a b a c a a`, interleaved rather than clumped.
+//! [`tower::discover::Discover`] stream, by one of three [`Policy`]s:
+//!
+//! - **`round_robin`** (the default): endpoints are visited in **smooth weighted
+//!   round-robin** order (nginx's algorithm): with equal weights that is plain round robin,
+//!   with weights 5:1:1 it is `a a b a c a a`, interleaved rather than clumped. Blind to
+//!   load: a backend that turns slow keeps its share.
+//! - **`least_request`**: power of two choices (Envoy's `LEAST_REQUEST`, HAProxy's
+//!   `random(2)`): two endpoints drawn at random, the one with fewer requests in flight
+//!   per unit of weight wins.
+//! - **`peak_ewma`**: power of two choices by cost = latency estimate × (requests in
+//!   flight + 1) / weight (linkerd's default; the estimate is tower's `PeakEwma`: a slower
+//!   response replaces it at once, faster ones are averaged in with a 10 s decay). A
+//!   backend that turns slow loses its share within a few requests.
+//!
+//! The load-aware policies keep each endpoint's load in atomics (requests in flight, from
+//! the call to the response head, and the estimate), so a pick costs two random draws and
+//! two loads whatever the number of endpoints, and takes no lock.
+//!
+//! **Slow start** ([`BalanceConfig::slow_start`]): an endpoint that joins the set (added,
+//! healthy again, enabled again) starts at a tenth of its weight, which grows linearly to
+//! the full weight over the window, under every policy.
 //!
 //! # How it differs from `tower::balance`
 //!
@@ -21,8 +39,9 @@
 //! - **Weights.** [`Balance::weighted`] reads each endpoint's weight through [`Weight`]
 //!   (wrap services in [`Weighted`]); [`Balance::new`] gives every endpoint weight 1.
 //!
-//! Per-request cost is O(1) while the chosen endpoint is ready; only when it is not does
-//! the balancer scan the other endpoints, once each.
+//! Per-request cost is O(1) while the chosen endpoint (or, under the load-aware
+//! policies, one of the two drawn) is ready; only when it is not does the balancer scan
+//! the other endpoints, once each.
 //!
 //! # Example
 //!
@@ -51,14 +70,19 @@
 //! # }
 //! ```
 
+mod config;
+pub mod future;
 mod layer;
+mod load;
 mod schedule;
 mod service;
+mod slow_start;
 mod weight;
 
+pub use config::{BalanceConfig, Policy, UnknownPolicy};
+pub use future::ResponseFuture;
 pub use layer::{BalanceLayer, WeightedBalanceLayer};
 pub use service::Balance;
-pub use switchyard_core::future::ResponseFuture;
 pub use switchyard_core::NoBackendsAvailable;
 pub use switchyard_core::RouteHint;
 pub use weight::{Weight, Weighted};

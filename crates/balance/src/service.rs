@@ -4,33 +4,50 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::FutureExt;
 use switchyard_core::{BoxError, NoBackendsAvailable, RouteHint};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tower::discover::{Change, Discover};
 use tower::Service;
 
+use crate::future::{InFlight, ResponseFuture};
+use crate::load::Load;
 use crate::schedule::smooth_weighted_order;
+use crate::slow_start;
 use crate::weight::Weight;
-use crate::ResponseFuture;
+use crate::{BalanceConfig, Policy};
 
-/// Spreads requests over the endpoints of a [`Discover`] stream in smooth weighted
-/// round-robin order, skipping endpoints that are not ready and failing fast with
-/// [`NoBackendsAvailable`] when none is. See the [crate docs](crate).
+/// Spreads requests over the endpoints of a [`Discover`] stream by a [`Policy`] (smooth
+/// weighted round robin by default), skipping endpoints that are not ready and failing
+/// fast with [`NoBackendsAvailable`] when none is. See the [crate docs](crate).
 pub struct Balance<S, Req> {
     shared: Arc<Shared<S>>,
-    /// The endpoint readied by `poll_ready` (with its id), taken by `call`.
-    ready: Option<(u64, S)>,
+    /// The endpoint readied by `poll_ready`, taken by `call`.
+    ready: Option<Picked<S>>,
     /// Finds a retry's [`RouteHint`] in a request, if requests carry one.
     hint: fn(&Req) -> Option<&RouteHint>,
     _req: PhantomData<fn(Req)>,
 }
 
+/// An endpoint chosen for a request.
+struct Picked<S> {
+    id: u64,
+    svc: S,
+    /// Its load, when the policy records it.
+    load: Option<Arc<Load>>,
+    /// When it was chosen, if the request's latency is recorded (peak EWMA): one clock
+    /// read serves the choice and the measure.
+    at: Option<Instant>,
+}
+
 struct Shared<S> {
     set: Arc<ArcSwap<EndpointSet<S>>>,
+    policy: Policy,
     cursor: AtomicUsize,
     count: watch::Receiver<usize>,
     driver: AbortHandle,
@@ -51,6 +68,10 @@ struct EndpointSet<S> {
     ids: Vec<u64>,
     /// Indices into `services`, one full smooth-weighted cycle.
     schedule: Vec<u32>,
+    /// Each endpoint's load.
+    loads: Vec<Arc<Load>>,
+    /// Each endpoint's weight now (reduced while it is in its slow start).
+    weights: Vec<f64>,
 }
 
 impl<S> EndpointSet<S> {
@@ -59,6 +80,8 @@ impl<S> EndpointSet<S> {
             services: Vec::new(),
             ids: Vec::new(),
             schedule: Vec::new(),
+            loads: Vec::new(),
+            weights: Vec::new(),
         }
     }
 }
@@ -78,7 +101,7 @@ where
         D::Key: Send,
         D::Error: Into<BoxError>,
     {
-        Self::with_weights(discover, |_| 1)
+        Self::with_weights(discover, |_| 1, BalanceConfig::default())
     }
 
     /// Balances over `discover` in proportion to each endpoint's [`Weight`].
@@ -89,10 +112,22 @@ where
         D::Error: Into<BoxError>,
         S: Weight,
     {
-        Self::with_weights(discover, |s| s.weight())
+        Self::weighted_with(discover, BalanceConfig::default())
     }
 
-    fn with_weights<D>(discover: D, weight_of: fn(&S) -> u32) -> Self
+    /// Balances over `discover` by `config`'s policy, in proportion to each endpoint's
+    /// [`Weight`], easing new endpoints in over `config`'s slow start.
+    pub fn weighted_with<D>(discover: D, config: BalanceConfig) -> Self
+    where
+        D: Discover<Service = S> + Send + 'static,
+        D::Key: Send,
+        D::Error: Into<BoxError>,
+        S: Weight,
+    {
+        Self::with_weights(discover, |s| s.weight(), config)
+    }
+
+    fn with_weights<D>(discover: D, weight_of: fn(&S) -> u32, config: BalanceConfig) -> Self
     where
         D: Discover<Service = S> + Send + 'static,
         D::Key: Send,
@@ -107,17 +142,19 @@ where
             set: set.clone(),
             count: count_tx,
             weight_of,
+            slow_start: config.slow_start,
+            ramping: false,
         };
         // Endpoints the stream already holds (a static list, a pre-filled channel) are in
-        // place before the first request; later changes arrive through the task.
+        // place before the first request, at full weight; later changes arrive through the
+        // task.
+        let slow_start = std::mem::take(&mut driver.slow_start);
         let live = driver.apply_ready(None);
-        let driver = tokio::spawn(async move {
-            if live {
-                driver.run().await;
-            }
-        });
+        driver.slow_start = slow_start;
+        let driver = tokio::spawn(driver.run(live));
         let shared = Shared {
             set,
+            policy: config.policy,
             cursor: AtomicUsize::new(0),
             count,
             driver: driver.abort_handle(),
@@ -159,43 +196,84 @@ impl<S, Req> Balance<S, Req> {
     pub fn endpoint_count(&self) -> watch::Receiver<usize> {
         self.shared.count.clone()
     }
+
+    /// How endpoints are chosen.
+    pub fn policy(&self) -> Policy {
+        self.shared.policy
+    }
 }
 
 impl<S, Req> Balance<S, Req>
 where
     S: Service<Req> + Clone,
 {
-    /// Picks the next endpoint in schedule order that is ready now, other than `avoid`.
-    /// Endpoints that are not ready are skipped, each visited at most once; `None` when no
+    /// Picks a ready endpoint other than `avoid`: by the policy first (the next in
+    /// schedule order, or the cheaper of two drawn at random, then the other), then, when
+    /// those are not ready, the others in turn, each visited at most once; `None` when no
     /// endpoint is ready.
-    fn select(&self, cx: &mut Context<'_>, avoid: Option<u64>) -> Option<(u64, S)> {
+    fn select(&self, cx: &mut Context<'_>, avoid: Option<u64>) -> Option<Picked<S>> {
         let set = self.shared.set.load();
         let n = set.services.len();
         if n == 0 {
             return None;
         }
-        let pos = self.shared.cursor.fetch_add(1, Ordering::Relaxed) % set.schedule.len();
-        let first = set.schedule[pos] as usize;
-        for offset in 0..n {
-            let i = (first + offset) % n;
+        let policy = self.shared.policy;
+        let at = (policy == Policy::PeakEwma).then(Instant::now);
+        let (first, second) = match policy {
+            Policy::RoundRobin => {
+                let pos = self.shared.cursor.fetch_add(1, Ordering::Relaxed) % set.schedule.len();
+                (set.schedule[pos] as usize, None)
+            }
+            _ if n == 1 => (0, None),
+            _ => {
+                let a = fastrand::usize(..n);
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                let cost = |i: usize| {
+                    let load = &set.loads[i];
+                    let cost = match at {
+                        Some(now) => load.cost(now),
+                        None => (load.in_flight() + 1) as f64,
+                    };
+                    cost / set.weights[i]
+                };
+                if cost(b) < cost(a) {
+                    (b, Some(a))
+                } else {
+                    (a, Some(b))
+                }
+            }
+        };
+        let mut try_one = |i: usize| {
             if Some(set.ids[i]) == avoid {
-                continue;
+                return None;
             }
             let mut svc = set.services[i].clone();
             match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => return Some((set.ids[i], svc)),
+                Poll::Ready(Ok(())) => Some(Picked {
+                    id: set.ids[i],
+                    svc,
+                    load: policy.measures().then(|| set.loads[i].clone()),
+                    at,
+                }),
                 Poll::Ready(Err(_)) => {
-                    tracing::debug!(endpoint = (first + offset) % n, "endpoint failed; skipped")
+                    tracing::debug!(endpoint = i, "endpoint failed; skipped");
+                    None
                 }
                 Poll::Pending => {
-                    tracing::trace!(
-                        endpoint = (first + offset) % n,
-                        "endpoint not ready; skipped"
-                    )
+                    tracing::trace!(endpoint = i, "endpoint not ready; skipped");
+                    None
                 }
             }
+        };
+        if let Some(second) = second {
+            if let Some(picked) = try_one(first).or_else(|| try_one(second)) {
+                return Some(picked);
+            }
         }
-        None
+        (0..n)
+            .map(|offset| (first + offset) % n)
+            .filter(|&i| second.is_none() || (i != first && Some(i) != second))
+            .find_map(try_one)
     }
 }
 
@@ -224,19 +302,24 @@ where
         let mut ready = self.ready.take().or_else(|| self.select(noop, None));
         if let Some(hint) = (self.hint)(&req) {
             // A retry: go elsewhere than the previous attempt when something else is ready.
-            if let (Some(last), Some((id, _))) = (hint.last(), &ready) {
-                if *id == last {
+            if let (Some(last), Some(picked)) = (hint.last(), &ready) {
+                if picked.id == last {
                     if let Some(other) = self.select(noop, Some(last)) {
                         ready = Some(other);
                     }
                 }
             }
-            if let Some((id, _)) = &ready {
-                hint.set(*id);
+            if let Some(picked) = &ready {
+                hint.set(picked.id);
             }
         }
         match ready {
-            Some((_, mut svc)) => ResponseFuture::called(svc.call(req)),
+            Some(Picked {
+                mut svc, load, at, ..
+            }) => {
+                let in_flight = load.map(|load| InFlight::new(load, at));
+                ResponseFuture::called(svc.call(req), in_flight)
+            }
             None => ResponseFuture::failed(NoBackendsAvailable::new().into()),
         }
     }
@@ -270,14 +353,28 @@ type Polled<D> = Option<
     Option<Result<Change<<D as Discover>::Key, <D as Discover>::Service>, <D as Discover>::Error>>,
 >;
 
+/// One endpoint as the driver keeps it.
+struct Entry<K, S> {
+    key: K,
+    id: u64,
+    service: S,
+    load: Arc<Load>,
+    /// When it joined the set, while its slow start may still run.
+    since: Option<Instant>,
+}
+
 /// Owns the discovery stream and the endpoint list it describes; publishes snapshots.
 struct Driver<D: Discover> {
     discover: Pin<Box<D>>,
-    endpoints: Vec<(D::Key, u64, D::Service)>,
+    endpoints: Vec<Entry<D::Key, D::Service>>,
     next_id: u64,
     set: Arc<ArcSwap<EndpointSet<D::Service>>>,
     count: watch::Sender<usize>,
     weight_of: fn(&D::Service) -> u32,
+    /// The slow-start window; zero when off.
+    slow_start: Duration,
+    /// Whether the last snapshot has an endpoint in its slow start.
+    ramping: bool,
 }
 
 impl<D> Driver<D>
@@ -300,15 +397,22 @@ where
                     tracing::warn!(error = %e, "discovery failed; keeping the last endpoint set");
                     break false;
                 }
-                Some(Some(Ok(Change::Insert(key, svc)))) => {
+                Some(Some(Ok(Change::Insert(key, service)))) => {
                     self.next_id += 1;
                     let id = self.next_id;
-                    match self.endpoints.iter_mut().find(|(k, _, _)| *k == key) {
-                        Some(slot) => (slot.1, slot.2) = (id, svc),
-                        None => self.endpoints.push((key, id, svc)),
+                    match self.endpoints.iter_mut().find(|e| e.key == key) {
+                        // A new weight, say: the same endpoint, its load and ramp go on.
+                        Some(entry) => (entry.id, entry.service) = (id, service),
+                        None => self.endpoints.push(Entry {
+                            key,
+                            id,
+                            service,
+                            load: Arc::new(Load::new()),
+                            since: (!self.slow_start.is_zero()).then(Instant::now),
+                        }),
                     }
                 }
-                Some(Some(Ok(Change::Remove(key)))) => self.endpoints.retain(|(k, _, _)| *k != key),
+                Some(Some(Ok(Change::Remove(key)))) => self.endpoints.retain(|e| e.key != key),
             }
             changed = true;
             next = self.poll_now();
@@ -323,28 +427,62 @@ where
         futures::future::poll_fn(|cx| self.discover.as_mut().poll_discover(cx)).now_or_never()
     }
 
-    fn publish(&self) {
-        let weights: Vec<u32> = self
-            .endpoints
-            .iter()
-            .map(|(_, _, s)| (self.weight_of)(s))
+    /// Publishes the endpoints with their weights now.
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let window = self.slow_start;
+        let mut ramping = false;
+        let weights: Vec<f64> = (self.endpoints.iter_mut())
+            .map(|e| {
+                let full = f64::from((self.weight_of)(&e.service).max(1));
+                let fraction = e.since.and_then(|t| slow_start::fraction(t, now, window));
+                if fraction.is_none() {
+                    e.since = None;
+                }
+                ramping |= fraction.is_some();
+                full * fraction.unwrap_or(1.0)
+            })
             .collect();
+        self.ramping = ramping;
+        let schedule = smooth_weighted_order(&slow_start::schedule_weights(&weights, ramping));
         self.set.store(Arc::new(EndpointSet {
-            services: self.endpoints.iter().map(|(_, _, s)| s.clone()).collect(),
-            ids: self.endpoints.iter().map(|(_, id, _)| *id).collect(),
-            schedule: smooth_weighted_order(&weights),
+            services: self.endpoints.iter().map(|e| e.service.clone()).collect(),
+            ids: self.endpoints.iter().map(|e| e.id).collect(),
+            loads: self.endpoints.iter().map(|e| e.load.clone()).collect(),
+            schedule,
+            weights,
         }));
         self.count.send_replace(self.endpoints.len());
-        tracing::debug!(endpoints = self.endpoints.len(), "endpoint set updated");
+        tracing::debug!(
+            endpoints = self.endpoints.len(),
+            ramping,
+            "endpoint set updated"
+        );
     }
 
-    /// Waits for changes and applies them until the stream ends.
-    async fn run(mut self) {
+    /// Applies changes until the stream ends (`live` is `false` once it has), and
+    /// republishes the weights of endpoints in their slow start every step of the ramp.
+    async fn run(mut self, mut live: bool) {
         loop {
-            let change =
-                futures::future::poll_fn(|cx| self.discover.as_mut().poll_discover(cx)).await;
-            if !self.apply_ready(Some(change)) {
-                return;
+            let step = self.ramping.then(|| self.slow_start / slow_start::STEPS);
+            let discover = &mut self.discover;
+            let next = futures::future::poll_fn(|cx| discover.as_mut().poll_discover(cx));
+            match (live, step) {
+                (false, None) => return,
+                (false, Some(step)) => {
+                    tokio::time::sleep(step).await;
+                    self.publish();
+                }
+                (true, None) => {
+                    let change = next.await;
+                    live = self.apply_ready(Some(change));
+                }
+                (true, Some(step)) => {
+                    tokio::select! {
+                        change = next => live = self.apply_ready(Some(change)),
+                        () = tokio::time::sleep(step) => self.publish(),
+                    }
+                }
             }
         }
     }

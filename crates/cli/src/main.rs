@@ -37,7 +37,7 @@ struct ServeArgs {
     #[arg(short, long, env = "LISTEN_ADDR")]
     listen: Option<SocketAddr>,
     /// Backend URL, repeatable or comma-separated; `http://` is assumed when no scheme
-    /// is given. Replaces the file's `[[backends]]`.
+    /// is given; `dns+srv://NAME` for SRV targets. Replaces the file's `[[backends]]`.
     #[arg(short, long = "backend", alias = "backends", value_delimiter = ',')]
     backend: Vec<String>,
     /// Threads serving requests: 0 or 1 runs everything on one thread (a
@@ -73,6 +73,12 @@ struct ServeArgs {
     /// Unix socket handing the listeners to a new process (default: under $XDG_RUNTIME_DIR).
     #[arg(long, env = "SWITCHYARD_UPGRADE_SOCKET")]
     upgrade_socket: Option<PathBuf>,
+    /// round_robin, least_request or peak_ewma (overrides `proxy.balancer`).
+    #[arg(long, value_name = "NAME")]
+    balancer: Option<switchyard::Policy>,
+    /// Name server for backend and dns+srv:// names (overrides `proxy.dns_server`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    dns_server: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -154,6 +160,8 @@ impl ServeArgs {
         let retry = &mut file.proxy.retry;
         retry.attempt_timeout = self.attempt_timeout.or(retry.attempt_timeout);
         retry.hedge_after = self.hedge_after.or(retry.hedge_after);
+        file.proxy.balance.policy = self.balancer.unwrap_or(file.proxy.balance.policy);
+        file.proxy.health.dns_server = self.dns_server.or(file.proxy.health.dns_server);
         if !self.backend.is_empty() {
             // Numbered in the order given: `backend1`, `backend2`…
             let urls = self.backend.iter().filter(|s| !s.trim().is_empty());

@@ -186,6 +186,15 @@ fn cache_flags_are_checked() {
 }
 
 #[test]
+fn balancer_flag_is_checked() {
+    let err = serve_refuses(&["--balancer", "fastest"]);
+    assert!(
+        err.contains("--balancer") && err.contains("peak_ewma"),
+        "{err}"
+    );
+}
+
+#[test]
 fn attempt_timeout_flag_is_checked() {
     assert!(serve_refuses(&["--attempt-timeout", "soon"]).contains("--attempt-timeout"));
     // Listening nowhere in particular: the check comes before the listener.

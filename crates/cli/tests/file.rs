@@ -108,6 +108,20 @@ fn round_robin_is_the_only_load_balancer_type() {
 }
 
 #[test]
+fn balancer_and_slow_start_are_read_and_written() {
+    let text = "[proxy]\nbalancer = \"peak_ewma\"\nslow_start = \"30s\"\n";
+    let c = FileConfig::parse(text).unwrap();
+    assert_eq!(c.proxy.balance.policy, switchyard::Policy::PeakEwma);
+    assert_eq!(c.proxy.balance.slow_start.as_secs(), 30);
+    let written = toml::to_string(&c.proxy).unwrap();
+    assert!(written.contains("balancer = \"peak_ewma\""), "{written}");
+    assert!(written.contains("slow_start = \"30s\""), "{written}");
+    assert_eq!(FileConfig::default().proxy.balance, Default::default());
+    let text = "[proxy]\n\nbalancer = \"fastest\"\n";
+    assert_first_problem_at(text, "proxy.balancer", 3);
+}
+
+#[test]
 fn every_semantic_problem_is_reported() {
     let text = r#"
 [proxy]

@@ -1,6 +1,7 @@
 //! Health check and DNS settings.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -46,6 +47,10 @@ pub struct HealthConfig {
     /// Upper bound on the time between two resolutions, whatever the TTL.
     #[serde(with = "humantime_serde")]
     pub dns_max_ttl: Duration,
+    /// The name server that resolves backend names and `dns+srv://` names (a Consul
+    /// agent's `127.0.0.1:8600`, say), with `hickory-resolver`; `None`: the system's
+    /// resolver (`getaddrinfo` for names, `/etc/resolv.conf`'s servers for SRV).
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for HealthConfig {
@@ -63,6 +68,7 @@ impl Default for HealthConfig {
             dns_refresh: Duration::from_secs(30),
             dns_min_ttl: Duration::from_secs(1),
             dns_max_ttl: Duration::from_secs(300),
+            dns_server: None,
         }
     }
 }

@@ -67,11 +67,27 @@
 //! failed resolution keeps the last good addresses, is reported as the backend's error,
 //! and is passed to [`Endpoints::resolve_failed`] (the facade counts it toward the
 //! backend's circuit breaker, like a refused connection). Plug another resolver in with
-//! [`RegistryBuilder::resolver`].
+//! [`RegistryBuilder::resolver`]; with [`HealthConfig::dns_server`] names are resolved by
+//! [`HickoryResolver`] against that server.
+//!
+//! # DNS SRV
+//!
+//! A backend given as `dns+srv://_http._tcp.web.service.consul` (Consul's DNS interface,
+//! a Kubernetes headless service) stands for the targets its SRV records name: each
+//! becomes a backend of its own, with id `{id}/{target}:{port}`, the record's port, and
+//! the record's weight (RFC 2782; 0 counts as 1), added and removed at each resolution
+//! through the same path as admin operations (a removed target is drained). Its targets'
+//! names are resolved like any backend's. Only the lowest priority group that has an
+//! endpoint up takes traffic; when every endpoint of it is unhealthy, the next one does.
+//! The name is re-resolved on the answer's TTL within `dns_min_ttl ..= dns_max_ttl`; a
+//! failed resolution keeps the last targets, is logged, reported as the backend's error
+//! and counted ([`Registry::resolve_failures`]). SRV lookups use `dns_server`, or the
+//! name servers of `/etc/resolv.conf`.
 
 mod check;
 mod config;
 mod error;
+mod hickory;
 mod registry;
 mod resolve;
 mod status;
@@ -80,9 +96,10 @@ mod tracked;
 pub use check::{CheckTarget, Checker, HttpChecker};
 pub use config::{HealthConfig, StatusRange};
 pub use error::{CheckError, RegistryError};
+pub use hickory::HickoryResolver;
 pub use registry::{
     BackendSpec, Discovery, Drain, EndpointKey, Endpoints, Event, Listed, Registry, RegistryBuilder,
 };
-pub use resolve::{Resolved, Resolver, SystemResolver};
+pub use resolve::{Resolved, Resolver, SrvResolved, SrvTarget, SystemResolver};
 pub use status::{AdminState, BackendStatus, EndpointStatus, Health, HealthEvent, HealthReport};
 pub use tracked::{Tracked, TrackedFuture};

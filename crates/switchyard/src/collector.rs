@@ -102,6 +102,14 @@ impl Collector for BackendState {
             "1 while every backend is unhealthy and all are routed anyway.",
             &panic,
         )?;
+        let mut m = enc.encode_descriptor(
+            "dns_resolve_failures",
+            "Failed resolutions of backend names and dns+srv:// names (the last answer kept).",
+            None,
+            MetricType::Counter,
+        )?;
+        let failures = ConstCounter::new(self.registry.resolve_failures());
+        failures.encode(m.encode_family(&Vec::<(&str, &str)>::new())?)?;
         Ok(())
     }
 }

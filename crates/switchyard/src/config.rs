@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use switchyard_balance::BalanceConfig;
 use switchyard_breaker::BreakerConfig;
 use switchyard_cache::CacheConfig;
 use switchyard_health::HealthConfig;
@@ -50,6 +51,9 @@ pub struct ProxyConfig {
     /// variable `SWITCHYARD_BACKEND_HTTP1=native|hyper`, read by [`ProxyConfig::default`]
     /// (so that a whole test suite can run on either engine).
     pub pool: PoolConfig,
+    /// How the balancer chooses a backend (the file's `balancer`: `round_robin`,
+    /// `least_request` or `peak_ewma`) and eases new ones in (`slow_start`, `"0s"`: off).
+    pub balance: BalanceConfig,
     /// Retries. Without a `deadline` of its own, no attempt starts after
     /// `request_timeout`; without an `attempt_timeout` of its own, an attempt waits at most
     /// a third of `request_timeout` for its response head (so that two retries fit).
@@ -101,6 +105,7 @@ impl Default for ProxyConfig {
                 http1: http1_from_env().unwrap_or_default(),
                 ..PoolConfig::default()
             },
+            balance: BalanceConfig::default(),
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
             cache: Some(CacheConfig::default()),
@@ -458,6 +463,9 @@ pub struct Backend {
     /// Unique id, used to remove it and in logs and metrics.
     pub id: String,
     /// Where requests go: `http://host:port`. A path, if any, is ignored.
+    /// `dns+srv://_http._tcp.web.service.consul` stands for the targets of that name's SRV
+    /// records, each a backend of its own (id `{id}/{target}:{port}`, the record's port and
+    /// weight; only the lowest priority group that is up takes traffic).
     #[serde(with = "uri_string")]
     pub url: Uri,
     /// Share of the traffic relative to the other backends.
@@ -525,10 +533,10 @@ impl Backend {
             });
         }
         let url_problem = match (self.url.scheme_str(), self.url.authority()) {
-            (Some("http" | "https"), Some(_)) => None,
-            (Some(other), _) if other != "http" && other != "https" => {
-                Some(format!("unsupported scheme `{other}`; use http or https"))
-            }
+            (Some("http" | "https" | "dns+srv"), Some(_)) => None,
+            (Some(other), _) if !["http", "https", "dns+srv"].contains(&other) => Some(format!(
+                "unsupported scheme `{other}`; use http, https or dns+srv"
+            )),
             (None, _) => Some(format!(
                 "`{}` has no scheme; write http://{}",
                 self.url, self.url

@@ -14,8 +14,9 @@
 //!                               budget, idempotency, body replay, hedging
 //!                               (switchyard-retry), and attempt_timeout: a slow attempt
 //!                               is cut off and retried
-//!               Balance         smooth weighted round robin over the backend registry
-//!                               (switchyard-health: admin states, active checks, DNS),
+//!               Balance         round robin, least request or peak EWMA, with slow
+//!                               start, over the backend registry (switchyard-health:
+//!                               admin states, active checks, DNS A/AAAA and SRV),
 //!                               skipping backends whose breaker is open
 //!               Metrics         one per backend: its attempts (switchyard-metrics)
 //!               CircuitBreaker  one per backend (switchyard-breaker)
@@ -86,6 +87,7 @@ pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};
 pub use host::{StrictHost, StrictHostLayer};
 pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
+pub use switchyard_balance::{BalanceConfig, Policy};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
 pub use switchyard_cache::{CacheConfig, CacheHandle, CacheStats};
 pub use switchyard_core::{

@@ -164,7 +164,8 @@ impl Proxy {
         let (registry, discovery) = Registry::builder(config.health.clone(), endpoints)
             .checker(HttpChecker::with_tls(tls))
             .build();
-        let balance = Balance::weighted(discovery).route_hints(RouteHint::in_extensions);
+        let balance = Balance::weighted_with(discovery, config.balance.clone())
+            .route_hints(RouteHint::in_extensions);
         let endpoints = balance.endpoint_count();
         let headers = ProxyHeadersLayer::new();
         let tunnels = headers.tunnels().clone();
@@ -315,6 +316,12 @@ impl Proxy {
             .into_iter()
             .map(reg::backend)
             .collect()
+    }
+
+    /// Name resolutions (A/AAAA and `dns+srv://`) that have failed since the proxy
+    /// started; each kept the last good addresses or targets.
+    pub fn resolve_failures(&self) -> u64 {
+        self.shared.registry.resolve_failures()
     }
 
     /// Every backend's health: state, consecutive failures, last response time and error,

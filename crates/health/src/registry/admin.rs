@@ -8,6 +8,7 @@ use http::Uri;
 
 use super::checks::check_loop;
 use super::dns::resolve_loop;
+use super::srv::{self, srv_loop, Origin};
 use super::{Ep, Inner, Listed, Member, Registry, State};
 use crate::error::{InvalidUrl, RegistryError};
 use crate::status::{AdminState, HealthEvent};
@@ -16,14 +17,29 @@ use crate::BackendSpec;
 use crate::Endpoints;
 impl<E: Endpoints> Registry<E> {
     /// Adds a backend in state `admin` (specification `AddBackend`). A backend given by
-    /// IP address is routable at once; one given by name once its name has resolved.
+    /// IP address is routable at once; one given by name once its name has resolved; one
+    /// given as `dns+srv://NAME` stands for the targets of the name's SRV records (see the
+    /// [crate docs](crate#dns-srv)).
     pub fn add(&self, spec: BackendSpec, admin: AdminState) -> Result<(), RegistryError> {
+        self.add_member(spec, admin, None)
+    }
+
+    pub(super) fn add_member(
+        &self,
+        spec: BackendSpec,
+        admin: AdminState,
+        origin: Option<Origin>,
+    ) -> Result<(), RegistryError> {
         let id = spec.id.clone();
         let invalid = |reason: String| RegistryError::Invalid {
             id: id.clone(),
             reason,
         };
-        let (host, port) = host_port(&spec.url).map_err(|e| invalid(e.to_string()))?;
+        let srv_name = srv::name(&spec.url);
+        let (host, port) = match &srv_name {
+            Some(name) => (name.clone(), 0),
+            None => host_port(&spec.url).map_err(|e| invalid(e.to_string()))?,
+        };
         let inner = &self.inner;
         let mut state = inner.lock();
         if state.members.iter().any(|m| m.spec.id == spec.id) {
@@ -39,9 +55,11 @@ impl<E: Endpoints> Registry<E> {
             inflight: Arc::default(),
             endpoints: Vec::new(),
             tasks: Vec::new(),
+            origin,
             spec,
         };
         match host.parse::<IpAddr>() {
+            _ if srv_name.is_some() => member.resolved = false,
             Ok(ip) => {
                 let addr = SocketAddr::new(ip, port);
                 let service = inner
@@ -67,7 +85,12 @@ impl<E: Endpoints> Registry<E> {
             ));
             member.tasks.push(task.abort_handle());
         }
-        if inner.config.enabled {
+        if let Some(name) = srv_name.clone() {
+            let task = tokio::spawn(srv_loop(weak.clone(), id.clone(), generation, name));
+            member.tasks.push(task.abort_handle());
+        }
+        // A `dns+srv://` backend has no endpoint of its own to check: its targets do.
+        if inner.config.enabled && srv_name.is_none() {
             // A random phase within the first interval spreads the checks of many
             // backends over the interval; each keeps its phase afterwards.
             let offset = inner.config.interval.mul_f64(1.0 - fastrand::f64());
@@ -158,7 +181,15 @@ impl<E: Endpoints> Inner<E> {
         }
         self.factory.removed(&member.spec);
         self.reconcile(&mut state);
+        // The targets of a `dns+srv://` backend go with it.
+        let targets: Vec<String> = (state.members.iter())
+            .filter(|m| m.origin.as_ref().is_some_and(|o| o.is_of(id)))
+            .map(|m| m.spec.id.clone())
+            .collect();
         drop(state);
+        for target in targets {
+            let _ = self.remove(&target, None);
+        }
         tracing::info!(%id, "backend removed");
         let _ = self.events.send(HealthEvent::Removed {
             backend: id.to_owned(),

@@ -9,6 +9,12 @@ use super::{Endpoints, Ep, Inner};
 use crate::resolve::Resolved;
 use crate::status::HealthEvent;
 impl<E: Endpoints> Inner<E> {
+    /// Counts a failed resolution.
+    pub(super) fn resolve_failed(&self) {
+        self.resolve_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Applies a resolution of backend `id`; returns the delay before the next one, or
     /// `None` when the backend is gone.
     fn resolved(
@@ -69,6 +75,7 @@ impl<E: Endpoints> Inner<E> {
                 };
                 tracing::warn!(%id, %error, kept = member.endpoints.len(), "resolution failed; keeping the last addresses");
                 self.factory.resolve_failed(&member.spec, &error);
+                self.resolve_failed();
                 member.dns_error = Some(error.clone());
                 let _ = self.events.send(HealthEvent::ResolveFailed {
                     backend: id.to_owned(),

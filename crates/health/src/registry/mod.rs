@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::Uri;
@@ -14,6 +14,7 @@ use tower::discover::Change;
 use tower::BoxError;
 
 use crate::check::{Checker, HttpChecker};
+use crate::hickory::HickoryResolver;
 use crate::resolve::{Resolver, SystemResolver};
 use crate::status::{AdminState, BackendStatus, EndpointStatus, Health, HealthEvent, HealthReport};
 use crate::tracked::{InFlight, Tracked};
@@ -24,6 +25,7 @@ mod checks;
 mod discover;
 mod dns;
 mod drain;
+mod srv;
 
 pub use discover::{Discovery, Event};
 pub use drain::Drain;
@@ -121,7 +123,7 @@ pub struct RegistryBuilder<E> {
     config: HealthConfig,
     factory: E,
     checker: Arc<dyn Checker>,
-    resolver: Arc<dyn Resolver>,
+    resolver: Option<Arc<dyn Resolver>>,
 }
 
 impl<E> fmt::Debug for RegistryBuilder<E> {
@@ -139,9 +141,10 @@ impl<E: Endpoints> RegistryBuilder<E> {
         self
     }
 
-    /// Resolves names with `resolver` instead of [`SystemResolver`].
+    /// Resolves names (and SRV names) with `resolver` instead of [`SystemResolver`] (or
+    /// a [`HickoryResolver`] on the configuration's `dns_server`).
     pub fn resolver(mut self, resolver: impl Resolver) -> Self {
-        self.resolver = Arc::new(resolver);
+        self.resolver = Some(Arc::new(resolver));
         self
     }
 
@@ -150,12 +153,24 @@ impl<E: Endpoints> RegistryBuilder<E> {
     pub fn build(self) -> (Registry<E>, Discovery<E::Service>) {
         let (changes, rx) = mpsc::unbounded_channel();
         let (progress, _) = watch::channel(Progress::default());
+        let server = self.config.dns_server;
+        let resolver = self.resolver.or_else(|| {
+            server.map(|addr| Arc::new(HickoryResolver::with_server(addr)) as Arc<dyn Resolver>)
+        });
+        // SRV names need a resolver that speaks DNS: the system's name servers, read when
+        // the first SRV backend is added, unless one is given.
+        let srv = OnceLock::new();
+        if let Some(resolver) = &resolver {
+            let _ = srv.set(resolver.clone());
+        }
         let inner = Inner {
             permits: Arc::new(Semaphore::new(self.config.max_concurrent.max(1))),
             config: self.config,
             factory: self.factory,
             checker: self.checker,
-            resolver: self.resolver,
+            resolver: resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
+            srv,
+            resolve_failures: AtomicU64::new(0),
             state: AdminLock::new(State {
                 members: Vec::new(),
                 panic: false,
@@ -187,6 +202,10 @@ struct Inner<E: Endpoints> {
     factory: E,
     checker: Arc<dyn Checker>,
     resolver: Arc<dyn Resolver>,
+    /// Resolves `dns+srv://` names.
+    srv: OnceLock<Arc<dyn Resolver>>,
+    /// Failed resolutions, A/AAAA and SRV.
+    resolve_failures: AtomicU64,
     state: AdminLock<State<E::Service>>,
     changes: mpsc::UnboundedSender<Event<E::Service>>,
     events: broadcast::Sender<HealthEvent>,
@@ -213,6 +232,8 @@ struct Member<S> {
     inflight: Arc<InFlight>,
     endpoints: Vec<Ep<S>>,
     tasks: Vec<AbortHandle>,
+    /// For a target of a `dns+srv://` backend: that backend and the record's priority.
+    origin: Option<srv::Origin>,
 }
 
 struct Ep<S> {
@@ -287,7 +308,7 @@ impl<E: Endpoints> Registry<E> {
             config,
             factory: endpoints,
             checker: Arc::new(HttpChecker::default()),
-            resolver: Arc::new(SystemResolver),
+            resolver: None,
         }
     }
 
@@ -387,6 +408,12 @@ impl<E: Endpoints> Registry<E> {
         self.inner.lock().panic
     }
 
+    /// Resolutions that failed (A/AAAA and SRV) since the registry was built; each kept
+    /// the last good addresses or targets.
+    pub fn resolve_failures(&self) -> u64 {
+        self.inner.resolve_failures.load(Ordering::Relaxed)
+    }
+
     /// Waits until every backend given by name has been resolved once, then returns how
     /// many endpoints the balancer has been told to route to.
     pub async fn resolved(&self) -> usize {
@@ -442,11 +469,20 @@ impl<E: Endpoints> Inner<E> {
     /// Brings the balancer's set in line with admin states and health: an endpoint is
     /// routed when its backend is enabled and it is not unhealthy, or, in panic mode,
     /// when every endpoint of the enabled backends is unhealthy.
+    ///
+    /// Targets of a `dns+srv://` backend count as enabled only in their backend's
+    /// preferred priority group (see [`srv::preferred`]).
     fn reconcile(&self, state: &mut State<E::Service>) {
+        let groups = srv::preferred(&state.members);
+        let in_group = |m: &Member<E::Service>| {
+            m.origin
+                .as_ref()
+                .is_none_or(|o| groups.iter().any(|g| o.is_in(g)))
+        };
         let mut candidates = state
             .members
             .iter()
-            .filter(|m| m.admin == AdminState::Enabled)
+            .filter(|m| m.admin == AdminState::Enabled && in_group(m))
             .flat_map(|m| &m.endpoints)
             .peekable();
         let some = candidates.peek().is_some();
@@ -463,7 +499,7 @@ impl<E: Endpoints> Inner<E> {
         }
         let mut routed = 0;
         for member in &mut state.members {
-            let enabled = member.admin == AdminState::Enabled;
+            let enabled = member.admin == AdminState::Enabled && in_group(member);
             for j in 0..member.endpoints.len() {
                 let ep = &member.endpoints[j];
                 let want = enabled && (ep.health != Health::Unhealthy || panic);

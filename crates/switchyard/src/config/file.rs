@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchyard_balance::{BalanceConfig, Policy};
 use switchyard_breaker::BreakerConfig;
 use switchyard_cache::CacheConfig;
 use switchyard_health::{HealthConfig, StatusRange};
@@ -18,8 +19,13 @@ use super::{ByteSize, ProxyConfig};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct ProxyFile {
-    /// Accepted for the specification's files; there is one balancer.
+    /// Accepted for the specification's files: only "round_robin"; `balancer` chooses.
     load_balancer_type: LoadBalancerType,
+    /// The balancer's policy: "round_robin", "least_request" or "peak_ewma".
+    #[serde(with = "policy_name")]
+    balancer: Policy,
+    #[serde(with = "humantime_serde")]
+    slow_start: Duration,
     circuit_breaker_enabled: bool,
     circuit_breaker_threshold: u32,
     #[serde(with = "humantime_serde")]
@@ -74,6 +80,8 @@ pub(super) struct ProxyFile {
     dns_min_ttl: Duration,
     #[serde(with = "humantime_serde")]
     dns_max_ttl: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_server: Option<std::net::SocketAddr>,
     #[serde(with = "humantime_serde")]
     request_timeout: Duration,
     /// The retry layer's `attempt_timeout`; unset: a third of `request_timeout`.
@@ -98,6 +106,22 @@ enum LoadBalancerType {
     RoundRobin,
 }
 
+/// A [`Policy`] written by its name.
+mod policy_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use switchyard_balance::Policy;
+
+    pub(super) fn serialize<S: Serializer>(policy: &Policy, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(policy.name())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Policy, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl Default for ProxyFile {
     fn default() -> Self {
         ProxyConfig::default().into()
@@ -117,6 +141,10 @@ impl From<ProxyFile> for ProxyConfig {
                 h2_max_streams: f.h2_max_streams_per_connection,
                 http1: f.backend_http1,
                 ..PoolConfig::default()
+            },
+            balance: BalanceConfig {
+                policy: f.balancer,
+                slow_start: f.slow_start,
             },
             retry: RetryConfig {
                 max_retries: f.max_retries,
@@ -156,6 +184,7 @@ impl From<ProxyFile> for ProxyConfig {
                 dns_refresh: f.dns_refresh,
                 dns_min_ttl: f.dns_min_ttl,
                 dns_max_ttl: f.dns_max_ttl,
+                dns_server: f.dns_server,
             },
             metrics: f.metrics_enabled,
             request_timeout: f.request_timeout,
@@ -176,6 +205,7 @@ impl From<ProxyConfig> for ProxyFile {
     fn from(c: ProxyConfig) -> Self {
         let ProxyConfig {
             pool,
+            balance,
             retry,
             breaker,
             cache,
@@ -193,6 +223,8 @@ impl From<ProxyConfig> for ProxyFile {
         let cache = cache.unwrap_or_default();
         Self {
             load_balancer_type: LoadBalancerType::RoundRobin,
+            balancer: balance.policy,
+            slow_start: balance.slow_start,
             circuit_breaker_enabled: breaker.enabled,
             circuit_breaker_threshold: breaker.threshold,
             circuit_breaker_timeout: breaker.timeout,
@@ -230,6 +262,7 @@ impl From<ProxyConfig> for ProxyFile {
             dns_refresh: health.dns_refresh,
             dns_min_ttl: health.dns_min_ttl,
             dns_max_ttl: health.dns_max_ttl,
+            dns_server: health.dns_server,
             request_timeout,
             attempt_timeout: retry.attempt_timeout,
             hedge_after: retry.hedge_after,
