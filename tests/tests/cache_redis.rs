@@ -281,6 +281,12 @@ async fn a_response_fetched_through_one_instance_is_a_hit_through_the_other() {
     assert_eq!(origin.requests("/item/a"), 1, "the origin saw one request");
     assert_eq!(shared_stats(&two).hits, 1);
     assert_eq!(cache_stats(&two).hits, 2);
+    let text = two.proxy.encode_metrics(switchyard::TextFormat::Prometheus);
+    assert!(
+        text.contains("switchyard_cache_shared_hits_total 1"),
+        "{text}"
+    );
+    assert!(text.contains("switchyard_cache_shared_up 1"), "{text}");
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use tower::util::{Either, MapRequest, MapResponse};
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
-use crate::collector::{BackendState, TunnelGauge};
+use crate::collector::{BackendState, SharedTierMetrics, TunnelGauge};
 use crate::registry::{self as reg, EndpointService, HttpEndpoints};
 use crate::{
     Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
@@ -133,6 +133,9 @@ impl Proxy {
                 registry: registry.clone(),
             });
             metrics.register_collector(TunnelGauge(tunnels.clone()));
+            if let Some(cache) = cache.clone().filter(|c| c.config().shared.is_some()) {
+                metrics.register_collector(SharedTierMetrics(cache));
+            }
             MetricsLayer::new(&metrics)
         } else {
             MetricsLayer::off()
