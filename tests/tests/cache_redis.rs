@@ -289,6 +289,18 @@ async fn a_response_fetched_through_one_instance_is_a_hit_through_the_other() {
     assert!(text.contains("switchyard_cache_shared_up 1"), "{text}");
 }
 
+/// Once the invalidation reached `proxy`, `path` is a miss there again: the origin sees its
+/// second request.
+async fn dropped_on(proxy: &TestProxy, origin: &Origin, path: &str) {
+    wait_for(proxy, "the invalidation to arrive", |s| {
+        s.invalidations_received == 1
+    })
+    .await;
+    let (cache, _) = get_ok(proxy, path).await;
+    assert_eq!(cache, "switchyard; fwd=uri-miss; stored");
+    assert_eq!(origin.requests(path), 2);
+}
+
 #[tokio::test]
 async fn a_purge_or_a_post_through_one_instance_drops_the_response_on_both() {
     let redis = RedisServer::start().await;
@@ -313,29 +325,13 @@ async fn a_purge_or_a_post_through_one_instance_drops_the_response_on_both() {
     // A purge through the first.
     let uri = format!("http://{HOST}/item/p").parse().unwrap();
     assert!(one.proxy.cache().unwrap().purge(&uri));
-    wait_for(&two, "the purge to arrive", |s| {
-        s.invalidations_received == 1
-    })
-    .await;
-    assert_eq!(
-        get_ok(&two, "/item/p").await.0,
-        "switchyard; fwd=uri-miss; stored"
-    );
-    assert_eq!(origin.requests("/item/p"), 2);
+    dropped_on(&two, &origin, "/item/p").await;
 
     // A POST through the second.
     fill("/item/q").await;
     let (status, _, body) = fetch(&two, "POST", "/item/q", &[]).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "updated"));
-    wait_for(&one, "the invalidation to arrive", |s| {
-        s.invalidations_received == 1
-    })
-    .await;
-    assert_eq!(
-        get_ok(&one, "/item/q").await.0,
-        "switchyard; fwd=uri-miss; stored"
-    );
-    assert_eq!(origin.requests("/item/q"), 2);
+    dropped_on(&one, &origin, "/item/q").await;
 }
 
 #[tokio::test]
