@@ -207,10 +207,11 @@ impl Tee {
             key,
             head,
             buf,
-            _guard,
+            mut _guard,
             ..
         } = *self;
-        shared.store(key, Arc::new(head.into_entry(buf.freeze())));
+        let lock = _guard.as_mut().and_then(FlightGuard::take_remote);
+        shared.store(key, Arc::new(head.into_entry(buf.freeze())), lock);
         // `_guard` drops last: waiting requests find the response stored.
     }
 }

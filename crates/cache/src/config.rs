@@ -3,6 +3,8 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
+use crate::SharedConfig;
+
 /// `CDN-Cache-Control` (RFC 9213).
 const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
 /// `Surrogate-Control`, as Varnish and Fastly read it (`max-age`, `no-store`).
@@ -60,6 +62,11 @@ pub struct CacheConfig {
     /// transfer does not hold its followers for the whole request timeout.
     #[serde(with = "humantime_serde")]
     pub coalesce_wait: Duration,
+    /// A second tier on Redis, shared by every instance that names the same server and
+    /// namespace: consulted when the local store misses, filled when it stores, purged
+    /// together (see [`SharedConfig`]). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedConfig>,
 }
 
 impl Default for CacheConfig {
@@ -73,6 +80,7 @@ impl Default for CacheConfig {
             stale_if_error: Duration::ZERO,
             stale_while_revalidate: Duration::ZERO,
             coalesce_wait: Duration::from_secs(5),
+            shared: None,
         }
     }
 }

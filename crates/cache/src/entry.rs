@@ -294,7 +294,7 @@ impl Variants {
         Self::from_entries(entries)
     }
 
-    fn from_entries(entries: Vec<Arc<Entry>>) -> Variants {
+    pub(crate) fn from_entries(entries: Vec<Arc<Entry>>) -> Variants {
         let weight = entries.iter().map(|e| e.weight).sum();
         Variants { entries, weight }
     }

@@ -14,6 +14,8 @@ use std::sync::{Arc, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
+use crate::tier::RemoteLock;
+
 const SHARDS: usize = 16;
 
 #[derive(Debug)]
@@ -91,16 +93,31 @@ impl Flights {
             flights: self.clone(),
             key: key.into(),
             id,
+            remote: None,
         }
     }
 }
 
-/// The leader's hold on a URL's fetch; dropping it wakes the followers.
+/// The leader's hold on a URL's fetch; dropping it wakes the followers (and releases
+/// the fleet-wide lock it holds, if any).
 #[derive(Debug)]
 pub(crate) struct FlightGuard {
     flights: Arc<Flights>,
     key: Box<str>,
     id: u64,
+    remote: Option<RemoteLock>,
+}
+
+impl FlightGuard {
+    /// Holds `lock` (the fleet's claim on the URL) as long as this guard.
+    pub(crate) fn hold(&mut self, lock: RemoteLock) {
+        self.remote = Some(lock);
+    }
+
+    /// The fleet-wide lock, to release with the write of the response.
+    pub(crate) fn take_remote(&mut self) -> Option<RemoteLock> {
+        self.remote.take()
+    }
 }
 
 impl Drop for FlightGuard {

@@ -69,15 +69,19 @@ impl CacheHandle {
         Self { shared }
     }
 
-    /// Removes every stored response for `uri` (all its variants). `uri` is absolute as
+    /// Removes every stored response for `uri` (all its variants), in the shared tier and
+    /// the other instances' local stores too when there is a shared tier. `uri` is absolute as
     /// clients ask for it (`http://example.com/path?q`); without a scheme it is taken as
     /// `http`. Returns whether anything was stored.
     pub fn purge(&self, uri: &Uri) -> bool {
         self.shared.invalidate(&primary_key(uri, &HeaderMap::new()))
     }
 
-    /// Removes every stored response.
+    /// Removes every stored response (in the shared tier and everywhere it reaches too).
     pub fn purge_all(&self) {
+        if let Some(tier) = &self.shared.tier {
+            tier.invalidate(None, true);
+        }
         let n = self.shared.store.len() as u64;
         self.shared.store.clear();
         self.shared

@@ -64,6 +64,7 @@ mod shared;
 mod stats;
 mod status;
 mod store;
+mod tier;
 mod upstream;
 
 pub use body::CacheBody;
@@ -74,3 +75,4 @@ pub use layer::{CacheHandle, CacheLayer};
 pub use service::Cache;
 pub use stats::CacheStats;
 pub use store::{MemoryStore, Store};
+pub use tier::{SharedConfig, SharedStats};

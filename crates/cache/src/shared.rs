@@ -5,13 +5,16 @@ use http::HeaderMap;
 
 use crate::flight::Flights;
 use crate::stats::{bump, Counters};
+use crate::tier::{RedisTier, RemoteLock};
 use crate::{CacheConfig, CacheStats, Entry, Store, Variants};
 
-/// What every clone of a cache service shares: the settings, the store, the table of
-/// fetches in flight and the counters.
+/// What every clone of a cache service shares: the settings, the store, the shared tier,
+/// the table of fetches in flight and the counters.
 pub(crate) struct Shared {
     pub(crate) config: CacheConfig,
     pub(crate) store: Arc<dyn Store>,
+    /// The Redis tier, when [`CacheConfig::shared`] sets one.
+    pub(crate) tier: Option<Arc<RedisTier>>,
     pub(crate) flights: Arc<Flights>,
     /// Shared with the layers [`CacheHandle::reconfigured`](crate::CacheHandle) makes.
     pub(crate) stats: Arc<Counters>,
@@ -27,19 +30,24 @@ pub(crate) struct Lookup {
 
 impl Shared {
     pub(crate) fn new(config: CacheConfig, store: Arc<dyn Store>) -> Self {
+        let tier = (config.shared.clone())
+            .and_then(|shared| RedisTier::start(shared, config.clone(), store.clone()));
         Self {
             config,
             store,
+            tier,
             flights: Arc::new(Flights::new()),
             stats: Arc::default(),
         }
     }
 
-    /// The same store, fetches in flight and counters under `config`.
+    /// The same store, shared tier, fetches in flight and counters under `config` (a
+    /// changed `shared` setting takes effect after a restart).
     pub(crate) fn reconfigured(&self, config: CacheConfig) -> Self {
         Self {
             config,
             store: self.store.clone(),
+            tier: self.tier.clone(),
             flights: self.flights.clone(),
             stats: self.stats.clone(),
         }
@@ -53,19 +61,41 @@ impl Shared {
         }
     }
 
-    /// Stores `entry` for `key`, in place of the variant with the same `Vary` values.
-    pub(crate) fn store(&self, key: String, entry: Arc<Entry>) {
+    /// Stores `entry` for `key`, in place of the variant with the same `Vary` values, and
+    /// writes the URL's variants to the shared tier, releasing the fleet-wide `lock` on its
+    /// fetch with that write.
+    pub(crate) fn store(&self, key: String, entry: Arc<Entry>, lock: Option<RemoteLock>) {
         let variants = match self.store.get(&key) {
             Some(v) => v.with(entry),
             None => Variants::default().with(entry),
         };
-        if self.store.insert(key, Arc::new(variants)) {
-            bump(&self.stats.stores);
+        let variants = Arc::new(variants);
+        if !self.store.insert(key.clone(), variants.clone()) {
+            return;
+        }
+        bump(&self.stats.stores);
+        if let Some(tier) = &self.tier {
+            tier.put(&key, &variants, lock);
         }
     }
 
-    /// Removes one stored variant of `key`.
+    /// Keeps the variants found in the shared tier for `key` in the local store, with
+    /// those stored locally for other `Vary` values; nothing is written back.
+    pub(crate) fn adopt(&self, key: &str, found: &Variants) {
+        let variants = match self.store.get(key) {
+            Some(local) => {
+                (found.entries().iter()).fold((*local).clone(), |v, e| v.with(e.clone()))
+            }
+            None => found.clone(),
+        };
+        self.store.insert(key.to_owned(), Arc::new(variants));
+    }
+
+    /// Removes one stored variant of `key` (and the URL from the shared tier).
     pub(crate) fn remove(&self, key: &str, entry: &Arc<Entry>) {
+        if let Some(tier) = &self.tier {
+            tier.invalidate(Some(key), false);
+        }
         let Some(variants) = self.store.get(key) else {
             return;
         };
@@ -77,8 +107,12 @@ impl Shared {
         }
     }
 
-    /// Removes everything stored for `key`.
+    /// Removes everything stored for `key`, here, in the shared tier and in the other
+    /// instances' local stores.
     pub(crate) fn invalidate(&self, key: &str) -> bool {
+        if let Some(tier) = &self.tier {
+            tier.invalidate(Some(key), true);
+        }
         let removed = self.store.remove(key);
         if removed {
             bump(&self.stats.invalidations);
@@ -87,11 +121,13 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
-        self.stats.snapshot(
+        let mut stats = self.stats.snapshot(
             self.store.evictions(),
             self.store.bytes_used(),
             self.store.len() as u64,
-        )
+        );
+        stats.shared = self.tier.as_ref().map(|t| t.stats());
+        stats
     }
 }
 

@@ -2,6 +2,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::SharedStats;
+
 /// What the cache did, read from atomics (and the store's size).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CacheStats {
@@ -32,6 +34,8 @@ pub struct CacheStats {
     pub bytes_used: u64,
     /// URLs with a stored response.
     pub entries: u64,
+    /// The shared tier's figures, when there is one.
+    pub shared: Option<SharedStats>,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +70,7 @@ impl Counters {
             invalidations: get(&self.invalidations),
             bytes_used,
             entries,
+            shared: None,
         }
     }
 }

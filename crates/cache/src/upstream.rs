@@ -23,7 +23,11 @@ use crate::policy::{
 use crate::shared::Shared;
 use crate::stats::bump;
 use crate::status::{CacheStatus, Fwd};
+use crate::tier::Claim;
 use crate::Entry;
+
+/// The `Cache-Status` detail of a response found in the shared tier.
+const SHARED_TIER: &str = "shared";
 
 /// The request's own validators, replaced by the stored response's when revalidating.
 const CONDITIONALS: [header::HeaderName; 5] = [
@@ -81,6 +85,9 @@ impl<S> Forward<S> {
         RB: Body<Data = Bytes>,
     {
         if let Some(res) = self.coalesce(req.method(), req.headers()).await {
+            return Ok(res);
+        }
+        if let Some(res) = self.ask_shared_tier(req.method(), req.headers()).await {
             return Ok(res);
         }
         let req_headers = req.headers().clone();
@@ -163,6 +170,51 @@ impl<S> Forward<S> {
         None
     }
 
+    /// Asks the shared tier before going upstream: answers from what it has when that is
+    /// fresh for the request (and keeps it in the local store), or takes its stale copy
+    /// as the one to revalidate. Nobody else in the fleet storing the URL yet, the request
+    /// that leads its fetch here claims it for the fleet; when another instance has, it
+    /// waits a bounded time for that instance's response. A request that must see the
+    /// origin (`no-cache`) and a background refresh skip the tier.
+    async fn ask_shared_tier<RB>(
+        &mut self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<Response<CacheBody<RB>>> {
+        let tier = self.shared.tier.clone()?;
+        if self.background || self.directives.no_cache {
+            return None;
+        }
+        let mut found = tier.get(&self.key).await;
+        if found.is_none() && !self.directives.no_store {
+            if let Some(guard) = self.guard.as_mut() {
+                match tier.claim(&self.key).await {
+                    Claim::Won(lock) => guard.hold(lock),
+                    Claim::Taken => found = tier.wait_for(&self.key).await,
+                    Claim::Unknown => {}
+                }
+            }
+        }
+        let found = found?;
+        let shared = &self.shared;
+        shared.adopt(&self.key, &found);
+        let entry = found.select(headers)?.clone();
+        let now = Instant::now();
+        match decide(&entry, entry.age(now), &self.directives, &shared.config) {
+            Use::Fresh => {
+                bump(&shared.stats.hits);
+                let status = CacheStatus::hit().detail(SHARED_TIER);
+                Some(serve(&entry, now, method, headers, status))
+            }
+            Use::Validate { stale } if self.candidate.is_none() => {
+                self.fwd = if stale { Fwd::Stale } else { Fwd::Request };
+                self.candidate = Some(entry);
+                None
+            }
+            _ => None,
+        }
+    }
+
     /// The stale response to serve if the upstream fails: only a stale one, only for a
     /// client that did not ask for a newer one, only within `stale-if-error`.
     fn fallback(&self, now: Instant) -> Option<Arc<Entry>> {
@@ -195,7 +247,7 @@ impl<S> Forward<S> {
 
     /// Updates the stored response from a `304 Not Modified` and answers from it.
     fn refreshed<RB>(
-        self,
+        mut self,
         not_modified: &HeaderMap,
         times: Times,
         req_headers: &HeaderMap,
@@ -215,7 +267,8 @@ impl<S> Forward<S> {
             // The request's `no-store` (RFC 9111 §5.2.1.5): nothing of this exchange is
             // stored; the stored response stays as it was.
         } else if keep {
-            shared.store(self.key.clone(), entry.clone());
+            let lock = self.guard.as_mut().and_then(FlightGuard::take_remote);
+            shared.store(self.key.clone(), entry.clone(), lock);
         } else {
             shared.remove(&self.key, stored);
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use switchyard::{Backend, ParseBackendError, Proxy};
+use switchyard::{Backend, ParseBackendError, Proxy, SharedConfig};
 use switchyard_admin::LiveConfig;
 use switchyard_cli::error::{Listener, StartError};
 use switchyard_cli::{demo, reload, FileConfig};
@@ -56,8 +56,12 @@ struct ServeArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     cache_ttl: Option<std::time::Duration>,
     /// Turn the response cache off (overrides `proxy.cache_enabled`).
-    #[arg(long, conflicts_with = "cache_ttl")]
+    #[arg(long, conflicts_with_all = ["cache_ttl", "cache_shared"])]
     no_cache: bool,
+    /// Share cached responses with other instances through Redis at URL,
+    /// `redis://host:port/db` (overrides `proxy.cache_shared`).
+    #[arg(long, value_name = "URL")]
+    cache_shared: Option<String>,
     /// Record no metrics (overrides `proxy.metrics_enabled`).
     #[arg(long)]
     no_metrics: bool,
@@ -154,6 +158,16 @@ impl ServeArgs {
         file.admin.enabled &= !self.no_admin;
         if let (Some(ttl), Some(cache)) = (self.cache_ttl, &mut file.proxy.cache) {
             cache.ttl = ttl;
+        }
+        if let (Some(url), Some(cache)) = (self.cache_shared.clone(), &mut file.proxy.cache) {
+            let shared = SharedConfig {
+                url,
+                ..cache.shared.take().unwrap_or_default()
+            };
+            if let Some(problem) = shared.url_problem() {
+                return Err(format!("--cache-shared: {problem}"));
+            }
+            cache.shared = Some(shared);
         }
         file.proxy.cache = file.proxy.cache.filter(|_| !self.no_cache);
         file.proxy.metrics &= !self.no_metrics;

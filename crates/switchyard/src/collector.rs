@@ -143,3 +143,62 @@ impl Collector for TunnelGauge {
         Ok(())
     }
 }
+
+/// The response cache's shared tier (Redis): its lookups, failures and latency.
+pub(crate) struct SharedTierMetrics(pub(crate) switchyard_cache::CacheHandle);
+
+impl fmt::Debug for SharedTierMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SharedTierMetrics")
+    }
+}
+
+impl Collector for SharedTierMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let Some(s) = self.0.stats().shared else {
+            return Ok(());
+        };
+        let none = Vec::<(&str, &str)>::new();
+        let counters = [
+            (
+                "cache_shared_hits",
+                "Lookups that found the URL in the shared tier.",
+                s.hits,
+            ),
+            ("cache_shared_misses", "Lookups that did not.", s.misses),
+            (
+                "cache_shared_errors",
+                "Shared tier commands that failed or timed out.",
+                s.errors,
+            ),
+            (
+                "cache_shared_skipped",
+                "Shared tier commands not sent (breaker open, no connection).",
+                s.skipped,
+            ),
+            (
+                "cache_shared_writes",
+                "Responses written to the shared tier.",
+                s.writes,
+            ),
+            ("cache_shared_calls", "Shared tier commands sent.", s.calls),
+        ];
+        for (name, help, value) in counters {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(m.encode_family(&none)?)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "cache_shared_latency_seconds",
+            "Time spent in shared tier commands (divide by cache_shared_calls for the mean).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(s.latency_micros as f64 / 1e6).encode(m.encode_family(&none)?)?;
+        family(
+            &mut enc,
+            "cache_shared_up",
+            "1 while the shared tier's connection is up and its last command succeeded.",
+            &[(Vec::new(), i64::from(s.connected))],
+        )
+    }
+}

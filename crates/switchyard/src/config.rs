@@ -275,6 +275,16 @@ impl ProxyConfig {
                 "cache_max_object_size",
                 "must not exceed cache_max_size",
             );
+            if let Some(shared) = &cache.shared {
+                if let Some(problem) = shared.url_problem() {
+                    check(false, "cache_shared", &problem);
+                }
+                check(
+                    !shared.timeout.is_zero(),
+                    "cache_shared_timeout",
+                    "must be longer than 0s",
+                );
+            }
         }
         problems.extend(self.load_tls().1);
         for (key, message) in self.health.problems() {

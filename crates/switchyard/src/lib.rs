@@ -89,7 +89,7 @@ pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_balance::{BalanceConfig, Policy};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
-pub use switchyard_cache::{CacheConfig, CacheHandle, CacheStats};
+pub use switchyard_cache::{CacheConfig, CacheHandle, CacheStats, SharedConfig, SharedStats};
 pub use switchyard_core::{
     AttemptTimeout, BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout,
 };

@@ -23,7 +23,7 @@ use tower::util::{Either, MapRequest, MapResponse};
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
-use crate::collector::{BackendState, TunnelGauge};
+use crate::collector::{BackendState, SharedTierMetrics, TunnelGauge};
 use crate::registry::{self as reg, EndpointService, HttpEndpoints};
 use crate::{
     Backend, BackendError, ConfigProblem, ErrorResponse, ErrorResponseLayer, ProxyConfig,
@@ -196,6 +196,9 @@ impl Proxy {
                 registry: registry.clone(),
             });
             metrics.register_collector(TunnelGauge(tunnels.clone()));
+            if let Some(cache) = first.cache.clone().filter(|c| c.config().shared.is_some()) {
+                metrics.register_collector(SharedTierMetrics(cache));
+            }
         }
         let first = Arc::new(first);
         Self {

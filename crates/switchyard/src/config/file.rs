@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchyard_balance::{BalanceConfig, Policy};
 use switchyard_breaker::BreakerConfig;
-use switchyard_cache::CacheConfig;
+use switchyard_cache::{CacheConfig, SharedConfig};
 use switchyard_health::{HealthConfig, StatusRange};
 use switchyard_pool::{Http1Engine, PoolConfig};
 use switchyard_retry::RetryConfig;
@@ -63,6 +63,12 @@ pub(super) struct ProxyFile {
     cache_heuristic_max: Duration,
     #[serde(with = "switchyard_cache::header_names")]
     cache_targeted_fields: Vec<http::HeaderName>,
+    /// The shared tier's `url`; unset: no shared tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_shared: Option<String>,
+    /// The shared tier's `timeout` (each Redis command's).
+    #[serde(with = "humantime_serde")]
+    cache_shared_timeout: Duration,
     health_check_enabled: bool,
     #[serde(with = "humantime_serde")]
     health_check_interval: Duration,
@@ -170,6 +176,11 @@ impl From<ProxyFile> for ProxyConfig {
                 coalesce_wait: f.cache_coalesce_wait,
                 heuristic_max: f.cache_heuristic_max,
                 targeted_fields: f.cache_targeted_fields,
+                shared: f.cache_shared.map(|url| SharedConfig {
+                    url,
+                    timeout: f.cache_shared_timeout,
+                    ..SharedConfig::default()
+                }),
             }),
             health: HealthConfig {
                 enabled: f.health_check_enabled,
@@ -250,6 +261,9 @@ impl From<ProxyConfig> for ProxyFile {
             cache_coalesce_wait: cache.coalesce_wait,
             cache_heuristic_max: cache.heuristic_max,
             cache_targeted_fields: cache.targeted_fields,
+            cache_shared_timeout: (cache.shared.as_ref())
+                .map_or(SharedConfig::default().timeout, |s| s.timeout),
+            cache_shared: cache.shared.map(|s| s.url),
             health_check_enabled: health.enabled,
             health_check_interval: health.interval,
             health_check_path: health.path,
