@@ -140,6 +140,11 @@ impl Breaker {
         &self.id
     }
 
+    /// The breaker's id, shared.
+    pub fn id_arc(&self) -> &Arc<str> {
+        &self.id
+    }
+
     /// The breaker's settings.
     pub fn config(&self) -> &BreakerConfig {
         &self.config

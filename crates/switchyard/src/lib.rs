@@ -75,6 +75,7 @@ pub mod host;
 mod proxy;
 mod registry;
 pub mod response;
+pub mod trace;
 mod upgrade;
 
 pub use body::Body;
@@ -87,9 +88,11 @@ pub use proxy::{Proxy, ProxyFuture};
 pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
 pub use switchyard_cache::{CacheConfig, CacheHandle, CacheStats};
+pub use switchyard_core::trace::{AttemptEnd, AttemptKind, AttemptView, CacheOutcome, Decision};
 pub use switchyard_core::{
     AttemptTimeout, BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout,
 };
+pub use switchyard_core::{Trace, TraceContext};
 pub use switchyard_health::{
     AdminState, BackendStatus, Drain, EndpointStatus, Health, HealthConfig, HealthEvent,
     HealthReport, StatusRange,
@@ -99,6 +102,7 @@ pub use switchyard_pool::{
     CaError, CertKey, CertKeyError, PoolConfig, PoolStats, Protocol, TlsConfig,
 };
 pub use switchyard_retry::{RetryConfig, RetryStats};
+pub use trace::{trace_json, RequestTrace, RequestTraceLayer, Traces};
 pub use upgrade::{TunnelStats, Tunnels};
 
 /// The layers, re-exported so a custom stack needs only this crate.

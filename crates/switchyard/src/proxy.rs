@@ -7,7 +7,7 @@ use http::{Request, Response};
 use switchyard_balance::Balance;
 use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
-use switchyard_core::{BoxError, Deadline, RouteHint};
+use switchyard_core::{AttemptSlot, BoxError, Deadline, RouteHint};
 use switchyard_health::{
     AdminState, Drain, HealthEvent, HealthReport, HttpChecker, Registry, Tracked,
 };
@@ -22,6 +22,7 @@ use tower::{Layer, Service, ServiceBuilder};
 use crate::body::{self, Body};
 use crate::collector::{BackendState, TunnelGauge};
 use crate::registry::{self as reg, EndpointService, HttpEndpoints};
+use crate::trace::{RequestTrace, RequestTraceLayer, Traces};
 use crate::{
     Backend, BackendError, ErrorResponse, ErrorResponseLayer, ProxyConfig, ProxyHeaders,
     ProxyHeadersLayer, StrictHost, TunnelStats, Tunnels,
@@ -31,7 +32,7 @@ type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
 type Replayed = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
 type Upstream = ProxyHeaders<Retry<Replayed>>;
 type Cached = MapResponse<Cache<Upstream>, fn(Response<CacheBody<Body>>) -> Response<Body>>;
-type Stack = Metrics<StrictHost<ErrorResponse<Either<Cached, Upstream>>>>;
+type Stack = RequestTrace<Metrics<StrictHost<ErrorResponse<Either<Cached, Upstream>>>>>;
 
 /// A response the cache only passed through keeps its body as it is; a stored or storing
 /// one is boxed.
@@ -71,6 +72,7 @@ struct Shared {
     cache: Option<CacheHandle>,
     metrics: MetricsRegistry,
     tunnels: Tunnels,
+    traces: Traces,
 }
 
 impl Proxy {
@@ -95,7 +97,9 @@ impl Proxy {
             .checker(HttpChecker::with_tls(tls))
             .build();
         let retry = RetryLayer::new(config.bounded_retry());
-        let balance = Balance::weighted(discovery).route_hints(RouteHint::in_extensions);
+        let balance = Balance::weighted(discovery)
+            .route_hints(RouteHint::in_extensions)
+            .attempt_traces(AttemptSlot::in_extensions);
         let endpoints = balance.endpoint_count();
         let headers = ProxyHeadersLayer::new()
             .preserve_host(config.preserve_host)
@@ -139,6 +143,12 @@ impl Proxy {
         };
         // The host is checked before the cache keys on it or a backend sees it.
         let stack = top.layer(StrictHost::new(ErrorResponseLayer::new().layer(cached)));
+        // Above everything, so that the trace covers the whole request and every answer,
+        // the stack's own included.
+        let traces = Traces::default();
+        let tracing =
+            RequestTraceLayer::new(traces.clone(), config.trace, config.generate_traceparent);
+        let stack = tracing.layer(stack);
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -148,6 +158,7 @@ impl Proxy {
                 cache,
                 metrics,
                 tunnels,
+                traces,
             }),
             stack,
         }
@@ -280,6 +291,12 @@ impl Proxy {
                 (b.spec.id, stats)
             })
             .collect()
+    }
+
+    /// The requests' decision traces: the recent ones, a live feed, and the token that
+    /// asks for one in a response (`Switchyard-Trace`). Empty when `trace` is off.
+    pub fn traces(&self) -> &Traces {
+        &self.shared.traces
     }
 
     /// Upgraded connections (WebSocket tunnels): open now, and opened since start.

@@ -87,6 +87,8 @@ pub(super) struct ProxyFile {
     upgrade_idle_timeout: Duration,
     upgrade_protocols: Vec<String>,
     metrics_enabled: bool,
+    trace_enabled: bool,
+    generate_traceparent: bool,
 }
 
 /// The specification's `load_balancer_type`: round robin (smooth weighted round robin
@@ -162,6 +164,8 @@ impl From<ProxyFile> for ProxyConfig {
             preserve_host: f.preserve_host,
             upgrade_idle_timeout: f.upgrade_idle_timeout,
             upgrade_protocols: f.upgrade_protocols,
+            trace: f.trace_enabled,
+            generate_traceparent: f.generate_traceparent,
             backend_ca_file: f.backend_ca_file,
             backend_client_cert_file: f.backend_client_cert_file,
             backend_client_key_file: f.backend_client_key_file,
@@ -185,6 +189,8 @@ impl From<ProxyConfig> for ProxyFile {
             preserve_host,
             upgrade_idle_timeout,
             upgrade_protocols,
+            trace,
+            generate_traceparent,
             backend_ca_file,
             backend_client_cert_file,
             backend_client_key_file,
@@ -237,6 +243,8 @@ impl From<ProxyConfig> for ProxyFile {
             upgrade_idle_timeout,
             upgrade_protocols,
             metrics_enabled: metrics,
+            trace_enabled: trace,
+            generate_traceparent,
         }
     }
 }
