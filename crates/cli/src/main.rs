@@ -227,7 +227,11 @@ async fn serve(file: FileConfig, reload: Option<(PathBuf, FileConfig)>) -> Resul
     drop(reload);
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
-    switchyard_server::serve(listener, proxy, file.server, shutdown_signal()).await;
+    let server = switchyard_server::ServerConfig {
+        access_log: file.access_log.format,
+        ..file.server
+    };
+    switchyard_server::serve(listener, proxy, server, shutdown_signal()).await;
     Ok(())
 }
 
