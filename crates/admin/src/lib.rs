@@ -18,10 +18,14 @@
 //! | `POST /health/check` | check every backend now; answers their health |
 //! | `POST /cache/purge` | `{"url": "http://host/path"}` drops that URL's stored responses, `{"all": true}` every one |
 //! | `GET /config` | the effective configuration, secrets redacted |
+//! | `GET /requests/recent` | the last requests' decision traces, newest first; `?status=503` or `5xx`, `backend=`, `path=` (prefix), `limit=` |
+//! | `GET /requests/tail` | each request's decision trace as it finishes (server-sent events), with the same filters |
 //!
 //! Errors are JSON: `{"error": "..."}` with a 4xx status. Without a token only loopback
 //! clients are served; with one, every request must carry `Authorization: Bearer <token>`
 //! (or `?access_token=<token>`, RFC 6750 §2.3, so the dashboard page itself can be opened).
+//! The same token, sent by a proxied request in `Switchyard-Trace`, gets that request's
+//! decision trace back in the response's `Switchyard-Trace`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,6 +42,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use switchyard::trace::tokens_match as same;
 use switchyard::{
     AdminState, Backend, BackendError, BackendSnapshot, PoolStats, Proxy, TextFormat,
 };
@@ -45,13 +50,14 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 mod reload;
+mod requests;
 
 pub use reload::{apply_backends, Reloaded};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 #[derive(Clone)]
-struct Admin {
+pub(crate) struct Admin {
     proxy: Proxy,
     token: Option<Arc<str>>,
     config: Arc<Value>,
@@ -103,6 +109,8 @@ pub fn router(proxy: Proxy, admin: &AdminConfig, config: &impl Serialize) -> Rou
             *token = Value::String("<redacted>".into());
         }
     }
+    // The admin token also asks a proxied request for its trace (`Switchyard-Trace`).
+    proxy.traces().set_token(admin.token.as_deref());
     let admin = Admin {
         proxy,
         token: admin.token.as_deref().map(Arc::from),
@@ -121,6 +129,8 @@ pub fn router(proxy: Proxy, admin: &AdminConfig, config: &impl Serialize) -> Rou
         .route("/health/check", post(check_now))
         .route("/cache/purge", post(purge))
         .route("/config", get(config_view))
+        .route("/requests/recent", get(requests::recent))
+        .route("/requests/tail", get(requests::tail))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
@@ -185,11 +195,6 @@ fn query_token(req: &Request) -> Option<String> {
         let (k, v) = pair.split_once('=')?;
         (k == "access_token").then(|| v.to_owned())
     })
-}
-
-/// Compares in time independent of where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn dashboard() -> Html<&'static str> {

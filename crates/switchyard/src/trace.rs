@@ -114,12 +114,13 @@ impl Traces {
         let token = self.0.token.load();
         token
             .as_deref()
-            .is_some_and(|t| same(offered.as_bytes(), t.as_bytes()))
+            .is_some_and(|t| tokens_match(offered.as_bytes(), t.as_bytes()))
     }
 }
 
-/// Compares in time independent of where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+/// Whether a token offered is the one expected, compared in time independent of where
+/// they differ.
+pub fn tokens_match(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -262,7 +263,7 @@ where
             trace.finish(Done {
                 status: res.status().as_u16(),
                 elapsed: trace.start().elapsed(),
-                bytes: res.body().size_hint().exact(),
+                bytes: body_length(trace.method(), &res),
                 cache: cache_outcome(res.headers()),
             });
             traces.publish(&trace);
@@ -276,6 +277,22 @@ where
         }
         Poll::Ready(Ok(res))
     }
+}
+
+/// The response body's length, when known with the head: from the body itself, or its
+/// `Content-Length` (nothing for a HEAD, a 204 or a 304).
+fn body_length(method: &http::Method, res: &Response<Body>) -> Option<u64> {
+    let status = res.status();
+    if method == http::Method::HEAD
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+    {
+        return Some(0);
+    }
+    res.body().size_hint().exact().or_else(|| {
+        let length = res.headers().get(http::header::CONTENT_LENGTH)?;
+        length.to_str().ok()?.parse().ok()
+    })
 }
 
 /// The cache's outcome, from its own (`switchyard`) member of `Cache-Status`.
