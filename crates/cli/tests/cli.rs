@@ -86,6 +86,17 @@ fn serve_refuses(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `switchyard serve --config <config>`, started with these outputs.
+fn serve_file(config: &std::path::Path, stdout: Stdio, stderr: Stdio) -> std::process::Child {
+    switchyard()
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// A loopback address with a port free a moment ago.
 fn free_addr() -> String {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -314,13 +325,7 @@ fn sighup_applies_the_backends_of_the_file() {
     };
     let one = "[[backends]]\nid = \"a\"\nurl = \"http://127.0.0.1:9\"\n";
     let config = write_config("reload.toml", &text(one));
-    let mut child = switchyard()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_file(&config, Stdio::null(), Stdio::piped());
     // The log, line by line, as the proxy writes it.
     let (log_tx, log) = std::sync::mpsc::channel();
     let stderr = BufReader::new(child.stderr.take().unwrap());
@@ -413,13 +418,7 @@ fn the_json_access_log_writes_one_object_per_request() {
          [[backends]]\nid = \"up\"\nurl = \"http://{upstream_addr}\"\n"
     );
     let config = write_config("json-log.toml", &text);
-    let mut child = switchyard()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_file(&config, Stdio::piped(), Stdio::null());
     let served = eventually(|| TcpStream::connect(&addr).is_ok());
     // Asserted once the child is stopped.
     let answer = if served {

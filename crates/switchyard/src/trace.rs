@@ -450,34 +450,42 @@ mod tests {
 
     #[test]
     fn the_cache_outcome_comes_from_our_cache_status_member() {
-        let o = |outcome, reason, stored| {
-            Some(CacheOutcome {
-                outcome,
+        let cases = [
+            ("switchyard; hit; ttl=5", "hit", None, false),
+            (
+                "switchyard; hit; detail=stale-if-error",
+                "stale",
+                Some("stale-if-error"),
+                false,
+            ),
+            (
+                "origin; hit, switchyard; fwd=uri-miss; stored",
+                "miss",
+                Some("uri-miss"),
+                true,
+            ),
+            (
+                "switchyard; fwd=stale; fwd-status=304",
+                "revalidated",
+                Some("stale"),
+                false,
+            ),
+            (
+                "switchyard; fwd=uri-miss; collapsed",
+                "coalesced",
+                Some("uri-miss"),
+                false,
+            ),
+            ("switchyard; fwd=method", "bypassed", Some("method"), false),
+        ];
+        for (value, outcome_, reason, stored) in cases {
+            let expected = CacheOutcome {
+                outcome: outcome_,
                 reason,
                 stored,
-            })
-        };
-        assert_eq!(outcome("switchyard; hit; ttl=5"), o("hit", None, false));
-        assert_eq!(
-            outcome("switchyard; hit; detail=stale-if-error"),
-            o("stale", Some("stale-if-error"), false)
-        );
-        assert_eq!(
-            outcome("origin; hit, switchyard; fwd=uri-miss; stored"),
-            o("miss", Some("uri-miss"), true)
-        );
-        assert_eq!(
-            outcome("switchyard; fwd=stale; fwd-status=304"),
-            o("revalidated", Some("stale"), false)
-        );
-        assert_eq!(
-            outcome("switchyard; fwd=uri-miss; collapsed"),
-            o("coalesced", Some("uri-miss"), false)
-        );
-        assert_eq!(
-            outcome("switchyard; fwd=method"),
-            o("bypassed", Some("method"), false)
-        );
+            };
+            assert_eq!(outcome(value), Some(expected), "{value}");
+        }
         assert_eq!(outcome("origin; hit"), None);
     }
 }
