@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use futures::Stream;
 use serde_json::Value;
+use switchyard::trace::Subscription;
 use switchyard::{trace_json, Trace};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -117,10 +118,7 @@ pub(crate) async fn tail(State(admin): State<Admin>, uri: Uri) -> impl IntoRespo
 
 /// Each matching trace as an event; a subscriber that fell behind is told how many it
 /// missed (a `lagged` event) and goes on with the newest.
-fn events(
-    live: tokio::sync::broadcast::Receiver<Trace>,
-    filter: Filter,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+fn events(live: Subscription, filter: Filter) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold((live, filter), |(mut live, filter)| async move {
         loop {
             match live.recv().await {

@@ -23,7 +23,7 @@ use pin_project_lite::pin_project;
 use serde_json::{json, Map, Value};
 use switchyard_core::trace::{AttemptEnd, CacheOutcome, Decision, Done};
 use switchyard_core::{Trace, TraceContext};
-use tokio::sync::broadcast;
+use tokio::sync::broadcast::{self, error::RecvError};
 use tower::{Layer, Service};
 
 use crate::body::Body;
@@ -44,7 +44,9 @@ const LIVE_BUFFER: usize = 1024;
 
 /// Where finished traces go: the last [`RECENT`] requests, and a live feed for whoever
 /// subscribes. Publishing takes no lock while nobody subscribes (the recent ring is a row
-/// of atomic pointers), and never waits: a subscriber that lags misses traces.
+/// of atomic pointers, and the subscribers are counted in an atomic: the broadcast
+/// channel's own count takes its lock), and never waits: a subscriber that lags misses
+/// traces.
 #[derive(Clone)]
 pub struct Traces(Arc<Hub>);
 
@@ -52,6 +54,7 @@ struct Hub {
     recent: Box<[ArcSwapOption<Trace>]>,
     next: AtomicUsize,
     live: broadcast::Sender<Trace>,
+    subscribers: AtomicUsize,
     token: ArcSwapOption<String>,
 }
 
@@ -61,6 +64,7 @@ impl Default for Traces {
             recent: (0..RECENT).map(|_| ArcSwapOption::empty()).collect(),
             next: AtomicUsize::new(0),
             live: broadcast::channel(LIVE_BUFFER).0,
+            subscribers: AtomicUsize::new(0),
             token: ArcSwapOption::empty(),
         }))
     }
@@ -85,10 +89,14 @@ impl Traces {
         );
     }
 
-    /// Finished traces from now on. A receiver that falls more than 1024 behind misses the
-    /// oldest (`RecvError::Lagged`).
-    pub fn subscribe(&self) -> broadcast::Receiver<Trace> {
-        self.0.live.subscribe()
+    /// Finished traces from now on. A subscriber that falls more than 1024 behind misses
+    /// the oldest (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> Subscription {
+        self.0.subscribers.fetch_add(1, Ordering::AcqRel);
+        Subscription {
+            live: self.0.live.subscribe(),
+            hub: self.0.clone(),
+        }
     }
 
     /// The last [`RECENT`] finished traces, oldest first.
@@ -105,7 +113,7 @@ impl Traces {
         let i = self.0.next.fetch_add(1, Ordering::AcqRel);
         let n = self.0.recent.len();
         self.0.recent[i % n].store(Some(Arc::new(trace.clone())));
-        if self.0.live.receiver_count() > 0 {
+        if self.0.subscribers.load(Ordering::Acquire) > 0 {
             let _ = self.0.live.send(trace.clone());
         }
     }
@@ -115,6 +123,31 @@ impl Traces {
         token
             .as_deref()
             .is_some_and(|t| tokens_match(offered.as_bytes(), t.as_bytes()))
+    }
+}
+
+/// Finished traces as they come: see [`Traces::subscribe`].
+pub struct Subscription {
+    live: broadcast::Receiver<Trace>,
+    hub: Arc<Hub>,
+}
+
+impl Subscription {
+    /// The next finished trace; `Lagged(n)` when `n` were missed.
+    pub async fn recv(&mut self) -> Result<Trace, RecvError> {
+        self.live.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subscription")
     }
 }
 
