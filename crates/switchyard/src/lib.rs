@@ -4,7 +4,9 @@
 //! layers into the standard stack, outermost first:
 //!
 //! ```text
-//!   request ──▶ Metrics         counts, in-flight, latency (switchyard-metrics)
+//!   request ──▶ RequestTrace    the decision trace, traceparent, Switchyard-Trace
+//!                               (switchyard::trace)
+//!               Metrics         counts, in-flight, latency (switchyard-metrics)
 //!               StrictHost      an invalid or ambiguous Host gets 400 (switchyard::host)
 //!               ErrorResponse   typed errors become 503 / 504 / 502 responses
 //!               Cache           RFC 9111 shared cache (switchyard-cache)
@@ -22,6 +24,10 @@
 //! ```
 //!
 //! Bodies are streamed both ways, never buffered whole.
+//!
+//! The trace is on top so that it sees every answer, the stack's own 400s and 503s
+//! included; the layers below write to it through the request's extensions
+//! ([`switchyard_core::trace`]).
 //!
 //! # Why this order
 //!
