@@ -39,6 +39,7 @@ async fn the_dashboard_lists_backends_and_shows_one_failing() {
     config.health.enabled = true;
     config.health.interval = Duration::from_secs(3600);
     config.health.fall = 1;
+    config.trace = true;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b, &c]).await;
     proxy.proxy.check_now().await;
     let client = client();

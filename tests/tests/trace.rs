@@ -76,6 +76,7 @@ async fn traced(proxy: &TestProxy, path: &str) -> Answer {
 
 fn config() -> ProxyConfig {
     let mut config = switchyard_tests::config();
+    config.trace = true;
     config.retry.delay = Duration::from_millis(1);
     config
 }

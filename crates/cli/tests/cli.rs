@@ -414,7 +414,7 @@ fn the_json_access_log_writes_one_object_per_request() {
     });
     let addr = free_addr();
     let text = format!(
-        "listen = \"{addr}\"\n[admin]\nenabled = false\n[access_log]\nformat = \"json\"\n\
+        "listen = \"{addr}\"\n[admin]\nenabled = false\n[access_log]\nformat = \"json\"\n[proxy]\ntrace_enabled = true\n\
          [[backends]]\nid = \"up\"\nurl = \"http://{upstream_addr}\"\n"
     );
     let config = write_config("json-log.toml", &text);
