@@ -1,8 +1,9 @@
 // Drives the admin dashboard in headless Chromium for tests/tests/dashboard.rs.
 //
 // Usage: node dashboard.mjs <dashboard-url> <screenshot.png>
-// Prints `ROWS <json>` and `READY` once the backends table shows every backend, then reads
-// a backend id from stdin, waits until the page shows it unhealthy, prints
+// Prints `ROWS <json>` and `READY` once the backends table shows every backend and the
+// live request feed is open, then `LIVE <status> <backend>` once the requests table shows
+// a request to `/seen-live`, then reads a backend id from stdin, waits until the page shows it unhealthy, prints
 // `UNHEALTHY <refreshes it took>`, saves a screenshot and prints `DONE`.
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
@@ -36,7 +37,10 @@ try {
     })),
   );
   console.log("ROWS " + JSON.stringify(rows));
+  await page.waitForFunction(() => document.body.dataset.tail === "open", null, { timeout: 15000 });
   console.log("READY");
+  const live = await page.waitForSelector('#requests tbody tr[data-path="/seen-live"]', { timeout: 15000 });
+  console.log("LIVE " + (await live.evaluate((tr) => tr.dataset.status + " " + tr.dataset.backend)));
 
   const { value: id } = await lines.next();
   const before = Number(await page.evaluate(() => document.body.dataset.refreshes));

@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: headless Chromium, driven by playwright-core, loads
 //! the page from a running proxy's admin listener and must show its three backends, then
-//! show one as unhealthy within a few refreshes of it failing. `tests/browser/setup.sh`
+//! show a request in its live requests table as it is made, then show one backend as
+//! unhealthy within a few refreshes of it failing. `tests/browser/setup.sh`
 //! installs Chromium, Node.js and playwright-core when they are missing. The screenshot is
 //! left in `tests/browser/artifacts/dashboard.png`.
 
@@ -38,6 +39,7 @@ async fn the_dashboard_lists_backends_and_shows_one_failing() {
     config.health.enabled = true;
     config.health.interval = Duration::from_secs(3600);
     config.health.fall = 1;
+    config.trace = true;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b, &c]).await;
     proxy.proxy.check_now().await;
     let client = client();
@@ -103,6 +105,13 @@ async fn the_dashboard_lists_backends_and_shows_one_failing() {
         ]
     );
     assert_eq!(next_line().await, "READY");
+    // The requests table shows a request as it is made.
+    get(&client, &proxy.url("/seen-live")).await;
+    let live = next_line().await;
+    assert!(
+        ["LIVE 200 a", "LIVE 200 b", "LIVE 200 c"].contains(&live.as_str()),
+        "{live}"
+    );
 
     b.kill();
     proxy.proxy.check_now().await;

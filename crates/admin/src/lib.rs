@@ -19,10 +19,14 @@
 //! | `POST /cache/purge` | `{"url": "http://host/path"}` drops that URL's stored responses, `{"all": true}` every one |
 //! | `GET /config` | the configuration in force, secrets redacted, and `loaded_at`, when it was read |
 //! | `POST /config/reload` | read the configuration file again and apply it, as SIGHUP does: answers what changed, or 422 with every problem (key and line) and nothing changed |
+//! | `GET /requests/recent` | the last requests' decision traces, newest first; `?status=503` or `5xx`, `backend=`, `path=` (prefix), `limit=` |
+//! | `GET /requests/tail` | each request's decision trace as it finishes (server-sent events), with the same filters |
 //!
 //! Errors are JSON: `{"error": "..."}` with a 4xx status. Without a token only loopback
 //! clients are served; with one, every request must carry `Authorization: Bearer <token>`
 //! (or `?access_token=<token>`, RFC 6750 §2.3, so the dashboard page itself can be opened).
+//! The same token, sent by a proxied request in `Switchyard-Trace`, gets that request's
+//! decision trace back in the response's `Switchyard-Trace`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,6 +43,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use switchyard::trace::tokens_match as same;
 use switchyard::{
     AdminState, Backend, BackendError, BackendSnapshot, PoolStats, Proxy, TextFormat,
 };
@@ -47,6 +52,7 @@ use tokio::time::Instant;
 
 mod config;
 mod reload;
+mod requests;
 
 pub use config::LiveConfig;
 pub use reload::{apply_backends, Reloaded};
@@ -54,7 +60,7 @@ pub use reload::{apply_backends, Reloaded};
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 #[derive(Clone)]
-struct Admin {
+pub(crate) struct Admin {
     proxy: Proxy,
     token: Option<Arc<str>>,
     config: LiveConfig,
@@ -106,6 +112,8 @@ pub fn router(proxy: Proxy, admin: &AdminConfig, config: &impl Serialize) -> Rou
 /// The admin API over `proxy`, with `admin`'s token, showing `config` at `GET /config`
 /// and reading it again at `POST /config/reload`.
 pub fn live_router(proxy: Proxy, admin: &AdminConfig, config: LiveConfig) -> Router {
+    // The admin token also asks a proxied request for its trace (`Switchyard-Trace`).
+    proxy.traces().set_token(admin.token.as_deref());
     let admin = Admin {
         proxy,
         token: admin.token.as_deref().map(Arc::from),
@@ -125,6 +133,8 @@ pub fn live_router(proxy: Proxy, admin: &AdminConfig, config: LiveConfig) -> Rou
         .route("/cache/purge", post(purge))
         .route("/config", get(config_view))
         .route("/config/reload", post(config_reload))
+        .route("/requests/recent", get(requests::recent))
+        .route("/requests/tail", get(requests::tail))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
         .layer(middleware::from_fn_with_state(admin.clone(), authorize))
         .with_state(admin)
@@ -189,11 +199,6 @@ fn query_token(req: &Request) -> Option<String> {
         let (k, v) = pair.split_once('=')?;
         (k == "access_token").then(|| v.to_owned())
     })
-}
-
-/// Compares in time independent of where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn dashboard() -> Html<&'static str> {

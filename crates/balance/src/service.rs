@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::FutureExt;
-use switchyard_core::{BoxError, NoBackendsAvailable, RouteHint};
+use switchyard_core::{AttemptSlot, BoxError, ErrorKind, NoBackendsAvailable, RouteHint};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -31,6 +31,10 @@ pub struct Balance<S, Req> {
     ready: Option<Picked<S>>,
     /// Finds a retry's [`RouteHint`] in a request, if requests carry one.
     hint: fn(&Req) -> Option<&RouteHint>,
+    /// Endpoints skipped while readying `ready`, for the request's trace.
+    skipped: Skipped,
+    /// Finds an attempt's [`AttemptSlot`] in a request, if requests are traced.
+    trace: fn(&Req) -> Option<&AttemptSlot>,
     _req: PhantomData<fn(Req)>,
 }
 
@@ -163,6 +167,8 @@ where
             shared: Arc::new(shared),
             ready: None,
             hint: |_| None,
+            skipped: Skipped::default(),
+            trace: |_| None,
             _req: PhantomData,
         }
     }
@@ -178,6 +184,23 @@ impl<S, Req> Balance<S, Req> {
         self.hint = hint;
         self
     }
+
+    /// Reads an [`AttemptSlot`] from each request with `trace`, and records in it the
+    /// endpoints skipped for it: with an open circuit, or not ready.
+    /// [`AttemptSlot::in_extensions`] reads it from an `http::Request`'s extensions.
+    pub fn attempt_traces(mut self, trace: fn(&Req) -> Option<&AttemptSlot>) -> Self {
+        self.trace = trace;
+        self
+    }
+}
+
+/// Endpoints passed over while looking for a ready one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Skipped {
+    /// Their circuit was open.
+    open: u16,
+    /// Not ready, or failed otherwise.
+    busy: u16,
 }
 
 impl<S, Req> Balance<S, Req> {
@@ -206,12 +229,18 @@ impl<S, Req> Balance<S, Req> {
 impl<S, Req> Balance<S, Req>
 where
     S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
 {
     /// Picks a ready endpoint other than `avoid`: by the policy first (the next in
     /// schedule order, or the cheaper of two drawn at random, then the other), then, when
     /// those are not ready, the others in turn, each visited at most once; `None` when no
     /// endpoint is ready.
-    fn select(&self, cx: &mut Context<'_>, avoid: Option<u64>) -> Option<Picked<S>> {
+    fn select(
+        &self,
+        cx: &mut Context<'_>,
+        avoid: Option<u64>,
+        skipped: &mut Skipped,
+    ) -> Option<Picked<S>> {
         let set = self.shared.set.load();
         let n = set.services.len();
         if n == 0 {
@@ -255,11 +284,18 @@ where
                     load: policy.measures().then(|| set.loads[i].clone()),
                     at,
                 }),
-                Poll::Ready(Err(_)) => {
+                Poll::Ready(Err(e)) => {
+                    let e: BoxError = e.into();
+                    if ErrorKind::of(&*e) == ErrorKind::CircuitOpen {
+                        skipped.open = skipped.open.saturating_add(1);
+                    } else {
+                        skipped.busy = skipped.busy.saturating_add(1);
+                    }
                     tracing::debug!(endpoint = i, "endpoint failed; skipped");
                     None
                 }
                 Poll::Pending => {
+                    skipped.busy = skipped.busy.saturating_add(1);
                     tracing::trace!(endpoint = i, "endpoint not ready; skipped");
                     None
                 }
@@ -290,7 +326,9 @@ where
     /// `call` fail with [`NoBackendsAvailable`] instead of parking the caller.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.ready.is_none() {
-            self.ready = self.select(cx, None);
+            let mut skipped = Skipped::default();
+            self.ready = self.select(cx, None, &mut skipped);
+            self.skipped = skipped;
         }
         Poll::Ready(Ok(()))
     }
@@ -299,12 +337,19 @@ where
         let noop = &mut Context::from_waker(Waker::noop());
         // A caller that skipped `poll_ready`, or whose poll found nothing, gets one more
         // look at the current set (endpoints may have become ready since).
-        let mut ready = self.ready.take().or_else(|| self.select(noop, None));
+        let mut skipped = std::mem::take(&mut self.skipped);
+        let mut ready = self.ready.take().or_else(|| {
+            skipped = Skipped::default();
+            self.select(noop, None, &mut skipped)
+        });
+        if let Some(slot) = (self.trace)(&req) {
+            slot.skipped(skipped.open, skipped.busy);
+        }
         if let Some(hint) = (self.hint)(&req) {
             // A retry: go elsewhere than the previous attempt when something else is ready.
             if let (Some(last), Some(picked)) = (hint.last(), &ready) {
                 if picked.id == last {
-                    if let Some(other) = self.select(noop, Some(last)) {
+                    if let Some(other) = self.select(noop, Some(last), &mut Skipped::default()) {
                         ready = Some(other);
                     }
                 }
@@ -333,6 +378,8 @@ impl<S, Req> Clone for Balance<S, Req> {
             shared: self.shared.clone(),
             ready: None,
             hint: self.hint,
+            skipped: Skipped::default(),
+            trace: self.trace,
             _req: PhantomData,
         }
     }

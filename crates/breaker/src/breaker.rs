@@ -142,6 +142,11 @@ impl Breaker {
         &self.id
     }
 
+    /// The breaker's id, shared.
+    pub fn id_arc(&self) -> &Arc<str> {
+        &self.id
+    }
+
     /// The breaker's settings.
     pub fn config(&self) -> Arc<BreakerConfig> {
         self.config.load_full()

@@ -18,7 +18,7 @@ use crate::breaker::{Admission, Breaker};
 /// releases its probe slot.
 pub(crate) struct Ticket {
     breaker: Arc<Breaker>,
-    admission: Admission,
+    pub(crate) admission: Admission,
     /// The request's deadline, read when it is sent.
     deadline: Option<Deadline>,
     recorded: bool,

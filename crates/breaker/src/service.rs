@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use switchyard_core::{BoxError, CircuitOpen, Classify, HttpClassifier, WithDeadline};
+use switchyard_core::{BoxError, CircuitOpen, Classify, HttpClassifier, Traced, WithDeadline};
 use tower::Service;
 
 use crate::breaker::{Admission, Breaker};
@@ -59,7 +59,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
 
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
-    Req: WithDeadline,
+    Req: WithDeadline + Traced,
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response>,
@@ -102,6 +102,10 @@ where
                 admission => Ticket::new(&self.breaker, admission),
             },
         };
+        if let Some(slot) = req.attempt_slot() {
+            let probe = matches!(ticket.admission, Admission::Probe(_));
+            slot.admitted(self.breaker.id_arc(), probe);
+        }
         let ticket = ticket.sent(req.deadline());
         ResponseFuture {
             state: State::Called {

@@ -396,6 +396,9 @@ pub(crate) fn refresh_in_background<S, B, RB>(
     *refresh.version_mut() = req.version();
     *refresh.headers_mut() = req.headers().clone();
     *refresh.extensions_mut() = req.extensions().clone();
+    // The refresh is no part of the request that set it off: its attempts stay out of
+    // that request's decision trace (published already).
+    refresh.extensions_mut().remove::<switchyard_core::Trace>();
     for name in &CONDITIONALS {
         refresh.headers_mut().remove(name);
     }

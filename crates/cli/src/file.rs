@@ -4,6 +4,7 @@
 //! listen = "127.0.0.1:8080"
 //! [admin]            # listen, token
 //! [server]           # client-side limits
+//! [access_log]       # format = "text" | "json"
 //! [proxy]            # the specification's ProxyConfig, snake_case
 //! [[backends]]       # id, url, weight, active
 //! ```
@@ -21,7 +22,7 @@ use switchyard::{Backend, ProxyConfig};
 use toml_edit::{ImDocument, Item, Table};
 
 pub use switchyard_admin::AdminConfig;
-use switchyard_server::ServerConfig;
+use switchyard_server::{AccessLogConfig, ServerConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,9 @@ pub struct FileConfig {
     /// Limits on client connections.
     #[serde(default)]
     pub server: ServerConfig,
+    /// The access log.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
     /// The proxy's settings.
     #[serde(default)]
     pub proxy: ProxyConfig,
@@ -54,6 +58,7 @@ impl Default for FileConfig {
             listen: default_listen(),
             admin: AdminConfig::default(),
             server: ServerConfig::default(),
+            access_log: AccessLogConfig::default(),
             proxy: ProxyConfig::default(),
             backends: Vec::new(),
         }

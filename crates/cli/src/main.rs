@@ -274,7 +274,11 @@ async fn serve(
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
     let stop = handed.or_signal();
-    switchyard_server::serve(listener, proxy, file.server, stop).await;
+    let server = switchyard_server::ServerConfig {
+        access_log: file.access_log.format,
+        ..file.server
+    };
+    switchyard_server::serve(listener, proxy, server, stop).await;
     Ok(())
 }
 

@@ -86,6 +86,17 @@ fn serve_refuses(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `switchyard serve --config <config>`, started with these outputs.
+fn serve_file(config: &std::path::Path, stdout: Stdio, stderr: Stdio) -> std::process::Child {
+    switchyard()
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// A loopback address with a port free a moment ago.
 fn free_addr() -> String {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -323,13 +334,7 @@ fn sighup_applies_the_backends_of_the_file() {
     };
     let one = "[[backends]]\nid = \"a\"\nurl = \"http://127.0.0.1:9\"\n";
     let config = write_config("reload.toml", &text(one));
-    let mut child = switchyard()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_file(&config, Stdio::null(), Stdio::piped());
     // The log, line by line, as the proxy writes it.
     let (log_tx, log) = std::sync::mpsc::channel();
     let stderr = BufReader::new(child.stderr.take().unwrap());
@@ -393,4 +398,74 @@ fn sighup_applies_the_backends_of_the_file() {
     assert!(refused, "a broken file was not reported");
     assert!(after_bad.contains("\"id\":\"b\""), "{after_bad}");
     assert!(running, "the proxy exited");
+}
+
+/// `access_log.format = "json"`: one JSON object per request on standard output, with the
+/// request's decision trace.
+#[test]
+fn the_json_access_log_writes_one_object_per_request() {
+    // A backend that answers every request `ok`.
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in upstream.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(conn);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line == "\r\n" {
+                    let _ = reader
+                        .get_mut()
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                }
+                line.clear();
+            }
+        }
+    });
+    let addr = free_addr();
+    let text = format!(
+        "listen = \"{addr}\"\n[admin]\nenabled = false\n[access_log]\nformat = \"json\"\n[proxy]\ntrace_enabled = true\n\
+         [[backends]]\nid = \"up\"\nurl = \"http://{upstream_addr}\"\n"
+    );
+    let config = write_config("json-log.toml", &text);
+    let mut child = serve_file(&config, Stdio::piped(), Stdio::null());
+    let served = eventually(|| TcpStream::connect(&addr).is_ok());
+    // Asserted once the child is stopped.
+    let answer = if served {
+        get(&addr, "/logged?x=1")
+    } else {
+        String::new()
+    };
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let fields = |key: &str| {
+        let needle = format!("\"{key}\":");
+        let at = line
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no {key}: {line}"));
+        line[at + needle.len()..]
+            .split([',', '}'])
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        line.starts_with('{') && line.trim_end().ends_with('}'),
+        "{line}"
+    );
+    assert_eq!(fields("method"), "\"GET\"");
+    assert_eq!(fields("path"), "\"/logged?x=1\"");
+    assert_eq!(fields("status"), "200");
+    assert_eq!(fields("bytes"), "2");
+    assert_eq!(fields("backend"), "\"up\"");
+    assert!(fields("client").starts_with("\"127.0.0.1:"), "{line}");
+    assert_eq!(fields("trace_id").len(), 34, "{line}");
+    assert!(fields("time").starts_with("\"20"), "{line}");
+    assert!(line.contains("\"attempts\":[{"), "{line}");
+    assert!(line.contains("\"why\":\"success\""), "{line}");
 }

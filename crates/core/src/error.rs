@@ -207,6 +207,31 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Self; 7] = [
+        Self::NoBackendsAvailable,
+        Self::CircuitOpen,
+        Self::RequestTimeout,
+        Self::AttemptTimeout,
+        Self::PoolTimeout,
+        Self::Connect,
+        Self::Upstream,
+    ];
+
+    /// A short name: `no_backends_available`, `circuit_open`, `request_timeout`,
+    /// `attempt_timeout`, `pool_timeout`, `connect`, `upstream`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoBackendsAvailable => "no_backends_available",
+            Self::CircuitOpen => "circuit_open",
+            Self::RequestTimeout => "request_timeout",
+            Self::AttemptTimeout => "attempt_timeout",
+            Self::PoolTimeout => "pool_timeout",
+            Self::Connect => "connect",
+            Self::Upstream => "upstream",
+        }
+    }
+
     /// Classifies an error by walking its `source()` chain for a known leaf error.
     ///
     /// The first known leaf wins, so a timeout that wraps a connect error is a timeout.

@@ -3,8 +3,9 @@
 //! hint the retry layer leaves for the balancer ([`RouteHint`]), the sliding window of
 //! counts behind the breaker's rate trip and the retry budget ([`SlidingCounts`]), the
 //! response future of a layer that may fail before calling its inner service
-//! ([`future::ResponseFuture`]), and the accessors every service has
-//! ([`inner_accessors!`]).
+//! ([`future::ResponseFuture`]), the accessors every service has
+//! ([`inner_accessors!`]), and the per-request decision trace the layers write to
+//! ([`trace`]).
 //!
 //! Each layer that can fail on its own returns [`BoxError`], as tower's layers do; the
 //! failure itself is one of the leaf error types here, so that a layer further up (the
@@ -18,6 +19,7 @@ mod deadline;
 mod error;
 pub mod future;
 mod hint;
+pub mod trace;
 mod window;
 
 pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome, StatusClassifier};
@@ -27,4 +29,5 @@ pub use error::{
     NoBackendsAvailable, PoolTimeout, RequestTimeout,
 };
 pub use hint::RouteHint;
+pub use trace::{AttemptSlot, Trace, TraceContext, Traced};
 pub use window::SlidingCounts;

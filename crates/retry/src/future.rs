@@ -6,7 +6,10 @@ use std::time::Duration;
 use http::request::Parts;
 use http::Request;
 use pin_project_lite::pin_project;
-use switchyard_core::{AttemptTimeout, BoxError, Deadline, RequestTimeout};
+use switchyard_core::trace::{AttemptEnd, AttemptKind, Decision, ResponseStatus};
+use switchyard_core::{
+    AttemptSlot, AttemptTimeout, BoxError, Deadline, ErrorKind, RequestTimeout, Trace,
+};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -42,6 +45,11 @@ pin_project! {
         policy: P,
         // `None` for a request sent once.
         retry: Option<Retrying<B>>,
+        // The request's decision trace, when it has one, and the slots of the attempt
+        // awaited in `state` and of the hedge.
+        trace: Option<Trace>,
+        slot: Option<AttemptSlot>,
+        hedge_slot: Option<AttemptSlot>,
     }
 }
 
@@ -91,6 +99,7 @@ where
         deadline: Option<Deadline>,
         service: S,
         policy: P,
+        traced: Traced,
     ) -> Self {
         Self {
             state: State::Calling { fut: first },
@@ -103,6 +112,9 @@ where
             service,
             policy,
             retry: None,
+            trace: traced.0,
+            slot: traced.1,
+            hedge_slot: None,
         }
     }
 
@@ -115,6 +127,7 @@ where
         policy: P,
         parts: Parts,
         replay: Replay<B>,
+        traced: Traced,
     ) -> Self {
         Self {
             retry: Some(Retrying {
@@ -122,7 +135,7 @@ where
                 replay,
                 next: None,
             }),
-            ..Self::once(first, deadline, service, policy)
+            ..Self::once(first, deadline, service, policy, traced)
         }
     }
 
@@ -133,6 +146,37 @@ where
             self.hedging = Hedging::Armed;
         }
         self
+    }
+}
+
+/// The request's trace and the first attempt's slot in it, when it is traced.
+pub(crate) type Traced = (Option<Trace>, Option<AttemptSlot>);
+
+/// A new attempt's slot in `trace`, put in the attempt's extensions.
+pub(crate) fn begin(
+    trace: Option<&Trace>,
+    kind: AttemptKind,
+    extensions: &mut http::Extensions,
+) -> Option<AttemptSlot> {
+    let slot = trace?.begin_attempt(kind)?;
+    extensions.insert(slot.clone());
+    Some(slot)
+}
+
+/// Records how the attempt of `slot` ended.
+fn end<R: ResponseStatus>(slot: Option<&AttemptSlot>, result: &Result<R, BoxError>) {
+    if let Some(slot) = slot {
+        slot.ended(match result {
+            Ok(res) => AttemptEnd::Status(res.status_code()),
+            Err(e) => AttemptEnd::Error(ErrorKind::of(&**e)),
+        });
+    }
+}
+
+/// Records that the attempt of `slot` was dropped unanswered for `why`.
+fn dropped(slot: Option<AttemptSlot>, why: AttemptEnd) {
+    if let Some(slot) = slot {
+        slot.ended(why);
     }
 }
 
@@ -167,14 +211,20 @@ macro_rules! poll_pending_attempt {
         // its backend (its breaker reads the deadline).
         $this.policy.on_attempt_timeout();
         tracing::debug!("attempt timed out; abandoned");
+        let timed_out = AttemptEnd::Error(ErrorKind::AttemptTimeout);
         if matches!(*$this.state, State::Calling { .. }) && $this.hedge.is_some() {
+            dropped($this.slot.take(), timed_out);
+            *$this.slot = $this.hedge_slot.take();
             $this.state.set(State::Hedged);
             arm_for_hedge($this.timer.as_mut(), $this.timed, *$this.hedge_deadline);
             continue;
         }
         $this.hedge.set(None);
+        dropped($this.hedge_slot.take(), timed_out);
         $this.state.set(State::Ready);
-        Err(AttemptTimeout::new().into())
+        let result = Err(AttemptTimeout::new().into());
+        end($this.slot.as_ref(), &result);
+        result
     }};
 }
 
@@ -182,6 +232,7 @@ impl<S, P, B> Future for ResponseFuture<S, P, B>
 where
     S: Service<Request<ReplayBody<B>>>,
     S::Error: Into<BoxError>,
+    S::Response: ResponseStatus,
     P: Policy<Request<B>, S::Response>,
 {
     type Output = Result<S::Response, BoxError>;
@@ -191,8 +242,13 @@ where
         loop {
             let result = match this.state.as_mut().project() {
                 StateProj::Calling { fut } => match fut.poll(cx) {
-                    Poll::Ready(Err(_)) if this.hedge.is_some() => {
+                    Poll::Ready(Err(e)) if this.hedge.is_some() => {
                         // Failed without a response: the hedge may still give one.
+                        dropped(
+                            this.slot.take(),
+                            AttemptEnd::Error(ErrorKind::of(&*e.into())),
+                        );
+                        *this.slot = this.hedge_slot.take();
                         this.state.set(State::Hedged);
                         arm_for_hedge(this.timer.as_mut(), this.timed, *this.hedge_deadline);
                         continue;
@@ -200,23 +256,33 @@ where
                     Poll::Ready(result) => {
                         // The first response wins: a hedge still in flight is dropped.
                         this.hedge.set(None);
-                        result.map_err(Into::into)
+                        dropped(this.hedge_slot.take(), AttemptEnd::Abandoned);
+                        let result = result.map_err(Into::into);
+                        end(this.slot.as_ref(), &result);
+                        result
                     }
                     Poll::Pending => {
                         if let Some(hedge) = this.hedge.as_mut().as_pin_mut() {
                             if let Poll::Ready(result) = hedge.poll(cx) {
                                 this.hedge.set(None);
                                 *this.hedging = Hedging::Off;
+                                let result = result.map_err(Into::into);
+                                end(this.hedge_slot.as_ref(), &result);
                                 match result {
                                     Ok(res) => {
                                         // Dropping the first attempt counts it against its
                                         // backend only if it was past its deadline.
                                         this.policy.on_hedge_won();
                                         this.state.set(State::Ready);
+                                        dropped(this.slot.take(), AttemptEnd::Abandoned);
+                                        *this.slot = this.hedge_slot.take();
                                         Ok(res)
                                     }
                                     // The first attempt may still answer.
-                                    Err(_) => continue,
+                                    Err(_) => {
+                                        *this.hedge_slot = None;
+                                        continue;
+                                    }
                                 }
                             } else {
                                 poll_pending_attempt!(this, cx)
@@ -242,6 +308,11 @@ where
                                             if let Some(deadline) = *this.hedge_deadline {
                                                 parts.extensions.insert(deadline);
                                             }
+                                            *this.hedge_slot = begin(
+                                                this.trace.as_ref(),
+                                                AttemptKind::Hedge,
+                                                &mut parts.extensions,
+                                            );
                                             tracing::debug!("first attempt slow; hedging");
                                             let fut =
                                                 this.service.call(Request::from_parts(parts, body));
@@ -268,7 +339,9 @@ where
                             if result.is_ok() {
                                 this.policy.on_hedge_won();
                             }
-                            result.map_err(Into::into)
+                            let result = result.map_err(Into::into);
+                            end(this.slot.as_ref(), &result);
+                            result
                         }
                         Poll::Pending => poll_pending_attempt!(this, cx),
                     }
@@ -308,6 +381,11 @@ where
                         arm(this.timer.as_mut(), deadline.instant());
                         *this.timed = true;
                     }
+                    *this.slot = begin(
+                        this.trace.as_ref(),
+                        AttemptKind::Retry,
+                        &mut parts.extensions,
+                    );
                     let fut = this.service.call(Request::from_parts(parts, body));
                     this.state.set(State::Calling { fut });
                     continue;
@@ -316,13 +394,24 @@ where
             // An attempt ended (the hedge, if any, is done with too).
             *this.timed = false;
             *this.hedging = Hedging::Off;
+            let slot = this.slot.take();
             let Some(retry) = this.retry.as_mut() else {
+                if let Some(slot) = slot {
+                    slot.decided(Decision::Returned { why: "once" });
+                }
                 return Poll::Ready(result);
             };
             let replayable = !retry.replay.overflowed();
             let Some(delay) = this.policy.retry(&result, replayable) else {
+                if let Some(slot) = slot {
+                    let why = this.policy.declined().unwrap_or("not_retryable");
+                    slot.decided(Decision::Returned { why });
+                }
                 return Poll::Ready(result);
             };
+            if let Some(slot) = slot {
+                slot.decided(Decision::Retried { after: delay });
+            }
             drop(result);
             let Some(next) = retry.replay.next() else {
                 this.policy.on_body_too_large();

@@ -80,6 +80,14 @@ pub trait Policy<Req, Res> {
 
     /// The hedged attempt answered first.
     fn on_hedge_won(&mut self) {}
+
+    /// Why the last [`retry`](Policy::retry) returned `None`, for the request's decision
+    /// trace: `success`, `not_retryable`, `max_retries`, `budget_exhausted`, `deadline`,
+    /// `body_too_large`, `retry_after_too_long`. `None` (the default) when the policy does
+    /// not say.
+    fn declined(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The policy built from a [`RetryConfig`] (see the [crate docs](crate) for what it
@@ -99,6 +107,8 @@ pub struct HttpPolicy<C = StatusClassifier> {
     retries: u32,
     /// Why the pending retry is made.
     reason: Option<Reason>,
+    /// Why the last retry was declined.
+    declined: Option<&'static str>,
 }
 
 struct Shared<C> {
@@ -160,6 +170,7 @@ impl<C> HttpPolicy<C> {
             idempotent: false,
             retries: 0,
             reason: None,
+            declined: None,
         }
     }
 
@@ -183,6 +194,7 @@ impl<C> Clone for HttpPolicy<C> {
             idempotent: false,
             retries: 0,
             reason: None,
+            declined: None,
         }
     }
 }
@@ -230,34 +242,44 @@ where
     ) -> Option<Duration> {
         let shared = &*self.shared;
         let config = &shared.config;
-        if self.retries >= config.max_retries {
-            return None;
-        }
+        let declined = &mut self.declined;
+        let mut decline = |why| {
+            *declined = Some(why);
+            None
+        };
         let (reason, retry_after) = match result {
             Ok(res) => match shared.classifier.classify(Ok(res)) {
                 Outcome::Failure { retry_after } => (Reason::Status, retry_after),
-                Outcome::Success | Outcome::Ignore => return None,
+                Outcome::Success | Outcome::Ignore => return decline("success"),
             },
-            Err(err) => (Reason::of(err, self.idempotent)?, None),
+            Err(err) => match Reason::of(err, self.idempotent) {
+                Some(reason) => (reason, None),
+                None => return decline("not_retryable"),
+            },
         };
+        if self.retries >= config.max_retries {
+            return decline("max_retries");
+        }
         let delay = match retry_after {
-            Some(after) if after > config.retry_after_cap => return None,
+            Some(after) if after > config.retry_after_cap => {
+                return decline("retry_after_too_long")
+            }
             Some(after) => after,
             None => config.delay_for(self.retries + 1),
         };
         if let Some(deadline) = self.deadline {
             if Instant::now() + delay >= deadline {
-                return None;
+                return decline("deadline");
             }
         }
         if !replayable {
             bump(&shared.stats.body_too_large);
-            return None;
+            return decline("body_too_large");
         }
         if !shared.budget.withdraw() {
             bump(&shared.stats.budget_exhausted);
             tracing::debug!("retry budget spent; returning the failure");
-            return None;
+            return decline("budget_exhausted");
         }
         tracing::debug!(?reason, retry = self.retries + 1, ?delay, "retrying");
         self.reason = Some(reason);
@@ -311,6 +333,10 @@ where
 
     fn on_hedge_won(&mut self) {
         bump(&self.shared.stats.hedge_wins);
+    }
+
+    fn declined(&self) -> Option<&'static str> {
+        self.declined
     }
 }
 

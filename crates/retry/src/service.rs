@@ -4,10 +4,11 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::Request;
 use http_body::Body;
-use switchyard_core::{BoxError, RouteHint};
+use switchyard_core::trace::{AttemptKind, ResponseStatus};
+use switchyard_core::{BoxError, RouteHint, Trace};
 use tower::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{begin, ResponseFuture};
 use crate::replay::ReplayBody;
 use crate::{HttpPolicy, Policy, RetryStats};
 
@@ -43,6 +44,7 @@ impl<S, P, B> Service<Request<B>> for Retry<S, P>
 where
     S: Service<Request<ReplayBody<B>>> + Clone,
     S::Error: Into<BoxError>,
+    S::Response: ResponseStatus,
     P: Policy<Request<B>, S::Response> + Clone,
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -67,10 +69,12 @@ where
             // The breaker below reads it: an attempt abandoned past it is a timeout.
             parts.extensions.insert(deadline);
         }
+        let trace = parts.extensions.get::<Trace>().cloned();
+        let slot = begin(trace.as_ref(), AttemptKind::First, &mut parts.extensions);
         let Some(limit) = limit else {
             // Never sent twice: the request goes down as it is, uncopied and unhinted.
             let first = inner.call(Request::from_parts(parts, ReplayBody::passthrough(body)));
-            return ResponseFuture::once(first, deadline, inner, policy);
+            return ResponseFuture::once(first, deadline, inner, policy, (trace, slot));
         };
         // A hedge sends the body a second time while the first attempt may still be
         // reading it: only a body that is already complete is hedged.
@@ -80,7 +84,7 @@ where
         // (or a hedge) elsewhere.
         parts.extensions.insert(Arc::new(RouteHint::new()));
         let first = inner.call(Request::from_parts(parts.clone(), first));
-        ResponseFuture::retrying(first, deadline, inner, policy, parts, replay)
+        ResponseFuture::retrying(first, deadline, inner, policy, parts, replay, (trace, slot))
             .hedged_after(hedge_after)
     }
 }

@@ -6,9 +6,11 @@
 //! without a restart), after a PROXY protocol header when a load balancer sends one. It
 //! bounds how long a client may take to send a request's header, fills in the client's
 //! address ([`switchyard::ClientAddr`]) for the proxy's `X-Forwarded-For`, writes the
-//! access log (`switchyard::access` at `DEBUG`), and shuts down gracefully, upgraded
+//! access log (`switchyard::access` at `DEBUG`, or JSON lines with each request's
+//! decision trace: [`AccessLogFormat`]), and shuts down gracefully, upgraded
 //! connections (WebSockets) included. [`demo`] has the small backends of `switchyard demo`.
 
+mod access;
 pub mod demo;
 mod drain;
 pub mod proxy_protocol;
@@ -17,5 +19,6 @@ mod tls;
 #[cfg(unix)]
 pub mod upgrade;
 
+pub use access::{AccessLogConfig, AccessLogFormat};
 pub use server::{serve, shutdown_signal, Http1Engine, ServerConfig};
 pub use tls::{CertFiles, ListenerOptions, ListenerTls};

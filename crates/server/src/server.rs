@@ -29,7 +29,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
-use switchyard::{body, Body, ByteSize, ClientAddr, Proxy};
+use switchyard::{body, Body, ByteSize, ClientAddr, Proxy, Trace};
 use switchyard_h1::upgrade::Io;
 use switchyard_h1::{RecvBody, Rewind};
 use tokio::io::AsyncReadExt;
@@ -37,6 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::util::{Oneshot, ServiceExt};
 
+use crate::access::{AccessLogFormat, Entry, JsonLog};
 use crate::drain::Drain;
 use crate::proxy_protocol;
 use crate::tls::{CertFiles, ListenerOptions, ListenerTls};
@@ -91,6 +92,10 @@ pub struct ServerConfig {
     pub tls_reload_interval: Duration,
     /// Which engine serves HTTP/1.1 connections; HTTP/2 is always hyper's.
     pub http1: Http1Engine,
+    /// The access log's format: the file's `access_log.format` (its own table, so not a
+    /// `server` key).
+    #[serde(skip)]
+    pub access_log: AccessLogFormat,
 }
 
 /// The engine that serves HTTP/1.1 client connections (file key `server.http1`).
@@ -130,6 +135,7 @@ impl Default for ServerConfig {
             tls_reload_interval: Duration::from_secs(60),
             proxy_protocol: false,
             http1: Http1Engine::default(),
+            access_log: AccessLogFormat::default(),
         }
     }
 }
@@ -346,6 +352,8 @@ pub async fn serve(
         stop,
     };
     let max_body = config.max_request_body.map(|b| b.bytes());
+    let json_log =
+        (config.access_log == AccessLogFormat::Json).then(|| JsonLog::spawn(tokio::io::stdout()));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -367,6 +375,7 @@ pub async fn serve(
             client: ClientAddr::new(remote),
             max_body,
             tls: tls.is_some(),
+            json_log: json_log.clone(),
         };
         if tls.is_none() && !config.proxy_protocol {
             let io = TokioIo::new(stream);
@@ -543,6 +552,8 @@ struct Connection {
     max_body: Option<u64>,
     /// The connection is TLS: HTTP/1.1 requests are `https` ones.
     tls: bool,
+    /// The JSON access log, when the format is `json`.
+    json_log: Option<JsonLog>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
@@ -605,21 +616,26 @@ where
             return Either::Left(future::ready(Ok(status(StatusCode::PAYLOAD_TOO_LARGE))));
         }
     }
-    let log = tracing::enabled!(target: "switchyard::access", tracing::Level::DEBUG).then(|| {
+    let text = tracing::enabled!(target: "switchyard::access", tracing::Level::DEBUG);
+    // A JSON line is the request's trace, when the proxy keeps one.
+    let untraced = conn.json_log.is_some() && !conn.proxy.config().trace;
+    let log = (text || untraced).then(|| {
         Box::new(LogLine {
             remote: client.addr(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             start: tokio::time::Instant::now(),
+            text,
         })
     });
+    let json = conn.json_log.clone();
     // ProxyHeaders takes the client's address (and certificate) from here, after it has
     // removed the hop-by-hop headers: a client cannot strip them by listing them in
     // `Connection`.
     req.extensions_mut().insert(client.clone());
     let req = limit(req, max_body);
     let inner = conn.proxy.clone().oneshot(req);
-    Either::Right(AccessLog { inner, log })
+    Either::Right(AccessLog { inner, log, json })
 }
 
 /// Boxes the request body, under `max_body` when there is one.
@@ -642,6 +658,8 @@ struct LogLine {
     method: http::Method,
     uri: http::Uri,
     start: tokio::time::Instant,
+    /// Written as a `tracing` event (the text format).
+    text: bool,
 }
 
 pin_project! {
@@ -650,6 +668,7 @@ pin_project! {
         #[pin]
         inner: F,
         log: Option<Box<LogLine>>,
+        json: Option<JsonLog>,
     }
 }
 
@@ -662,14 +681,32 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = ready!(this.inner.poll(cx));
-        if let (Some(line), Ok(res)) = (this.log.take(), &res) {
+        let Ok(res) = res;
+        let trace = res.extensions().get::<Trace>();
+        let line = this.log.take();
+        if let Some(line) = line.as_ref().filter(|line| line.text) {
+            let trace_id = trace.and_then(Trace::context).map(|c| c.trace_id_hex());
             tracing::debug!(
                 target: "switchyard::access",
                 remote = %line.remote, method = %line.method, uri = %line.uri,
                 status = res.status().as_u16(), elapsed = ?line.start.elapsed(),
+                trace_id = trace_id.as_deref().unwrap_or("-"),
             );
         }
-        Poll::Ready(res)
+        if let Some(json) = this.json.take() {
+            match (trace, line) {
+                (Some(trace), _) => json.log(Entry::Traced(trace.clone())),
+                (None, Some(line)) => json.log(Entry::Plain {
+                    method: line.method,
+                    uri: line.uri,
+                    client: line.remote,
+                    status: res.status().as_u16(),
+                    elapsed: line.start.elapsed(),
+                }),
+                (None, None) => {}
+            }
+        }
+        Poll::Ready(Ok(res))
     }
 }
 

@@ -4,7 +4,9 @@
 //! layers into the standard stack, outermost first:
 //!
 //! ```text
-//!   request ──▶ Metrics         counts, in-flight, latency (switchyard-metrics)
+//!   request ──▶ RequestTrace    the decision trace, traceparent, Switchyard-Trace
+//!                               (switchyard::trace)
+//!               Metrics         counts, in-flight, latency (switchyard-metrics)
 //!               StrictHost      an invalid or ambiguous Host gets 400 (switchyard::host)
 //!               ErrorResponse   typed errors become 503 / 504 / 502 responses
 //!               Cache           RFC 9111 shared cache (switchyard-cache)
@@ -24,6 +26,10 @@
 //! ```
 //!
 //! Bodies are streamed both ways, never buffered whole.
+//!
+//! The trace is on top so that it sees every answer, the stack's own 400s and 503s
+//! included; the layers below write to it through the request's extensions
+//! ([`switchyard_core::trace`]).
 //!
 //! # Why this order
 //!
@@ -77,6 +83,7 @@ pub mod host;
 mod proxy;
 mod registry;
 pub mod response;
+pub mod trace;
 mod upgrade;
 
 pub use body::Body;
@@ -90,9 +97,11 @@ pub use response::{ErrorResponse, ErrorResponseLayer};
 pub use switchyard_balance::{BalanceConfig, Policy};
 pub use switchyard_breaker::{BreakerConfig, CircuitBreakers, State as BreakerState, Transition};
 pub use switchyard_cache::{CacheConfig, CacheHandle, CacheStats, SharedConfig, SharedStats};
+pub use switchyard_core::trace::{AttemptEnd, AttemptKind, AttemptView, CacheOutcome, Decision};
 pub use switchyard_core::{
     AttemptTimeout, BoxError, CircuitOpen, ErrorKind, NoBackendsAvailable, RequestTimeout,
 };
+pub use switchyard_core::{Trace, TraceContext};
 pub use switchyard_health::{
     AdminState, BackendStatus, Drain, EndpointStatus, Health, HealthConfig, HealthEvent,
     HealthReport, StatusRange,
@@ -102,6 +111,7 @@ pub use switchyard_pool::{
     CaError, CertKey, CertKeyError, PoolConfig, PoolStats, Protocol, TlsConfig,
 };
 pub use switchyard_retry::{RetryConfig, RetryStats};
+pub use trace::{trace_json, RequestTrace, RequestTraceLayer, Traces};
 pub use upgrade::{TunnelStats, Tunnels};
 
 /// The layers, re-exported so a custom stack needs only this crate.

@@ -10,7 +10,7 @@ use http::{Request, Response};
 use switchyard_balance::Balance;
 use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
-use switchyard_core::{BoxError, Deadline, RouteHint};
+use switchyard_core::{AttemptSlot, BoxError, Deadline, RouteHint};
 use switchyard_health::{
     AdminState, Drain, HealthEvent, HealthReport, HttpChecker, Registry, Tracked,
 };
@@ -25,6 +25,7 @@ use tower::{Layer, Service, ServiceBuilder};
 use crate::body::{self, Body};
 use crate::collector::{BackendState, SharedTierMetrics, TunnelGauge};
 use crate::registry::{self as reg, EndpointService, HttpEndpoints};
+use crate::trace::{RequestTrace, RequestTraceLayer, Traces};
 use crate::{
     Backend, BackendError, ConfigProblem, ErrorResponse, ErrorResponseLayer, ProxyConfig,
     ProxyHeaders, ProxyHeadersLayer, Reconfigured, StrictHost, TunnelStats, Tunnels,
@@ -34,7 +35,7 @@ type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
 type Replayed = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
 type Upstream = ProxyHeaders<Retry<Replayed>>;
 type Cached = MapResponse<Cache<Upstream>, fn(Response<CacheBody<Body>>) -> Response<Body>>;
-type Stack = Metrics<StrictHost<ErrorResponse<Either<Cached, Upstream>>>>;
+type Stack = RequestTrace<Metrics<StrictHost<ErrorResponse<Either<Cached, Upstream>>>>>;
 
 /// A response the cache only passed through keeps its body as it is; a stored or storing
 /// one is boxed.
@@ -81,6 +82,7 @@ struct Shared {
     /// backends, breakers and pools), the same tunnels and the same metrics.
     parts: Parts,
     current: ArcSwap<Generation>,
+    traces: Traces,
 }
 
 #[derive(Clone)]
@@ -88,6 +90,7 @@ struct Parts {
     balance: Balancer,
     headers: ProxyHeadersLayer,
     top: MetricsLayer,
+    traces: Traces,
 }
 
 /// One configuration in force, and the stack built for it.
@@ -133,6 +136,14 @@ impl Generation {
         };
         // The host is checked before the cache keys on it or a backend sees it.
         let stack = (parts.top).layer(StrictHost::new(ErrorResponseLayer::new().layer(cached)));
+        // Above everything, so that the trace covers the whole request and every answer,
+        // the stack's own included.
+        let tracing = RequestTraceLayer::new(
+            parts.traces.clone(),
+            config.trace,
+            config.generate_traceparent,
+        );
+        let stack = tracing.layer(stack);
         Self {
             config: Arc::new(config),
             loaded: SystemTime::now(),
@@ -165,7 +176,8 @@ impl Proxy {
             .checker(HttpChecker::with_tls(tls))
             .build();
         let balance = Balance::weighted_with(discovery, config.balance.clone())
-            .route_hints(RouteHint::in_extensions);
+            .route_hints(RouteHint::in_extensions)
+            .attempt_traces(AttemptSlot::in_extensions);
         let endpoints = balance.endpoint_count();
         let headers = ProxyHeadersLayer::new();
         let tunnels = headers.tunnels().clone();
@@ -173,10 +185,12 @@ impl Proxy {
             true => MetricsLayer::new(&metrics),
             false => MetricsLayer::off(),
         };
+        let traces = Traces::default();
         let parts = Parts {
             balance,
             headers,
             top,
+            traces: traces.clone(),
         };
         let first = Generation::build(config, &parts, None);
         if first.config.metrics {
@@ -211,6 +225,7 @@ impl Proxy {
                 tunnels,
                 parts,
                 current: ArcSwap::new(first),
+                traces,
             }),
         }
     }
@@ -386,6 +401,12 @@ impl Proxy {
                 (b.spec.id, stats)
             })
             .collect()
+    }
+
+    /// The requests' decision traces: the recent ones, a live feed, and the token that
+    /// asks for one in a response (`Switchyard-Trace`). Empty when `trace` is off.
+    pub fn traces(&self) -> &Traces {
+        &self.shared.traces
     }
 
     /// Upgraded connections (WebSocket tunnels): open now, and opened since start.

@@ -101,6 +101,8 @@ pub(super) struct ProxyFile {
     upgrade_idle_timeout: Duration,
     upgrade_protocols: Vec<String>,
     metrics_enabled: bool,
+    trace_enabled: bool,
+    generate_traceparent: bool,
 }
 
 /// The specification's `load_balancer_type`: round robin (smooth weighted round robin
@@ -202,6 +204,8 @@ impl From<ProxyFile> for ProxyConfig {
             preserve_host: f.preserve_host,
             upgrade_idle_timeout: f.upgrade_idle_timeout,
             upgrade_protocols: f.upgrade_protocols,
+            trace: f.trace_enabled,
+            generate_traceparent: f.generate_traceparent,
             backend_ca_file: f.backend_ca_file,
             backend_client_cert_file: f.backend_client_cert_file,
             backend_client_key_file: f.backend_client_key_file,
@@ -226,6 +230,8 @@ impl From<ProxyConfig> for ProxyFile {
             preserve_host,
             upgrade_idle_timeout,
             upgrade_protocols,
+            trace,
+            generate_traceparent,
             backend_ca_file,
             backend_client_cert_file,
             backend_client_key_file,
@@ -284,6 +290,8 @@ impl From<ProxyConfig> for ProxyFile {
             upgrade_idle_timeout,
             upgrade_protocols,
             metrics_enabled: metrics,
+            trace_enabled: trace,
+            generate_traceparent,
         }
     }
 }

@@ -1,0 +1,137 @@
+//! The access log: one line per request, when its response head is out.
+//!
+//! `text` (the default) is a `tracing` event (`switchyard::access` at `DEBUG`, so
+//! `RUST_LOG` turns it on). `json` writes one JSON object per line to standard output:
+//! the time, method, path, status, bytes, duration, client and trace id, and the
+//! request's decision trace (see [`switchyard::trace_json`]). Requests hand their line
+//! to a writer task over a bounded channel: a request never waits for the output, and when
+//! the writer falls 4096 lines behind, lines are dropped (and counted in a warning).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use switchyard::{trace_json, Trace};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// The access log's settings (the file's `[access_log]` table).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// The lines' format.
+    pub format: AccessLogFormat,
+}
+
+/// The access log's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// A `tracing` event at `DEBUG` on the `switchyard::access` target.
+    #[default]
+    Text,
+    /// One JSON object per line on standard output, with the decision trace.
+    Json,
+}
+
+/// How many lines may wait for the writer.
+const BACKLOG: usize = 4096;
+
+/// One request's line, before it is written.
+pub(crate) enum Entry {
+    /// A traced request: everything is in its trace.
+    Traced(Trace),
+    /// A request the proxy kept no trace of.
+    Plain {
+        method: http::Method,
+        uri: http::Uri,
+        client: SocketAddr,
+        status: u16,
+        elapsed: std::time::Duration,
+    },
+}
+
+/// Where requests send their JSON lines; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct JsonLog {
+    lines: mpsc::Sender<Entry>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl JsonLog {
+    /// A log written to `out` by a task spawned now; it ends when every sender is gone.
+    pub(crate) fn spawn(out: impl AsyncWrite + Unpin + Send + 'static) -> Self {
+        let (lines, rx) = mpsc::channel(BACKLOG);
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_lines(rx, out, dropped.clone()));
+        Self { lines, dropped }
+    }
+
+    /// Queues a line; drops it when the writer is too far behind.
+    pub(crate) fn log(&self, entry: Entry) {
+        if self.lines.try_send(entry).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn write_lines(
+    mut rx: mpsc::Receiver<Entry>,
+    out: impl AsyncWrite + Unpin,
+    dropped: Arc<AtomicU64>,
+) {
+    let mut out = tokio::io::BufWriter::new(out);
+    let mut line = Vec::with_capacity(512);
+    while let Some(entry) = rx.recv().await {
+        line.clear();
+        if serde_json::to_writer(&mut line, &entry_json(entry)).is_err() {
+            continue;
+        }
+        line.push(b'\n');
+        if out.write_all(&line).await.is_err() {
+            return;
+        }
+        if rx.is_empty() {
+            let _ = out.flush().await;
+            let lost = dropped.swap(0, Ordering::Relaxed);
+            if lost > 0 {
+                tracing::warn!(lost, "access log behind: lines dropped");
+            }
+        }
+    }
+    let _ = out.flush().await;
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// The line of one request.
+fn entry_json(entry: Entry) -> Value {
+    match entry {
+        Entry::Traced(trace) => {
+            let mut value = trace_json(&trace);
+            if let Value::Object(o) = &mut value {
+                o.insert("time".into(), now().into());
+            }
+            value
+        }
+        Entry::Plain {
+            method,
+            uri,
+            client,
+            status,
+            elapsed,
+        } => json!({
+            "time": now(),
+            "method": method.as_str(),
+            "path": uri.path_and_query().map_or("/", |p| p.as_str()),
+            "client": client.to_string(),
+            "status": status,
+            "duration_ms": elapsed.as_secs_f64() * 1000.0,
+        }),
+    }
+}
