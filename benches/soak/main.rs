@@ -193,20 +193,12 @@ async fn load(proxy: SocketAddr, secs: Duration) {
                     n += 2;
                     let result = match kind {
                         "keepalive" => {
-                            let (path, len) = if n % 10 == 0 {
-                                ("/large", LARGE)
-                            } else {
-                                ("/small", SMALL)
-                            };
+                            let (path, len) = sized(n % 10 == 0);
                             get(&keep_alive, &url(path), len).await
                         }
                         "newconn" => new_connection(proxy, n % 10 == 0).await,
                         "h2c" => {
-                            let (path, len) = if n % 10 == 0 {
-                                ("/large", LARGE)
-                            } else {
-                                ("/small", SMALL)
-                            };
+                            let (path, len) = sized(n % 10 == 0);
                             get(&h2c, &url(path), len).await
                         }
                         "upload" => {
@@ -293,6 +285,15 @@ where
     Ok(())
 }
 
+/// The path and body length of a GET for the large or the small body.
+fn sized(large: bool) -> (&'static str, usize) {
+    if large {
+        ("/large", LARGE)
+    } else {
+        ("/small", SMALL)
+    }
+}
+
 /// One request on a connection of its own, closed after it.
 async fn new_connection(proxy: SocketAddr, large: bool) -> Result<(), String> {
     let tcp = TcpStream::connect(proxy)
@@ -302,11 +303,7 @@ async fn new_connection(proxy: SocketAddr, large: bool) -> Result<(), String> {
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(conn);
-    let (path, len) = if large {
-        ("/large", LARGE)
-    } else {
-        ("/small", SMALL)
-    };
+    let (path, len) = sized(large);
     let req = Request::get(path)
         .header(header::HOST, "soak")
         .header(header::CONNECTION, "close")
