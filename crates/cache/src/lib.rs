@@ -56,6 +56,8 @@ pub mod docs;
 mod entry;
 mod flight;
 mod future;
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 mod layer;
 mod policy;

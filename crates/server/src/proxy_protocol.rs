@@ -40,13 +40,7 @@ pub async fn read_header(stream: &mut TcpStream) -> io::Result<Option<SocketAddr
         }
         head.resize(16 + block, 0);
         stream.read_exact(&mut head[16..]).await?;
-        let header = v2::Header::try_from(&head[..]).map_err(|e| invalid(e.to_string()))?;
-        return Ok(match (header.command, header.addresses) {
-            (v2::Command::Local, _) => None,
-            (_, v2::Addresses::IPv4(a)) => Some((a.source_address, a.source_port).into()),
-            (_, v2::Addresses::IPv6(a)) => Some((a.source_address, a.source_port).into()),
-            (_, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => None,
-        });
+        return parse_header(&head);
     }
     if !head.starts_with(b"PROXY ") {
         return Err(invalid("no PROXY protocol header".into()));
@@ -72,7 +66,23 @@ pub async fn read_header(stream: &mut TcpStream) -> io::Result<Option<SocketAddr
         stream.read_exact(&mut more[..take]).await?;
         head.extend_from_slice(&more[..take]);
     }
-    let header = v1::Header::try_from(&head[..]).map_err(|e| invalid(e.to_string()))?;
+    parse_header(&head)
+}
+
+/// The client a complete PROXY protocol header names, as [`read_header`] takes it off the
+/// connection: version 2 when it starts with the version 2 signature, else version 1.
+/// `None` when it names no client; an `InvalidData` error when it is not a valid header.
+pub fn parse_header(header: &[u8]) -> io::Result<Option<SocketAddr>> {
+    if header.starts_with(&V2_SIGNATURE) {
+        let header = v2::Header::try_from(header).map_err(|e| invalid(e.to_string()))?;
+        return Ok(match (header.command, header.addresses) {
+            (v2::Command::Local, _) => None,
+            (_, v2::Addresses::IPv4(a)) => Some((a.source_address, a.source_port).into()),
+            (_, v2::Addresses::IPv6(a)) => Some((a.source_address, a.source_port).into()),
+            (_, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => None,
+        });
+    }
+    let header = v1::Header::try_from(header).map_err(|e| invalid(e.to_string()))?;
     Ok(match header.addresses {
         v1::Addresses::Tcp4(a) => Some((a.source_address, a.source_port).into()),
         v1::Addresses::Tcp6(a) => Some((a.source_address, a.source_port).into()),
