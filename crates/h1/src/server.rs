@@ -140,8 +140,11 @@ where
 }
 
 /// [`serve_connection`] with a graceful stop: once `stop` resolves, no new request is
-/// read. A connection waiting for (or in the middle of) a request head closes at once;
-/// one with a request in flight finishes its response, then closes.
+/// read. A kept-alive connection waiting for (or in the middle of) its next request head
+/// closes at once; one with a request in flight finishes its response, then closes. A
+/// connection's first request is read and answered even after the stop: its client sent
+/// it to a listener that was still accepting (nothing tells a client that a fresh
+/// connection was closed for a shutdown, while a kept-alive one is retried).
 pub async fn serve_connection_until<I, S, B>(
     io: I,
     mut service: S,
@@ -163,11 +166,19 @@ where
         config,
     };
     let mut stop = pin!(stop);
+    let mut first = true;
     loop {
-        let head = tokio::select! {
-            biased;
-            () = &mut stop => None,
-            head = conn.read_head() => head?,
+        let head = if std::mem::take(&mut first) {
+            // The first request of a connection accepted before the stop is read and
+            // answered (with `Connection: close` once stopping): its client sent it to a
+            // listener that was still accepting. The header-read and idle timeouts bound it.
+            conn.read_head().await?
+        } else {
+            tokio::select! {
+                biased;
+                () = &mut stop => None,
+                head = conn.read_head() => head?,
+            }
         };
         let Some(req) = head else {
             return Ok(());
