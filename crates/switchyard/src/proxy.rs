@@ -79,10 +79,9 @@ struct Shared {
     metrics: MetricsRegistry,
     tunnels: Tunnels,
     /// What every generation's stack is built over: the same balancer (and so the same
-    /// backends, breakers and pools), the same tunnels and the same metrics.
+    /// backends, breakers and pools), the same tunnels, metrics and decision traces.
     parts: Parts,
     current: ArcSwap<Generation>,
-    traces: Traces,
 }
 
 #[derive(Clone)]
@@ -185,12 +184,11 @@ impl Proxy {
             true => MetricsLayer::new(&metrics),
             false => MetricsLayer::off(),
         };
-        let traces = Traces::default();
         let parts = Parts {
             balance,
             headers,
             top,
-            traces: traces.clone(),
+            traces: Traces::default(),
         };
         let first = Generation::build(config, &parts, None);
         if first.config.metrics {
@@ -225,7 +223,6 @@ impl Proxy {
                 tunnels,
                 parts,
                 current: ArcSwap::new(first),
-                traces,
             }),
         }
     }
@@ -406,7 +403,7 @@ impl Proxy {
     /// The requests' decision traces: the recent ones, a live feed, and the token that
     /// asks for one in a response (`Switchyard-Trace`). Empty when `trace` is off.
     pub fn traces(&self) -> &Traces {
-        &self.shared.traces
+        &self.shared.parts.traces
     }
 
     /// Upgraded connections (WebSocket tunnels): open now, and opened since start.
