@@ -16,7 +16,7 @@ use switchyard_retry::RetryConfig;
 
 use self::file::ProxyFile;
 
-mod file;
+pub mod file;
 
 /// The proxy's configuration: each layer's own settings, and the facade's.
 /// `ProxyConfig::default()` is the specification's `DefaultProxyConfig`; its values are
