@@ -66,25 +66,17 @@ pub(crate) struct Admin {
     config: LiveConfig,
 }
 
-/// The admin listener's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// Whether the admin API and dashboard are served.
-    pub enabled: bool,
-    /// Where the admin API listens; loopback unless a token is set.
-    pub listen: SocketAddr,
-    /// Bearer token every admin request must carry, when set.
-    pub token: Option<String>,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
-            token: None,
-        }
+switchyard_core::with_defaults! {
+    /// The admin listener's settings.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct AdminConfig {
+        /// Whether the admin API and dashboard are served.
+        pub enabled: bool = true,
+        /// Where the admin API listens; loopback unless a token is set.
+        pub listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9901)),
+        /// Bearer token every admin request must carry, when set.
+        pub token: Option<String> = None,
     }
 }
 

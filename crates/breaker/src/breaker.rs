@@ -244,12 +244,7 @@ impl Breaker {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(
-            Instant::now()
-                .saturating_duration_since(self.epoch)
-                .as_nanos(),
-        )
-        .unwrap_or(u64::MAX)
+        switchyard_core::nanos_since(self.epoch)
     }
 
     fn instant(&self, nanos: u64) -> Instant {

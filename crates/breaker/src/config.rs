@@ -1,43 +1,29 @@
 use std::time::Duration;
 
-/// A circuit breaker's settings. The defaults are the specification's (threshold 5,
-/// timeout 30 s) plus a half-open state with one probe.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BreakerConfig {
-    /// When `false` the breaker lets everything through and records nothing.
-    pub enabled: bool,
-    /// Consecutive failures that trip the breaker (default 5; at least 1).
-    pub threshold: u32,
-    /// How long it stays open after a trip from closed (default 30 s).
-    pub timeout: Duration,
-    /// Cap on the open time as re-trips double it (default 5 min).
-    pub max_timeout: Duration,
-    /// Random spread applied to doubled open times, as a fraction (default 0.1: ±10 %),
-    /// so that many proxies do not probe a recovering backend in the same instant.
-    pub jitter: f64,
-    /// Probe requests admitted at once while half-open (default 1).
-    pub probes: u32,
-    /// Successful probes that close the breaker (default 1).
-    pub probe_successes: u32,
-    /// Cap on an open time taken from `Retry-After` (default 5 min).
-    pub retry_after_cap: Duration,
-    /// Also trip on a failure ratio over a sliding window (off by default).
-    pub rate: Option<RateTrip>,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            threshold: 5,
-            timeout: Duration::from_secs(30),
-            max_timeout: Duration::from_secs(300),
-            jitter: 0.1,
-            probes: 1,
-            probe_successes: 1,
-            retry_after_cap: Duration::from_secs(300),
-            rate: None,
-        }
+switchyard_core::with_defaults! {
+    /// A circuit breaker's settings. The defaults are the specification's (threshold 5,
+    /// timeout 30 s) plus a half-open state with one probe.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct BreakerConfig {
+        /// When `false` the breaker lets everything through and records nothing.
+        pub enabled: bool = true,
+        /// Consecutive failures that trip the breaker (default 5; at least 1).
+        pub threshold: u32 = 5,
+        /// How long it stays open after a trip from closed (default 30 s).
+        pub timeout: Duration = Duration::from_secs(30),
+        /// Cap on the open time as re-trips double it (default 5 min).
+        pub max_timeout: Duration = Duration::from_secs(300),
+        /// Random spread applied to doubled open times, as a fraction (default 0.1: ±10 %),
+        /// so that many proxies do not probe a recovering backend in the same instant.
+        pub jitter: f64 = 0.1,
+        /// Probe requests admitted at once while half-open (default 1).
+        pub probes: u32 = 1,
+        /// Successful probes that close the breaker (default 1).
+        pub probe_successes: u32 = 1,
+        /// Cap on an open time taken from `Retry-After` (default 5 min).
+        pub retry_after_cap: Duration = Duration::from_secs(300),
+        /// Also trip on a failure ratio over a sliding window (off by default).
+        pub rate: Option<RateTrip> = None,
     }
 }
 

@@ -38,16 +38,17 @@ pub struct CacheStats {
     pub shared: Option<SharedStats>,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) stale_served: AtomicU64,
-    pub(crate) revalidations: AtomicU64,
-    pub(crate) not_modified: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) stores: AtomicU64,
-    pub(crate) invalidations: AtomicU64,
+switchyard_core::counters! {
+    pub(crate) struct Counters {
+        pub(crate) hits,
+        pub(crate) misses,
+        pub(crate) stale_served,
+        pub(crate) revalidations,
+        pub(crate) not_modified,
+        pub(crate) coalesced,
+        pub(crate) stores,
+        pub(crate) invalidations,
+    }
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {

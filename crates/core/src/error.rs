@@ -6,103 +6,68 @@ use http::StatusCode;
 /// The error type of every layer that can fail on its own.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// No endpoint was ready to take the request: the set is empty, or every endpoint is
-/// unhealthy, tripped or saturated. Returned at once, never after waiting.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct NoBackendsAvailable(());
+/// Declares leaf errors that carry nothing but their kind: for each, a struct with a
+/// private field, its constructor `new` (of the visibility given), and its message.
+///
+/// ```
+/// switchyard_core::leaf_error! {
+///     /// The queue was full.
+///     #[derive(Debug)]
+///     pub struct QueueFull(pub fn new) => "queue is full";
+/// }
+///
+/// assert_eq!(QueueFull::new().to_string(), "queue is full");
+/// ```
+#[macro_export]
+macro_rules! leaf_error {
+    ($(
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident($new_vis:vis fn new) => $message:literal;
+    )+) => {$(
+        $(#[$meta])*
+        $vis struct $name(());
 
-impl NoBackendsAvailable {
-    /// Creates the error.
-    pub fn new() -> Self {
-        Self(())
-    }
+        impl $name {
+            /// Creates the error.
+            $new_vis fn new() -> Self {
+                Self(())
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str($message)
+            }
+        }
+
+        impl ::std::error::Error for $name {}
+    )+};
 }
 
-impl fmt::Display for NoBackendsAvailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no backend is available")
-    }
+crate::leaf_error! {
+    /// No endpoint was ready to take the request: the set is empty, or every endpoint is
+    /// unhealthy, tripped or saturated. Returned at once, never after waiting.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct NoBackendsAvailable(pub fn new) => "no backend is available";
+
+    /// The circuit breaker of the chosen backend is open: the request was not sent.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct CircuitOpen(pub fn new) => "circuit breaker is open";
+
+    /// The request did not complete within the configured request timeout.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct RequestTimeout(pub fn new) => "request timed out";
+
+    /// An attempt had no response head within its attempt timeout: it was abandoned, and its
+    /// backend counted as timed out.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct AttemptTimeout(pub fn new) => "attempt timed out waiting for the backend's response";
+
+    /// No connection to the backend became free within the wait timeout: the backend is at
+    /// its connection cap and nobody released one in time.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct PoolTimeout(pub fn new) => "timed out waiting for a connection to the backend";
 }
-
-impl StdError for NoBackendsAvailable {}
-
-/// The circuit breaker of the chosen backend is open: the request was not sent.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CircuitOpen(());
-
-impl CircuitOpen {
-    /// Creates the error.
-    pub fn new() -> Self {
-        Self(())
-    }
-}
-
-impl fmt::Display for CircuitOpen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("circuit breaker is open")
-    }
-}
-
-impl StdError for CircuitOpen {}
-
-/// The request did not complete within the configured request timeout.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RequestTimeout(());
-
-impl RequestTimeout {
-    /// Creates the error.
-    pub fn new() -> Self {
-        Self(())
-    }
-}
-
-impl fmt::Display for RequestTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("request timed out")
-    }
-}
-
-impl StdError for RequestTimeout {}
-
-/// An attempt had no response head within its attempt timeout: it was abandoned, and its
-/// backend counted as timed out.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct AttemptTimeout(());
-
-impl AttemptTimeout {
-    /// Creates the error.
-    pub fn new() -> Self {
-        Self(())
-    }
-}
-
-impl fmt::Display for AttemptTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("attempt timed out waiting for the backend's response")
-    }
-}
-
-impl StdError for AttemptTimeout {}
-
-/// No connection to the backend became free within the wait timeout: the backend is at
-/// its connection cap and nobody released one in time.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PoolTimeout(());
-
-impl PoolTimeout {
-    /// Creates the error.
-    pub fn new() -> Self {
-        Self(())
-    }
-}
-
-impl fmt::Display for PoolTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("timed out waiting for a connection to the backend")
-    }
-}
-
-impl StdError for PoolTimeout {}
 
 /// Why a connection to a backend could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

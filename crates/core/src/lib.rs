@@ -4,7 +4,9 @@
 //! counts behind the breaker's rate trip and the retry budget ([`SlidingCounts`]), the
 //! response future of a layer that may fail before calling its inner service
 //! ([`future::ResponseFuture`]), the accessors every service has
-//! ([`inner_accessors!`]), and the per-request decision trace the layers write to
+//! ([`inner_accessors!`]), the declarations every crate repeats (leaf errors with
+//! [`leaf_error!`], settings with their defaults with [`with_defaults!`], statistics
+//! counters with [`counters!`]), and the per-request decision trace the layers write to
 //! ([`trace`]).
 //!
 //! Each layer that can fail on its own returns [`BoxError`], as tower's layers do; the
@@ -15,7 +17,10 @@
 
 mod accessors;
 pub mod classify;
+mod clock;
+mod counters;
 mod deadline;
+mod defaults;
 mod error;
 pub mod future;
 mod hint;
@@ -23,6 +28,7 @@ pub mod trace;
 mod window;
 
 pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome, StatusClassifier};
+pub use clock::nanos_since;
 pub use deadline::{Deadline, WithDeadline};
 pub use error::{
     AttemptTimeout, BoxError, CircuitOpen, ConnectError, ConnectErrorKind, ErrorKind,

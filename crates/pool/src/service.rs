@@ -417,12 +417,7 @@ impl<B> Inner<B> {
     }
 
     fn now_nanos(&self) -> u64 {
-        u64::try_from(
-            Instant::now()
-                .saturating_duration_since(self.epoch)
-                .as_nanos(),
-        )
-        .unwrap_or(u64::MAX)
+        switchyard_core::nanos_since(self.epoch)
     }
 
     /// One pass of the reaper: closes idle connections past the idle timeout and those the

@@ -51,19 +51,20 @@ pub(crate) enum Closed {
     Upgraded,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) created: AtomicU64,
-    pub(crate) reused: AtomicU64,
-    pub(crate) waiting: AtomicU64,
-    pub(crate) in_use: AtomicU64,
-    pub(crate) connect_errors: AtomicU64,
-    pub(crate) wait_timeouts: AtomicU64,
-    closed_idle: AtomicU64,
-    closed_backend: AtomicU64,
-    closed_error: AtomicU64,
-    closed_evicted: AtomicU64,
-    closed_upgraded: AtomicU64,
+switchyard_core::counters! {
+    pub(crate) struct Counters {
+        pub(crate) created,
+        pub(crate) reused,
+        pub(crate) waiting,
+        pub(crate) in_use,
+        pub(crate) connect_errors,
+        pub(crate) wait_timeouts,
+        closed_idle,
+        closed_backend,
+        closed_error,
+        closed_evicted,
+        closed_upgraded,
+    }
 }
 
 impl Counters {

@@ -15,78 +15,59 @@ pub enum Jitter {
     Equal,
 }
 
-/// A retry layer's settings. The defaults are the specification's: 3 retries, 100 ms,
-/// doubling (100, 200, 400 ms), with equal jitter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryConfig {
-    /// Retries after the first attempt (default 3). 0 turns retries off.
-    pub max_retries: u32,
-    /// Delay before the first retry (default 100 ms).
-    pub delay: Duration,
-    /// Double the delay at each retry (default on); off, every delay is `delay`.
-    pub backoff: bool,
-    /// Cap on one delay (default 10 s).
-    pub max_delay: Duration,
-    /// How delays are spread.
-    pub jitter: Jitter,
-    /// A 503 or 429 with a `Retry-After` up to this long is retried after that long; a
-    /// longer one is returned as it is (default 10 s).
-    pub retry_after_cap: Duration,
-    /// Retry POST and PATCH too (default off: only GET, HEAD, OPTIONS, TRACE, PUT, DELETE).
-    pub non_idempotent: bool,
-    /// Response statuses that are retried (default 502, 503, 504).
-    pub statuses: Vec<StatusCode>,
-    /// gRPC status codes that are retried when a response carries them in its headers,
-    /// as a trailers-only gRPC error does (its HTTP status is 200). Default: none; gRPC
-    /// clients usually want `[14]` (UNAVAILABLE). Calls are POSTs, so `non_idempotent`
-    /// must be on too, which is safe only for idempotent RPCs.
-    pub grpc_statuses: Vec<u32>,
-    /// Request bodies up to this size are kept to be replayed (default 64 KiB); a request
-    /// with a larger body is still forwarded, just not retried.
-    pub max_replay_body: usize,
-    /// No attempt starts later than this after the request arrived (the proxy's
-    /// `request_timeout`); `None` for no bound.
-    pub deadline: Option<Duration>,
-    /// How long one attempt may wait for its response head (like nginx's per-try read
-    /// timeout, Envoy's `per_try_timeout`); `None` (the default) for no bound of its own.
-    /// An attempt without a response head by then, or by the request's deadline if that
-    /// comes first, is abandoned and counted as a timeout of its backend (its circuit
-    /// breaker sees it), then retried elsewhere like a broken connection: for idempotent
-    /// methods, while `deadline` allows. Otherwise the request fails with
-    /// [`AttemptTimeout`](switchyard_core::AttemptTimeout).
-    pub attempt_timeout: Option<Duration>,
-    /// Hedging (default off): an idempotent request with a complete body whose first
-    /// attempt has no response after this long gets a second attempt on another backend,
-    /// and the first response wins; the other attempt is dropped, which its backend's
-    /// circuit breaker counts as a timeout only if it was past its attempt deadline. One
-    /// hedge per request, paid from the retry budget; needs `max_retries > 0`.
-    pub hedge_after: Option<Duration>,
-    /// The retry budget.
-    pub budget: BudgetConfig,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            max_retries: 3,
-            delay: Duration::from_millis(100),
-            backoff: true,
-            max_delay: Duration::from_secs(10),
-            jitter: Jitter::Equal,
-            retry_after_cap: Duration::from_secs(10),
-            non_idempotent: false,
-            statuses: vec![
-                StatusCode::BAD_GATEWAY,
-                StatusCode::SERVICE_UNAVAILABLE,
-                StatusCode::GATEWAY_TIMEOUT,
-            ],
-            grpc_statuses: Vec::new(),
-            max_replay_body: 64 * 1024,
-            deadline: None,
-            attempt_timeout: None,
-            hedge_after: None,
-            budget: BudgetConfig::default(),
-        }
+switchyard_core::with_defaults! {
+    /// A retry layer's settings. The defaults are the specification's: 3 retries, 100 ms,
+    /// doubling (100, 200, 400 ms), with equal jitter.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct RetryConfig {
+        /// Retries after the first attempt (default 3). 0 turns retries off.
+        pub max_retries: u32 = 3,
+        /// Delay before the first retry (default 100 ms).
+        pub delay: Duration = Duration::from_millis(100),
+        /// Double the delay at each retry (default on); off, every delay is `delay`.
+        pub backoff: bool = true,
+        /// Cap on one delay (default 10 s).
+        pub max_delay: Duration = Duration::from_secs(10),
+        /// How delays are spread.
+        pub jitter: Jitter = Jitter::Equal,
+        /// A 503 or 429 with a `Retry-After` up to this long is retried after that long; a
+        /// longer one is returned as it is (default 10 s).
+        pub retry_after_cap: Duration = Duration::from_secs(10),
+        /// Retry POST and PATCH too (default off: only GET, HEAD, OPTIONS, TRACE, PUT, DELETE).
+        pub non_idempotent: bool = false,
+        /// Response statuses that are retried (default 502, 503, 504).
+        pub statuses: Vec<StatusCode> = vec![
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::GATEWAY_TIMEOUT,
+        ],
+        /// gRPC status codes that are retried when a response carries them in its headers,
+        /// as a trailers-only gRPC error does (its HTTP status is 200). Default: none; gRPC
+        /// clients usually want `[14]` (UNAVAILABLE). Calls are POSTs, so `non_idempotent`
+        /// must be on too, which is safe only for idempotent RPCs.
+        pub grpc_statuses: Vec<u32> = Vec::new(),
+        /// Request bodies up to this size are kept to be replayed (default 64 KiB); a request
+        /// with a larger body is still forwarded, just not retried.
+        pub max_replay_body: usize = 64 * 1024,
+        /// No attempt starts later than this after the request arrived (the proxy's
+        /// `request_timeout`); `None` for no bound.
+        pub deadline: Option<Duration> = None,
+        /// How long one attempt may wait for its response head (like nginx's per-try read
+        /// timeout, Envoy's `per_try_timeout`); `None` (the default) for no bound of its own.
+        /// An attempt without a response head by then, or by the request's deadline if that
+        /// comes first, is abandoned and counted as a timeout of its backend (its circuit
+        /// breaker sees it), then retried elsewhere like a broken connection: for idempotent
+        /// methods, while `deadline` allows. Otherwise the request fails with
+        /// [`AttemptTimeout`](switchyard_core::AttemptTimeout).
+        pub attempt_timeout: Option<Duration> = None,
+        /// Hedging (default off): an idempotent request with a complete body whose first
+        /// attempt has no response after this long gets a second attempt on another backend,
+        /// and the first response wins; the other attempt is dropped, which its backend's
+        /// circuit breaker counts as a timeout only if it was past its attempt deadline. One
+        /// hedge per request, paid from the retry budget; needs `max_retries > 0`.
+        pub hedge_after: Option<Duration> = None,
+        /// The retry budget.
+        pub budget: BudgetConfig = BudgetConfig::default(),
     }
 }
 

@@ -42,60 +42,62 @@ use crate::drain::Drain;
 use crate::proxy_protocol;
 use crate::tls::{CertFiles, ListenerOptions, ListenerTls};
 
-/// Limits on client connections, so that one bad client cannot hurt the others.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// A client must send a request's whole header within this time, or the connection is
-    /// closed. The same bound closes an HTTP/1.1 keep-alive connection left idle.
-    #[serde(with = "humantime_serde")]
-    pub header_read_timeout: Duration,
-    /// Largest request header block accepted (at least 8KiB); larger gets 431.
-    pub max_header_size: ByteSize,
-    /// Largest request body accepted, when set; a larger `Content-Length` gets 413 and a
-    /// streamed body that grows past it is cut off.
-    pub max_request_body: Option<ByteSize>,
-    /// On SIGINT/SIGTERM, how long in-flight requests and open upgraded connections
-    /// (WebSockets) may take to finish.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
-    /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1; over TLS, offer it in
-    /// ALPN.
-    pub http2: bool,
-    /// PEM certificate chain: with `tls_key_file`, the listener speaks TLS (HTTPS).
-    pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key of `tls_cert_file`.
-    pub tls_key_file: Option<PathBuf>,
-    /// More certificates, each served to clients that ask (SNI) for a name it is valid
-    /// for, wildcards included; the first that fits wins, and `tls_cert_file` serves the
-    /// rest.
-    pub tls_certs: Vec<CertFiles>,
-    /// PEM certificate authorities: when set, every client must present a certificate one
-    /// of them signed (mutual TLS), or its handshake is refused. Reloaded with the
-    /// certificates (`tls_reload_interval`, SIGHUP). Backends get
-    /// `X-Forwarded-Client-Cert: Hash=<hex SHA-256 of the client's certificate>`, in place
-    /// of any the client sent.
-    pub tls_client_ca_file: Option<PathBuf>,
-    /// Let returning clients resume with a session ticket instead of a full handshake
-    /// (ticket keys made at start, rotated every 6 hours). Off: only the 256 most recent
-    /// sessions can be resumed, each once.
-    pub tls_session_tickets: bool,
-    /// Every connection starts with a PROXY protocol header (version 1 or 2) naming the
-    /// client, as a load balancer in front sends it (AWS NLB, HAProxy, Envoy); a
-    /// connection without one is closed. Only for a listener that nothing but the load
-    /// balancer can reach: anyone else could name any client.
-    pub proxy_protocol: bool,
-    /// How often the certificate and key files are read again; when they changed, new
-    /// handshakes get the new certificate (connections stay open). On Unix, SIGHUP
-    /// reloads at once. `0s`: only on SIGHUP.
-    #[serde(with = "humantime_serde")]
-    pub tls_reload_interval: Duration,
-    /// Which engine serves HTTP/1.1 connections; HTTP/2 is always hyper's.
-    pub http1: Http1Engine,
-    /// The access log's format: the file's `access_log.format` (its own table, so not a
-    /// `server` key).
-    #[serde(skip)]
-    pub access_log: AccessLogFormat,
+switchyard_core::with_defaults! {
+    /// Limits on client connections, so that one bad client cannot hurt the others.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct ServerConfig {
+        /// A client must send a request's whole header within this time, or the connection is
+        /// closed. The same bound closes an HTTP/1.1 keep-alive connection left idle.
+        #[serde(with = "humantime_serde")]
+        pub header_read_timeout: Duration = Duration::from_secs(30),
+        /// Largest request header block accepted (at least 8KiB); larger gets 431.
+        pub max_header_size: ByteSize = ByteSize(64 * 1024),
+        /// Largest request body accepted, when set; a larger `Content-Length` gets 413 and a
+        /// streamed body that grows past it is cut off.
+        pub max_request_body: Option<ByteSize> = None,
+        /// On SIGINT/SIGTERM, how long in-flight requests and open upgraded connections
+        /// (WebSockets) may take to finish.
+        #[serde(with = "humantime_serde")]
+        pub shutdown_timeout: Duration = Duration::from_secs(30),
+        /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1; over TLS, offer it in
+        /// ALPN.
+        pub http2: bool = true,
+        /// PEM certificate chain: with `tls_key_file`, the listener speaks TLS (HTTPS).
+        pub tls_cert_file: Option<PathBuf> = None,
+        /// PEM private key of `tls_cert_file`.
+        pub tls_key_file: Option<PathBuf> = None,
+        /// More certificates, each served to clients that ask (SNI) for a name it is valid
+        /// for, wildcards included; the first that fits wins, and `tls_cert_file` serves the
+        /// rest.
+        pub tls_certs: Vec<CertFiles> = Vec::new(),
+        /// PEM certificate authorities: when set, every client must present a certificate one
+        /// of them signed (mutual TLS), or its handshake is refused. Reloaded with the
+        /// certificates (`tls_reload_interval`, SIGHUP). Backends get
+        /// `X-Forwarded-Client-Cert: Hash=<hex SHA-256 of the client's certificate>`, in place
+        /// of any the client sent.
+        pub tls_client_ca_file: Option<PathBuf> = None,
+        /// Let returning clients resume with a session ticket instead of a full handshake
+        /// (ticket keys made at start, rotated every 6 hours). Off: only the 256 most recent
+        /// sessions can be resumed, each once.
+        pub tls_session_tickets: bool = true,
+        /// Every connection starts with a PROXY protocol header (version 1 or 2) naming the
+        /// client, as a load balancer in front sends it (AWS NLB, HAProxy, Envoy); a
+        /// connection without one is closed. Only for a listener that nothing but the load
+        /// balancer can reach: anyone else could name any client.
+        pub proxy_protocol: bool = false,
+        /// How often the certificate and key files are read again; when they changed, new
+        /// handshakes get the new certificate (connections stay open). On Unix, SIGHUP
+        /// reloads at once. `0s`: only on SIGHUP.
+        #[serde(with = "humantime_serde")]
+        pub tls_reload_interval: Duration = Duration::from_secs(60),
+        /// Which engine serves HTTP/1.1 connections; HTTP/2 is always hyper's.
+        pub http1: Http1Engine = Http1Engine::default(),
+        /// The access log's format: the file's `access_log.format` (its own table, so not a
+        /// `server` key).
+        #[serde(skip)]
+        pub access_log: AccessLogFormat = AccessLogFormat::default(),
+    }
 }
 
 /// The engine that serves HTTP/1.1 client connections (file key `server.http1`).
@@ -115,27 +117,6 @@ impl Default for Http1Engine {
         match std::env::var("SWITCHYARD_HTTP1").as_deref() {
             Ok("hyper") => Self::Hyper,
             _ => Self::Native,
-        }
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(30),
-            max_header_size: ByteSize(64 * 1024),
-            max_request_body: None,
-            shutdown_timeout: Duration::from_secs(30),
-            http2: true,
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_certs: Vec::new(),
-            tls_client_ca_file: None,
-            tls_session_tickets: true,
-            tls_reload_interval: Duration::from_secs(60),
-            proxy_protocol: false,
-            http1: Http1Engine::default(),
-            access_log: AccessLogFormat::default(),
         }
     }
 }

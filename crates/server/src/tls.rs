@@ -54,28 +54,20 @@ pub struct ListenerTls {
     seen: ReloadLock<Contents>,
 }
 
-/// How a listener speaks TLS, besides its certificates.
-#[derive(Debug, Clone)]
-pub struct ListenerOptions {
-    /// Offer HTTP/2 in ALPN.
-    pub http2: bool,
-    /// Let returning clients resume with a session ticket: sealed with keys made at
-    /// start and rotated every 6 hours, as nginx and Go do by default. Without tickets
-    /// only the 256 most recent sessions can be resumed, each once.
-    pub session_tickets: bool,
-    /// Ask every client for a certificate, and refuse the handshake of a client without
-    /// one that the certificate authorities in this PEM file signed (mutual TLS). The
-    /// file is reloaded with the certificates.
-    pub client_ca_file: Option<PathBuf>,
-}
-
-impl Default for ListenerOptions {
-    fn default() -> Self {
-        Self {
-            http2: true,
-            session_tickets: true,
-            client_ca_file: None,
-        }
+switchyard_core::with_defaults! {
+    /// How a listener speaks TLS, besides its certificates.
+    #[derive(Debug, Clone)]
+    pub struct ListenerOptions {
+        /// Offer HTTP/2 in ALPN.
+        pub http2: bool = true,
+        /// Let returning clients resume with a session ticket: sealed with keys made at
+        /// start and rotated every 6 hours, as nginx and Go do by default. Without tickets
+        /// only the 256 most recent sessions can be resumed, each once.
+        pub session_tickets: bool = true,
+        /// Ask every client for a certificate, and refuse the handshake of a client without
+        /// one that the certificate authorities in this PEM file signed (mutual TLS). The
+        /// file is reloaded with the certificates.
+        pub client_ca_file: Option<PathBuf> = None,
     }
 }
 
