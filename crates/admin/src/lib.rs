@@ -313,19 +313,14 @@ fn bad_json(rejection: JsonRejection) -> Response {
 async fn add_backend(
     State(admin): State<Admin>,
     body: Result<Json<Backend>, JsonRejection>,
-) -> Response {
-    let Json(backend) = match body {
-        Ok(b) => b,
-        Err(rejection) => return bad_json(rejection),
-    };
+) -> Result<Response, Response> {
+    let Json(backend) = body.map_err(bad_json)?;
     let id = backend.id.clone();
-    if let Err(e) = admin.proxy.add_backend(backend) {
-        return backend_error(e);
-    }
+    admin.proxy.add_backend(backend).map_err(backend_error)?;
     admin.proxy.settled().await;
     let mut res = one_backend(&admin, &id);
     *res.status_mut() = StatusCode::CREATED;
-    res
+    Ok(res)
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,19 +334,14 @@ async fn patch_backend(
     State(admin): State<Admin>,
     Path(id): Path<String>,
     body: Result<Json<Patch>, JsonRejection>,
-) -> Response {
-    let Json(patch) = match body {
-        Ok(p) => p,
-        Err(rejection) => return bad_json(rejection),
-    };
+) -> Result<Response, Response> {
+    let Json(patch) = body.map_err(bad_json)?;
     if !admin.proxy.list_backends().iter().any(|b| b.id == id) {
-        return no_such_backend(&id);
+        return Err(no_such_backend(&id));
     }
     let proxy = &admin.proxy;
     if let Some(weight) = patch.weight {
-        if let Err(e) = proxy.set_weight(&id, weight) {
-            return backend_error(e);
-        }
+        proxy.set_weight(&id, weight).map_err(backend_error)?;
     }
     let changed = match patch.state {
         None => Ok(()),
@@ -360,16 +350,14 @@ async fn patch_backend(
         // The drain goes on in the background; GET shows it until the backend is gone.
         Some(AdminState::Draining) => proxy.drain_backend(&id).map(drop),
     };
-    if let Err(e) = changed {
-        return backend_error(e);
-    }
+    changed.map_err(backend_error)?;
     proxy.settled().await;
     let res = one_backend(&admin, &id);
     if res.status() == StatusCode::NOT_FOUND && patch.state == Some(AdminState::Draining) {
         // Nothing was in flight: the drain is over already.
-        return Json(json!({ "id": id, "state": "draining", "removed": true })).into_response();
+        return Ok(Json(json!({ "id": id, "state": "draining", "removed": true })).into_response());
     }
-    res
+    Ok(res)
 }
 
 async fn delete_backend(State(admin): State<Admin>, Path(id): Path<String>) -> Response {
@@ -455,7 +443,7 @@ struct Purge {
 
 async fn purge(State(admin): State<Admin>, body: Result<Json<Purge>, JsonRejection>) -> Response {
     let Json(purge) = match body {
-        Ok(p) => p,
+        Ok(purge) => purge,
         Err(rejection) => return bad_json(rejection),
     };
     let Some(cache) = admin.proxy.cache() else {

@@ -39,12 +39,12 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+// Yields what the endpoint's future did (its error boxed), once the request is counted out.
+impl<F> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    switchyard_core::future::ResponseFuture<F>: Future,
 {
-    type Output = Result<T, BoxError>;
+    type Output = <switchyard_core::future::ResponseFuture<F> as Future>::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

@@ -249,52 +249,47 @@ pub fn prepare_response<B>(res: &mut Response<B>) {
 #[derive(Debug, Clone)]
 pub struct ProxyHeaders<S> {
     inner: S,
-    preserve_host: bool,
-    upgrade_idle_timeout: Option<Duration>,
-    upgrade_protocols: Arc<[Box<str>]>,
-    tunnels: Tunnels,
+    /// The settings: those of the layer that built it.
+    layer: ProxyHeadersLayer,
 }
 
 impl<S> ProxyHeaders<S> {
     /// Wraps `inner`, keeping the client's `Host`.
     pub fn new(inner: S) -> Self {
-        Self {
-            inner,
-            preserve_host: true,
-            upgrade_idle_timeout: Some(DEFAULT_UPGRADE_IDLE_TIMEOUT),
-            upgrade_protocols: default_upgrade_protocols(),
-            tunnels: Tunnels::default(),
-        }
+        ProxyHeadersLayer::new().layer(inner)
     }
 
     /// Whether the client's `Host` is forwarded (default) or replaced by the backend's.
-    pub fn preserve_host(mut self, preserve: bool) -> Self {
-        self.preserve_host = preserve;
-        self
+    pub fn preserve_host(self, preserve: bool) -> Self {
+        self.with(|layer| layer.preserve_host(preserve))
     }
 
     /// The upgraded connections (WebSocket tunnels) this service opened, and its clones.
     pub fn tunnels(&self) -> &Tunnels {
-        &self.tunnels
+        &self.layer.tunnels
     }
 
     /// How long an upgraded connection (WebSocket) may carry no byte either way before it
     /// is closed; `None`: until a side closes it. Default one hour.
-    pub fn upgrade_idle_timeout(mut self, idle: Option<Duration>) -> Self {
-        self.upgrade_idle_timeout = idle;
-        self
+    pub fn upgrade_idle_timeout(self, idle: Option<Duration>) -> Self {
+        self.with(|layer| layer.upgrade_idle_timeout(idle))
     }
 
     /// The protocols a client's upgrade may switch to (`websocket` by default), compared
     /// without ASCII case on the name before any `/version`. An upgrade to any other is
     /// removed, and the request goes on as a plain one. `h2c` is never forwarded, nor its
     /// `HTTP2-Settings`, even when listed.
-    pub fn upgrade_protocols<I>(mut self, protocols: I) -> Self
+    pub fn upgrade_protocols<I>(self, protocols: I) -> Self
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        self.upgrade_protocols = protocol_list(protocols);
+        self.with(|layer| layer.upgrade_protocols(protocols))
+    }
+
+    /// Changes the settings with one of the layer's builder methods.
+    fn with(mut self, set: impl FnOnce(ProxyHeadersLayer) -> ProxyHeadersLayer) -> Self {
+        self.layer = set(self.layer);
         self
     }
 
@@ -319,13 +314,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        let layer = &self.layer;
         let upgrade = Upgrade::take(
             &mut req,
-            &self.upgrade_protocols,
-            self.upgrade_idle_timeout,
-            &self.tunnels,
+            &layer.upgrade_protocols,
+            layer.upgrade_idle_timeout,
+            &layer.tunnels,
         );
-        prepare_request(&mut req, self.preserve_host);
+        prepare_request(&mut req, layer.preserve_host);
         if let Some(upgrade) = &upgrade {
             upgrade.restore_request(&mut req);
         }
@@ -407,10 +403,7 @@ impl<S> Layer<S> for ProxyHeadersLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ProxyHeaders {
             inner,
-            preserve_host: self.preserve_host,
-            upgrade_idle_timeout: self.upgrade_idle_timeout,
-            upgrade_protocols: self.upgrade_protocols.clone(),
-            tunnels: self.tunnels.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -542,25 +535,27 @@ mod tests {
         assert_eq!(req.headers()["x-forwarded-host"], "example.com");
     }
 
+    /// An HTTP/2 request for `uri` (with a `Host` header when given), prepared.
+    fn prepared_h2(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut req = Request::get(uri).version(Version::HTTP_2);
+        if let Some(host) = host {
+            req = req.header("host", host);
+        }
+        let mut req = req.body(()).unwrap();
+        prepare_request(&mut req, true);
+        req
+    }
+
     #[test]
     fn http2_authority_becomes_host() {
-        let mut req = Request::get("http://example.org:8443/x")
-            .version(Version::HTTP_2)
-            .body(())
-            .unwrap();
-        prepare_request(&mut req, true);
+        let req = prepared_h2("http://example.org:8443/x", None);
         assert_eq!(req.headers()["host"], "example.org:8443");
         assert_eq!(req.headers()["via"], "2 switchyard");
     }
 
     #[test]
     fn http2_authority_wins_over_a_host_header() {
-        let mut req = Request::get("http://a.example/x")
-            .version(Version::HTTP_2)
-            .header("host", "other.example")
-            .body(())
-            .unwrap();
-        prepare_request(&mut req, true);
+        let req = prepared_h2("http://a.example/x", Some("other.example"));
         assert_eq!(req.headers()["host"], "a.example");
         assert_eq!(req.headers()["x-forwarded-host"], "a.example");
     }
