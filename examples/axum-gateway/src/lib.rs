@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Request};
 use axum::routing::get;
 use axum::Router;
-use switchyard::{ClientAddr, Proxy};
+use switchyard::{Backend, ClientAddr, Proxy, ProxyConfig};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -45,6 +45,20 @@ pub fn router(proxy: Proxy) -> Router {
         .route("/", get(|| async { "switchyard gateway: try /api/\n" }))
         .route("/healthz", get(|| async { "ok\n" }))
         .nest_service("/api", proxy.map_request(with_client_addr))
+}
+
+/// What the examples' binaries make of their arguments `[LISTEN [BACKEND_URL...]]`: the
+/// address to listen on (default `127.0.0.1:8080`), and a proxy with the default settings
+/// over the backends, numbered `backend-0`, `backend-1`… in the order given.
+pub fn from_args(
+    mut args: impl Iterator<Item = String>,
+) -> Result<(String, Proxy), Box<dyn std::error::Error>> {
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
+    let proxy = Proxy::new(ProxyConfig::default());
+    for (i, url) in args.enumerate() {
+        proxy.add_backend(Backend::new(format!("backend-{i}"), url.parse()?))?;
+    }
+    Ok((listen, proxy))
 }
 
 /// Copies the client's address from axum's `ConnectInfo` into the [`ClientAddr`]
@@ -63,7 +77,17 @@ pub async fn serve(
     proxy: Proxy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(proxy).into_make_service_with_connect_info::<SocketAddr>();
+    serve_app(listener, router(proxy), shutdown).await
+}
+
+/// Serves `app` on `listener` with each connection's address (for [`with_client_addr`])
+/// until `shutdown` resolves, then lets requests in flight finish.
+pub async fn serve_app(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

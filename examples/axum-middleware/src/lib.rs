@@ -21,29 +21,23 @@
 //! so no request waits in `poll_ready`, where axum would not expect it to.
 //!
 //! As in the gateway example, axum is asked for each connection's address so that the
-//! proxy can append it to `X-Forwarded-For`; the application gets its requests without
-//! that extension.
+//! proxy can append it to `X-Forwarded-For` (with the gateway's [`with_client_addr`]);
+//! the application gets its requests without that extension.
 
 use std::future::Future;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request};
 use axum::routing::get;
 use axum::Router;
+use example_axum_gateway::with_client_addr;
 use http::HeaderMap;
 use switchyard::forward::PathPrefix;
-use switchyard::{ClientAddr, ForwardLayer, Proxy};
+use switchyard::{ForwardLayer, Proxy};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 /// The application: its own routes, wrapped in a layer that forwards `/api` to `proxy`.
 pub fn app(proxy: Proxy) -> Router {
-    let proxy = proxy.map_request(|mut req: Request| {
-        if let Some(&ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-            req.extensions_mut().insert(ClientAddr::new(addr));
-        }
-        req
-    });
+    let proxy = proxy.map_request(with_client_addr);
     Router::new()
         .route("/", get(|| async { "the application\n" }))
         .route("/headers", get(echo_headers))
@@ -64,8 +58,5 @@ pub async fn serve(
     proxy: Proxy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = app(proxy).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    example_axum_gateway::serve_app(listener, app(proxy), shutdown).await
 }
