@@ -150,23 +150,15 @@ async fn a_token_is_required_when_configured_and_never_shown() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(err["error"], "a valid bearer token is required");
     admin.token = None;
-    assert_eq!(
-        admin.call("GET", "/backends", None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        admin.call("GET", "/", None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    // The dashboard page can be opened with the token in its URL.
-    assert_eq!(
-        admin.call("GET", "/?access_token=s3cret", None).await.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        admin.call("GET", "/?access_token=s3cre", None).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    for (path, expected) in [
+        ("/backends", StatusCode::UNAUTHORIZED),
+        ("/", StatusCode::UNAUTHORIZED),
+        // The dashboard page can be opened with the token in its URL.
+        ("/?access_token=s3cret", StatusCode::OK),
+        ("/?access_token=s3cre", StatusCode::UNAUTHORIZED),
+    ] {
+        assert_eq!(admin.call("GET", path, None).await.0, expected, "{path}");
+    }
 }
 
 #[tokio::test]
@@ -259,20 +251,17 @@ async fn adding_patching_and_removing_backends_changes_routing() {
             / 100,
         4
     );
-    assert_eq!(
-        admin
-            .call("PATCH", "/backends/a", Some(r#"{"weight":0}"#))
-            .await
-            .0,
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
-    assert_eq!(
-        admin
-            .call("PATCH", "/backends/zzz", Some(r#"{"weight":1}"#))
-            .await
-            .0,
-        StatusCode::NOT_FOUND
-    );
+    for (path, patch, expected) in [
+        (
+            "/backends/a",
+            r#"{"weight":0}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("/backends/zzz", r#"{"weight":1}"#, StatusCode::NOT_FOUND),
+    ] {
+        let (status, _) = admin.call("PATCH", path, Some(patch)).await;
+        assert_eq!(status, expected, "{path} {patch}");
+    }
 
     let (status, removed) = admin.call("DELETE", "/backends/b", None).await;
     assert_eq!((status, &removed["removed"]), (StatusCode::OK, &json!("b")));

@@ -199,6 +199,15 @@ async fn proxy(origin: &Backend, redis: &RedisServer, shared: SharedConfig) -> T
     proxy
 }
 
+/// Redis, the origin, and two proxies over the origin sharing a tier on that Redis.
+async fn two_instances(shared: SharedConfig) -> (RedisServer, Origin, TestProxy, TestProxy) {
+    let redis = RedisServer::start().await;
+    let (origin, backend) = Origin::start().await;
+    let one = proxy(&backend, &redis, shared.clone()).await;
+    let two = proxy(&backend, &redis, shared).await;
+    (redis, origin, one, two)
+}
+
 /// The settings of the tests but the outage's: a generous timeout, a slow machine under a
 /// parallel test run must not open the breaker.
 fn patient() -> SharedConfig {
@@ -254,10 +263,7 @@ async fn get_ok(proxy: &TestProxy, path: &str) -> (String, String) {
 
 #[tokio::test]
 async fn a_response_fetched_through_one_instance_is_a_hit_through_the_other() {
-    let redis = RedisServer::start().await;
-    let (origin, backend) = Origin::start().await;
-    let one = proxy(&backend, &redis, patient()).await;
-    let two = proxy(&backend, &redis, patient()).await;
+    let (_redis, origin, one, two) = two_instances(patient()).await;
 
     let (cache, body) = get_ok(&one, "/item/a").await;
     assert_eq!(
@@ -303,10 +309,7 @@ async fn dropped_on(proxy: &TestProxy, origin: &Origin, path: &str) {
 
 #[tokio::test]
 async fn a_purge_or_a_post_through_one_instance_drops_the_response_on_both() {
-    let redis = RedisServer::start().await;
-    let (origin, backend) = Origin::start().await;
-    let one = proxy(&backend, &redis, patient()).await;
-    let two = proxy(&backend, &redis, patient()).await;
+    let (_redis, origin, one, two) = two_instances(patient()).await;
 
     // Stored on both: fetched through one, found in Redis through the other.
     let fill = |path: &'static str| {
@@ -336,10 +339,8 @@ async fn a_purge_or_a_post_through_one_instance_drops_the_response_on_both() {
 
 #[tokio::test]
 async fn forty_concurrent_requests_for_a_cold_key_over_both_reach_the_origin_at_most_twice() {
-    let redis = RedisServer::start().await;
-    let (origin, backend) = Origin::start().await;
-    let one = Arc::new(proxy(&backend, &redis, patient()).await);
-    let two = Arc::new(proxy(&backend, &redis, patient()).await);
+    let (_redis, origin, one, two) = two_instances(patient()).await;
+    let (one, two) = (Arc::new(one), Arc::new(two));
     let requests = (0..40).map(|i| {
         let proxy = if i % 2 == 0 { one.clone() } else { two.clone() };
         tokio::spawn(async move { get_ok(&proxy, "/slow/cold").await })
@@ -353,10 +354,7 @@ async fn forty_concurrent_requests_for_a_cold_key_over_both_reach_the_origin_at_
 
 #[tokio::test]
 async fn vary_holds_across_instances() {
-    let redis = RedisServer::start().await;
-    let (origin, backend) = Origin::start().await;
-    let one = proxy(&backend, &redis, patient()).await;
-    let two = proxy(&backend, &redis, patient()).await;
+    let (_redis, origin, one, two) = two_instances(patient()).await;
     let lang = |l| [("accept-language", l)];
 
     let (_, _, body) = fetch(&one, "GET", "/lang", &lang("fr")).await;
@@ -383,8 +381,6 @@ async fn vary_holds_across_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_fails_no_request_and_the_tier_comes_back_by_itself() {
-    let mut redis = RedisServer::start().await;
-    let (origin, backend) = Origin::start().await;
     let timeout = Duration::from_millis(50);
     let outage = SharedConfig {
         timeout,
@@ -392,8 +388,8 @@ async fn redis_going_away_fails_no_request_and_the_tier_comes_back_by_itself() {
         open_for: Duration::from_millis(200),
         ..SharedConfig::default()
     };
-    let one = Arc::new(proxy(&backend, &redis, outage.clone()).await);
-    let two = Arc::new(proxy(&backend, &redis, outage).await);
+    let (mut redis, origin, one, two) = two_instances(outage).await;
+    let (one, two) = (Arc::new(one), Arc::new(two));
 
     // Clients over both instances, each asking for new and known keys, all along.
     let stop = Arc::new(AtomicBool::new(false));

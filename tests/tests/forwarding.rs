@@ -215,11 +215,17 @@ async fn http2_clients_are_served() {
 }
 
 async fn raw(proxy: &TestProxy, bytes: &[u8]) -> String {
+    exchange(proxy, bytes).await.0
+}
+
+/// Writes `bytes` on a new connection and reads until the proxy closes it or 5 s pass:
+/// what came back, and whether the proxy closed the connection in that time.
+async fn exchange(proxy: &TestProxy, bytes: &[u8]) -> (String, bool) {
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     conn.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out)).await;
+    (String::from_utf8_lossy(&out).into_owned(), read.is_ok())
 }
 
 #[tokio::test]
@@ -281,23 +287,13 @@ async fn slow_and_idle_clients_are_cut_off() {
     let proxy = TestProxy::start(switchyard_tests::config(), server, &[&a]).await;
 
     // A client that never finishes its header is disconnected.
-    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "slow client was not cut off");
+    let (_, closed) = exchange(&proxy, b"GET / HTTP/1.1\r\nhost: x\r\n").await;
+    assert!(closed, "slow client was not cut off");
 
     // An idle keep-alive connection is closed too.
-    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
-    idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "idle keep-alive connection was not closed");
-    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    let (answer, closed) = exchange(&proxy, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(closed, "idle keep-alive connection was not closed");
+    assert!(answer.starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test]

@@ -36,18 +36,21 @@ async fn gets(proxy: &TestProxy, n: usize) -> (Duration, Vec<String>) {
     (slowest, by)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_backend_is_hedged_around() {
+/// A proxy with `hedge_after` over a fast backend and a slow one (both returned: a
+/// backend stops when dropped).
+async fn fast_and_slow(hedge_after: Option<Duration>) -> (TestProxy, FaultBackend, FaultBackend) {
     let (fast, slow) = (
         FaultBackend::start("fast").await,
         FaultBackend::start("slow").await,
     );
     slow.set_delay(SLOW);
-    let proxy = TestProxy::over(
-        config(Some(Duration::from_millis(50))),
-        [fast.backend(), slow.backend()],
-    )
-    .await;
+    let proxy = TestProxy::over(config(hedge_after), [fast.backend(), slow.backend()]).await;
+    (proxy, fast, slow)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_backend_is_hedged_around() {
+    let (proxy, _fast, slow) = fast_and_slow(Some(Duration::from_millis(50))).await;
 
     let (slowest, by) = gets(&proxy, 10).await;
     assert!(
@@ -68,12 +71,7 @@ async fn a_slow_backend_is_hedged_around() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hedging_requests_wait_for_the_slow_backend() {
-    let (fast, slow) = (
-        FaultBackend::start("fast").await,
-        FaultBackend::start("slow").await,
-    );
-    slow.set_delay(SLOW);
-    let proxy = TestProxy::over(config(None), [fast.backend(), slow.backend()]).await;
+    let (proxy, _fast, _slow) = fast_and_slow(None).await;
 
     let (slowest, by) = gets(&proxy, 4).await;
     assert!(slowest >= SLOW, "slowest {slowest:?}");

@@ -24,6 +24,27 @@ fn pool(b: &TestBackend, config: PoolConfig) -> TestPool {
     Pool::new(b.addr.to_string().parse().unwrap(), config)
 }
 
+/// HTTP/2 (h2c), with at most `max_streams` streams on a connection.
+fn http2(max_streams: usize) -> PoolConfig {
+    PoolConfig {
+        protocol: Protocol::Http2,
+        h2_max_streams: max_streams,
+        ..PoolConfig::default()
+    }
+}
+
+/// A pool over `b` that closes connections idle for 90 s.
+fn idle_for_90s(b: &TestBackend) -> TestPool {
+    let idle_timeout = Duration::from_secs(90);
+    pool(
+        b,
+        PoolConfig {
+            idle_timeout,
+            ..PoolConfig::default()
+        },
+    )
+}
+
 /// Sends a GET for `path` and reads the whole body; returns the status and the body.
 async fn fetch(pool: &TestPool, path: &str) -> Result<(StatusCode, Bytes), switchyard::BoxError> {
     let req = Request::get(path).body(Empty::new()).unwrap();
@@ -33,13 +54,23 @@ async fn fetch(pool: &TestPool, path: &str) -> Result<(StatusCode, Bytes), switc
     Ok((status, body))
 }
 
+/// Sends `n` GETs for `path` one after another, each answered 200; returns their bodies.
+async fn fetch_ok(pool: &TestPool, path: &str, n: usize) -> Vec<Bytes> {
+    let mut bodies = Vec::new();
+    for _ in 0..n {
+        let (status, body) = fetch(pool, path).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}");
+        bodies.push(body);
+    }
+    bodies
+}
+
 #[tokio::test]
 async fn sequential_requests_reuse_one_connection() {
     let a = backend("a").await;
     let pool = pool(&a, PoolConfig::default());
-    for _ in 0..10 {
-        let (status, body) = fetch(&pool, "/").await.unwrap();
-        assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
+    for body in fetch_ok(&pool, "/", 10).await {
+        assert_eq!(&body[..], b"a");
     }
     assert_eq!(a.accepted(), 1, "the backend saw more than one connection");
     let stats = pool.stats();
@@ -145,10 +176,7 @@ async fn a_connection_the_backend_closed_is_not_reused() {
 async fn connection_close_responses_are_honoured() {
     let a = backend("a").await;
     let pool = pool(&a, PoolConfig::default());
-    for _ in 0..3 {
-        let (status, _) = fetch(&pool, "/close").await.unwrap();
-        assert_eq!(status, StatusCode::OK);
-    }
+    fetch_ok(&pool, "/close", 3).await;
     assert_eq!(a.accepted(), 3);
     assert_eq!(a.wait_closed(3).await, 3);
     let stats = pool.stats();
@@ -159,13 +187,7 @@ async fn connection_close_responses_are_honoured() {
 #[tokio::test(start_paused = true)]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let a = backend("a").await;
-    let pool = pool(
-        &a,
-        PoolConfig {
-            idle_timeout: Duration::from_secs(90),
-            ..PoolConfig::default()
-        },
-    );
+    let pool = idle_for_90s(&a);
     fetch(&pool, "/").await.unwrap();
     assert_eq!(pool.stats().idle, 1);
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -186,16 +208,14 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
 /// A burst of 8 requests at once, then 30 rounds of `per_round` requests at once, one round
 /// every 10 s, with a 90 s idle timeout: each of the burst's 8 connections is taken at
 /// least every 80 s (reuse is first in, first out), so none is ever idle for a whole idle
-/// timeout on its own. Returns the backend and the pool's stats at the end.
-async fn burst_then_steady(per_round: usize) -> (TestBackend, PoolStats) {
+/// timeout on its own. Checks the pool's open, created and idle-closed connections at the
+/// end against `expected`; returns the backend and the pool's stats.
+async fn burst_then_steady(
+    per_round: usize,
+    expected: (u64, u64, u64),
+) -> (TestBackend, PoolStats) {
     let a = backend("a").await;
-    let pool = pool(
-        &a,
-        PoolConfig {
-            idle_timeout: Duration::from_secs(90),
-            ..PoolConfig::default()
-        },
-    );
+    let pool = idle_for_90s(&a);
     let burst = join_all((0..8).map(|_| fetch(&pool, "/delay/20"))).await;
     assert!(burst.iter().all(|r| r.is_ok()), "{burst:?}");
     assert_eq!((a.accepted(), pool.stats().idle), (8, 8));
@@ -205,18 +225,18 @@ async fn burst_then_steady(per_round: usize) -> (TestBackend, PoolStats) {
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
     let stats = pool.stats();
+    assert_eq!(
+        (stats.open, stats.created, stats.closed.idle_timeout),
+        expected,
+        "{stats:?}"
+    );
     (a, stats)
 }
 
 /// The pool shrinks back to what steady traffic uses after a burst grew it.
 #[tokio::test(start_paused = true)]
 async fn connections_spare_for_an_idle_timeout_are_closed_under_steady_traffic() {
-    let (a, stats) = burst_then_steady(1).await;
-    assert_eq!(
-        (stats.open, stats.created, stats.closed.idle_timeout),
-        (1, 8, 7),
-        "{stats:?}"
-    );
+    let (a, stats) = burst_then_steady(1, (1, 8, 7)).await;
     assert_eq!(stats.reused, 30, "every steady request reused a connection");
     assert_eq!(
         a.wait_closed(7).await,
@@ -229,12 +249,7 @@ async fn connections_spare_for_an_idle_timeout_are_closed_under_steady_traffic()
 /// three connections and never dials again.
 #[tokio::test(start_paused = true)]
 async fn shrinking_keeps_the_connections_the_traffic_uses() {
-    let (a, stats) = burst_then_steady(3).await;
-    assert_eq!(
-        (stats.open, stats.created, stats.closed.idle_timeout),
-        (3, 8, 5),
-        "{stats:?}"
-    );
+    let (a, _) = burst_then_steady(3, (3, 8, 5)).await;
     assert_eq!(
         a.accepted(),
         8,
@@ -245,13 +260,7 @@ async fn shrinking_keeps_the_connections_the_traffic_uses() {
 #[tokio::test]
 async fn http2_requests_share_one_connection() {
     let a = backend("a").await;
-    let pool = pool(
-        &a,
-        PoolConfig {
-            protocol: Protocol::Http2,
-            ..PoolConfig::default()
-        },
-    );
+    let pool = pool(&a, http2(100));
     let results = join_all((0..100).map(|_| fetch(&pool, "/delay/20"))).await;
     assert!(
         results.iter().all(|r| matches!(r, Ok((StatusCode::OK, _)))),
@@ -268,12 +277,7 @@ async fn http2_requests_share_one_connection() {
 #[tokio::test]
 async fn http2_opens_another_connection_past_the_stream_limit() {
     let a = backend("a").await;
-    let config = PoolConfig {
-        protocol: Protocol::Http2,
-        h2_max_streams: 10,
-        ..PoolConfig::default()
-    };
-    let pool = pool(&a, config);
+    let pool = pool(&a, http2(10));
     let results = join_all((0..30).map(|_| fetch(&pool, "/delay/50"))).await;
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     assert_eq!(a.accepted(), 3, "30 streams at 10 per connection");

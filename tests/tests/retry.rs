@@ -4,22 +4,43 @@ use http::{Request, StatusCode};
 use switchyard::Backend;
 use switchyard_server::ServerConfig;
 use switchyard_tests::{
-    backend, backend_with, client, full, get, send, BackendOptions, BackgroundGets, TestProxy,
+    backend, backend_with, client, full, get, send, BackendOptions, BackgroundGets, TestBackend,
+    TestProxy,
 };
 
 fn unavailable() -> BackendOptions {
     BackendOptions::failing_with(503)
 }
 
-#[tokio::test]
-async fn failed_gets_are_retried_on_the_other_backend() {
-    let (good, bad) = (
+/// A backend `good` and one `bad` that answers 503.
+async fn good_and_bad() -> (TestBackend, TestBackend) {
+    (
         backend("good").await,
         backend_with("bad", unavailable()).await,
-    );
+    )
+}
+
+/// A proxy over `backends` with its breaker off, so that only retries route around a
+/// failing one; `non_idempotent` opts POSTs into retries.
+async fn without_breaker(backends: &[&TestBackend], non_idempotent: bool) -> TestProxy {
     let mut config = switchyard_tests::config();
     config.breaker.enabled = false;
-    let proxy = TestProxy::start(config, ServerConfig::default(), &[&good, &bad]).await;
+    config.retry.non_idempotent = non_idempotent;
+    TestProxy::start(config, ServerConfig::default(), backends).await
+}
+
+/// POSTs `body` to `/upload` through `proxy`: (status, backend, answer).
+async fn upload(proxy: &TestProxy, body: impl Into<bytes::Bytes>) -> (StatusCode, String, String) {
+    let req = Request::post(proxy.url("/upload"))
+        .body(full(body))
+        .unwrap();
+    send(&client(), req).await
+}
+
+#[tokio::test]
+async fn failed_gets_are_retried_on_the_other_backend() {
+    let (good, bad) = good_and_bad().await;
+    let proxy = without_breaker(&[&good, &bad], false).await;
     let client = client();
     for _ in 0..20 {
         let (status, backend, _) = get(&client, &proxy.url("/")).await;
@@ -36,13 +57,8 @@ async fn failed_gets_are_retried_on_the_other_backend() {
 #[tokio::test]
 async fn posts_are_not_retried_by_default() {
     let bad = backend_with("bad", unavailable()).await;
-    let mut config = switchyard_tests::config();
-    config.breaker.enabled = false;
-    let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad]).await;
-    let req = Request::post(proxy.url("/upload"))
-        .body(full("payload"))
-        .unwrap();
-    let (status, _, _) = send(&client(), req).await;
+    let proxy = without_breaker(&[&bad], false).await;
+    let (status, _, _) = upload(&proxy, "payload").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(bad.request_count(), 1);
     assert_eq!(proxy.proxy.retry_stats().retries, 0);
@@ -50,19 +66,10 @@ async fn posts_are_not_retried_by_default() {
 
 #[tokio::test]
 async fn opted_in_posts_are_replayed_to_another_backend() {
-    let (good, bad) = (
-        backend("good").await,
-        backend_with("bad", unavailable()).await,
-    );
-    let mut config = switchyard_tests::config();
-    config.breaker.enabled = false;
-    config.retry.non_idempotent = true;
-    let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad, &good]).await;
+    let (good, bad) = good_and_bad().await;
+    let proxy = without_breaker(&[&bad, &good], true).await;
     let body = "x".repeat(10_000);
-    let req = Request::post(proxy.url("/upload"))
-        .body(full(body.clone()))
-        .unwrap();
-    let (status, backend, answer) = send(&client(), req).await;
+    let (status, backend, answer) = upload(&proxy, body.clone()).await;
     assert_eq!((status, backend.as_str()), (StatusCode::OK, "good"));
     assert_eq!(
         answer,
@@ -75,9 +82,7 @@ async fn opted_in_posts_are_replayed_to_another_backend() {
 #[tokio::test]
 async fn with_every_backend_failing_the_last_answer_comes_back() {
     let bad = backend_with("bad", unavailable()).await;
-    let mut config = switchyard_tests::config();
-    config.breaker.enabled = false;
-    let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad]).await;
+    let proxy = without_breaker(&[&bad], false).await;
     let (status, backend, _) = get(&client(), &proxy.url("/")).await;
     assert_eq!(
         (status, backend.as_str()),
@@ -125,37 +130,19 @@ async fn killing_a_backend_under_load_fails_no_request() {
 
 #[tokio::test]
 async fn a_3_kib_body_is_replayed_and_a_1_mib_body_is_sent_once() {
-    let (bad, good) = (
-        backend_with("bad", unavailable()).await,
-        backend("good").await,
-    );
-    let mut config = switchyard_tests::config();
-    config.breaker.enabled = false;
-    config.retry.non_idempotent = true;
-    let proxy = TestProxy::start(config.clone(), ServerConfig::default(), &[&bad, &good]).await;
+    let (good, bad) = good_and_bad().await;
+    let proxy = without_breaker(&[&bad, &good], true).await;
     let small = "s".repeat(3 * 1024);
-    let (status, backend, answer) = send(
-        &client(),
-        Request::post(proxy.url("/upload"))
-            .body(full(small))
-            .unwrap(),
-    )
-    .await;
+    let (status, backend, answer) = upload(&proxy, small).await;
     assert_eq!(
         (status, backend.as_str(), answer.as_str()),
         (StatusCode::OK, "good", "3072")
     );
 
-    let proxy = TestProxy::start(config, ServerConfig::default(), &[&bad, &good]).await;
+    let proxy = without_breaker(&[&bad, &good], true).await;
     let (bad_before, good_before) = (bad.request_count(), good.request_count());
     let large = vec![b'L'; 1 << 20];
-    let (status, backend, _) = send(
-        &client(),
-        Request::post(proxy.url("/upload"))
-            .body(full(large))
-            .unwrap(),
-    )
-    .await;
+    let (status, backend, _) = upload(&proxy, large).await;
     assert_eq!(
         (status, backend.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "bad")

@@ -97,8 +97,11 @@ async fn five_consecutive_failures_open_it() {
 #[tokio::test(start_paused = true)]
 async fn connect_errors_count_and_4xx_do_not() {
     let (mut svc, mut handle, breaker) = setup(exact());
-    for _ in 0..10 {
-        assert_eq!(send(&mut svc, &mut handle, 404, None).await.unwrap(), 404);
+    for status in [404; 10] {
+        assert_eq!(
+            send(&mut svc, &mut handle, status, None).await.unwrap(),
+            status
+        );
     }
     assert_eq!(breaker.state(), State::Closed);
     for i in 0..5 {
@@ -386,17 +389,16 @@ async fn alternate(svc: &mut Svc, handle: &mut Handle, n: usize) {
 
 #[tokio::test(start_paused = true)]
 async fn failure_rate_over_the_window_trips_with_a_minimum_count() {
-    let rate = RateTrip {
-        failure_ratio: 0.5,
-        min_requests: 20,
-        window: Duration::from_secs(10),
-    };
     let config = BreakerConfig {
         threshold: 1_000,
-        rate: Some(rate),
+        rate: Some(RateTrip {
+            failure_ratio: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+        }),
         ..exact()
     };
-    let (mut svc, mut handle, breaker) = setup(config);
+    let (mut svc, mut handle, breaker) = setup(config.clone());
     // 19 requests, 10 of them failures: over half, but under the minimum count.
     alternate(&mut svc, &mut handle, 19).await;
     assert_eq!(breaker.state(), State::Closed);
@@ -405,11 +407,7 @@ async fn failure_rate_over_the_window_trips_with_a_minimum_count() {
 
     // Old requests leave the window: 15 failures, then after 11 s the same 19 alternating
     // requests do not trip a fresh breaker.
-    let (mut svc, mut handle, breaker) = setup(BreakerConfig {
-        threshold: 1_000,
-        rate: Some(rate),
-        ..exact()
-    });
+    let (mut svc, mut handle, breaker) = setup(config);
     for _ in 0..15 {
         send(&mut svc, &mut handle, 500, None).await.unwrap();
     }
@@ -482,22 +480,28 @@ mod deadlines {
         (layer.layer(mock), handle, breaker)
     }
 
-    fn with_deadline(after: Duration) -> Request<()> {
-        let mut req = Request::new(());
-        req.extensions_mut().insert(Deadline::after(after));
-        req
+    /// Trips after `threshold` failures in a row.
+    fn tripping_at(threshold: u32) -> BreakerConfig {
+        BreakerConfig {
+            threshold,
+            ..exact()
+        }
     }
 
-    /// Sends a request with a deadline `after` ms from now, lets `wait` ms pass and drops
-    /// it unanswered.
+    /// Sends a request with a deadline `after` ms from now (`None`: without one), lets
+    /// `wait` ms pass and drops it unanswered.
     async fn abandon(
         svc: &mut CircuitBreaker<HttpMock>,
         handle: &mut HttpHandle,
-        after: u64,
+        after: Option<u64>,
         wait: u64,
     ) {
-        let deadline = with_deadline(Duration::from_millis(after));
-        let fut = svc.ready().await.unwrap().call(deadline);
+        let mut req = Request::new(());
+        if let Some(after) = after {
+            let deadline = Deadline::after(Duration::from_millis(after));
+            req.extensions_mut().insert(deadline);
+        }
+        let fut = svc.ready().await.unwrap().call(req);
         let _req = handle.next_request().await.expect("sent");
         advance(Duration::from_millis(wait)).await;
         drop(fut);
@@ -505,13 +509,10 @@ mod deadlines {
 
     #[tokio::test(start_paused = true)]
     async fn dropped_past_its_deadline_is_a_timeout_failure() {
-        let (mut svc, mut handle, breaker) = http(BreakerConfig {
-            threshold: 2,
-            ..exact()
-        });
-        abandon(&mut svc, &mut handle, 300, 300).await;
+        let (mut svc, mut handle, breaker) = http(tripping_at(2));
+        abandon(&mut svc, &mut handle, Some(300), 300).await;
         assert!(breaker.state().is_closed(), "one failure of two");
-        abandon(&mut svc, &mut handle, 300, 400).await;
+        abandon(&mut svc, &mut handle, Some(300), 400).await;
         assert!(
             matches!(breaker.state(), State::Open { .. }),
             "two timeouts trip it: {:?}",
@@ -521,17 +522,11 @@ mod deadlines {
 
     #[tokio::test(start_paused = true)]
     async fn dropped_before_its_deadline_counts_for_nothing() {
-        let (mut svc, mut handle, breaker) = http(BreakerConfig {
-            threshold: 1,
-            ..exact()
-        });
-        abandon(&mut svc, &mut handle, 300, 299).await;
+        let (mut svc, mut handle, breaker) = http(tripping_at(1));
+        abandon(&mut svc, &mut handle, Some(300), 299).await;
         assert!(breaker.state().is_closed(), "the caller went away first");
         // Without a deadline, a drop never counts.
-        let fut = svc.ready().await.unwrap().call(Request::new(()));
-        let _req = handle.next_request().await.expect("sent");
-        advance(Duration::from_secs(60)).await;
-        drop(fut);
+        abandon(&mut svc, &mut handle, None, 60_000).await;
         assert!(breaker.state().is_closed());
     }
 
@@ -543,14 +538,14 @@ mod deadlines {
             probes: 1,
             ..exact()
         });
-        abandon(&mut svc, &mut handle, 100, 100).await;
+        abandon(&mut svc, &mut handle, Some(100), 100).await;
         assert_eq!(breaker.trips(), 1);
         advance(Duration::from_secs(1)).await;
         // A probe the caller gave up on early: the slot is free again.
-        abandon(&mut svc, &mut handle, 100, 50).await;
+        abandon(&mut svc, &mut handle, Some(100), 50).await;
         assert_eq!(breaker.state(), State::HalfOpen);
         // A probe that timed out: open again.
-        abandon(&mut svc, &mut handle, 100, 100).await;
+        abandon(&mut svc, &mut handle, Some(100), 100).await;
         assert_eq!(breaker.trips(), 2);
         assert!(matches!(breaker.state(), State::Open { .. }));
     }

@@ -181,6 +181,11 @@ fn setup(config: HealthConfig, factory: Factory) -> Setup {
 }
 
 impl Setup {
+    /// Adds the backend `id` at `url`, in `state`.
+    fn add(&self, id: &str, url: &str, state: AdminState) {
+        self.registry.add(spec(id, url), state).unwrap();
+    }
+
     /// Lets the balancer apply the registry's changes.
     async fn settle(&self) {
         let routed = self.registry.resolved().await;
@@ -204,9 +209,14 @@ impl Setup {
 
 /// Backends `a` (127.0.0.1:1) and `b` (127.0.0.1:2).
 fn two_backends(config: HealthConfig) -> Setup {
-    let s = setup(config, Factory::default());
+    two_backends_from(config, Factory::default())
+}
+
+/// [`two_backends`], their services made by `factory`.
+fn two_backends_from(config: HealthConfig, factory: Factory) -> Setup {
+    let s = setup(config, factory);
     for (id, url) in [("a", "http://127.0.0.1:1"), ("b", "http://127.0.0.1:2")] {
-        s.registry.add(spec(id, url), AdminState::Enabled).unwrap();
+        s.add(id, url, AdminState::Enabled);
     }
     s
 }
@@ -334,13 +344,7 @@ async fn drain_finishes_in_flight_requests_then_removes_the_backend() {
         gate: Some(gate.clone()),
         ..Factory::default()
     };
-    let s = setup(config(), factory);
-    s.registry
-        .add(spec("a", "http://127.0.0.1:1"), AdminState::Enabled)
-        .unwrap();
-    s.registry
-        .add(spec("b", "http://127.0.0.1:2"), AdminState::Enabled)
-        .unwrap();
+    let s = two_backends_from(config(), factory);
     s.settle().await;
 
     // Two requests in flight: one on a, one on b.
@@ -385,9 +389,7 @@ async fn a_name_with_two_addresses_gives_two_endpoints_and_failures_keep_them() 
         .write()
         .unwrap()
         .insert("svc.internal".into(), vec![addr(7001), addr(7002)]);
-    s.registry
-        .add(spec("svc", "http://svc.internal:7000"), AdminState::Enabled)
-        .unwrap();
+    s.add("svc", "http://svc.internal:7000", AdminState::Enabled);
     let mut seen = s.route(4).await;
     seen.sort();
     assert_eq!(seen, [addr(7001), addr(7001), addr(7002), addr(7002)]);
@@ -471,9 +473,7 @@ async fn without_panic_mode_all_unhealthy_means_no_backend() {
         },
         Factory::default(),
     );
-    s.registry
-        .add(spec("a", "http://127.0.0.1:1"), AdminState::Enabled)
-        .unwrap();
+    s.add("a", "http://127.0.0.1:1", AdminState::Enabled);
     s.checker.set_down(addr(1), true);
     assert!(!s.registry.check_now().await.panic);
     s.settle().await;
@@ -484,12 +484,8 @@ async fn without_panic_mode_all_unhealthy_means_no_backend() {
 #[tokio::test(start_paused = true)]
 async fn weights_and_admin_states_change_routing() {
     let s = setup(config(), Factory::default());
-    s.registry
-        .add(spec("a", "http://127.0.0.1:1"), AdminState::Enabled)
-        .unwrap();
-    s.registry
-        .add(spec("b", "http://127.0.0.1:2"), AdminState::Disabled)
-        .unwrap();
+    s.add("a", "http://127.0.0.1:1", AdminState::Enabled);
+    s.add("b", "http://127.0.0.1:2", AdminState::Disabled);
     assert_eq!(s.route(2).await, [addr(1); 2]);
     s.registry.enable("b").unwrap();
     s.registry.set_weight("b", 3).unwrap();

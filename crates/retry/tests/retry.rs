@@ -10,6 +10,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use switchyard_core::{BoxError, CircuitOpen, ConnectError, ConnectErrorKind, RouteHint};
 use switchyard_retry::{BudgetConfig, Jitter, ReplayBody, Retry, RetryConfig, RetryLayer};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 use tower_test::mock;
@@ -43,6 +44,11 @@ fn request(method: Method, body: Body) -> Request<Body> {
         .uri("/r")
         .body(body)
         .unwrap()
+}
+
+/// Sends a GET with an empty body through `svc`, on a task of its own.
+fn spawn_get(svc: Retry<Mock>) -> JoinHandle<Result<Response<()>, BoxError>> {
+    tokio::spawn(svc.oneshot(request(Method::GET, empty())))
 }
 
 fn response(status: u16, retry_after: Option<&str>) -> Response<()> {
@@ -80,18 +86,13 @@ fn ms(v: &[u64]) -> Vec<Duration> {
 #[tokio::test(start_paused = true)]
 async fn delays_double_exactly_without_jitter() {
     let (svc, mut handle, layer) = setup(exact());
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     let at = answer(&mut handle, &[503, 502, 504, 200]).await;
     assert_eq!(res.await.unwrap().unwrap().status(), 200);
     assert_eq!(gaps(&at), ms(&[100, 200, 400]));
-    let stats = layer.stats();
+    let s = layer.stats();
     assert_eq!(
-        (
-            stats.requests,
-            stats.attempts,
-            stats.retries,
-            stats.retries_status
-        ),
+        (s.requests, s.attempts, s.retries, s.retries_status),
         (1, 4, 3, 3)
     );
 }
@@ -102,7 +103,7 @@ async fn without_backoff_every_delay_is_the_same() {
         backoff: false,
         ..exact()
     });
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     let at = answer(&mut handle, &[503, 503, 503, 200]).await;
     assert_eq!(res.await.unwrap().unwrap().status(), 200);
     assert_eq!(gaps(&at), ms(&[100, 100, 100]));
@@ -112,7 +113,7 @@ async fn without_backoff_every_delay_is_the_same() {
 async fn equal_jitter_stays_within_bounds() {
     for _ in 0..20 {
         let (svc, mut handle, _) = setup(RetryConfig::default());
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         let at = answer(&mut handle, &[503, 503, 503, 200]).await;
         res.await.unwrap().unwrap();
         for (gap, full) in gaps(&at).into_iter().zip([100u64, 200, 400]) {
@@ -129,7 +130,7 @@ async fn equal_jitter_stays_within_bounds() {
 #[tokio::test(start_paused = true)]
 async fn the_last_failure_is_returned_after_max_retries() {
     let (svc, mut handle, layer) = setup(exact());
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     answer(&mut handle, &[503, 503, 503, 502]).await;
     assert_eq!(res.await.unwrap().unwrap().status(), 502);
     assert_eq!(layer.stats().attempts, 4);
@@ -139,7 +140,7 @@ async fn the_last_failure_is_returned_after_max_retries() {
 async fn client_errors_and_other_statuses_are_not_retried() {
     for status in [400, 404, 429, 500, 501] {
         let (svc, mut handle, layer) = setup(exact());
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         answer(&mut handle, &[status]).await;
         assert_eq!(res.await.unwrap().unwrap().status(), status);
         assert_eq!(layer.stats().attempts, 1, "{status} was retried");
@@ -207,20 +208,16 @@ async fn post_is_retried_only_when_opted_in() {
 #[tokio::test(start_paused = true)]
 async fn proxy_refusals_are_retried_with_their_reason() {
     let (svc, mut handle, layer) = setup(exact());
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     let (_, reply) = handle.next_request().await.unwrap();
     reply.send_error(ConnectError::new(ConnectErrorKind::Refused, "b:1", None));
     let (_, reply) = handle.next_request().await.unwrap();
     reply.send_error(CircuitOpen::new());
     answer(&mut handle, &[200]).await;
     assert_eq!(res.await.unwrap().unwrap().status(), 200);
-    let stats = layer.stats();
+    let s = layer.stats();
     assert_eq!(
-        (
-            stats.retries_connect,
-            stats.retries_circuit_open,
-            stats.retries
-        ),
+        (s.retries_connect, s.retries_circuit_open, s.retries),
         (1, 1, 2)
     );
 
@@ -246,7 +243,7 @@ async fn proxy_refusals_are_retried_with_their_reason() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_sets_the_delay_within_the_cap() {
     let (svc, mut handle, _) = setup(exact());
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     let (_, reply) = handle.next_request().await.unwrap();
     let first = Instant::now();
     reply.send_response(response(503, Some("2")));
@@ -256,7 +253,7 @@ async fn retry_after_sets_the_delay_within_the_cap() {
 
     // Beyond the cap the response goes back as it is.
     let (svc, mut handle, layer) = setup(exact());
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     let (_, reply) = handle.next_request().await.unwrap();
     reply.send_response(response(503, Some("60")));
     assert_eq!(res.await.unwrap().unwrap().status(), 503);
@@ -270,7 +267,7 @@ async fn no_attempt_starts_after_the_deadline() {
         ..exact()
     };
     let (svc, mut handle, layer) = setup(config);
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     // Attempts at 0 and 100 ms; the next would be at 300 ms, past 250 ms.
     answer(&mut handle, &[503, 503]).await;
     assert_eq!(res.await.unwrap().unwrap().status(), 503);
@@ -375,7 +372,7 @@ async fn the_budget_stops_a_retry_storm() {
     assert!(failures.iter().all(|s| *s == 503));
     // The window moves on: retries are allowed again.
     tokio::time::advance(Duration::from_secs(11)).await;
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     answer(&mut handle, &[503, 200]).await;
     assert_eq!(res.await.unwrap().unwrap().status(), 200);
 }
@@ -383,7 +380,7 @@ async fn the_budget_stops_a_retry_storm() {
 #[tokio::test(start_paused = true)]
 async fn attempts_share_a_route_hint() {
     let (svc, mut handle, _) = setup(exact());
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     let (first, reply) = handle.next_request().await.unwrap();
     let hint = RouteHint::in_extensions(&first).expect("a retryable request carries a hint");
     assert_eq!(hint.last(), None);
@@ -422,7 +419,7 @@ async fn the_total_is_the_sum_of_the_retries_by_reason() {
         max_retries: 5,
         ..exact()
     });
-    let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+    let res = spawn_get(svc);
     let (_, reply) = handle.next_request().await.unwrap();
     reply.send_error(std::io::Error::other("reset mid-response"));
     let (_, reply) = handle.next_request().await.unwrap();
@@ -475,7 +472,7 @@ mod attempt_timeout {
     async fn a_slow_attempt_is_abandoned_and_retried_elsewhere() {
         let start = Instant::now();
         let (svc, mut handle, layer) = setup(timed(300));
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         // The first attempt never answers; its reply is held, not dropped.
         let (first, _held) = handle.next_request().await.unwrap();
         assert_eq!(deadline_of(&first), start + Duration::from_millis(300));
@@ -491,14 +488,9 @@ mod attempt_timeout {
         );
         reply.send_response(response(200, None));
         assert_eq!(res.await.unwrap().unwrap().status(), 200);
-        let stats = layer.stats();
+        let s = layer.stats();
         assert_eq!(
-            (
-                stats.attempts,
-                stats.attempt_timeouts,
-                stats.retries_timeout,
-                stats.retries
-            ),
+            (s.attempts, s.attempt_timeouts, s.retries_timeout, s.retries),
             (2, 1, 1, 1)
         );
     }
@@ -522,7 +514,7 @@ mod attempt_timeout {
             deadline: Some(Duration::from_millis(500)),
             ..timed(300)
         });
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         let (_, _held1) = handle.next_request().await.unwrap();
         let (second, _held2) = handle.next_request().await.unwrap();
         // Sent at 400 ms: its own 300 ms would end at 700, the request's at 500.
@@ -548,7 +540,7 @@ mod attempt_timeout {
     #[tokio::test(start_paused = true)]
     async fn an_answer_in_time_disarms_the_timer() {
         let (svc, mut handle, layer) = setup(timed(300));
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         let (_, reply) = handle.next_request().await.unwrap();
         tokio::time::advance(Duration::from_millis(299)).await;
         reply.send_response(response(200, None));
@@ -582,7 +574,7 @@ mod hedging {
     async fn the_hedge_is_sent_after_the_delay_and_answers_first() {
         let start = Instant::now();
         let (svc, mut handle, layer) = setup(hedged(50));
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         let (first, _held) = handle.next_request().await.unwrap();
         let first_hint = hint(&first);
         assert!(
@@ -598,14 +590,9 @@ mod hedging {
         );
         reply.send_response(response(200, None));
         assert_eq!(res.await.unwrap().unwrap().status(), 200);
-        let stats = layer.stats();
+        let s = layer.stats();
         assert_eq!(
-            (
-                stats.attempts,
-                stats.hedges,
-                stats.hedge_wins,
-                stats.retries
-            ),
+            (s.attempts, s.hedges, s.hedge_wins, s.retries),
             (2, 1, 1, 0)
         );
     }
@@ -613,7 +600,7 @@ mod hedging {
     #[tokio::test(start_paused = true)]
     async fn the_first_attempt_still_wins_when_it_answers_first() {
         let (svc, mut handle, layer) = setup(hedged(50));
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         let (_, first) = handle.next_request().await.unwrap();
         let (_, hedge) = handle.next_request().await.unwrap();
         first.send_response(response(201, None));
@@ -627,7 +614,7 @@ mod hedging {
     #[tokio::test(start_paused = true)]
     async fn a_first_attempt_that_fails_leaves_the_hedge_to_answer() {
         let (svc, mut handle, layer) = setup(hedged(50));
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         let (_, first) = handle.next_request().await.unwrap();
         let (_, hedge) = handle.next_request().await.unwrap();
         first.send_error(std::io::Error::other("reset"));
@@ -641,7 +628,7 @@ mod hedging {
     #[tokio::test(start_paused = true)]
     async fn an_answer_before_the_delay_sends_no_hedge() {
         let (svc, mut handle, layer) = setup(hedged(50));
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         let (_, reply) = handle.next_request().await.unwrap();
         tokio::time::advance(Duration::from_millis(49)).await;
         reply.send_response(response(200, None));
@@ -676,7 +663,7 @@ mod hedging {
             },
             ..hedged(50)
         });
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         let (_, reply) = handle.next_request().await.unwrap();
         assert!(!attempt_within(&mut handle, 500).await, "not hedged");
         reply.send_response(response(200, None));
@@ -691,7 +678,7 @@ mod hedging {
             attempt_timeout: Some(Duration::from_millis(300)),
             ..hedged(50)
         });
-        let res = tokio::spawn(svc.oneshot(request(Method::GET, empty())));
+        let res = spawn_get(svc);
         let (_, _held) = handle.next_request().await.unwrap();
         let (_, hedge) = handle.next_request().await.unwrap();
         // The first is abandoned at 300 ms; the hedge (due at 350 ms) answers at 320 ms.
