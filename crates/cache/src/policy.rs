@@ -11,6 +11,7 @@ use crate::body::CacheBody;
 use crate::directives::{RequestDirectives, ResponseDirectives};
 use crate::entry::{heuristically_cacheable, Head};
 use crate::key::Vary;
+use crate::range;
 use crate::status::CacheStatus;
 use crate::{CacheConfig, Entry};
 
@@ -155,7 +156,8 @@ pub(crate) fn worth_storing(head: &Head, config: &CacheConfig) -> bool {
 
 /// The response to a request (`method`, `req_headers`) answered from `entry`: the stored
 /// response, or `304 Not Modified` when the request's own validators match it (RFC 9110
-/// §13.2.2); with `Age` and `Cache-Status`.
+/// §13.2.2), or for a GET with `Range` of a stored `200` the part it asks for (see
+/// [`range`]); with `Age` and `Cache-Status`.
 pub(crate) fn serve<B>(
     entry: &Entry,
     now: Instant,
@@ -175,6 +177,8 @@ pub(crate) fn serve<B>(
         *res.headers_mut() = entry.headers().clone();
         let body = if method == Method::HEAD {
             CacheBody::empty()
+        } else if method == Method::GET && entry.status() == StatusCode::OK {
+            CacheBody::full(range::answer(req_headers, &mut res, entry.body()))
         } else {
             CacheBody::full(entry.body().clone())
         };

@@ -30,12 +30,13 @@ use crate::Entry;
 const SHARED_TIER: &str = "shared";
 
 /// The request's own validators, replaced by the stored response's when revalidating.
-const CONDITIONALS: [header::HeaderName; 5] = [
+/// (Its `If-Range` stays with its `Range`: when the stored response turns out not to
+/// match, the origin's answer to the range is the client's.)
+const CONDITIONALS: [header::HeaderName; 4] = [
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
     header::IF_MATCH,
     header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
 ];
 
 /// A GET going upstream for a URL.
@@ -128,7 +129,9 @@ impl<S> Forward<S> {
 
     /// Joins the URL's fetch: leads it, or waits for the leader's response and answers
     /// from it when it was stored. A request that must see the origin (`no-cache`) neither
-    /// waits for another, nor does one that will not store what it gets (`no-store`).
+    /// waits for another, nor does one that will not store what it gets (`no-store`). A
+    /// `Range` request follows but never leads: it goes upstream as it is, and a partial
+    /// response is not stored for others to use.
     /// (It takes the request's head by parts: a request body need not be `Sync`.)
     async fn coalesce<RB>(
         &mut self,
@@ -139,12 +142,17 @@ impl<S> Forward<S> {
             return None;
         }
         let shared = &self.shared;
-        let mut done = match shared.flights.join(&self.key) {
-            Join::Lead(guard) => {
-                self.guard = Some(guard);
-                return None;
+        let ranged = headers.contains_key(header::RANGE);
+        let mut done = if ranged {
+            shared.flights.follow(&self.key)?
+        } else {
+            match shared.flights.join(&self.key) {
+                Join::Lead(guard) => {
+                    self.guard = Some(guard);
+                    return None;
+                }
+                Join::Follow(done) => done,
             }
-            Join::Follow(done) => done,
         };
         bump(&shared.stats.coalesced);
         let _ = tokio::time::timeout(shared.config.coalesce_wait, done.changed()).await;
@@ -166,7 +174,9 @@ impl<S> Forward<S> {
         }
         // Not stored (or not in time): go upstream, leading the next requests if nobody
         // else does by now.
-        self.guard = shared.flights.lead(&self.key);
+        if !ranged {
+            self.guard = shared.flights.lead(&self.key);
+        }
         None
     }
 
@@ -399,7 +409,10 @@ pub(crate) fn refresh_in_background<S, B, RB>(
     // The refresh is no part of the request that set it off: its attempts stay out of
     // that request's decision trace (published already).
     refresh.extensions_mut().remove::<switchyard_core::Trace>();
-    for name in &CONDITIONALS {
+    // Without the request's validators, and without its range: the refresh fetches the
+    // whole response, to store it.
+    let range = [header::IF_RANGE, header::RANGE];
+    for name in CONDITIONALS.iter().chain(&range) {
         refresh.headers_mut().remove(name);
     }
     let forward = Forward {
