@@ -223,17 +223,23 @@ async fn a_full_answer_to_a_range_miss_is_stored() {
     assert_eq!(backend.calls(), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_stale_response_revalidated_for_a_range_answers_the_range() {
-    let backend = backend("max-age=10");
+/// `/a` stored with `cache_control` (a lifetime of 10 s), then asked for `range` with a
+/// matching `If-Range` once stale.
+async fn stale_range(
+    cache_control: &'static str,
+    range: &str,
+) -> (Backend, switchyard_cache::Cache<Backend>, Got) {
+    let backend = backend(cache_control);
     let svc = stored(&backend).await;
     advance(secs(11)).await;
-    let req = request(
-        "GET",
-        "/a",
-        &[("range", "bytes=1-2"), ("if-range", "\"v1\"")],
-    );
+    let req = request("GET", "/a", &[("range", range), ("if-range", "\"v1\"")]);
     let got = send(&svc, req).await;
+    (backend, svc, got)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_response_revalidated_for_a_range_answers_the_range() {
+    let (backend, _, got) = stale_range("max-age=10", "bytes=1-2").await;
     assert_eq!((got.status.as_u16(), got.text()), (206, "12"));
     assert_eq!(
         got.cache_status(),
@@ -248,15 +254,8 @@ async fn a_stale_response_revalidated_for_a_range_answers_the_range() {
 
 #[tokio::test(start_paused = true)]
 async fn a_background_refresh_fetches_the_whole_response() {
-    let backend = backend("max-age=10, stale-while-revalidate=60");
-    let svc = stored(&backend).await;
-    advance(secs(11)).await;
-    let req = request(
-        "GET",
-        "/a",
-        &[("range", "bytes=0-0"), ("if-range", "\"v1\"")],
-    );
-    let got = send(&svc, req).await;
+    let (backend, svc, got) =
+        stale_range("max-age=10, stale-while-revalidate=60", "bytes=0-0").await;
     assert_eq!((got.status.as_u16(), got.text()), (206, "0"));
     assert!(got
         .cache_status()
