@@ -35,7 +35,8 @@
 //! `Cache-Control: no-store`). Clients never see them: they are removed from every
 //! response, and kept aside in the stored one, where a `304` updates them.
 //!
-//! 206 is never stored (nor taken from the shared tier); protocol upgrades bypass the
+//! 206 is never stored as such (one holding the whole representation is stored as its 200,
+//! see below; none is taken from the shared tier); protocol upgrades bypass the
 //! cache; HEAD is answered from a stored GET but a HEAD response is not stored.
 //!
 //! The response streams to its client as it arrives, frame by frame, while a copy is kept
@@ -101,15 +102,17 @@
 //!   HEAD, or a stored status other than `200`, ignores `Range`.
 //!
 //! A range request that misses goes upstream as it is (its `Range` and `If-Range`) and
-//! its `206` is passed on, never stored. It waits for a fetch of the URL already in
-//! flight (and is answered from its response) but never leads one: a full GET does not
-//! wait for a partial response. When the origin ignores the range and answers a full
-//! `200`, that is stored. A stale response revalidated for a range request keeps the
+//! its `206` is passed on. It waits for a fetch of the URL already in flight (and is
+//! answered from its response) but never leads one: a full GET does not wait for a
+//! partial response. A `206` is stored only when it holds the whole representation
+//! (`Content-Range: bytes 0-1233/1234` and as many bytes, as an origin may answer
+//! `bytes=0-`), as the `200` it amounts to (RFC 9111 §3.4); a part is never stored. When
+//! the origin ignores the range and answers a full `200`, that is stored. A stale response revalidated for a range request keeps the
 //! client's `If-Range` with the `Range` next to the stored validators: a `304` answers
 //! the range from the refreshed response, otherwise the origin's answer is the client's.
-//! A background refresh fetches the whole response (no `Range`, no `If-Range`). Partial
-//! responses are not combined into a complete one (RFC 9111 §3.4 allows, not requires,
-//! it).
+//! A background refresh fetches the whole response (no `Range`, no `If-Range`). Several
+//! partial responses are not combined into a complete one (RFC 9111 §3.4 allows, not
+//! requires, it).
 //!
 //! # Serving stale
 //!

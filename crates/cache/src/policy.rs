@@ -87,7 +87,8 @@ pub(crate) fn is_failure(status: StatusCode) -> bool {
 }
 
 /// Statuses this cache stores (RFC 9111 §3): every final status but 206 (partial
-/// content, never stored) and 304 (it updates a stored response). Those that are not
+/// content, never stored as such: one holding the whole representation is stored as its
+/// 200) and 304 (it updates a stored response). Those that are not
 /// heuristically cacheable (302, 307, 400, 500, …) only with explicit freshness or
 /// `public` (see `worth_storing`).
 fn understood(status: StatusCode) -> bool {

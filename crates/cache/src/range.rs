@@ -6,6 +6,9 @@
 //! parse, asks for several satisfiable ranges (no `multipart/byteranges`: RFC 9110
 //! §14.2 lets a server ignore `Range`), or comes with an `If-Range` that does not match
 //! is ignored: the full `200` is served.
+//!
+//! A `206` from the origin is stored only when it holds the whole representation
+//! ([`whole_length`]), as the `200` it amounts to.
 
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
@@ -183,6 +186,20 @@ pub(crate) fn answer(req: &HeaderMap, res: &mut Response<()>, body: &Bytes) -> B
     }
 }
 
+/// The length of the representation a `206` holds whole (RFC 9111 §3.4): its
+/// `Content-Range` is `bytes 0-(n-1)/n`. `None` for a part of one, or another unit.
+pub(crate) fn whole_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_RANGE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let rest = value.to_str().ok()?.strip_prefix("bytes ")?;
+    let (range, complete) = rest.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last, complete) = (digits(first)?, digits(last)?, digits(complete)?);
+    (first == 0 && last.checked_add(1) == Some(complete)).then_some(complete)
+}
+
 fn insert_content_range(headers: &mut HeaderMap, value: &str) {
     let value = HeaderValue::from_str(value).expect("digits, a dash, a slash and a star");
     headers.insert(header::CONTENT_RANGE, value);
@@ -238,6 +255,27 @@ mod tests {
         let many = format!("bytes={}", vec!["0-0"; MAX_RANGES + 1].join(","));
         assert_eq!(selected(&many, 10), Selected::Full);
         assert_eq!(selected("bytes=0-1", 0), Selected::Full);
+    }
+
+    #[test]
+    fn a_206_holds_the_whole_representation_when_it_ranges_over_all_of_it() {
+        let whole = |content_range: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_RANGE, content_range.parse().unwrap());
+            whole_length(&headers)
+        };
+        assert_eq!(whole("bytes 0-9/10"), Some(10));
+        for part in [
+            "bytes 0-8/10",
+            "bytes 1-9/10",
+            "bytes 0-9/*",
+            "bytes */10",
+            "items 0-9/10",
+            "bytes 0-9/11",
+        ] {
+            assert_eq!(whole(part), None, "{part}");
+        }
+        assert_eq!(whole_length(&HeaderMap::new()), None);
     }
 
     #[test]

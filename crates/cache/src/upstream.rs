@@ -1,6 +1,7 @@
 //! The paths that go upstream: a GET miss or revalidation (coalesced, conditional, stored
 //! as it streams, stale on failure), a background refresh, and everything passed through.
 
+use std::borrow::Cow;
 use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::key::{resolve_same_origin, vary_values};
 use crate::policy::{
     decide, is_failure, serve, stale_if_error, storable, worth_storing, Use, STALE_IF_ERROR,
 };
+use crate::range;
 use crate::shared::Shared;
 use crate::stats::bump;
 use crate::status::{CacheStatus, Fwd};
@@ -295,8 +297,9 @@ impl<S> Forward<S> {
         // The guard drops here, once the refreshed response is stored.
     }
 
-    /// A full response from upstream: stored as it streams when it may be, passed
-    /// through otherwise.
+    /// A full response from upstream: stored as it streams when it may be (a `206` only
+    /// when it holds the whole representation, then as its `200`), passed through
+    /// otherwise.
     fn respond<RB: Body<Data = Bytes>>(
         mut self,
         res: Response<RB>,
@@ -306,16 +309,28 @@ impl<S> Forward<S> {
         let config = &self.shared.config;
         let (mut parts, body) = res.into_parts();
         let mut status = CacheStatus::fwd(self.fwd);
+        // RFC 9111 §3.4: a 206 holding the whole representation is stored as its 200.
+        let whole = (parts.status == StatusCode::PARTIAL_CONTENT)
+            .then(|| range::whole_length(&parts.headers))
+            .flatten();
+        let (stored_status, stored_headers) = match whole {
+            Some(_) => {
+                let mut headers = parts.headers.clone();
+                headers.remove(header::CONTENT_RANGE);
+                (StatusCode::OK, Cow::Owned(headers))
+            }
+            None => (parts.status, Cow::Borrowed(&parts.headers)),
+        };
         let head = storable(
             req_headers,
             &self.directives,
-            parts.status,
-            &parts.headers,
+            stored_status,
+            &stored_headers,
             config,
         )
         .map(|fields| {
             let vary = vary_values(&fields, req_headers);
-            Head::new(parts.status, &parts.headers, vary, times, config)
+            Head::new(stored_status, &stored_headers, vary, times, config)
         })
         .filter(|head| worth_storing(head, config));
         let limit = head
@@ -332,6 +347,7 @@ impl<S> Forward<S> {
                     head,
                     limit as usize,
                     hint.exact(),
+                    whole.map(|n| n as usize),
                     self.guard.take(),
                 );
                 CacheBody::tee(body, tee)

@@ -296,3 +296,42 @@ async fn a_range_request_follows_a_fetch_in_flight_but_never_leads_one() {
     assert_eq!(part.await.unwrap().status, 206);
     assert_eq!(backend.calls(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_206_holding_the_whole_representation_is_stored_as_its_200() {
+    let backend = Backend::new(|req, _| {
+        // `/short` claims the whole representation but sends half of it.
+        let body = if req.uri().path() == "/short" {
+            "01234"
+        } else {
+            BODY
+        };
+        let headers = [
+            ("cache-control", "max-age=60"),
+            ("content-range", "bytes 0-9/10"),
+        ];
+        Ok(response(206, &headers, body))
+    });
+    let svc = cache(CacheConfig::default(), &backend);
+
+    let first = send(&svc, ranged("/a", "bytes=0-")).await;
+    assert_eq!((first.status.as_u16(), first.text()), (206, BODY));
+    assert_eq!(first.header("content-range"), Some("bytes 0-9/10"));
+    assert_eq!(first.cache_status(), "switchyard; fwd=uri-miss; stored");
+    let full = send(&svc, get("/a")).await;
+    assert_eq!((full.status.as_u16(), full.text()), (200, BODY));
+    assert_eq!(full.header("content-range"), None);
+    assert_eq!(full.header("content-length"), Some("10"));
+    assert_eq!(full.cache_status(), "switchyard; hit; ttl=60");
+    let part = send(&svc, ranged("/a", "bytes=-2")).await;
+    assert_eq!((part.status.as_u16(), part.text()), (206, "89"));
+    assert_eq!(backend.calls(), 1);
+
+    let short = send(&svc, ranged("/short", "bytes=0-")).await;
+    assert_eq!((short.status.as_u16(), short.text()), (206, "01234"));
+    let store = svc.handle().store().clone();
+    assert!(
+        store.get("http://example.com/short").is_none(),
+        "not stored"
+    );
+}
