@@ -2,7 +2,8 @@
 //! on a free loopback port (`tests/redis/setup.sh` installs Debian's package when it is
 //! missing) and killed by PID at the end. A response fetched through one proxy is a hit
 //! through the other, invalidations reach both, a cold key is fetched about once for the
-//! fleet, `Vary` holds across instances, and Redis going away fails no request.
+//! fleet, ranges are answered from what the tier holds but a `206` is never written to
+//! it, `Vary` holds across instances, and Redis going away fails no request.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -101,8 +102,9 @@ fn install() {
     });
 }
 
-/// The origin: counts requests per path. `/item/{name}` is fresh for a minute,
-/// `/slow/{name}` too after 200 ms, `/lang` varies on `Accept-Language`.
+/// The origin: counts requests per path. `/item/{name}` is fresh for a minute (whatever
+/// the `Range`), `/slow/{name}` too after 200 ms, `/partial` is a `206`, `/lang` varies on
+/// `Accept-Language`.
 #[derive(Clone, Default)]
 struct Origin {
     seen: Arc<std::sync::RwLock<HashMap<String, Arc<AtomicUsize>>>>,
@@ -150,6 +152,17 @@ impl Origin {
                         (FRESH, format!("slow {name}"))
                     },
                 ),
+            )
+            .route(
+                "/partial",
+                get(|State(o): State<Origin>| async move {
+                    o.count("/partial");
+                    let head = [
+                        ("cache-control", "public, max-age=60"),
+                        ("content-range", "bytes 0-1/10"),
+                    ];
+                    (StatusCode::PARTIAL_CONTENT, head, "01")
+                }),
             )
             .route(
                 "/lang",
@@ -350,6 +363,33 @@ async fn forty_concurrent_requests_for_a_cold_key_over_both_reach_the_origin_at_
     }
     let n = origin.requests("/slow/cold");
     assert!((1..=2).contains(&n), "the origin saw {n} requests");
+}
+
+#[tokio::test]
+async fn ranges_are_answered_from_the_tier_and_a_206_is_never_written_to_it() {
+    let redis = RedisServer::start().await;
+    let (origin, backend) = Origin::start().await;
+    let one = proxy(&backend, &redis, patient()).await;
+    let two = proxy(&backend, &redis, patient()).await;
+    let range = |r| [("range", r)];
+
+    // The origin ignores the range: its 200 is stored, in Redis too.
+    let (status, _, body) = fetch(&one, "GET", "/item/r", &range("bytes=0-3")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "item r"));
+    wait_for(&one, "the write to Redis", |s| s.writes == 1).await;
+    let (status, cache, body) = fetch(&two, "GET", "/item/r", &range("bytes=-1")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::PARTIAL_CONTENT, "r"));
+    assert!(cache.ends_with("detail=shared"), "{cache}");
+    assert_eq!(origin.requests("/item/r"), 1);
+
+    // A partial response is passed on, and stored nowhere.
+    for proxy in [&one, &two] {
+        let (status, cache, body) = fetch(proxy, "GET", "/partial", &range("bytes=0-1")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::PARTIAL_CONTENT, "01"));
+        assert_eq!(cache, "switchyard; fwd=uri-miss");
+    }
+    assert_eq!(origin.requests("/partial"), 2);
+    assert_eq!(shared_stats(&one).writes + shared_stats(&two).writes, 1);
 }
 
 #[tokio::test]

@@ -167,6 +167,9 @@ pub(crate) struct Tee {
     buf: BytesMut,
     /// Body bytes allowed.
     limit: usize,
+    /// The length the body must have to be stored: a `206` holding the whole
+    /// representation is stored only if it does.
+    length: Option<usize>,
     /// Held until the response is stored (or given up), so that requests waiting for it
     /// look it up only then.
     _guard: Option<FlightGuard>,
@@ -179,6 +182,7 @@ impl Tee {
         head: Head,
         limit: usize,
         size_hint: Option<u64>,
+        length: Option<usize>,
         guard: Option<FlightGuard>,
     ) -> Self {
         let capacity = size_hint.map_or(0, |n| n.min(limit as u64) as usize);
@@ -188,6 +192,7 @@ impl Tee {
             head,
             buf: BytesMut::with_capacity(capacity),
             limit,
+            length,
             _guard: guard,
         }
     }
@@ -207,9 +212,13 @@ impl Tee {
             key,
             head,
             buf,
+            length,
             mut _guard,
             ..
         } = *self;
+        if length.is_some_and(|n| n != buf.len()) {
+            return;
+        }
         let lock = _guard.as_mut().and_then(FlightGuard::take_remote);
         shared.store(key, Arc::new(head.into_entry(buf.freeze())), lock);
         // `_guard` drops last: waiting requests find the response stored.

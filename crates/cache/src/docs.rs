@@ -35,8 +35,9 @@
 //! `Cache-Control: no-store`). Clients never see them: they are removed from every
 //! response, and kept aside in the stored one, where a `304` updates them.
 //!
-//! 206 is never stored (range requests, and protocol upgrades, bypass the cache); HEAD is
-//! answered from a stored GET but a HEAD response is not stored.
+//! 206 is never stored as such (one holding the whole representation is stored as its 200,
+//! see below; none is taken from the shared tier); protocol upgrades bypass the
+//! cache; HEAD is answered from a stored GET but a HEAD response is not stored.
 //!
 //! The response streams to its client as it arrives, frame by frame, while a copy is kept
 //! aside; it is stored once its body has ended. Stored bodies are [`Bytes`](bytes::Bytes)
@@ -80,6 +81,41 @@
 //! full response); the stored body is served. A client's own `If-None-Match` / `If-Modified-Since` that match
 //! the response it is given get a `304` from the cache.
 //!
+//! # Range requests
+//!
+//! A GET with `Range: bytes=…` (RFC 9110 §14) is answered from a stored `200` like any
+//! other request, then:
+//!
+//! - one satisfiable range (`0-499`, `500-`, the suffix `-500`; past the end is cut to
+//!   it) gets `206 Partial Content` with `Content-Range: bytes 0-499/1234` and that
+//!   part's `Content-Length`; the part is a slice of the stored body, not a copy;
+//! - no satisfiable range (`1234-`, `-0`) gets `416 Range Not Satisfiable` with
+//!   `Content-Range: bytes */1234` and no body;
+//! - a `Range` that does not parse (another unit, `5-1`, more than 64 ranges) is ignored,
+//!   and so are several satisfiable ranges (no `multipart/byteranges`; one satisfiable
+//!   among unsatisfiable ones is served alone): the full `200` is served;
+//! - `If-Range` (RFC 9110 §13.1.5) lets the range apply only when it matches the stored
+//!   response: an entity tag by strong comparison with its `ETag` (a weak tag never
+//!   matches), a date when it is exactly its `Last-Modified` (itself at least a second
+//!   older than its `Date`). When it does not, the full `200` is served;
+//! - the client's own `If-None-Match` / `If-Modified-Since` come first (a `304`), and a
+//!   HEAD, or a stored status other than `200`, ignores `Range`.
+//!
+//! A range request that misses goes upstream as it is (its `Range` and `If-Range`) and
+//! its `206` is passed on. It waits for a fetch of the URL already in flight (and is
+//! answered from its response) but never leads one: a full GET does not wait for a
+//! partial response. A `206` is stored only when it holds the whole representation
+//! (`Content-Range: bytes 0-1233/1234` and as many bytes, as an origin may answer
+//! `bytes=0-`), as the `200` it amounts to (RFC 9111 §3.4); a part is never stored. When
+//! the origin ignores the range and answers a full `200`, that is stored. A stale response revalidated for a range request keeps the
+//! client's `If-Range` with the `Range` next to the stored validators: a `304` answers
+//! the range from the refreshed response, otherwise the origin's answer is the client's.
+//! A background refresh fetches the whole response (no `Range`, no `If-Range`). Several
+//! partial responses are not combined into a complete one (RFC 9111 §3.4 allows, not
+//! requires, it).
+//!
+//! # Serving stale
+//!
 //! Stale responses are served, unless the response forbids it (`no-cache`,
 //! `must-revalidate`, `proxy-revalidate`, `s-maxage`):
 //!
@@ -113,7 +149,7 @@
 //!
 //! | value | meaning |
 //! |---|---|
-//! | `switchyard; hit; ttl=55` | fresh stored response (or a `304` to the client's own validators) |
+//! | `switchyard; hit; ttl=55` | fresh stored response (or a `304` to the client's own validators, or a `206`/`416` to its `Range`) |
 //! | `switchyard; hit; ttl=-3; detail=stale-while-revalidate` | stale, served while refreshed in the background |
 //! | `switchyard; hit; ttl=-3; detail=max-stale` | stale, within the request's `max-stale` |
 //! | `switchyard; fwd=uri-miss; stored` | nothing stored for the URL; the response is being stored |
@@ -125,7 +161,7 @@
 //! | `switchyard; fwd=request[; fwd-status=304; ttl=60][; stored]` | the request's directives (`no-cache`, `max-age`, `min-fresh`) sent it upstream |
 //! | `switchyard; fwd=stale; fwd-status=503; ttl=-3; detail=stale-if-error` | the upstream answered 500/502/503/504; stale served (no `fwd-status` when it failed with an error) |
 //! | `switchyard; fwd=method` | a method the cache does not answer (POST, PUT, …) |
-//! | `switchyard; fwd=bypass` | a GET or HEAD the cache leaves alone (`Range`, `Upgrade`) |
+//! | `switchyard; fwd=bypass` | a GET or HEAD the cache leaves alone (`Upgrade`) |
 //! | `switchyard; detail=only-if-cached` | the `504` for `only-if-cached` |
 //!
 //! `stored` is said when the response head goes out: a body that turns out larger than

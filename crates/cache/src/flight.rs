@@ -72,6 +72,13 @@ impl Flights {
         Join::Lead(self.lead_locked(&mut shard, key))
     }
 
+    /// Follows the request fetching `key`, if one is.
+    pub(crate) fn follow(&self, key: &str) -> Option<watch::Receiver<()>> {
+        self.lock(key)
+            .get(key)
+            .map(|flight| flight.done.subscribe())
+    }
+
     /// Leads the fetch of `key` if nobody does.
     pub(crate) fn lead(self: &Arc<Self>, key: &str) -> Option<FlightGuard> {
         let mut shard = self.lock(key);

@@ -1,8 +1,8 @@
 //! Entry points for the fuzz targets (`fuzz/` at the repository root) and the test that
 //! replays their corpora: the header parsing of this crate (`Cache-Control`, `Pragma`,
-//! the targeted fields, `Age`, `Expires`, `Date`, `Last-Modified`, `Vary`) run on one
-//! response and one request, with the properties that must hold whatever they say
-//! asserted. Not part of the crate's API.
+//! the targeted fields, `Age`, `Expires`, `Date`, `Last-Modified`, `Vary`, `Range`,
+//! `If-Range`, `Content-Range`) run on one response and one request, with the properties
+//! that must hold whatever they say asserted. Not part of the crate's API.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +14,7 @@ use crate::directives::{RequestDirectives, ResponseDirectives};
 use crate::entry::{age_value, Head, Times};
 use crate::key::{vary_matches, vary_values, Vary};
 use crate::policy::storable;
+use crate::range::{self, Selected};
 use crate::CacheConfig;
 
 /// What a delta-seconds can be at most (RFC 9111 §1.2.2).
@@ -92,5 +93,18 @@ pub fn response(status: StatusCode, response: &HeaderMap, request: &HeaderMap) {
     let refreshed = head.refreshed(response, times, &config);
     assert_eq!(refreshed.status, status);
     assert!(refreshed.headers.contains_key(header::DATE));
+
+    // The request's `Range` (with its `If-Range`) against the stored response: a part is
+    // a non-empty range within the body.
+    for len in [0, 1, 10, 1 << 20] {
+        match range::select(request, stored, len) {
+            Selected::Partial(r) => assert!(r.start < r.end && r.end <= len, "{r:?} of {len}"),
+            Selected::Unsatisfiable => assert!(len > 0),
+            Selected::Full => {}
+        }
+    }
+    if let Some(len) = range::whole_length(response) {
+        assert!(len > 0);
+    }
     let _ = head.into_entry(bytes::Bytes::new());
 }

@@ -11,6 +11,9 @@
 //!   URL and `Vary` variant, and answers HEAD from them;
 //! - **serves** them while fresh, revalidates stale ones, serves stale within
 //!   `stale-while-revalidate` / `stale-if-error`, and honours the request's directives;
+//! - **answers** `Range` requests from a stored `200` (`206 Partial Content` of one
+//!   range, a slice of the stored body; `416`; `If-Range`) and never stores a part of a
+//!   representation;
 //! - **coalesces** concurrent misses for one URL into one upstream request;
 //! - **invalidates** on unsafe requests; operators purge through [`CacheHandle`];
 //! - **reports** each answer in a `Cache-Status` header (RFC 9211) and counts them in
@@ -61,6 +64,7 @@ pub mod fuzzing;
 mod key;
 mod layer;
 mod policy;
+mod range;
 mod service;
 mod shared;
 mod stats;

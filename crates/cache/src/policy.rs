@@ -11,6 +11,7 @@ use crate::body::CacheBody;
 use crate::directives::{RequestDirectives, ResponseDirectives};
 use crate::entry::{heuristically_cacheable, Head};
 use crate::key::Vary;
+use crate::range;
 use crate::status::CacheStatus;
 use crate::{CacheConfig, Entry};
 
@@ -86,7 +87,8 @@ pub(crate) fn is_failure(status: StatusCode) -> bool {
 }
 
 /// Statuses this cache stores (RFC 9111 §3): every final status but 206 (partial
-/// content, never stored) and 304 (it updates a stored response). Those that are not
+/// content, never stored as such: one holding the whole representation is stored as its
+/// 200) and 304 (it updates a stored response). Those that are not
 /// heuristically cacheable (302, 307, 400, 500, …) only with explicit freshness or
 /// `public` (see `worth_storing`).
 fn understood(status: StatusCode) -> bool {
@@ -155,7 +157,8 @@ pub(crate) fn worth_storing(head: &Head, config: &CacheConfig) -> bool {
 
 /// The response to a request (`method`, `req_headers`) answered from `entry`: the stored
 /// response, or `304 Not Modified` when the request's own validators match it (RFC 9110
-/// §13.2.2); with `Age` and `Cache-Status`.
+/// §13.2.2), or for a GET with `Range` of a stored `200` the part it asks for (see
+/// [`range`]); with `Age` and `Cache-Status`.
 pub(crate) fn serve<B>(
     entry: &Entry,
     now: Instant,
@@ -175,6 +178,8 @@ pub(crate) fn serve<B>(
         *res.headers_mut() = entry.headers().clone();
         let body = if method == Method::HEAD {
             CacheBody::empty()
+        } else if method == Method::GET && entry.status() == StatusCode::OK {
+            CacheBody::full(range::answer(req_headers, &mut res, entry.body()))
         } else {
             CacheBody::full(entry.body().clone())
         };

@@ -69,11 +69,10 @@ fn is_safe(method: &Method) -> bool {
     )
 }
 
-/// Requests the cache leaves alone although they are GET or HEAD: ranges (partial
-/// responses are not stored) and protocol upgrades (WebSocket).
+/// Requests the cache leaves alone although they are GET or HEAD: protocol upgrades
+/// (WebSocket). (A `Range` is answered from a stored response; see `range`.)
 fn bypass<B>(req: &Request<B>) -> bool {
-    let h = req.headers();
-    h.contains_key(header::RANGE) || h.contains_key(header::UPGRADE)
+    req.headers().contains_key(header::UPGRADE)
 }
 
 impl<S, B, RB> Service<Request<B>> for Cache<S>

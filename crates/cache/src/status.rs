@@ -26,7 +26,7 @@ pub(crate) enum Fwd {
     Request,
     /// A method the cache does not answer.
     Method,
-    /// A request the cache leaves alone (`Range`, `Upgrade`).
+    /// A request the cache leaves alone (`Upgrade`).
     Bypass,
 }
 

@@ -1,6 +1,7 @@
 //! The paths that go upstream: a GET miss or revalidation (coalesced, conditional, stored
 //! as it streams, stale on failure), a background refresh, and everything passed through.
 
+use std::borrow::Cow;
 use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::key::{resolve_same_origin, vary_values};
 use crate::policy::{
     decide, is_failure, serve, stale_if_error, storable, worth_storing, Use, STALE_IF_ERROR,
 };
+use crate::range;
 use crate::shared::Shared;
 use crate::stats::bump;
 use crate::status::{CacheStatus, Fwd};
@@ -30,12 +32,13 @@ use crate::Entry;
 const SHARED_TIER: &str = "shared";
 
 /// The request's own validators, replaced by the stored response's when revalidating.
-const CONDITIONALS: [header::HeaderName; 5] = [
+/// (Its `If-Range` stays with its `Range`: when the stored response turns out not to
+/// match, the origin's answer to the range is the client's.)
+const CONDITIONALS: [header::HeaderName; 4] = [
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
     header::IF_MATCH,
     header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
 ];
 
 /// A GET going upstream for a URL.
@@ -128,7 +131,9 @@ impl<S> Forward<S> {
 
     /// Joins the URL's fetch: leads it, or waits for the leader's response and answers
     /// from it when it was stored. A request that must see the origin (`no-cache`) neither
-    /// waits for another, nor does one that will not store what it gets (`no-store`).
+    /// waits for another, nor does one that will not store what it gets (`no-store`). A
+    /// `Range` request follows but never leads: it goes upstream as it is, and a partial
+    /// response is not stored for others to use.
     /// (It takes the request's head by parts: a request body need not be `Sync`.)
     async fn coalesce<RB>(
         &mut self,
@@ -139,12 +144,17 @@ impl<S> Forward<S> {
             return None;
         }
         let shared = &self.shared;
-        let mut done = match shared.flights.join(&self.key) {
-            Join::Lead(guard) => {
-                self.guard = Some(guard);
-                return None;
+        let ranged = headers.contains_key(header::RANGE);
+        let mut done = if ranged {
+            shared.flights.follow(&self.key)?
+        } else {
+            match shared.flights.join(&self.key) {
+                Join::Lead(guard) => {
+                    self.guard = Some(guard);
+                    return None;
+                }
+                Join::Follow(done) => done,
             }
-            Join::Follow(done) => done,
         };
         bump(&shared.stats.coalesced);
         let _ = tokio::time::timeout(shared.config.coalesce_wait, done.changed()).await;
@@ -166,7 +176,9 @@ impl<S> Forward<S> {
         }
         // Not stored (or not in time): go upstream, leading the next requests if nobody
         // else does by now.
-        self.guard = shared.flights.lead(&self.key);
+        if !ranged {
+            self.guard = shared.flights.lead(&self.key);
+        }
         None
     }
 
@@ -285,8 +297,9 @@ impl<S> Forward<S> {
         // The guard drops here, once the refreshed response is stored.
     }
 
-    /// A full response from upstream: stored as it streams when it may be, passed
-    /// through otherwise.
+    /// A full response from upstream: stored as it streams when it may be (a `206` only
+    /// when it holds the whole representation, then as its `200`), passed through
+    /// otherwise.
     fn respond<RB: Body<Data = Bytes>>(
         mut self,
         res: Response<RB>,
@@ -296,16 +309,28 @@ impl<S> Forward<S> {
         let config = &self.shared.config;
         let (mut parts, body) = res.into_parts();
         let mut status = CacheStatus::fwd(self.fwd);
+        // RFC 9111 §3.4: a 206 holding the whole representation is stored as its 200.
+        let whole = (parts.status == StatusCode::PARTIAL_CONTENT)
+            .then(|| range::whole_length(&parts.headers))
+            .flatten();
+        let (stored_status, stored_headers) = match whole {
+            Some(_) => {
+                let mut headers = parts.headers.clone();
+                headers.remove(header::CONTENT_RANGE);
+                (StatusCode::OK, Cow::Owned(headers))
+            }
+            None => (parts.status, Cow::Borrowed(&parts.headers)),
+        };
         let head = storable(
             req_headers,
             &self.directives,
-            parts.status,
-            &parts.headers,
+            stored_status,
+            &stored_headers,
             config,
         )
         .map(|fields| {
             let vary = vary_values(&fields, req_headers);
-            Head::new(parts.status, &parts.headers, vary, times, config)
+            Head::new(stored_status, &stored_headers, vary, times, config)
         })
         .filter(|head| worth_storing(head, config));
         let limit = head
@@ -322,6 +347,7 @@ impl<S> Forward<S> {
                     head,
                     limit as usize,
                     hint.exact(),
+                    whole.map(|n| n as usize),
                     self.guard.take(),
                 );
                 CacheBody::tee(body, tee)
@@ -399,7 +425,10 @@ pub(crate) fn refresh_in_background<S, B, RB>(
     // The refresh is no part of the request that set it off: its attempts stay out of
     // that request's decision trace (published already).
     refresh.extensions_mut().remove::<switchyard_core::Trace>();
-    for name in &CONDITIONALS {
+    // Without the request's validators, and without its range: the refresh fetches the
+    // whole response, to store it.
+    let range = [header::IF_RANGE, header::RANGE];
+    for name in CONDITIONALS.iter().chain(&range) {
         refresh.headers_mut().remove(name);
     }
     let forward = Forward {

@@ -114,6 +114,10 @@ pub(crate) fn decode(mut value: Bytes, clocks: Clocks, config: &CacheConfig) -> 
     let mut entries = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let status = StatusCode::from_u16(get_u16(r)?).ok()?;
+        // A partial response is never stored: a value holding one is not of this cache.
+        if status == StatusCode::PARTIAL_CONTENT {
+            return None;
+        }
         let request_time = clocks.instant_of_wall_ms(get_u64(r)?);
         let response_time = clocks.instant_of_wall_ms(get_u64(r)?);
         let initial_age = Duration::from_millis(get_u64(r)?);
@@ -260,5 +264,25 @@ mod tests {
         assert!(age <= 1, "age {age} ms");
         assert!(decode(Bytes::from_static(b"\x02"), clocks, &config).is_none());
         assert!(decode(Bytes::from_static(b"\x01\x00\x01"), clocks, &config).is_none());
+    }
+
+    #[test]
+    fn a_partial_response_is_not_taken_from_the_tier() {
+        let config = CacheConfig::default();
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
+        headers.insert("content-range", HeaderValue::from_static("bytes 0-1/10"));
+        let times = Times::now(Instant::now());
+        let head = Head::new(
+            StatusCode::PARTIAL_CONTENT,
+            &headers,
+            [].into(),
+            times,
+            &config,
+        );
+        let entry = Arc::new(head.into_entry(Bytes::from_static(b"ab")));
+        let clocks = Clocks::now();
+        let value = encode(&Variants::default().with(entry), clocks);
+        assert!(decode(value, clocks, &config).is_none());
     }
 }
