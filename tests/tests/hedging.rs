@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use switchyard::ProxyConfig;
-use switchyard_tests::{client, get, FaultBackend, TestProxy};
+use switchyard::{Backend, ProxyConfig};
+use switchyard_test::{Fleet, Script, Step};
+use switchyard_tests::{client, get, TestProxy};
 use tokio::time::Instant;
 
 const SLOW: Duration = Duration::from_secs(2);
@@ -18,6 +19,26 @@ fn config(hedge_after: Option<Duration>) -> ProxyConfig {
     config.retry.hedge_after = hedge_after;
     config.breaker.enabled = false;
     config
+}
+
+/// A fast backend and one that answers after [`SLOW`]. Their answers say `no-store`, as
+/// every dynamic answer of the test backends does, so that the proxy's cache keeps none.
+async fn fast_and_slow() -> Fleet {
+    let answer = |step: Step| Script::always(step.header("cache-control", "no-store"));
+    Fleet::bind([
+        ("fast", answer(Step::ok())),
+        ("slow", answer(Step::delay(SLOW))),
+    ])
+    .await
+}
+
+/// The proxy's entries for `fleet`'s backends.
+async fn proxy_over(config: ProxyConfig, fleet: &Fleet) -> TestProxy {
+    let backends = fleet
+        .urls()
+        .into_iter()
+        .map(|(id, url)| Backend::new(id, url));
+    TestProxy::over(config, backends).await
 }
 
 /// Sends `n` GETs one after another; returns the slowest answer's time and the backends
@@ -38,16 +59,8 @@ async fn gets(proxy: &TestProxy, n: usize) -> (Duration, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_is_hedged_around() {
-    let (fast, slow) = (
-        FaultBackend::start("fast").await,
-        FaultBackend::start("slow").await,
-    );
-    slow.set_delay(SLOW);
-    let proxy = TestProxy::over(
-        config(Some(Duration::from_millis(50))),
-        [fast.backend(), slow.backend()],
-    )
-    .await;
+    let fleet = fast_and_slow().await;
+    let proxy = proxy_over(config(Some(Duration::from_millis(50))), &fleet).await;
 
     let (slowest, by) = gets(&proxy, 10).await;
     assert!(
@@ -61,19 +74,15 @@ async fn a_slow_backend_is_hedged_around() {
     assert_eq!(stats.hedge_wins, stats.hedges, "{stats:?}");
     assert_eq!(stats.retries, 0, "{stats:?}");
     assert!(
-        slow.requests("/work") >= 4,
+        fleet["slow"].requests().len() >= 4,
         "the slow backend got first attempts"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hedging_requests_wait_for_the_slow_backend() {
-    let (fast, slow) = (
-        FaultBackend::start("fast").await,
-        FaultBackend::start("slow").await,
-    );
-    slow.set_delay(SLOW);
-    let proxy = TestProxy::over(config(None), [fast.backend(), slow.backend()]).await;
+    let fleet = fast_and_slow().await;
+    let proxy = proxy_over(config(None), &fleet).await;
 
     let (slowest, by) = gets(&proxy, 4).await;
     assert!(slowest >= SLOW, "slowest {slowest:?}");
