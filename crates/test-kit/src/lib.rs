@@ -78,6 +78,8 @@
 //! | [`Step::refuse`] | fails with a refused `ConnectError` | listener closed, connections reset |
 //! | [`Step::hang`] | never answers | never answers |
 
+#![warn(missing_docs)]
+
 mod backend;
 mod body;
 mod client;
