@@ -32,15 +32,6 @@ async fn fast_and_slow() -> Fleet {
     .await
 }
 
-/// The proxy's entries for `fleet`'s backends.
-async fn proxy_over(config: ProxyConfig, fleet: &Fleet) -> TestProxy {
-    let backends = fleet
-        .urls()
-        .into_iter()
-        .map(|(id, url)| Backend::new(id, url));
-    TestProxy::over(config, backends).await
-}
-
 /// Sends `n` GETs one after another; returns the slowest answer's time and the backends
 /// that answered.
 async fn gets(proxy: &TestProxy, n: usize) -> (Duration, Vec<String>) {
@@ -60,7 +51,11 @@ async fn gets(proxy: &TestProxy, n: usize) -> (Duration, Vec<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_is_hedged_around() {
     let fleet = fast_and_slow().await;
-    let proxy = proxy_over(config(Some(Duration::from_millis(50))), &fleet).await;
+    let proxy = TestProxy::over(
+        config(Some(Duration::from_millis(50))),
+        fleet.entries(Backend::new),
+    )
+    .await;
 
     let (slowest, by) = gets(&proxy, 10).await;
     assert!(
@@ -82,7 +77,7 @@ async fn a_slow_backend_is_hedged_around() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hedging_requests_wait_for_the_slow_backend() {
     let fleet = fast_and_slow().await;
-    let proxy = proxy_over(config(None), &fleet).await;
+    let proxy = TestProxy::over(config(None), fleet.entries(Backend::new)).await;
 
     let (slowest, by) = gets(&proxy, 4).await;
     assert!(slowest >= SLOW, "slowest {slowest:?}");

@@ -21,15 +21,6 @@ fn bad() -> (&'static str, Step) {
     ("bad", Step::status(503))
 }
 
-/// A proxy with `config` over `fleet`'s backends, in order.
-async fn proxy_over(config: ProxyConfig, fleet: &Fleet) -> TestProxy {
-    let backends = fleet
-        .urls()
-        .into_iter()
-        .map(|(id, url)| Backend::new(id, url));
-    TestProxy::over(config, backends).await
-}
-
 fn without_breaker() -> ProxyConfig {
     let mut config = switchyard_tests::config();
     config.breaker.enabled = false;
@@ -39,7 +30,7 @@ fn without_breaker() -> ProxyConfig {
 #[tokio::test]
 async fn failed_gets_are_retried_on_the_other_backend() {
     let fleet = fleet(&[good(), bad()]).await;
-    let proxy = proxy_over(without_breaker(), &fleet).await;
+    let proxy = TestProxy::over(without_breaker(), fleet.entries(Backend::new)).await;
     let client = client();
     for _ in 0..20 {
         let (status, backend, _) = get(&client, &proxy.url("/")).await;
@@ -56,7 +47,7 @@ async fn failed_gets_are_retried_on_the_other_backend() {
 #[tokio::test]
 async fn posts_are_not_retried_by_default() {
     let fleet = fleet(&[bad()]).await;
-    let proxy = proxy_over(without_breaker(), &fleet).await;
+    let proxy = TestProxy::over(without_breaker(), fleet.entries(Backend::new)).await;
     let req = Request::post(proxy.url("/upload"))
         .body(full("payload"))
         .unwrap();
@@ -71,7 +62,7 @@ async fn opted_in_posts_are_replayed_to_another_backend() {
     let fleet = fleet(&[bad(), good()]).await;
     let mut config = without_breaker();
     config.retry.non_idempotent = true;
-    let proxy = proxy_over(config, &fleet).await;
+    let proxy = TestProxy::over(config, fleet.entries(Backend::new)).await;
     let body = "x".repeat(10_000);
     let req = Request::post(proxy.url("/upload"))
         .body(full(body.clone()))
@@ -89,7 +80,7 @@ async fn opted_in_posts_are_replayed_to_another_backend() {
 #[tokio::test]
 async fn with_every_backend_failing_the_last_answer_comes_back() {
     let fleet = fleet(&[bad()]).await;
-    let proxy = proxy_over(without_breaker(), &fleet).await;
+    let proxy = TestProxy::over(without_breaker(), fleet.entries(Backend::new)).await;
     let (status, backend, _) = get(&client(), &proxy.url("/")).await;
     assert_eq!(
         (status, backend.as_str()),
@@ -106,7 +97,7 @@ async fn with_one_of_three_refusing_connections_every_get_succeeds() {
         ("refusing", Step::refuse()),
     ])
     .await;
-    let proxy = proxy_over(switchyard_tests::config(), &fleet).await;
+    let proxy = TestProxy::over(switchyard_tests::config(), fleet.entries(Backend::new)).await;
     let client = client();
     for _ in 0..30 {
         let (status, _, _) = get(&client, &proxy.url("/")).await;
@@ -135,7 +126,7 @@ async fn a_3_kib_body_is_replayed_and_a_1_mib_body_is_sent_once() {
     let fleet = fleet(&[bad(), good()]).await;
     let mut config = without_breaker();
     config.retry.non_idempotent = true;
-    let proxy = proxy_over(config.clone(), &fleet).await;
+    let proxy = TestProxy::over(config.clone(), fleet.entries(Backend::new)).await;
     let small = "s".repeat(3 * 1024);
     let (status, backend, _) = send(
         &client(),
@@ -147,7 +138,7 @@ async fn a_3_kib_body_is_replayed_and_a_1_mib_body_is_sent_once() {
     assert_eq!((status, backend.as_str()), (StatusCode::OK, "good"));
     assert_eq!(fleet["good"].requests()[0].body_len, Some(3072));
 
-    let proxy = proxy_over(config, &fleet).await;
+    let proxy = TestProxy::over(config, fleet.entries(Backend::new)).await;
     let (bad_before, good_before) = (fleet["bad"].request_count(), fleet["good"].request_count());
     let large = vec![b'L'; 1 << 20];
     let (status, backend, _) = send(

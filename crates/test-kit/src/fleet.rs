@@ -88,6 +88,19 @@ impl Fleet {
         self.backends.iter().map(|b| (b.name(), b.url())).collect()
     }
 
+    /// One entry per backend, in order, built from its name and loopback URL: a proxy's
+    /// backend list, say (`fleet.entries(switchyard::Backend::new)`).
+    ///
+    /// # Panics
+    ///
+    /// If they serve in process only.
+    pub fn entries<'a, T>(&'a self, mut entry: impl FnMut(&'a str, Uri) -> T) -> Vec<T> {
+        self.backends
+            .iter()
+            .map(|b| entry(b.name(), b.url()))
+            .collect()
+    }
+
     /// The journal they share.
     pub fn journal(&self) -> &Journal {
         &self.journal

@@ -18,11 +18,16 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// `GET path` with an empty body.
+fn get(path: &str) -> Request<String> {
+    Request::get(path).body(String::new()).unwrap()
+}
+
 /// Your retry policy: a 503 with `Retry-After` is retried after exactly that long, other
 /// 5xx after the backoff, and the budget of attempts ends it.
 mod retry_policy {
     use super::*;
-    use switchyard_retry::{Jitter, RetryConfig, RetryLayer};
+    use switchyard_retry::{Jitter, Retry, RetryConfig, RetryLayer};
 
     fn policy() -> RetryConfig {
         RetryConfig {
@@ -30,6 +35,13 @@ mod retry_policy {
             jitter: Jitter::None,
             ..RetryConfig::default()
         }
+    }
+
+    /// The stack under test: retries as `config` says, over `backend`.
+    fn retrying(config: RetryConfig, backend: &ScriptedBackend) -> Retry<ScriptedBackend> {
+        ServiceBuilder::new()
+            .layer(RetryLayer::new(config))
+            .service(backend.clone())
     }
 
     #[tokio::test(start_paused = true)]
@@ -41,13 +53,7 @@ mod retry_policy {
                 Step::ok().body("done"),
             ]),
         );
-        let stack = ServiceBuilder::new()
-            .layer(RetryLayer::new(policy()))
-            .service(backend.clone());
-
-        let got = send(stack, Request::get("/").body(String::new()).unwrap())
-            .await
-            .unwrap();
+        let got = send(retrying(policy(), &backend), get("/")).await.unwrap();
 
         got.assert_status(200);
         assert_eq!(got.text(), "done");
@@ -58,13 +64,7 @@ mod retry_policy {
     #[tokio::test(start_paused = true)]
     async fn backoff_doubles_and_the_last_failure_comes_back() {
         let backend = ScriptedBackend::new("b", Script::always(Step::status(502)));
-        let stack = ServiceBuilder::new()
-            .layer(RetryLayer::new(policy()))
-            .service(backend.clone());
-
-        let got = send(stack, Request::get("/").body(String::new()).unwrap())
-            .await
-            .unwrap();
+        let got = send(retrying(policy(), &backend), get("/")).await.unwrap();
 
         got.assert_status(502);
         // One attempt and `max_retries` (3) retries, 100, 200 and 400 ms apart.
@@ -75,25 +75,23 @@ mod retry_policy {
     #[tokio::test(start_paused = true)]
     async fn a_post_is_not_retried_unless_opted_in() {
         let backend = ScriptedBackend::new("b", Script::new([Step::status(503), Step::ok()]));
-        let stack = ServiceBuilder::new()
-            .layer(RetryLayer::new(policy()))
-            .service(backend.clone());
         let post = || Request::post("/orders").body("order".to_owned()).unwrap();
 
-        send(stack.clone(), post())
+        send(retrying(policy(), &backend), post())
             .await
             .unwrap()
             .assert_status(503);
         backend.assert_requests(1);
 
         let retried = ScriptedBackend::new("c", Script::new([Step::status(503), Step::ok()]));
-        let opted_in = ServiceBuilder::new()
-            .layer(RetryLayer::new(RetryConfig {
-                non_idempotent: true,
-                ..policy()
-            }))
-            .service(retried.clone());
-        send(opted_in, post()).await.unwrap().assert_status(200);
+        let opted_in = RetryConfig {
+            non_idempotent: true,
+            ..policy()
+        };
+        send(retrying(opted_in, &retried), post())
+            .await
+            .unwrap()
+            .assert_status(200);
         // The body was kept and sent again whole.
         let lens: Vec<_> = retried.requests().iter().map(|s| s.body_len).collect();
         assert_eq!(lens, [Some(5), Some(5)]);
@@ -119,10 +117,12 @@ mod breaker_thresholds {
         let backend =
             ScriptedBackend::new("b", Script::new([Step::status(500).times(3), Step::ok()]));
         let stack = ServiceBuilder::new().layer(layer).service(backend.clone());
-        let get = || Request::get("/").body(String::new()).unwrap();
 
         for _ in 0..3 {
-            send(stack.clone(), get()).await.unwrap().assert_status(500);
+            send(stack.clone(), get("/"))
+                .await
+                .unwrap()
+                .assert_status(500);
         }
         assert!(
             matches!(breaker.state(), State::Open { .. }),
@@ -131,13 +131,16 @@ mod breaker_thresholds {
         );
 
         // Open: refused at once, the backend never asked.
-        let refused = send(stack.clone(), get()).await.unwrap_err();
+        let refused = send(stack.clone(), get("/")).await.unwrap_err();
         assert!(refused.is::<CircuitOpen>(), "{refused}");
         backend.assert_requests(3);
 
         // After the open time, one probe; it succeeds, and the circuit closes.
         tokio::time::sleep(secs(10)).await;
-        send(stack.clone(), get()).await.unwrap().assert_status(200);
+        send(stack.clone(), get("/"))
+            .await
+            .unwrap()
+            .assert_status(200);
         assert!(breaker.state().is_closed(), "{}", breaker.state());
         backend.assert_times(&[Duration::ZERO, Duration::ZERO, Duration::ZERO, secs(10)]);
     }
@@ -154,12 +157,7 @@ mod breaker_thresholds {
         let stack = ServiceBuilder::new().layer(layer).service(backend.clone());
 
         for _ in 0..30 {
-            send(
-                stack.clone(),
-                Request::get("/").body(String::new()).unwrap(),
-            )
-            .await
-            .unwrap();
+            send(stack.clone(), get("/")).await.unwrap();
         }
         assert!(breaker.state().is_closed());
         backend.assert_requests(30);
@@ -172,11 +170,12 @@ mod cache_rules {
     use super::*;
     use switchyard_cache::{CacheConfig, CacheLayer};
 
+    /// `GET path` for `example.com`: the cache keys on the host.
     fn get(path: &str) -> Request<String> {
-        Request::get(path)
-            .header("host", "example.com")
-            .body(String::new())
-            .unwrap()
+        let mut req = super::get(path);
+        req.headers_mut()
+            .insert("host", http::HeaderValue::from_static("example.com"));
+        req
     }
 
     #[tokio::test(start_paused = true)]
@@ -232,8 +231,8 @@ mod whole_proxy {
 
     async fn proxy_over(fleet: &Fleet, config: ProxyConfig) -> Proxy {
         let proxy = Proxy::new(config);
-        for (name, url) in fleet.urls() {
-            proxy.add_backend(Backend::new(name, url)).unwrap();
+        for backend in fleet.entries(Backend::new) {
+            proxy.add_backend(backend).unwrap();
         }
         proxy.settled().await;
         proxy
@@ -302,8 +301,9 @@ mod whole_proxy {
         let proxy = proxy_over(&fleet, config).await;
 
         for _ in 0..4 {
-            let req = Request::get("http://app.example/").body(String::new());
-            let got = send(proxy.clone(), req.unwrap()).await.unwrap();
+            let got = send(proxy.clone(), get("http://app.example/"))
+                .await
+                .unwrap();
             got.assert_status(200).assert_backend("fast");
             // At worst one attempt timed out on the slow backend, then a backoff.
             got.assert_within(secs(1));
