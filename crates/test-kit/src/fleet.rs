@@ -18,12 +18,12 @@ pub struct Fleet {
 
 impl Fleet {
     /// Backends in process, one per `(name, script)`.
-    pub fn new<S: Into<Script>>(scripts: impl IntoIterator<Item = (&'static str, S)>) -> Self {
+    pub fn new<N: AsRef<str>, S: Into<Script>>(scripts: impl IntoIterator<Item = (N, S)>) -> Self {
         let journal = Journal::new();
         let backends = scripts
             .into_iter()
             .map(|(name, script)| {
-                ScriptedBackend::builder(name, script)
+                ScriptedBackend::builder(name.as_ref(), script)
                     .journal(journal.clone())
                     .build()
             })
@@ -36,13 +36,13 @@ impl Fleet {
     /// # Panics
     ///
     /// If ports cannot be bound.
-    pub async fn bind<S: Into<Script>>(
-        scripts: impl IntoIterator<Item = (&'static str, S)>,
+    pub async fn bind<N: AsRef<str>, S: Into<Script>>(
+        scripts: impl IntoIterator<Item = (N, S)>,
     ) -> Self {
         let journal = Journal::new();
         let mut backends = Vec::new();
         for (name, script) in scripts {
-            let backend = ScriptedBackend::builder(name, script)
+            let backend = ScriptedBackend::builder(name.as_ref(), script)
                 .journal(journal.clone())
                 .bind()
                 .await;

@@ -75,7 +75,7 @@
 //! | [`Step::slow_body`] | chunks on the tokio clock | chunked, on the tokio clock |
 //! | [`Step::truncated_body`] | body ends in [`error::Truncated`] | connection closed mid-body |
 //! | [`Step::reset`] | fails with [`error::Reset`] | socket closed with a reset |
-//! | [`Step::refuse`] | fails with a refused `ConnectError` | listener closed, connections reset |
+//! | [`Step::refuse`] | fails with a refused `ConnectError` | listener closed, open connections closed after their answer in flight |
 //! | [`Step::hang`] | never answers | never answers |
 
 #![warn(missing_docs)]

@@ -41,7 +41,8 @@ impl Live {
 }
 
 /// Accepts connections while the script does not refuse them. While it does, the
-/// listener is closed (connections are refused) and every open connection is reset.
+/// listener is closed (connections are refused) and every open connection closes once
+/// its answer in flight has gone.
 async fn serve(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -49,7 +50,7 @@ async fn serve(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut listener = Some(listener);
-    // Bumped to reset every open connection at once.
+    // Bumped to close every open connection at once.
     let (crash, _) = watch::channel(0u64);
     let mut conns = JoinSet::new();
     // The connections watch a receiver of their own; this one waits for the stop.
@@ -105,8 +106,9 @@ async fn until(ends: Option<Instant>) {
     }
 }
 
-/// Serves one connection with hyper's HTTP/1.1 server until it ends, a step resets it,
-/// or the backend crashes it (refusing) or stops.
+/// Serves one connection with hyper's HTTP/1.1 server until it ends, a step resets it or
+/// the backend stops. When the backend starts refusing, the connection closes once the
+/// answer in flight, if any, has gone: a step already chosen is kept.
 async fn connection(
     shared: Arc<Shared>,
     mut stream: TcpStream,
@@ -131,12 +133,22 @@ async fn connection(
             }
         })
     };
-    let broken = tokio::select! {
-        _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(&mut stream), service) => false,
-        _ = reset.notified() => true,
-        _ = crash.changed() => true,
-        _ = stopped.wait_for(|&s| s) => true,
+    let broken = {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(&mut stream), service);
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => break false,
+                _ = reset.notified() => break true,
+                _ = crash.changed(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = stopped.wait_for(|&s| s) => break true,
+            }
+        }
     };
     if broken {
         // Closed with a zero linger: the peer sees a reset, as after a crash.

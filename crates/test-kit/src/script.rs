@@ -146,8 +146,9 @@ impl Step {
     }
 
     /// Refuses connections, as a backend that is down: on loopback the listener is closed
-    /// while the step lasts (and the connection that reached it is reset), then opened
-    /// again on the same port; in process the call fails with a
+    /// while the step lasts, then opened again on the same port; open connections close
+    /// once their answer in flight (from an earlier step) has gone, and a request that
+    /// meets the step on one is reset. In process the call fails with a
     /// [`ConnectError`](switchyard_core::ConnectError) of kind `Refused`.
     ///
     /// On loopback a refused connection is not a request, so a refusing step ends only

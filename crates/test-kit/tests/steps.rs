@@ -308,6 +308,31 @@ mod loopback {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_answer_in_flight_when_refusing_starts_still_goes() {
+        let b = ScriptedBackend::bind(
+            "b",
+            Script::new([
+                Step::delay(ms(500)),
+                Step::refuse().for_duration(ms(1_000)),
+                Step::ok(),
+            ]),
+        )
+        .await;
+        let in_flight = tokio::spawn({
+            let b = b.clone();
+            async move { fetch(&b, "/").await }
+        });
+        tokio::time::sleep(ms(10)).await;
+        let err = fetch(&b, "/").await.unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+        let got = in_flight.await.unwrap().unwrap();
+        got.assert_status(200);
+        assert_eq!(got.elapsed, ms(500));
+        tokio::time::sleep(ms(1_000)).await;
+        fetch(&b, "/").await.unwrap().assert_status(200);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn health_checks_on_loopback_are_kept_apart() {
         let b = ScriptedBackend::builder("b", Step::status(503))
             .health(Step::status(500))
