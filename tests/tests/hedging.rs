@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use switchyard::ProxyConfig;
-use switchyard_tests::{client, get, FaultBackend, TestProxy};
+use switchyard::{Backend, ProxyConfig};
+use switchyard_test::{Fleet, Script, Step};
+use switchyard_tests::{client, get, TestProxy};
 use tokio::time::Instant;
 
 const SLOW: Duration = Duration::from_secs(2);
@@ -18,6 +19,17 @@ fn config(hedge_after: Option<Duration>) -> ProxyConfig {
     config.retry.hedge_after = hedge_after;
     config.breaker.enabled = false;
     config
+}
+
+/// A fast backend and one that answers after [`SLOW`]. Their answers say `no-store`, as
+/// every dynamic answer of the test backends does, so that the proxy's cache keeps none.
+async fn fast_and_slow() -> Fleet {
+    let answer = |step: Step| Script::always(step.header("cache-control", "no-store"));
+    Fleet::bind([
+        ("fast", answer(Step::ok())),
+        ("slow", answer(Step::delay(SLOW))),
+    ])
+    .await
 }
 
 /// Sends `n` GETs one after another; returns the slowest answer's time and the backends
@@ -36,21 +48,14 @@ async fn gets(proxy: &TestProxy, n: usize) -> (Duration, Vec<String>) {
     (slowest, by)
 }
 
-/// A proxy with `hedge_after` over a fast backend and a slow one (both returned: a
-/// backend stops when dropped).
-async fn fast_and_slow(hedge_after: Option<Duration>) -> (TestProxy, FaultBackend, FaultBackend) {
-    let (fast, slow) = (
-        FaultBackend::start("fast").await,
-        FaultBackend::start("slow").await,
-    );
-    slow.set_delay(SLOW);
-    let proxy = TestProxy::over(config(hedge_after), [fast.backend(), slow.backend()]).await;
-    (proxy, fast, slow)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_is_hedged_around() {
-    let (proxy, _fast, slow) = fast_and_slow(Some(Duration::from_millis(50))).await;
+    let fleet = fast_and_slow().await;
+    let proxy = TestProxy::over(
+        config(Some(Duration::from_millis(50))),
+        fleet.entries(Backend::new),
+    )
+    .await;
 
     let (slowest, by) = gets(&proxy, 10).await;
     assert!(
@@ -64,14 +69,15 @@ async fn a_slow_backend_is_hedged_around() {
     assert_eq!(stats.hedge_wins, stats.hedges, "{stats:?}");
     assert_eq!(stats.retries, 0, "{stats:?}");
     assert!(
-        slow.requests("/work") >= 4,
+        fleet["slow"].requests().len() >= 4,
         "the slow backend got first attempts"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hedging_requests_wait_for_the_slow_backend() {
-    let (proxy, _fast, _slow) = fast_and_slow(None).await;
+    let fleet = fast_and_slow().await;
+    let proxy = TestProxy::over(config(None), fleet.entries(Backend::new)).await;
 
     let (slowest, by) = gets(&proxy, 4).await;
     assert!(slowest >= SLOW, "slowest {slowest:?}");

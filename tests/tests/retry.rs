@@ -1,46 +1,36 @@
-//! Retries in the standard stack, end to end on loopback.
+//! Retries in the standard stack, end to end on loopback, over scripted backends: `good`
+//! answers 200, `bad` 503, `refusing` refuses every connection.
 
 use http::{Request, StatusCode};
-use switchyard::Backend;
-use switchyard_server::ServerConfig;
-use switchyard_tests::{
-    backend, backend_with, client, full, get, send, BackendOptions, BackgroundGets, TestBackend,
-    TestProxy,
-};
+use switchyard::{Backend, ProxyConfig};
+use switchyard_test::{Fleet, Script, Step};
+use switchyard_tests::{backend, client, full, get, send, BackgroundGets, TestProxy};
 
-fn unavailable() -> BackendOptions {
-    BackendOptions::failing_with(503)
+/// Backends answering as `steps` say, in order. Every answer says `no-store`, as the
+/// other test backends' dynamic answers do, so that the proxy's cache keeps none.
+async fn fleet(steps: &[(&'static str, Step)]) -> Fleet {
+    let script = |step: &Step| Script::always(step.clone().header("cache-control", "no-store"));
+    Fleet::bind(steps.iter().map(|(id, step)| (*id, script(step)))).await
 }
 
-/// A backend `good` and one `bad` that answers 503.
-async fn good_and_bad() -> (TestBackend, TestBackend) {
-    (
-        backend("good").await,
-        backend_with("bad", unavailable()).await,
-    )
+fn good() -> (&'static str, Step) {
+    ("good", Step::ok())
 }
 
-/// A proxy over `backends` with its breaker off, so that only retries route around a
-/// failing one; `non_idempotent` opts POSTs into retries.
-async fn without_breaker(backends: &[&TestBackend], non_idempotent: bool) -> TestProxy {
+fn bad() -> (&'static str, Step) {
+    ("bad", Step::status(503))
+}
+
+fn without_breaker() -> ProxyConfig {
     let mut config = switchyard_tests::config();
     config.breaker.enabled = false;
-    config.retry.non_idempotent = non_idempotent;
-    TestProxy::start(config, ServerConfig::default(), backends).await
-}
-
-/// POSTs `body` to `/upload` through `proxy`: (status, backend, answer).
-async fn upload(proxy: &TestProxy, body: impl Into<bytes::Bytes>) -> (StatusCode, String, String) {
-    let req = Request::post(proxy.url("/upload"))
-        .body(full(body))
-        .unwrap();
-    send(&client(), req).await
+    config
 }
 
 #[tokio::test]
 async fn failed_gets_are_retried_on_the_other_backend() {
-    let (good, bad) = good_and_bad().await;
-    let proxy = without_breaker(&[&good, &bad], false).await;
+    let fleet = fleet(&[good(), bad()]).await;
+    let proxy = TestProxy::over(without_breaker(), fleet.entries(Backend::new)).await;
     let client = client();
     for _ in 0..20 {
         let (status, backend, _) = get(&client, &proxy.url("/")).await;
@@ -48,69 +38,72 @@ async fn failed_gets_are_retried_on_the_other_backend() {
     }
     let stats = proxy.proxy.retry_stats();
     // Every request that met `bad` was retried once, on `good`.
-    assert_eq!(stats.retries as usize, bad.request_count());
+    assert_eq!(stats.retries as usize, fleet["bad"].request_count());
     assert_eq!(stats.retries_status, stats.retries);
-    assert_eq!(good.request_count(), 20);
+    assert_eq!(fleet["good"].request_count(), 20);
     assert_eq!(stats.requests, 20);
 }
 
 #[tokio::test]
 async fn posts_are_not_retried_by_default() {
-    let bad = backend_with("bad", unavailable()).await;
-    let proxy = without_breaker(&[&bad], false).await;
-    let (status, _, _) = upload(&proxy, "payload").await;
+    let fleet = fleet(&[bad()]).await;
+    let proxy = TestProxy::over(without_breaker(), fleet.entries(Backend::new)).await;
+    let req = Request::post(proxy.url("/upload"))
+        .body(full("payload"))
+        .unwrap();
+    let (status, _, _) = send(&client(), req).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(bad.request_count(), 1);
+    fleet["bad"].assert_requests(1);
     assert_eq!(proxy.proxy.retry_stats().retries, 0);
 }
 
 #[tokio::test]
 async fn opted_in_posts_are_replayed_to_another_backend() {
-    let (good, bad) = good_and_bad().await;
-    let proxy = without_breaker(&[&bad, &good], true).await;
+    let fleet = fleet(&[bad(), good()]).await;
+    let mut config = without_breaker();
+    config.retry.non_idempotent = true;
+    let proxy = TestProxy::over(config, fleet.entries(Backend::new)).await;
     let body = "x".repeat(10_000);
-    let (status, backend, answer) = upload(&proxy, body.clone()).await;
+    let req = Request::post(proxy.url("/upload"))
+        .body(full(body.clone()))
+        .unwrap();
+    let (status, backend, _) = send(&client(), req).await;
     assert_eq!((status, backend.as_str()), (StatusCode::OK, "good"));
     assert_eq!(
-        answer,
-        body.len().to_string(),
+        fleet["good"].requests()[0].body_len,
+        Some(body.len()),
         "the replayed body lost bytes"
     );
-    assert_eq!((bad.request_count(), good.request_count()), (1, 1));
+    fleet.assert_counts(&[("bad", 1), ("good", 1)]);
 }
 
 #[tokio::test]
 async fn with_every_backend_failing_the_last_answer_comes_back() {
-    let bad = backend_with("bad", unavailable()).await;
-    let proxy = without_breaker(&[&bad], false).await;
+    let fleet = fleet(&[bad()]).await;
+    let proxy = TestProxy::over(without_breaker(), fleet.entries(Backend::new)).await;
     let (status, backend, _) = get(&client(), &proxy.url("/")).await;
     assert_eq!(
         (status, backend.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "bad")
     );
-    assert_eq!(bad.request_count(), 4, "1 attempt + max_retries 3");
+    assert_eq!(fleet["bad"].request_count(), 4, "1 attempt + max_retries 3");
 }
 
 #[tokio::test]
 async fn with_one_of_three_refusing_connections_every_get_succeeds() {
-    let (a, b) = (backend("a").await, backend("b").await);
-    let refused = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap()
-    };
-    let proxy = TestProxy::with(&[&a, &b]).await;
-    let url = format!("http://{refused}").parse().unwrap();
-    proxy
-        .proxy
-        .add_backend(Backend::new("refusing", url))
-        .unwrap();
-    proxy.proxy.settled().await;
+    let fleet = fleet(&[
+        ("a", Step::ok()),
+        ("b", Step::ok()),
+        ("refusing", Step::refuse()),
+    ])
+    .await;
+    let proxy = TestProxy::over(switchyard_tests::config(), fleet.entries(Backend::new)).await;
     let client = client();
     for _ in 0..30 {
         let (status, _, _) = get(&client, &proxy.url("/")).await;
         assert_eq!(status, StatusCode::OK);
     }
-    assert_eq!(a.request_count() + b.request_count(), 30);
+    assert_eq!(fleet["a"].request_count() + fleet["b"].request_count(), 30);
     assert!(proxy.proxy.retry_stats().retries_connect >= 1);
 }
 
@@ -130,27 +123,39 @@ async fn killing_a_backend_under_load_fails_no_request() {
 
 #[tokio::test]
 async fn a_3_kib_body_is_replayed_and_a_1_mib_body_is_sent_once() {
-    let (good, bad) = good_and_bad().await;
-    let proxy = without_breaker(&[&bad, &good], true).await;
+    let fleet = fleet(&[bad(), good()]).await;
+    let mut config = without_breaker();
+    config.retry.non_idempotent = true;
+    let proxy = TestProxy::over(config.clone(), fleet.entries(Backend::new)).await;
     let small = "s".repeat(3 * 1024);
-    let (status, backend, answer) = upload(&proxy, small).await;
-    assert_eq!(
-        (status, backend.as_str(), answer.as_str()),
-        (StatusCode::OK, "good", "3072")
-    );
+    let (status, backend, _) = send(
+        &client(),
+        Request::post(proxy.url("/upload"))
+            .body(full(small))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, backend.as_str()), (StatusCode::OK, "good"));
+    assert_eq!(fleet["good"].requests()[0].body_len, Some(3072));
 
-    let proxy = without_breaker(&[&bad, &good], true).await;
-    let (bad_before, good_before) = (bad.request_count(), good.request_count());
+    let proxy = TestProxy::over(config, fleet.entries(Backend::new)).await;
+    let (bad_before, good_before) = (fleet["bad"].request_count(), fleet["good"].request_count());
     let large = vec![b'L'; 1 << 20];
-    let (status, backend, _) = upload(&proxy, large).await;
+    let (status, backend, _) = send(
+        &client(),
+        Request::post(proxy.url("/upload"))
+            .body(full(large))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(
         (status, backend.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "bad")
     );
     assert_eq!(
         (
-            bad.request_count() - bad_before,
-            good.request_count() - good_before
+            fleet["bad"].request_count() - bad_before,
+            fleet["good"].request_count() - good_before
         ),
         (1, 0)
     );
