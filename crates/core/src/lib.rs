@@ -25,8 +25,8 @@ mod window;
 pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome, StatusClassifier};
 pub use deadline::{Deadline, WithDeadline};
 pub use error::{
-    AttemptTimeout, BoxError, CircuitOpen, ConnectError, ConnectErrorKind, ErrorKind,
-    NoBackendsAvailable, PoolTimeout, RequestTimeout,
+    AttemptTimeout, BoxError, CircuitOpen, ClientBodyError, ConnectError, ConnectErrorKind,
+    ErrorKind, NoBackendsAvailable, PoolTimeout, RequestTimeout,
 };
 pub use hint::RouteHint;
 pub use trace::{AttemptSlot, Trace, TraceContext, Traced};
