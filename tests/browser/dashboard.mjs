@@ -1,7 +1,7 @@
 // Drives the admin dashboard in headless Chromium for tests/tests/dashboard.rs.
 //
 // Usage: node dashboard.mjs <dashboard-url> <screenshot.png>
-// Prints `ROWS <json>` and `READY` once the backends table shows every backend and the
+// Prints `ROWS <json>`, `TIERS <tier>=<state> ...` (the cache tiers shown) and `READY` once the backends table shows every backend and the
 // live request feed is open, then `LIVE <status> <backend>` once the requests table shows
 // a request to `/seen-live`, then reads a backend id from stdin, waits until the page shows it unhealthy, prints
 // `UNHEALTHY <refreshes it took>`, saves a screenshot and prints `DONE`.
@@ -37,6 +37,15 @@ try {
     })),
   );
   console.log("ROWS " + JSON.stringify(rows));
+  const tiers = await page.waitForFunction(
+    () => {
+      const rows = [...document.querySelectorAll("#tiers tbody tr")];
+      return rows.length >= 2 && rows.map((tr) => tr.dataset.tier + "=" + tr.dataset.state).join(" ");
+    },
+    null,
+    { timeout: 15000 },
+  );
+  console.log("TIERS " + (await tiers.jsonValue()));
   await page.waitForFunction(() => document.body.dataset.tail === "open", null, { timeout: 15000 });
   console.log("READY");
   const live = await page.waitForSelector('#requests tbody tr[data-path="/seen-live"]', { timeout: 15000 });

@@ -7,10 +7,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
@@ -20,6 +18,7 @@ use axum::routing::get;
 use axum::Router;
 use http::{Request, StatusCode};
 use switchyard::{Backend, CacheConfig, CacheStats, SharedConfig, SharedStats};
+use switchyard_tests::redis::{RedisServer, Relay};
 use switchyard_tests::{client, full, send_reading, serve_on_loopback, TestProxy};
 use tokio::time::Instant;
 
@@ -29,78 +28,6 @@ const HOST: &str = "shop.test";
 
 /// The origin's answer's freshness.
 const FRESH: [(&str, &str); 1] = [("cache-control", "public, max-age=60")];
-
-/// A `redis-server` of the test's own, killed when dropped.
-struct RedisServer {
-    port: u16,
-    child: Child,
-}
-
-impl RedisServer {
-    async fn start() -> Self {
-        install();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::on(port).await
-    }
-
-    async fn on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server listens");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Kills the server (SIGKILL, by PID), as a crash would.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// A new server on the same port, empty.
-    async fn restart(&mut self) {
-        self.kill();
-        *self = Self::on(self.port).await;
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Installs redis-server once per test binary when it is missing.
-fn install() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("redis/setup.sh");
-        let status = Command::new("bash")
-            .arg(script)
-            .status()
-            .expect("bash runs tests/redis/setup.sh");
-        assert!(status.success(), "redis-server is installed");
-    });
-}
 
 /// The origin: counts requests per path. `/item/{name}` is fresh for a minute (whatever
 /// the `Range`), `/slow/{name}` too after 200 ms, `/partial` is a `206`, `/lang` varies on
@@ -196,12 +123,14 @@ impl Origin {
 /// A proxy over `origin` with a shared tier on `redis`, once its tier is connected and
 /// subscribed.
 async fn proxy(origin: &Backend, redis: &RedisServer, shared: SharedConfig) -> TestProxy {
+    proxy_at(origin, redis.url(), shared).await
+}
+
+/// The same with Redis at `url`.
+async fn proxy_at(origin: &Backend, url: String, shared: SharedConfig) -> TestProxy {
     let mut config = switchyard_tests::config();
     config.cache = Some(CacheConfig {
-        shared: Some(SharedConfig {
-            url: redis.url(),
-            ..shared
-        }),
+        shared: Some(SharedConfig { url, ..shared }),
         ..CacheConfig::default()
     });
     let proxy = TestProxy::over(config, [origin.clone()]).await;
@@ -320,22 +249,20 @@ async fn dropped_on(proxy: &TestProxy, origin: &Origin, path: &str) {
     assert_eq!(origin.requests(path), 2);
 }
 
+/// Stores `path` on both: fetched through one, found in Redis through the other.
+async fn fill(one: &TestProxy, two: &TestProxy, path: &str) {
+    let writes = shared_stats(one).writes;
+    get_ok(one, path).await;
+    wait_for(one, "the write", |s| s.writes > writes).await;
+    assert!(get_ok(two, path).await.0.contains("hit"));
+    assert!(get_ok(one, path).await.0.contains("hit"));
+}
+
 #[tokio::test]
 async fn a_purge_or_a_post_through_one_instance_drops_the_response_on_both() {
     let (_redis, origin, one, two) = two_instances(patient()).await;
 
-    // Stored on both: fetched through one, found in Redis through the other.
-    let fill = |path: &'static str| {
-        let (one, two) = (&one, &two);
-        async move {
-            let writes = shared_stats(one).writes;
-            get_ok(one, path).await;
-            wait_for(one, "the write", |s| s.writes > writes).await;
-            assert!(get_ok(two, path).await.0.contains("hit"));
-            assert!(get_ok(one, path).await.0.contains("hit"));
-        }
-    };
-    fill("/item/p").await;
+    fill(&one, &two, "/item/p").await;
     assert_eq!(origin.requests("/item/p"), 1);
 
     // A purge through the first.
@@ -344,10 +271,68 @@ async fn a_purge_or_a_post_through_one_instance_drops_the_response_on_both() {
     dropped_on(&two, &origin, "/item/p").await;
 
     // A POST through the second.
-    fill("/item/q").await;
+    fill(&one, &two, "/item/q").await;
     let (status, _, body) = fetch(&two, "POST", "/item/q", &[]).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "updated"));
     dropped_on(&one, &origin, "/item/q").await;
+}
+
+#[tokio::test]
+async fn an_invalidation_redis_missed_reaches_the_fleet_when_it_answers_again() {
+    let redis = RedisServer::start().await;
+    let mut relay = Relay::start(redis.addr()).await;
+    let (origin, backend) = Origin::start().await;
+    // The first instance reaches Redis through a relay that is cut for a while.
+    let one = proxy_at(&backend, relay.url(), patient()).await;
+    let two = proxy(&backend, &redis, patient()).await;
+    fill(&one, &two, "/item/p").await;
+
+    relay.cut().await;
+    let uri = format!("http://{HOST}/item/p").parse().unwrap();
+    assert!(one.proxy.cache().unwrap().purge(&uri));
+    wait_for(&one, "the invalidation to wait for Redis", |s| {
+        s.invalidations_pending == 1
+    })
+    .await;
+    // Cut off, the second instance cannot know yet.
+    assert!(get_ok(&two, "/item/p").await.0.contains("hit"));
+
+    relay.restore().await;
+    wait_for(&one, "the invalidation to be sent", |s| {
+        s.invalidations_pending == 0
+    })
+    .await;
+    dropped_on(&two, &origin, "/item/p").await;
+}
+
+#[tokio::test]
+async fn an_instance_that_lost_its_subscription_drops_its_local_copies() {
+    let mut redis = RedisServer::start().await;
+    let (origin, backend) = Origin::start().await;
+    let one = proxy(&backend, &redis, patient()).await;
+    let two = proxy(&backend, &redis, patient()).await;
+    fill(&one, &two, "/item/r").await;
+
+    // Redis crashes; a POST through the first invalidates while it is down.
+    redis.kill();
+    let (status, _, _) = fetch(&one, "POST", "/item/r", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    redis.restart().await;
+    // The second subscribes again and, having maybe missed messages, drops what it has.
+    wait_for(&two, "the second to subscribe again", |s| {
+        s.subscribed && s.resubscribe_clears == 1
+    })
+    .await;
+    wait_for(&one, "the kept invalidation to be sent", |s| {
+        s.invalidations_pending == 0
+    })
+    .await;
+    let (cache, body) = get_ok(&two, "/item/r").await;
+    assert_eq!(
+        (cache.as_str(), body.as_str()),
+        ("switchyard; fwd=uri-miss; stored", "item r")
+    );
+    assert_eq!(origin.requests("/item/r"), 2);
 }
 
 #[tokio::test]

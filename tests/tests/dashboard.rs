@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium, driven by playwright-core, loads
 //! the page from a running proxy's admin listener and must show its three backends, then
 //! show a request in its live requests table as it is made, then show one backend as
-//! unhealthy within a few refreshes of it failing. `tests/browser/setup.sh`
+//! unhealthy within a few refreshes of it failing; it also shows the cache's tiers, the
+//! shared one on a real `redis-server` the test starts, as up. `tests/browser/setup.sh`
 //! installs Chromium, Node.js and playwright-core when they are missing. The screenshot is
 //! left in `tests/browser/artifacts/dashboard.png`.
 
@@ -10,8 +11,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
+use switchyard::{CacheConfig, SharedConfig};
 use switchyard_admin::AdminConfig;
 use switchyard_server::ServerConfig;
+use switchyard_tests::redis::RedisServer;
 use switchyard_tests::{backend, client, get, TestProxy};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -40,6 +43,12 @@ async fn the_dashboard_lists_backends_and_shows_one_failing() {
     config.health.interval = Duration::from_secs(3600);
     config.health.fall = 1;
     config.trace = true;
+    // The response cache with its shared tier on a Redis of the test's own.
+    let redis = RedisServer::start().await;
+    config.cache = Some(CacheConfig {
+        shared: Some(SharedConfig::new(redis.url())),
+        ..CacheConfig::default()
+    });
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b, &c]).await;
     proxy.proxy.check_now().await;
     let client = client();
@@ -103,6 +112,11 @@ async fn the_dashboard_lists_backends_and_shows_one_failing() {
             ("b", "healthy", "closed"),
             ("c", "healthy", "closed")
         ]
+    );
+    assert_eq!(
+        next_line().await,
+        "TIERS local=on shared=up",
+        "the cache tiers and the shared tier's state are shown"
     );
     assert_eq!(next_line().await, "READY");
     // The requests table shows a request as it is made.

@@ -151,6 +151,36 @@ impl StdError for ConnectError {
     }
 }
 
+/// The client's request body failed while it was being forwarded: its framing was
+/// malformed (a bad chunk size, a `Content-Length` it did not honour) or the client went
+/// away in the middle of it. The client's fault, not the backend's: answered 400, never
+/// retried, never counted against the backend by its breaker or health.
+#[derive(Debug)]
+pub struct ClientBodyError {
+    source: BoxError,
+}
+
+impl ClientBodyError {
+    /// Wraps the request body's own error.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the client's request body failed: {}", self.source)
+    }
+}
+
+impl StdError for ClientBodyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
 /// What kind of failure an error is, for mapping it to a status or deciding on a retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -169,11 +199,13 @@ pub enum ErrorKind {
     Connect,
     /// Anything else from the upstream side (connect refused, reset, bad response): 502.
     Upstream,
+    /// [`ClientBodyError`]: the client's request body was malformed or cut off, 400.
+    ClientBody,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::NoBackendsAvailable,
         Self::CircuitOpen,
         Self::RequestTimeout,
@@ -181,10 +213,11 @@ impl ErrorKind {
         Self::PoolTimeout,
         Self::Connect,
         Self::Upstream,
+        Self::ClientBody,
     ];
 
     /// A short name: `no_backends_available`, `circuit_open`, `request_timeout`,
-    /// `attempt_timeout`, `pool_timeout`, `connect`, `upstream`.
+    /// `attempt_timeout`, `pool_timeout`, `connect`, `upstream`, `client_body`.
     pub fn name(self) -> &'static str {
         match self {
             Self::NoBackendsAvailable => "no_backends_available",
@@ -194,6 +227,7 @@ impl ErrorKind {
             Self::PoolTimeout => "pool_timeout",
             Self::Connect => "connect",
             Self::Upstream => "upstream",
+            Self::ClientBody => "client_body",
         }
     }
 
@@ -221,6 +255,9 @@ impl ErrorKind {
             if e.is::<ConnectError>() {
                 return Self::Connect;
             }
+            if e.is::<ClientBodyError>() {
+                return Self::ClientBody;
+            }
             cur = e.source();
         }
         Self::Upstream
@@ -234,6 +271,7 @@ impl ErrorKind {
             }
             Self::RequestTimeout | Self::AttemptTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream | Self::Connect => StatusCode::BAD_GATEWAY,
+            Self::ClientBody => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -31,8 +31,8 @@ pub use classify::{Classify, GrpcClassifier, HttpClassifier, Outcome, StatusClas
 pub use clock::nanos_since;
 pub use deadline::{Deadline, WithDeadline};
 pub use error::{
-    AttemptTimeout, BoxError, CircuitOpen, ConnectError, ConnectErrorKind, ErrorKind,
-    NoBackendsAvailable, PoolTimeout, RequestTimeout,
+    AttemptTimeout, BoxError, CircuitOpen, ClientBodyError, ConnectError, ConnectErrorKind,
+    ErrorKind, NoBackendsAvailable, PoolTimeout, RequestTimeout,
 };
 pub use hint::RouteHint;
 pub use trace::{AttemptSlot, Trace, TraceContext, Traced};

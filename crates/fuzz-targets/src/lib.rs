@@ -33,6 +33,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("cache_headers", cache_headers),
     ("proxy_protocol", proxy_protocol),
     ("config", config),
+    ("request_path", request_path),
 ];
 
 /// The control byte and the input after it.
@@ -486,4 +487,132 @@ pub fn config(data: &[u8]) {
             }
         }
     }
+}
+
+/// The whole request path: the proxy's own server (native HTTP/1.1 engine) and its full
+/// stack, listening on loopback, over a backend on loopback that answers every request it
+/// reads in full with its sequence number in `x-backend-seq`, made once per process.
+struct RequestPath {
+    runtime: tokio::runtime::Runtime,
+    proxy: SocketAddr,
+    /// Requests the backend has read.
+    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The longest one input's exchange may take before it counts as a hang.
+const EXCHANGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn request_path_harness() -> &'static RequestPath {
+    static HARNESS: std::sync::OnceLock<RequestPath> = std::sync::OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let proxy = runtime.block_on(start_request_path(seen.clone()));
+        RequestPath {
+            runtime,
+            proxy,
+            seen,
+        }
+    })
+}
+
+async fn start_request_path(seen: std::sync::Arc<std::sync::atomic::AtomicU64>) -> SocketAddr {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering;
+
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = backend.accept().await {
+            let seen = seen.clone();
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        // A request counts once its whole body is read: one whose body the
+                        // proxy cut off (the client's was short or malformed) was not sent.
+                        req.into_body().collect().await?;
+                        let seq = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                        http::Response::builder()
+                            .header("x-backend-seq", seq)
+                            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+                            .map_err(Into::<Box<dyn std::error::Error + Send + Sync>>::into)
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    let mut config = switchyard::ProxyConfig::default();
+    config.health.enabled = false;
+    config.cache = None;
+    let proxy = switchyard::Proxy::new(config);
+    let backend = format!("http://{backend_addr}").parse().unwrap();
+    proxy.add_backend(backend).unwrap();
+    proxy.settled().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = switchyard_server::ServerConfig::default();
+    tokio::spawn(switchyard_server::serve(
+        listener,
+        proxy,
+        server,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// Arbitrary bytes from a client, written on one connection to the proxy (then its
+/// write side closed), into the full stack: the proxy must answer and close within
+/// [`EXCHANGE_LIMIT`], and the backend must have read exactly the requests whose
+/// responses the client got: a request the client did not frame as one (smuggled in a
+/// body, split off a header) would be read by the backend without a response of its
+/// own reaching the client.
+pub fn request_path(data: &[u8]) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let harness = request_path_harness();
+    harness.runtime.block_on(async {
+        let before = harness.seen.load(Ordering::SeqCst);
+        let mut conn = tokio::net::TcpStream::connect(harness.proxy).await.unwrap();
+        let (mut read, mut write) = conn.split();
+        let send = async {
+            // The proxy may close first (it refused the head): the rest is not sent.
+            if write.write_all(data).await.is_ok() {
+                let _ = write.shutdown().await;
+            }
+        };
+        let receive = async {
+            let mut out = Vec::new();
+            let _ = read.read_to_end(&mut out).await;
+            out
+        };
+        let exchange = async { tokio::join!(send, receive).1 };
+        let out = tokio::time::timeout(EXCHANGE_LIMIT, exchange)
+            .await
+            .expect("the proxy answered and closed the connection in time");
+        let answered = count(&out, b"x-backend-seq:") as u64;
+        let seen = harness.seen.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            seen,
+            answered,
+            "requests the backend read against responses of its own the client got; \
+             the client got:\n{}",
+            String::from_utf8_lossy(&out)
+        );
+    });
+}
+
+/// How many times `needle` occurs in `haystack`, ASCII case ignored.
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| w.eq_ignore_ascii_case(needle))
+        .count()
 }

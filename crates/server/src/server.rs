@@ -628,9 +628,9 @@ where
     match max_body {
         Some(max) => {
             let limit = usize::try_from(max).unwrap_or(usize::MAX);
-            req.map(|b| body::boxed(Limited::new(b, limit)))
+            req.map(|b| body::boxed_request(Limited::new(b, limit)))
         }
-        None => req.map(body::boxed),
+        None => req.map(body::boxed_request),
     }
 }
 

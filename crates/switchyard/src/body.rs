@@ -3,7 +3,7 @@
 use bytes::{Buf, Bytes};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use switchyard_core::BoxError;
+use switchyard_core::{BoxError, ClientBodyError};
 
 /// A streaming body: whatever the client or the backend sent, boxed once at the edge of
 /// the stack so that every layer below is written for one concrete type.
@@ -24,6 +24,22 @@ where
     body.map_frame(|frame| frame.map_data(into_bytes))
         .map_err(Into::into)
         .boxed_unsync()
+}
+
+/// Boxes a client's request body as [`boxed`] does, its errors marked as the client's
+/// ([`ClientBodyError`]): a malformed, cut-off or oversized body is answered 400 and never
+/// counts against the backend it was being sent to. Servers box the bodies they read
+/// with this; [`Proxy`](crate::Proxy) does it for bodies of any other type.
+pub fn boxed_request<B>(body: B) -> Body
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match try_downcast::<Body, B>(body) {
+        Ok(body) => body,
+        Err(body) => boxed(body.map_err(ClientBodyError::new)),
+    }
 }
 
 fn into_bytes<D: Buf + 'static>(data: D) -> Bytes {

@@ -182,6 +182,16 @@ impl Collector for SharedTierMetrics {
                 s.writes,
             ),
             ("cache_shared_calls", "Shared tier commands sent.", s.calls),
+            (
+                "cache_shared_invalidations_received",
+                "Invalidations received from other instances.",
+                s.invalidations_received,
+            ),
+            (
+                "cache_shared_resubscribe_clears",
+                "Local store clears after the invalidation subscription dropped.",
+                s.resubscribe_clears,
+            ),
         ];
         for (name, help, value) in counters {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -199,6 +209,12 @@ impl Collector for SharedTierMetrics {
             "cache_shared_up",
             "1 while the shared tier's connection is up and its last command succeeded.",
             &[(Vec::new(), i64::from(s.connected))],
+        )?;
+        family(
+            &mut enc,
+            "cache_shared_invalidations_pending",
+            "Invalidations the shared tier has not taken yet, sent again when it answers.",
+            &[(Vec::new(), s.invalidations_pending as i64)],
         )
     }
 }

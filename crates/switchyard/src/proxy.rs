@@ -448,7 +448,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let mut req = req.map(body::boxed);
+        let mut req = req.map(body::boxed_request);
         // The request's deadline: the retry layer bounds every attempt, backoff and wait
         // for a ready backend by it (one timer per request), and an attempt cut off at it
         // counts against its backend. A cache hit above the retries needs no timer.

@@ -57,6 +57,7 @@ pub fn error_response(err: &Error) -> Response<Body> {
         ErrorKind::RequestTimeout | ErrorKind::AttemptTimeout => {
             "the backend did not answer in time\n"
         }
+        ErrorKind::ClientBody => "bad request: the request body was malformed or cut off\n",
         _ => "bad gateway\n",
     };
     let mut res = Response::new(body::full(reason));

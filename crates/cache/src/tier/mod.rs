@@ -17,7 +17,11 @@
 //!   released with the write of the response, or when the fetch ends without one.
 //! - **Invalidation reaches every instance.** Unsafe requests and purges delete the key in
 //!   Redis and publish it on a channel every instance subscribes to, dropping its local
-//!   copy.
+//!   copy. An invalidation Redis does not take (it is down, slow, or its breaker open) is
+//!   kept and sent again as soon as Redis answers, so it is late, never lost. An instance
+//!   whose subscription dropped may have missed messages meanwhile: when it subscribes
+//!   again it clears its local store (what Redis's own client-side caching asks of its
+//!   clients), and refills from Redis and the backends.
 //!
 //! Keys are `<namespace>:v1:<SHA-256 of the URL, hex>`, locks
 //! `<namespace>:v1:lock:<same>`, the channel `<namespace>:v1:invalidate`; `v1` is the
@@ -30,10 +34,11 @@ mod codec;
 mod config;
 mod gate;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -54,6 +59,10 @@ use gate::Gate;
 /// How long the background tasks wait before connecting again after a failure.
 const RECONNECT: Duration = Duration::from_millis(250);
 
+/// The most URLs whose invalidation waits for Redis; past it the wait is for one
+/// invalidation of every URL, which covers them all.
+const MAX_PENDING: usize = 10_000;
+
 /// The longest one connection attempt may take (the background tasks' own, never a
 /// request's).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -73,6 +82,12 @@ pub struct SharedStats {
     pub writes: u64,
     /// Invalidations received from other instances.
     pub invalidations_received: u64,
+    /// Invalidations Redis has not taken yet (it was down or the breaker open): they are
+    /// sent again when it answers. Every URL at once counts as one.
+    pub invalidations_pending: u64,
+    /// Times the local store was cleared because the subscription to the invalidation
+    /// channel had dropped (messages may have been missed meanwhile).
+    pub resubscribe_clears: u64,
     /// Commands sent (pipelines count once).
     pub calls: u64,
     /// Their latency added up, in microseconds (timeouts count their whole wait).
@@ -91,6 +106,7 @@ struct Counters {
     skipped: AtomicU64,
     writes: AtomicU64,
     invalidations_received: AtomicU64,
+    resubscribe_clears: AtomicU64,
     calls: AtomicU64,
     latency_micros: AtomicU64,
     subscribed: AtomicBool,
@@ -106,12 +122,36 @@ pub(crate) struct RedisTier {
     conn: OnceLock<ConnectionManager>,
     gate: Gate,
     stats: Counters,
+    /// Invalidations Redis did not take yet.
+    pending: Lock<Pending>,
     runtime: Handle,
     /// Tells the tier's own messages apart on the channel.
     instance: u64,
     channel: String,
     /// Dropped with the tier: its background tasks end.
     _shutdown: watch::Sender<()>,
+}
+
+// Held to add or take invalidations, only after a Redis command failed and when Redis
+// answers again: never on a request's path, never across an await.
+#[allow(clippy::disallowed_types)]
+type Lock<T> = std::sync::Mutex<T>;
+
+/// Invalidations to send again: each URL with whether to publish it, or every URL.
+#[derive(Debug, Default)]
+struct Pending {
+    urls: HashMap<String, bool>,
+    all: bool,
+}
+
+impl Pending {
+    fn len(&self) -> u64 {
+        if self.all {
+            1
+        } else {
+            self.urls.len() as u64
+        }
+    }
 }
 
 /// An instance's claim on fetching a URL for the whole fleet: released (deleted in
@@ -157,6 +197,7 @@ impl RedisTier {
             store,
             conn: OnceLock::new(),
             stats: Counters::default(),
+            pending: Lock::default(),
             runtime: runtime.clone(),
             instance: instance_id(),
             channel,
@@ -331,40 +372,83 @@ impl RedisTier {
     }
 
     /// Deletes what Redis has for `url` and, when `publish`, tells the other instances to
-    /// drop their copies (on a task of its own). `None` for `url` is every URL.
+    /// drop their copies (on a task of its own). `None` for `url` is every URL. Kept and
+    /// sent again when Redis answers, if it does not take it now.
     pub(crate) fn invalidate(self: &Arc<Self>, url: Option<&str>, publish: bool) {
         let tier = self.clone();
-        let key = url.map(|u| self.key(u));
-        let message = format!("{} {}", self.instance, url.unwrap_or(""));
+        let url = url.map(str::to_owned);
         self.runtime.spawn(async move {
-            match key {
-                Some(key) => {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("DEL").arg(key).ignore();
-                    if publish {
-                        pipe.cmd("PUBLISH").arg(&tier.channel).arg(message).ignore();
-                    }
-                    tier.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-                        .await;
-                }
-                None => {
-                    tier.delete_all().await;
-                    let channel = tier.channel.clone();
-                    tier.call(|mut c| async move {
-                        redis::cmd("PUBLISH")
-                            .arg(channel)
-                            .arg(message)
-                            .query_async::<()>(&mut c)
-                            .await
-                    })
-                    .await;
-                }
+            if !tier.send_invalidation(url.as_deref(), publish).await {
+                tier.keep(url, publish);
             }
         });
     }
 
-    /// Deletes every key of the namespace's current format.
-    async fn delete_all(&self) {
+    /// Sends one invalidation; whether Redis took it.
+    async fn send_invalidation(&self, url: Option<&str>, publish: bool) -> bool {
+        let message = format!("{} {}", self.instance, url.unwrap_or(""));
+        let mut pipe = redis::pipe();
+        match url {
+            Some(url) => {
+                pipe.cmd("DEL").arg(self.key(url)).ignore();
+            }
+            None => {
+                if !self.delete_all().await {
+                    return false;
+                }
+            }
+        }
+        if publish || url.is_none() {
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(message).ignore();
+        }
+        self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+            .is_some()
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // Each change is one insert or assignment: a panic cannot leave it half made.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps an invalidation Redis did not take, to send it again when it answers.
+    fn keep(&self, url: Option<String>, publish: bool) {
+        let mut pending = self.pending();
+        match url {
+            _ if pending.all => {}
+            Some(url) if pending.urls.len() < MAX_PENDING => {
+                *pending.urls.entry(url).or_default() |= publish;
+            }
+            _ => {
+                pending.all = true;
+                pending.urls = HashMap::new();
+            }
+        }
+    }
+
+    /// Sends the invalidations kept while Redis did not answer; those it still does not
+    /// take are kept again.
+    async fn resend(&self) {
+        let Pending { urls, all } = std::mem::take(&mut *self.pending());
+        if all {
+            if !self.send_invalidation(None, true).await {
+                self.keep(None, true);
+            }
+            return;
+        }
+        let mut urls = urls.into_iter();
+        while let Some((url, publish)) = urls.next() {
+            if !self.send_invalidation(Some(&url), publish).await {
+                self.keep(Some(url), publish);
+                for (url, publish) in urls.by_ref() {
+                    self.keep(Some(url), publish);
+                }
+            }
+        }
+    }
+
+    /// Deletes every key of the namespace's current format; whether it got through.
+    async fn delete_all(&self) -> bool {
         let pattern = format!("{}:v1:*", self.config.namespace);
         let mut cursor = 0u64;
         loop {
@@ -382,16 +466,20 @@ impl RedisTier {
                 })
                 .await
             else {
-                return;
+                return false;
             };
             if !keys.is_empty() {
-                self.call(|mut c| async move {
-                    redis::cmd("DEL").arg(keys).query_async::<()>(&mut c).await
-                })
-                .await;
+                let deleted = self
+                    .call(|mut c| async move {
+                        redis::cmd("DEL").arg(keys).query_async::<()>(&mut c).await
+                    })
+                    .await;
+                if deleted.is_none() {
+                    return false;
+                }
             }
             if next == 0 {
-                return;
+                return true;
             }
             cursor = next;
         }
@@ -423,6 +511,8 @@ impl RedisTier {
             skipped: get(&s.skipped),
             writes: get(&s.writes),
             invalidations_received: get(&s.invalidations_received),
+            invalidations_pending: self.pending().len(),
+            resubscribe_clears: get(&s.resubscribe_clears),
             calls: get(&s.calls),
             latency_micros: get(&s.latency_micros),
             connected: self.conn.get().is_some() && self.gate.is_healthy(),
@@ -497,10 +587,14 @@ async fn connect(tier: Weak<RedisTier>, client: Client, mut closed: watch::Recei
 }
 
 /// While commands fail, a `PING` every `open_for` (the connection manager reconnects on
-/// the failures; a success closes the breaker).
+/// the failures; a success closes the breaker); once Redis answers, the invalidations it
+/// missed are sent again.
 async fn probe(tier: Weak<RedisTier>, mut closed: watch::Receiver<()>) {
     loop {
-        let Some(every) = tier.upgrade().map(|t| t.config.open_for.max(RECONNECT)) else {
+        let Some(every) = tier.upgrade().map(|t| match t.pending().len() {
+            0 => t.config.open_for.max(RECONNECT),
+            _ => RECONNECT,
+        }) else {
             return;
         };
         tokio::select! {
@@ -516,12 +610,16 @@ async fn probe(tier: Weak<RedisTier>, mut closed: watch::Receiver<()>) {
                 tracing::info!("shared cache tier: Redis answers again");
             }
         }
+        if tier.gate.is_healthy() && tier.pending().len() > 0 {
+            tier.resend().await;
+        }
     }
 }
 
 /// Listens on the invalidation channel, subscribing again whenever the connection drops,
 /// until the tier is dropped.
 async fn listen(tier: Weak<RedisTier>, client: Client, mut closed: watch::Receiver<()>) {
+    let mut subscribed_before = false;
     loop {
         let Some(channel) = tier.upgrade().map(|t| t.channel.clone()) else {
             return;
@@ -541,6 +639,13 @@ async fn listen(tier: Weak<RedisTier>, client: Client, mut closed: watch::Receiv
                     t.stats.subscribed.store(on, Ordering::Relaxed);
                 }
             };
+            if std::mem::replace(&mut subscribed_before, true) {
+                // Messages published while it was down are lost to this instance.
+                let Some(tier) = tier.upgrade() else { return };
+                tier.store.clear();
+                bump(&tier.stats.resubscribe_clears);
+                tracing::info!("shared cache tier: subscribed again, local store cleared");
+            }
             set(true);
             let mut messages = pubsub.on_message();
             loop {
