@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub mod binary;
+pub mod dnsmasq;
 
 /// A body of any kind, for the test client and backends.
 pub type TestBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
