@@ -180,6 +180,7 @@ pub(super) fn preferred<S>(
             let best = |set: &[u16]| set.iter().min().copied();
             let priority = best(&p.up).or(best(&p.healthy)).unwrap_or(p.lowest);
             let mut standby: Vec<u16> = p.healthy.into_iter().filter(|&h| h < priority).collect();
+            standby.sort_unstable();
             standby.dedup();
             Group {
                 parent: p.parent,
