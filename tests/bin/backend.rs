@@ -4,12 +4,14 @@
 //! It answers `/health` with 200 at all times and any other path with 200, its name as the
 //! body and in `x-backend`. `/control/fail` makes every other path answer 500 from then
 //! on (a backend failing its requests while its health check passes), `/control/ok` undoes
-//! that.
+//! that. `/control/delay/MS` makes every other path wait MS milliseconds before answering
+//! from then on (a backend turning slow; `/control/delay/0` undoes it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -35,14 +37,30 @@ fn main() {
 async fn serve(addr: SocketAddr, name: Arc<str>) {
     let listener = TcpListener::bind(addr).await.expect("the port is free");
     let failing = Arc::new(AtomicBool::new(false));
+    let delay = Arc::new(AtomicU64::new(0));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (name, failing) = (name.clone(), failing.clone());
+        let (name, failing, delay) = (name.clone(), failing.clone(), delay.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                std::future::ready(answer(&name, &failing, &req))
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let path = req.uri().path();
+                let set = path.strip_prefix("/control/delay/");
+                if let Some(ms) = set.and_then(|ms| ms.parse().ok()) {
+                    delay.store(ms, Ordering::SeqCst);
+                }
+                let wait = match path.starts_with("/control/") || path == "/health" {
+                    true => 0,
+                    false => delay.load(Ordering::SeqCst),
+                };
+                let answer = answer(&name, &failing, &req);
+                async move {
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    answer
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -66,6 +84,7 @@ fn answer(
             failing.store(false, Ordering::SeqCst);
             StatusCode::OK
         }
+        path if path.starts_with("/control/delay/") => StatusCode::OK,
         _ if failing.load(Ordering::SeqCst) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::OK,
     };

@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub mod binary;
+pub mod dnsmasq;
 pub mod redis;
 
 /// A body of any kind, for the test client and backends.

@@ -5,137 +5,12 @@
 //! only its hosts files on SIGHUP, not `srv-host` lines).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use switchyard::{Backend, ProxyConfig};
+use switchyard_tests::dnsmasq::{srv, Dnsmasq, NAME};
 use switchyard_tests::{client, get, tally, FaultBackend, TestProxy};
 use tokio::time::{sleep, Instant};
-
-const NAME: &str = "_http._tcp.web.service.consul";
-
-/// One SRV record: its target's name (resolving to 127.0.0.1), port, priority, weight.
-struct Srv {
-    target: &'static str,
-    port: u16,
-    priority: u16,
-    weight: u16,
-}
-
-fn srv(target: &'static str, backend: &FaultBackend, priority: u16, weight: u16) -> Srv {
-    Srv {
-        target,
-        port: backend.addr().port(),
-        priority,
-        weight,
-    }
-}
-
-/// A dnsmasq of the test's own, killed by its PID when dropped.
-struct Dnsmasq {
-    addr: SocketAddr,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-/// The dnsmasq binary, installed (Debian's dnsmasq-base) when missing.
-fn dnsmasq_binary() -> PathBuf {
-    let find = || {
-        let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| {
-            std::env::split_paths(&p)
-                .map(|dir| dir.join("dnsmasq"))
-                .collect::<Vec<_>>()
-        });
-        on_path
-            .chain([PathBuf::from("/usr/sbin/dnsmasq")])
-            .find(|p| p.is_file())
-    };
-    if let Some(found) = find() {
-        return found;
-    }
-    let setup = concat!(env!("CARGO_MANIFEST_DIR"), "/dns/setup.sh");
-    let status = Command::new("bash").arg(setup).status().unwrap();
-    assert!(status.success(), "{setup} failed");
-    find().expect("dnsmasq installed")
-}
-
-/// A loopback port free for both UDP and TCP a moment ago.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-impl Dnsmasq {
-    async fn start(records: &[Srv]) -> Self {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-dnsmasq-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut dns = Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
-            child: None,
-        };
-        dns.spawn(records).await;
-        dns
-    }
-
-    async fn spawn(&mut self, records: &[Srv]) {
-        let mut conf = String::from("local-ttl=1\n");
-        for r in records {
-            conf += &format!(
-                "srv-host={NAME},{}.service.consul,{},{},{}\nhost-record={}.service.consul,127.0.0.1\n",
-                r.target, r.port, r.priority, r.weight, r.target
-            );
-        }
-        let file = self.dir.join("dnsmasq.conf");
-        std::fs::write(&file, conf).unwrap();
-        let child = Command::new(dnsmasq_binary())
-            .arg("--no-daemon")
-            .arg(format!("--port={}", self.addr.port()))
-            .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
-            .args(["--no-resolv", "--no-hosts"])
-            .arg(format!("--conf-file={}", file.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        // Listening once it accepts on TCP (it answers UDP on the same port).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(self.addr).is_err() {
-            assert!(Instant::now() < deadline, "dnsmasq did not start");
-            sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Serves `records` from now on (a restart on the same port).
-    async fn serve(&mut self, records: &[Srv]) {
-        self.stop();
-        self.spawn(records).await;
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn config(dns: &Dnsmasq) -> ProxyConfig {
     let mut config = switchyard_tests::config();
@@ -261,6 +136,61 @@ async fn the_next_priority_group_takes_over_when_the_first_is_down() {
     // It comes back, and takes the traffic back.
     a.restart().await;
     takes_over(&proxy, "a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_priority_group_takes_over_while_the_breakers_of_the_first_are_open() {
+    let (mut a, mut c, b) = (
+        FaultBackend::start("a").await,
+        FaultBackend::start("c").await,
+        FaultBackend::start("b").await,
+    );
+    let records = [
+        srv("a", &a, 10, 1),
+        srv("c", &c, 10, 1),
+        srv("b", &b, 20, 1),
+    ];
+    let dns = Dnsmasq::start(&records).await;
+    // No active checks: only the breakers, fed by the requests, see the first group go.
+    let mut config = config(&dns);
+    config.breaker.threshold = 2;
+    config.breaker.timeout = Duration::from_millis(500);
+    config.breaker.max_timeout = Duration::from_secs(1);
+    let proxy = TestProxy::over(config, [web()]).await;
+    let seen = tally(&proxy, 20).await;
+    assert_eq!((seen["a"], seen["c"]), (10, 10), "{seen:?}");
+
+    // The priority-10 group dies; requests trip both breakers (some fail meanwhile).
+    a.kill().await;
+    c.kill().await;
+    let breakers = proxy.proxy.circuit_breaker();
+    let open = |backend: &FaultBackend, name: &str| {
+        let state = breakers.state(&target_id(name, backend));
+        state.is_some_and(|s| !s.is_closed())
+    };
+    let start = Instant::now();
+    while !(open(&a, "a") && open(&c, "c")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the breakers did not open"
+        );
+        let _ = get(&client(), &proxy.url("/")).await;
+    }
+    // From now on every request is answered, by b, though the breakers of a and c go
+    // half-open again and again (their probes fail over to b).
+    takes_over(&proxy, "b").await;
+    let seen = tally(&proxy, 100).await;
+    assert_eq!(seen.get("b"), Some(&100), "{seen:?}");
+
+    // The first group comes back: its breakers' probes pass, and it takes the traffic back.
+    a.restart().await;
+    c.restart().await;
+    until(&proxy, Duration::from_secs(5), |seen| {
+        seen.get("a") >= Some(&3) && seen.get("c") >= Some(&3)
+    })
+    .await;
+    let seen = tally(&proxy, 20).await;
+    assert_eq!((seen["a"], seen["c"]), (10, 10), "{seen:?}");
 }
 
 /// Waits (5 s at most) until `backend` answers, then checks that it answers every request.

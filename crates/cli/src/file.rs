@@ -7,6 +7,7 @@
 //! [access_log]       # format = "text" | "json"
 //! [proxy]            # the specification's ProxyConfig, snake_case
 //! [[backends]]       # id, url, weight, active
+//! [[discovery]]      # name, type = "srv" | "dns", port, dns_server, min_ttl, max_ttl, weight
 //! ```
 //!
 //! Unknown keys are errors. Every problem is reported with its key and line.
@@ -18,7 +19,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use switchyard::config::file::Document;
 pub use switchyard::config::file::{LoadError, Problem};
-use switchyard::{Backend, ProxyConfig};
+use switchyard::{Backend, Discovery, ProxyConfig};
 
 pub use switchyard_admin::AdminConfig;
 use switchyard_server::{AccessLogConfig, ServerConfig};
@@ -45,6 +46,9 @@ pub struct FileConfig {
     /// The backends.
     #[serde(default)]
     pub backends: Vec<Backend>,
+    /// Backends found in DNS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discovery: Vec<Discovery>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -60,6 +64,7 @@ impl Default for FileConfig {
             access_log: AccessLogConfig::default(),
             proxy: ProxyConfig::default(),
             backends: Vec::new(),
+            discovery: Vec::new(),
         }
     }
 }
@@ -111,6 +116,7 @@ impl FileConfig {
                 *path = dir.join(&*path);
             }
         }
+        let mut problems_found = Vec::new();
         let mut push = |key: String, message: String| problems.push(doc.problem(key, message));
         for p in config.proxy.validate() {
             push(format!("proxy.{}", p.key), p.message);
@@ -123,21 +129,50 @@ impl FileConfig {
             for p in b.validate() {
                 push(format!("backends[{i}].{}", p.key), p.message);
             }
-            if !ids.insert(b.id.as_str()) {
+            if !ids.insert(b.id.clone()) {
                 push(
                     format!("backends[{i}].id"),
                     format!("duplicate backend id `{}`", b.id),
                 );
             }
         }
+        for (i, d) in config.discovery.iter().enumerate() {
+            let mut problems = d.validate();
+            let id = d.backend().map(|b| b.id).unwrap_or_default();
+            if !ids.insert(id.clone()) {
+                let message = format!("duplicate backend id `{id}`");
+                problems.push(switchyard::ConfigProblem {
+                    key: "id".into(),
+                    message,
+                });
+            }
+            for p in problems {
+                let (key, entry) = (
+                    format!("discovery[{i}].{}", p.key),
+                    format!("discovery[{i}]"),
+                );
+                // A missing key is reported at its entry.
+                let line = doc.line(&key).or_else(|| doc.line(&entry));
+                problems_found.push(Problem::at(Some(key), line, p.message));
+            }
+        }
         if let Some((key, message)) = config.admin.problem() {
             push(key.into(), message.into());
         }
+        problems.append(&mut problems_found);
         problems.sort_by_key(|p| p.line);
         if problems.is_empty() {
             Ok(config)
         } else {
             Err(problems)
         }
+    }
+}
+
+impl FileConfig {
+    /// The backends, then those the `[[discovery]]` entries stand for.
+    pub fn all_backends(&self) -> Vec<Backend> {
+        let found = self.discovery.iter().filter_map(|d| d.backend().ok());
+        self.backends.iter().cloned().chain(found).collect()
     }
 }

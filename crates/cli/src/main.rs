@@ -80,11 +80,16 @@ struct ServeArgs {
     /// round_robin, least_request or peak_ewma (overrides `proxy.balancer`).
     #[arg(long, value_name = "NAME")]
     balancer: Option<switchyard::Policy>,
+    /// Ease a backend that joins in over DURATION (overrides `proxy.slow_start`; "0s": off).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    slow_start: Option<std::time::Duration>,
     /// Name server for backend and dns+srv:// names (overrides `proxy.dns_server`).
     #[arg(long, value_name = "ADDR:PORT")]
     dns_server: Option<SocketAddr>,
 }
 
+// Parsed once at start: the size of the serve flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
@@ -174,10 +179,13 @@ impl ServeArgs {
         let retry = &mut file.proxy.retry;
         retry.attempt_timeout = self.attempt_timeout.or(retry.attempt_timeout);
         retry.hedge_after = self.hedge_after.or(retry.hedge_after);
-        file.proxy.balance.policy = self.balancer.unwrap_or(file.proxy.balance.policy);
+        let balance = &mut file.proxy.balance;
+        balance.policy = self.balancer.unwrap_or(balance.policy);
+        balance.slow_start = self.slow_start.unwrap_or(balance.slow_start);
         file.proxy.health.dns_server = self.dns_server.or(file.proxy.health.dns_server);
         if !self.backend.is_empty() {
             // Numbered in the order given: `backend1`, `backend2`…
+            file.discovery.clear();
             let urls = self.backend.iter().filter(|s| !s.trim().is_empty());
             file.backends = (urls.enumerate())
                 .map(|(i, url)| {
@@ -246,7 +254,7 @@ async fn serve(
     // Connections queue on the listening sockets until the servers below accept them.
     let handed = sockets.serve();
     let proxy = Proxy::new(file.proxy.clone());
-    for b in file.backends.clone() {
+    for b in file.all_backends() {
         proxy.add_backend(b)?;
     }
     if proxy.list_backends().is_empty() {

@@ -14,7 +14,8 @@ use crate::FileConfig;
 /// at start that changed: `listen`, `admin`, `server` (but for the certificate's contents,
 /// which reload on their own) and those of `[proxy]` that `reconfigure` keeps.
 pub fn apply(proxy: &Proxy, old: &FileConfig, new: &FileConfig) -> Reloaded {
-    let mut done = switchyard_admin::apply_backends(proxy, &old.backends, &new.backends);
+    let mut done =
+        switchyard_admin::apply_backends(proxy, &old.all_backends(), &new.all_backends());
     for (section, changed) in [
         ("listen", old.listen != new.listen),
         ("admin", old.admin != new.admin),

@@ -79,10 +79,18 @@
 //! through the same path as admin operations (a removed target is drained). Its targets'
 //! names are resolved like any backend's. Only the lowest priority group that has an
 //! endpoint up takes traffic; when every endpoint of it is unhealthy, the next one does.
+//! The next one also does when the group's targets are healthy but none is
+//! [available](Endpoints::available) (their circuit breakers are open, after real requests
+//! failed before the checks noticed): the group then stays in the balancer's set too,
+//! where requests skip it while its breakers are open and their half-open probes find out
+//! when it is back, which hands the traffic back to it
+//! ([`Registry::availability_changed`]).
 //! The name is re-resolved on the answer's TTL within `dns_min_ttl ..= dns_max_ttl`; a
 //! failed resolution keeps the last targets, is logged, reported as the backend's error
 //! and counted ([`Registry::resolve_failures`]). SRV lookups use `dns_server`, or the
-//! name servers of `/etc/resolv.conf`.
+//! name servers of `/etc/resolv.conf`. The URL's query can set these for one name
+//! ([`SrvSettings`]): `dns+srv://NAME?dns_server=127.0.0.1:8600&min_ttl=5s&max_ttl=5m`;
+//! its name server then resolves the targets' names too.
 
 mod check;
 mod config;
@@ -98,7 +106,8 @@ pub use config::{HealthConfig, StatusRange};
 pub use error::{CheckError, RegistryError};
 pub use hickory::HickoryResolver;
 pub use registry::{
-    BackendSpec, Discovery, Drain, EndpointKey, Endpoints, Event, Listed, Registry, RegistryBuilder,
+    BackendSpec, Discovery, Drain, EndpointKey, Endpoints, Event, Listed, Registry,
+    RegistryBuilder, SrvSettings, WeakRegistry,
 };
 pub use resolve::{Resolved, Resolver, SrvResolved, SrvTarget, SystemResolver};
 pub use status::{AdminState, BackendStatus, EndpointStatus, Health, HealthEvent, HealthReport};

@@ -15,6 +15,7 @@ use switchyard_pool::{CertKey, CertKeyError, Http1Engine, PoolConfig, Protocol, 
 use switchyard_retry::RetryConfig;
 
 use self::file::ProxyFile;
+pub use self::file::{Discovery, DiscoveryKind};
 
 pub mod file;
 
@@ -490,7 +491,9 @@ pub struct Backend {
     /// Where requests go: `http://host:port`. A path, if any, is ignored.
     /// `dns+srv://_http._tcp.web.service.consul` stands for the targets of that name's SRV
     /// records, each a backend of its own (id `{id}/{target}:{port}`, the record's port and
-    /// weight; only the lowest priority group that is up takes traffic).
+    /// weight; only the lowest priority group that is up takes traffic);
+    /// `?dns_server=ADDR:PORT&min_ttl=5s&max_ttl=300s` after the name gives it a name server
+    /// and TTL bounds of its own.
     #[serde(with = "uri_string")]
     pub url: Uri,
     /// Share of the traffic relative to the other backends.
@@ -568,7 +571,10 @@ impl Backend {
             )),
             _ => Some(format!("`{}` has no host", self.url)),
         };
-        if let Some(message) = url_problem {
+        let settings = (self.url.scheme_str() == Some("dns+srv"))
+            .then(|| switchyard_health::SrvSettings::from_url(&self.url).err())
+            .flatten();
+        if let Some(message) = url_problem.or(settings) {
             problems.push(ConfigProblem {
                 key: "url".into(),
                 message,

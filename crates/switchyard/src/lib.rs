@@ -87,7 +87,10 @@ pub mod trace;
 mod upgrade;
 
 pub use body::Body;
-pub use config::{Backend, ByteSize, ConfigProblem, ParseBackendError, ProxyConfig, Reconfigured};
+pub use config::{
+    Backend, ByteSize, ConfigProblem, Discovery, DiscoveryKind, ParseBackendError, ProxyConfig,
+    Reconfigured,
+};
 pub use error::{BackendError, Error, InvalidBackendUrl};
 pub use forward::{Forward, ForwardLayer};
 pub use headers::{ClientAddr, ProxyHeaders, ProxyHeadersLayer};

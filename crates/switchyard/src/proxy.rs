@@ -174,6 +174,7 @@ impl Proxy {
         let (registry, discovery) = Registry::builder(config.health.clone(), endpoints)
             .checker(HttpChecker::with_tls(tls))
             .build();
+        crate::registry::follow_breakers(&registry);
         let balance = Balance::weighted_with(discovery, config.balance.clone())
             .route_hints(RouteHint::in_extensions)
             .attempt_traces(AttemptSlot::in_extensions);

@@ -82,6 +82,34 @@ impl Endpoints for HttpEndpoints {
             .filter(|s| !s.is_closed())
             .map(|s| format!("circuit {}", s.name()))
     }
+
+    fn available(&self, backend: &BackendSpec) -> bool {
+        // Half-open counts as not yet: its probes decide.
+        (self.breakers.state(&backend.id)).is_none_or(|s| s.is_closed())
+    }
+}
+
+/// Tells `registry` of every circuit breaker that opens or closes, so that a `dns+srv://`
+/// backend's traffic moves to its next priority group while the breakers of the first are
+/// open, and back once they close. Ends when the registry is gone (the breakers' channel
+/// closes with it).
+pub(crate) fn follow_breakers(registry: &Registry<HttpEndpoints>) {
+    let mut transitions = registry.endpoints().breakers.subscribe();
+    let registry = registry.downgrade();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match transitions.recv().await {
+                Ok(t) if t.from.is_closed() == t.to.is_closed() => continue,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            registry.availability_changed();
+        }
+    });
 }
 
 fn protocol(backend: &BackendSpec) -> Protocol {

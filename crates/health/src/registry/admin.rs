@@ -8,7 +8,7 @@ use http::Uri;
 
 use super::checks::check_loop;
 use super::dns::resolve_loop;
-use super::srv::{self, srv_loop, Origin};
+use super::srv::{self, srv_loop, Lookup, Origin, SrvSettings};
 use super::{Ep, Inner, Listed, Member, Registry, State};
 use crate::error::{InvalidUrl, RegistryError};
 use crate::status::{AdminState, HealthEvent};
@@ -40,6 +40,16 @@ impl<E: Endpoints> Registry<E> {
             Some(name) => (name.clone(), 0),
             None => host_port(&spec.url).map_err(|e| invalid(e.to_string()))?,
         };
+        let lookup = match &srv_name {
+            Some(_) => {
+                let settings = SrvSettings::from_url(&spec.url).map_err(invalid)?;
+                let resolver = settings.resolver();
+                Some(Lookup { settings, resolver })
+            }
+            None => None,
+        };
+        // A target of a `dns+srv://` backend asks its backend's name server.
+        let resolver = origin.as_ref().and_then(|o| o.resolver.clone());
         let inner = &self.inner;
         let mut state = inner.lock();
         if state.members.iter().any(|m| m.spec.id == spec.id) {
@@ -82,11 +92,12 @@ impl<E: Endpoints> Registry<E> {
                 generation,
                 host,
                 port,
+                resolver,
             ));
             member.tasks.push(task.abort_handle());
         }
-        if let Some(name) = srv_name.clone() {
-            let task = tokio::spawn(srv_loop(weak.clone(), id.clone(), generation, name));
+        if let (Some(name), Some(lookup)) = (srv_name.clone(), lookup) {
+            let task = tokio::spawn(srv_loop(weak.clone(), id.clone(), generation, name, lookup));
             member.tasks.push(task.abort_handle());
         }
         // A `dns+srv://` backend has no endpoint of its own to check: its targets do.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{Endpoints, Ep, Inner};
-use crate::resolve::Resolved;
+use crate::resolve::{Resolved, Resolver};
 use crate::status::HealthEvent;
 impl<E: Endpoints> Inner<E> {
     /// Counts a failed resolution.
@@ -89,19 +89,21 @@ impl<E: Endpoints> Inner<E> {
     }
 }
 
-/// Resolves one backend incarnation's name, again and again.
+/// Resolves one backend incarnation's name, again and again, with `resolver` or else the
+/// registry's.
 pub(super) async fn resolve_loop<E: Endpoints>(
     registry: Weak<Inner<E>>,
     id: Arc<str>,
     generation: u64,
     host: String,
     port: u16,
+    resolver: Option<Arc<dyn Resolver>>,
 ) {
     loop {
         let Some(inner) = registry.upgrade() else {
             return;
         };
-        let lookup = inner.resolver.resolve(host.clone(), port);
+        let lookup = (resolver.as_ref().unwrap_or(&inner.resolver)).resolve(host.clone(), port);
         let bound = inner.config.timeout.max(Duration::from_secs(5));
         let outcome = tokio::time::timeout(bound, lookup)
             .await

@@ -29,6 +29,7 @@ mod srv;
 
 pub use discover::{Discovery, Event};
 pub use drain::Drain;
+pub use srv::SrvSettings;
 
 // Admin operations, check results and resolutions take this lock; requests never do (they
 // read the balancer's snapshot). Never held across an await.
@@ -79,6 +80,15 @@ pub trait Endpoints: Send + Sync + 'static {
     /// such as `"circuit open"`.
     fn passive(&self, _backend: &BackendSpec) -> Option<String> {
         None
+    }
+
+    /// Whether requests may go to `backend` now, as far as the request path knows: the
+    /// facade says no while its circuit breaker is not closed. A `dns+srv://` backend's
+    /// priority group whose targets are all unavailable hands the traffic to the next
+    /// group (see the [crate docs](crate#dns-srv)); call
+    /// [`Registry::availability_changed`] when the answer may have changed.
+    fn available(&self, _backend: &BackendSpec) -> bool {
+        true
     }
 }
 
@@ -414,6 +424,21 @@ impl<E: Endpoints> Registry<E> {
         self.inner.resolve_failures.load(Ordering::Relaxed)
     }
 
+    /// A handle that does not keep the registry (and its tasks) alive.
+    pub fn downgrade(&self) -> WeakRegistry<E> {
+        WeakRegistry {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Looks again at which priority group of each `dns+srv://` backend takes traffic,
+    /// after [`Endpoints::available`] may have changed its answer (a circuit breaker
+    /// opened or closed).
+    pub fn availability_changed(&self) {
+        let mut state = self.inner.lock();
+        self.inner.reconcile(&mut state);
+    }
+
     /// Waits until every backend given by name has been resolved once, then returns how
     /// many endpoints the balancer has been told to route to.
     pub async fn resolved(&self) -> usize {
@@ -423,6 +448,24 @@ impl<E: Endpoints> Registry<E> {
             Err(_) => 0,
         };
         routed
+    }
+}
+
+/// A [`Registry`] that may be gone: see [`Registry::downgrade`].
+pub struct WeakRegistry<E: Endpoints> {
+    inner: std::sync::Weak<Inner<E>>,
+}
+
+impl<E: Endpoints> WeakRegistry<E> {
+    /// The registry, while it exists.
+    pub fn upgrade(&self) -> Option<Registry<E>> {
+        self.inner.upgrade().map(|inner| Registry { inner })
+    }
+}
+
+impl<E: Endpoints> fmt::Debug for WeakRegistry<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakRegistry").finish_non_exhaustive()
     }
 }
 
@@ -471,9 +514,10 @@ impl<E: Endpoints> Inner<E> {
     /// when every endpoint of the enabled backends is unhealthy.
     ///
     /// Targets of a `dns+srv://` backend count as enabled only in their backend's
-    /// preferred priority group (see [`srv::preferred`]).
+    /// preferred priority group, or in a healthy group it stands in for (see
+    /// [`srv::preferred`]).
     fn reconcile(&self, state: &mut State<E::Service>) {
-        let groups = srv::preferred(&state.members);
+        let groups = srv::preferred(&state.members, |spec| self.factory.available(spec));
         let in_group = |m: &Member<E::Service>| {
             m.origin
                 .as_ref()

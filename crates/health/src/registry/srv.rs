@@ -2,7 +2,9 @@
 //! targets its records name, each a backend of its own, kept in line with the records
 //! through the same operations as the admin API's (add, reweight, drain).
 
+use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use super::{Endpoints, Inner, Member, Registry};
 use crate::hickory::HickoryResolver;
 use crate::resolve::{Resolver, SrvResolved, SrvTarget, SystemResolver};
 use crate::status::{AdminState, Health, HealthEvent};
-use crate::BackendSpec;
+use crate::{BackendSpec, HealthConfig};
 
 /// The scheme of a backend given by SRV name.
 const SCHEME: &str = "dns+srv";
@@ -25,23 +27,101 @@ pub(super) fn name(url: &Uri) -> Option<String> {
         .filter(|host| !host.is_empty())
 }
 
-/// Where a target backend comes from: its `dns+srv://` backend, and its record's priority.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a `dns+srv://NAME?dns_server=ADDR:PORT&min_ttl=5s&max_ttl=300s` URL says besides
+/// the name: the name server that resolves the name and its targets' names, and bounds on
+/// the time between resolutions, each in place of the registry's `dns_server`,
+/// `dns_min_ttl` and `dns_max_ttl` for this one name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SrvSettings {
+    /// The name server to ask instead of [`HealthConfig::dns_server`].
+    pub dns_server: Option<SocketAddr>,
+    /// The shortest time between resolutions, instead of [`HealthConfig::dns_min_ttl`].
+    pub min_ttl: Option<Duration>,
+    /// The longest time between resolutions, instead of [`HealthConfig::dns_max_ttl`].
+    pub max_ttl: Option<Duration>,
+}
+
+impl SrvSettings {
+    /// The settings in `url`'s query (none when it has no query); an unknown key or a
+    /// value that does not parse is an error saying which.
+    pub fn from_url(url: &Uri) -> Result<Self, String> {
+        let mut settings = Self::default();
+        let pairs = url.query().unwrap_or_default().split('&');
+        for pair in pairs.filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = |e: &dyn fmt::Display| format!("`{key}={value}`: {e}");
+            let ttl = || humantime::parse_duration(value).map_err(|e| bad(&e));
+            match key {
+                "dns_server" => settings.dns_server = Some(value.parse().map_err(|e| bad(&e))?),
+                "min_ttl" => settings.min_ttl = Some(ttl()?),
+                "max_ttl" => settings.max_ttl = Some(ttl()?),
+                _ => {
+                    return Err(format!(
+                        "unknown setting `{key}`: use dns_server, min_ttl or max_ttl"
+                    ))
+                }
+            }
+        }
+        if let (Some(min), Some(max)) = (settings.min_ttl, settings.max_ttl) {
+            if min > max {
+                return Err(format!(
+                    "min_ttl ({min:?}) is longer than max_ttl ({max:?})"
+                ));
+            }
+        }
+        Ok(settings)
+    }
+
+    /// The URL query that says these settings (`dns_server=…&min_ttl=…`), empty when
+    /// there are none.
+    pub fn query(&self) -> String {
+        let ttl = |d: Duration| humantime::format_duration(d).to_string().replace(' ', "");
+        let pairs = [
+            self.dns_server.map(|a| format!("dns_server={a}")),
+            self.min_ttl.map(|d| format!("min_ttl={}", ttl(d))),
+            self.max_ttl.map(|d| format!("max_ttl={}", ttl(d))),
+        ];
+        pairs.into_iter().flatten().collect::<Vec<_>>().join("&")
+    }
+
+    /// The time until the next resolution after one that gave `ttl`.
+    fn delay(&self, config: &HealthConfig, ttl: Option<Duration>) -> Duration {
+        let min = self.min_ttl.unwrap_or(config.dns_min_ttl);
+        let max = self.max_ttl.unwrap_or(config.dns_max_ttl);
+        ttl.unwrap_or(config.dns_refresh).clamp(min, max.max(min))
+    }
+
+    /// The resolver these settings name, if they name a name server.
+    pub(super) fn resolver(&self) -> Option<Arc<dyn Resolver>> {
+        let server = self.dns_server?;
+        Some(Arc::new(HickoryResolver::with_server(server)))
+    }
+}
+
+/// Where a target backend comes from: its `dns+srv://` backend, its record's priority,
+/// and the resolver of its `dns_server`, if it names one.
+#[derive(Clone)]
 pub(super) struct Origin {
     parent: Arc<str>,
     priority: u16,
+    pub(super) resolver: Option<Arc<dyn Resolver>>,
 }
 
-/// The priority group of a `dns+srv://` backend that takes traffic.
+/// The priority groups of a `dns+srv://` backend that take traffic: the preferred one,
+/// and those of a lower priority value whose targets are healthy but not available (their
+/// circuit breakers are open): they stay in the balancer's set, where requests skip them
+/// and their breakers' probes find out when they are back.
 #[derive(Debug)]
 pub(super) struct Group {
     parent: Arc<str>,
     priority: u16,
+    standby: Vec<u16>,
 }
 
 impl Origin {
     pub(super) fn is_in(&self, group: &Group) -> bool {
-        self.parent == group.parent && self.priority == group.priority
+        self.parent == group.parent
+            && (self.priority == group.priority || group.standby.contains(&self.priority))
     }
 
     /// Whether it comes from backend `id`.
@@ -50,31 +130,63 @@ impl Origin {
     }
 }
 
+/// One `dns+srv://` backend's priorities, as [`preferred`] sorts them.
+struct Priorities {
+    parent: Arc<str>,
+    /// Those with a target that has an endpoint not unhealthy.
+    healthy: Vec<u16>,
+    /// Those with such a target that is also available.
+    up: Vec<u16>,
+    lowest: u16,
+}
+
 /// For each `dns+srv://` backend, the group that takes traffic: the lowest priority with
-/// an enabled target that has an endpoint not unhealthy; when none has, the lowest
-/// priority of its enabled targets (panic mode may then route to them).
-pub(super) fn preferred<S>(members: &[Member<S>]) -> Vec<Group> {
-    let mut groups: Vec<(Arc<str>, Option<u16>, u16)> = Vec::new();
+/// an enabled target that has an endpoint not unhealthy and is `available` (its circuit
+/// breaker closed); when none is available, the lowest with a target not unhealthy; when
+/// none is, the lowest priority of its enabled targets (panic mode may then route to
+/// them). Healthy groups of a lower priority value stay routed (see [`Group`]).
+pub(super) fn preferred<S>(
+    members: &[Member<S>],
+    available: impl Fn(&BackendSpec) -> bool,
+) -> Vec<Group> {
+    let mut all: Vec<Priorities> = Vec::new();
     for member in members.iter().filter(|m| m.admin == AdminState::Enabled) {
         let Some(origin) = &member.origin else {
             continue;
         };
-        let up = (member.endpoints.iter()).any(|ep| ep.health != Health::Unhealthy);
-        let up = up.then_some(origin.priority);
-        match groups.iter_mut().find(|(p, _, _)| *p == origin.parent) {
-            Some((_, best_up, lowest)) => {
-                if let Some(p) = up {
-                    *best_up = Some(best_up.map_or(p, |b| b.min(p)));
-                }
-                *lowest = (*lowest).min(origin.priority);
+        let index = match all.iter().position(|p| p.parent == origin.parent) {
+            Some(i) => i,
+            None => {
+                all.push(Priorities {
+                    parent: origin.parent.clone(),
+                    healthy: Vec::new(),
+                    up: Vec::new(),
+                    lowest: origin.priority,
+                });
+                all.len() - 1
             }
-            None => groups.push((origin.parent.clone(), up, origin.priority)),
+        };
+        let group = &mut all[index];
+        group.lowest = group.lowest.min(origin.priority);
+        if (member.endpoints.iter()).any(|ep| ep.health != Health::Unhealthy) {
+            group.healthy.push(origin.priority);
+            if available(&member.spec) {
+                group.up.push(origin.priority);
+            }
         }
     }
-    (groups.into_iter())
-        .map(|(parent, up, lowest)| Group {
-            parent,
-            priority: up.unwrap_or(lowest),
+    (all.into_iter())
+        .map(|p| {
+            let best = |set: &[u16]| set.iter().min().copied();
+            let priority = best(&p.up).or(best(&p.healthy)).unwrap_or(p.lowest);
+            let mut standby: Vec<u16> = p.healthy.into_iter().filter(|&h| h < priority).collect();
+            standby.sort_unstable();
+            standby.dedup();
+            Group {
+                parent: p.parent,
+                priority,
+                standby,
+            }
         })
         .collect()
 }
@@ -108,6 +220,7 @@ impl<E: Endpoints> Registry<E> {
         id: &str,
         generation: u64,
         outcome: io::Result<SrvResolved>,
+        lookup: &Lookup,
     ) -> Option<Duration> {
         let inner = &self.inner;
         let (plan, delay) = {
@@ -130,13 +243,20 @@ impl<E: Endpoints> Registry<E> {
                         error,
                     });
                     inner.reconcile(&mut state);
-                    return Some(inner.config.dns_min_ttl);
+                    return Some(lookup.settings.delay(&inner.config, Some(Duration::ZERO)));
                 }
             };
             parent.dns_error = None;
             let parent_spec = parent.spec.clone();
-            let plan = plan(inner, &mut state.members, &parent_spec, &resolved.targets);
-            (plan, inner.config.dns_delay(resolved.ttl))
+            let targets = &resolved.targets;
+            let plan = plan(
+                inner,
+                &mut state.members,
+                &parent_spec,
+                targets,
+                &lookup.resolver,
+            );
+            (plan, lookup.settings.delay(&inner.config, resolved.ttl))
         };
         if !(plan.add.is_empty() && plan.drain.is_empty() && plan.enable.is_empty()) {
             let added: Vec<&str> = plan.add.iter().map(|(s, _)| s.id.as_str()).collect();
@@ -173,6 +293,7 @@ fn plan<E: Endpoints>(
     members: &mut [Member<E::Service>],
     parent: &BackendSpec,
     targets: &[SrvTarget],
+    resolver: &Option<Arc<dyn Resolver>>,
 ) -> Plan {
     let mut plan = Plan::default();
     let wanted: Vec<(BackendSpec, u16)> = targets
@@ -184,6 +305,7 @@ fn plan<E: Endpoints>(
         let origin = Origin {
             parent: parent_id.clone(),
             priority: *priority,
+            resolver: resolver.clone(),
         };
         // A target listed twice is one backend.
         if plan.add.iter().any(|(s, _)| s.id == spec.id) {
@@ -229,27 +351,84 @@ fn system_srv() -> Arc<dyn Resolver> {
     }
 }
 
+/// How one `dns+srv://` backend is resolved: its settings, and the resolver of their
+/// name server (which resolves its targets' names too), if they name one.
+pub(super) struct Lookup {
+    pub(super) settings: SrvSettings,
+    pub(super) resolver: Option<Arc<dyn Resolver>>,
+}
+
 /// Resolves one `dns+srv://` backend incarnation's name, again and again.
 pub(super) async fn srv_loop<E: Endpoints>(
     registry: Weak<Inner<E>>,
     id: Arc<str>,
     generation: u64,
     name: String,
+    lookup: Lookup,
 ) {
     loop {
         let Some(inner) = registry.upgrade() else {
             return;
         };
-        let resolver = inner.srv.get_or_init(system_srv).clone();
+        let resolver = match &lookup.resolver {
+            Some(own) => own.clone(),
+            None => inner.srv.get_or_init(system_srv).clone(),
+        };
         let bound = inner.config.timeout.max(Duration::from_secs(5));
         let outcome = tokio::time::timeout(bound, resolver.resolve_srv(name.clone()))
             .await
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")));
         let registry_now = Registry { inner };
-        let Some(delay) = registry_now.srv_resolved(&id, generation, outcome) else {
+        let Some(delay) = registry_now.srv_resolved(&id, generation, outcome, &lookup) else {
             return;
         };
         drop(registry_now);
         tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_come_from_the_query_and_go_back_into_it() {
+        let url: Uri = "dns+srv://_http._tcp.web?dns_server=127.0.0.1:8600&min_ttl=5s&max_ttl=5m"
+            .parse()
+            .unwrap();
+        assert_eq!(name(&url).as_deref(), Some("_http._tcp.web"));
+        let settings = SrvSettings::from_url(&url).unwrap();
+        assert_eq!(
+            settings,
+            SrvSettings {
+                dns_server: Some("127.0.0.1:8600".parse().unwrap()),
+                min_ttl: Some(Duration::from_secs(5)),
+                max_ttl: Some(Duration::from_secs(300)),
+            }
+        );
+        assert_eq!(
+            settings.query(),
+            "dns_server=127.0.0.1:8600&min_ttl=5s&max_ttl=5m"
+        );
+        let config = HealthConfig::default();
+        assert_eq!(
+            settings.delay(&config, Some(Duration::from_secs(1))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            settings.delay(&config, Some(Duration::from_secs(900))),
+            Duration::from_secs(300)
+        );
+        let plain: Uri = "dns+srv://_http._tcp.web".parse().unwrap();
+        assert_eq!(SrvSettings::from_url(&plain), Ok(SrvSettings::default()));
+        for bad in [
+            "?ttl=1s",
+            "?min_ttl=soon",
+            "?dns_server=x",
+            "?min_ttl=2s&max_ttl=1s",
+        ] {
+            let url: Uri = format!("dns+srv://web{bad}").parse().unwrap();
+            assert!(SrvSettings::from_url(&url).is_err(), "{bad}");
+        }
     }
 }

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use switchyard_balance::{BalanceConfig, Policy};
 use switchyard_breaker::BreakerConfig;
 use switchyard_cache::{CacheConfig, SharedConfig};
-use switchyard_health::{HealthConfig, StatusRange};
+use switchyard_health::{HealthConfig, SrvSettings, StatusRange};
 use switchyard_pool::{Http1Engine, PoolConfig};
 use switchyard_retry::RetryConfig;
 use toml_edit::{ImDocument, Item, Table};
 
-use super::{ByteSize, ProxyConfig};
+use super::{Backend, ByteSize, ConfigProblem, ProxyConfig};
 
 /// The flat `[proxy]` table. Each key is documented on the layer setting it maps to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -379,8 +379,13 @@ impl<'a> Document<'a> {
 
     /// A problem with the dotted `key`, at its line in the text.
     pub fn problem(&self, key: String, message: impl Into<String>) -> Problem {
-        let line = self.keys.line_of(&key, self.text);
+        let line = self.line(&key);
         Problem::at(Some(key), line, message)
+    }
+
+    /// The 1-based line of the dotted `key` (`proxy.retry_delay`, `discovery[0]`).
+    pub fn line(&self, key: &str) -> Option<usize> {
+        self.keys.line_of(key, self.text)
     }
 
     /// Deserializes the text, collecting every key that does not deserialize instead of
@@ -515,5 +520,137 @@ fn walk(table: &Table, prefix: &str, out: &mut Vec<(String, Range<usize>, Range<
             }
             _ => {}
         }
+    }
+}
+
+/// One `[[discovery]]` entry of the configuration file: backends found in DNS, the same
+/// as a `dns+srv://NAME` backend (`type = "srv"`, the default) or a backend given by a
+/// host name and `port` (`type = "dns"`, resolved to its A/AAAA records).
+///
+/// ```toml
+/// [[discovery]]
+/// name = "_http._tcp.web.service.consul"
+/// dns_server = "127.0.0.1:8600"   # else the [proxy] dns_server, else the system's
+/// min_ttl = "5s"                  # else the [proxy] dns_min_ttl
+/// max_ttl = "300s"                # else the [proxy] dns_max_ttl
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// The SRV name, or the host name of a `dns` entry.
+    pub name: String,
+    /// `srv` or `dns`.
+    #[serde(rename = "type", default)]
+    pub kind: DiscoveryKind,
+    /// The backend's id; the name when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The port of a `dns` entry's addresses (an SRV record names its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The name server for this name (and its SRV targets' names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// The shortest time between resolutions of this name.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_ttl: Option<Duration>,
+    /// The longest time between resolutions of this name.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_ttl: Option<Duration>,
+    /// A `dns` entry's weight (an SRV record's target has its record's weight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// How a [`Discovery`] name is looked up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryKind {
+    /// SRV records: targets with their ports, weights and priorities.
+    #[default]
+    Srv,
+    /// A/AAAA records of a host name, on `port`.
+    Dns,
+}
+
+impl Discovery {
+    /// The backend this entry stands for: `dns+srv://NAME` with the entry's name server
+    /// and TTL bounds in its query (see [`switchyard_health::SrvSettings`]), or
+    /// `http://NAME:PORT`.
+    pub fn backend(&self) -> Result<Backend, ConfigProblem> {
+        let url = match self.kind {
+            DiscoveryKind::Srv => {
+                let settings = SrvSettings {
+                    dns_server: self.dns_server,
+                    min_ttl: self.min_ttl,
+                    max_ttl: self.max_ttl,
+                };
+                let query = Some(settings.query()).filter(|q| !q.is_empty());
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                format!("dns+srv://{}{query}", self.name)
+            }
+            DiscoveryKind::Dns => format!("http://{}:{}", self.name, self.port.unwrap_or(80)),
+        };
+        let url = url.parse().map_err(|e| problem("name", format!("{e}")))?;
+        let id = self.id.clone().unwrap_or_else(|| self.name.clone());
+        Ok(Backend::new(id, url).weight(self.weight.unwrap_or(1)))
+    }
+
+    /// Checks the entry, returning every problem (keys relative to the entry).
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let srv = self.kind == DiscoveryKind::Srv;
+        let only = |key: &str, there: bool, kind: &str| {
+            there.then(|| problem(key, format!("applies to type = \"{kind}\" entries only")))
+        };
+        problems.extend(only("port", srv && self.port.is_some(), "dns"));
+        problems.extend(only("weight", srv && self.weight.is_some(), "dns"));
+        // A host name's addresses are resolved by the [proxy] name server and TTLs.
+        for (key, set) in [
+            ("dns_server", self.dns_server.is_some()),
+            ("min_ttl", self.min_ttl.is_some()),
+            ("max_ttl", self.max_ttl.is_some()),
+        ] {
+            problems.extend(only(key, !srv && set, "srv"));
+        }
+        if !srv && self.port.is_none() {
+            problems.push(problem(
+                "port",
+                "a `dns` entry needs the port of its addresses",
+            ));
+        }
+        if let (Some(min), Some(max)) = (self.min_ttl, self.max_ttl) {
+            if min > max {
+                problems.push(problem("min_ttl", "must not be longer than max_ttl"));
+            }
+        }
+        if self.name.trim().is_empty() || self.name.contains(['/', '?', ':', ' ']) {
+            problems.push(problem("name", "must be a DNS name"));
+        } else if problems.is_empty() {
+            match self.backend() {
+                // The URL is made of the name.
+                Ok(backend) => problems.extend(backend.validate().into_iter().map(|p| {
+                    let key = if p.key == "url" { "name" } else { &p.key };
+                    problem(key, p.message)
+                })),
+                Err(p) => problems.push(p),
+            }
+        }
+        problems
+    }
+}
+
+fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem {
+        key: key.to_owned(),
+        message: message.into(),
     }
 }
