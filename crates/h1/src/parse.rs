@@ -232,7 +232,7 @@ impl HeadParser {
         } else {
             Version::HTTP_10
         };
-        let (headers, fields) = build_headers(&head, req.headers, false)?;
+        let (headers, fields) = build_headers(&head, req.headers, false, REQUEST_ROOM)?;
 
         let http11 = version == Version::HTTP_11;
         let framing = match (fields.te, fields.content_length) {
@@ -305,7 +305,7 @@ impl HeadParser {
         } else {
             Version::HTTP_10
         };
-        let (headers, fields) = build_headers(&head, res.headers, true)?;
+        let (headers, fields) = build_headers(&head, res.headers, true, RESPONSE_ROOM)?;
 
         let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
         let no_body = *method == Method::HEAD
@@ -464,15 +464,25 @@ pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Room left in a request's header map for the fields a proxy adds before forwarding it
+/// (`X-Forwarded-For`, `-Proto`, `-Host`, `traceparent`, ...), so that adding them does
+/// not grow (rehash) the map.
+const REQUEST_ROOM: usize = 6;
+/// Room left in a response's header map for the fields added on the way back (`Date`,
+/// a trace's or a cache's own).
+const RESPONSE_ROOM: usize = 4;
+
 /// Builds the header map, slicing values out of `head`, and notes the framing fields.
 /// `cl_lists`: accept `Content-Length: 5, 5` (responses, as hyper's client does);
-/// requests accept only repeated lines with the same value.
+/// requests accept only repeated lines with the same value. `room`: capacity beyond the
+/// fields parsed.
 fn build_headers(
     head: &Bytes,
     raw: &[httparse::Header<'_>],
     cl_lists: bool,
+    room: usize,
 ) -> Result<(HeaderMap, Fields), ParseError> {
-    let mut headers = HeaderMap::with_capacity(raw.len());
+    let mut headers = HeaderMap::with_capacity(raw.len() + room);
     let mut fields = Fields::default();
     for h in raw {
         let name = HeaderName::from_bytes(h.name.as_bytes())
