@@ -7,7 +7,9 @@
 //! - **Memory.** One read buffer and one write buffer, reused from request to request.
 //!   When no byte is waiting after a response, both are released to zero capacity and
 //!   the connection waits for its next request with a one-byte read, so an idle
-//!   keep-alive connection holds no buffer at all.
+//!   keep-alive connection holds no buffer at all. A request's state (the service's
+//!   future, the response body) is boxed per request and gone while the connection
+//!   idles.
 //! - **Errors the engine answers itself**: a malformed head gets 400, 414, 431 or 501
 //!   ([`ParseError::status`](crate::ParseError::status)) with `Connection: close`. A
 //!   header read timeout or EOF in the middle of a head closes without an answer.
