@@ -23,7 +23,11 @@ start - "$backend" --port 18082
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out/cg" $PROXY >/dev/null 2>"$out/valgrind.log" &
 proxy=$!
 pids+=($proxy)
-sleep 3
+# Until the proxy answers (valgrind starts slowly on a busy machine).
+for _ in $(seq 120); do
+  curl -s -o /dev/null "http://127.0.0.1:$port${URL_PATH:-/small}" && break
+  sleep 1
+done
 # Count only what serving costs: start-up (config, runtime, first connections) is zeroed.
 # valgrind takes the command when the program next runs, so one request wakes an idle proxy.
 callgrind_control -z "$proxy" >/dev/null &

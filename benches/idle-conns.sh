@@ -6,6 +6,7 @@
 #   benches/idle-conns.sh                       # 5000 and 20000 connections, every target
 #   CONNS="5000" TARGETS="switchyard nginx" benches/idle-conns.sh
 #   SERVE_ARGS="--no-cache" benches/idle-conns.sh   # flags added to `switchyard serve`
+#   SWITCHYARD=path/to/switchyard benches/idle-conns.sh  # that binary, not a fresh build
 # Needs: the harness's backend and minproxy (cargo build --release in ../shared/bench),
 # nginx (nginx-light), python3; root or a hard descriptor limit above 2 × CONNS.
 set -euo pipefail
@@ -20,7 +21,8 @@ for n in $conns; do ((n > max)) && max=$n; done
 # The proxy holds one descriptor per client connection, the holder one per connection.
 ulimit -Hn $((2 * max + 4096)) 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
-cargo build --release --bin switchyard >/dev/null 2>&1
+switchyard=${SWITCHYARD:-target/release/switchyard}
+[[ -n ${SWITCHYARD:-} ]] || cargo build --release --bin switchyard >/dev/null 2>&1
 start - "$bin/bench-backend" --port 18081
 start - "$bin/bench-backend" --port 18082
 work=$(mktemp -d)
@@ -63,7 +65,7 @@ launch() {
   case $1 in
     switchyard)
       # shellcheck disable=SC2086
-      target/release/switchyard serve --listen 127.0.0.1:$port --backends 127.0.0.1:18081,127.0.0.1:18082 \
+      "$switchyard" serve --listen 127.0.0.1:$port --backends 127.0.0.1:18081,127.0.0.1:18082 \
         --threads 1 --no-admin ${SERVE_ARGS:-} >/dev/null 2>&1 &
       ;;
     minproxy)

@@ -3,7 +3,7 @@
 
 # The harness's builds (bench-backend, minproxy): $BENCH_BIN, the harness's target, or a
 # scratch build.
-bench=../shared/bench
+bench=${BENCH:-../shared/bench}
 bin=${BENCH_BIN:-$bench/target/release}
 [[ -x $bin/bench-backend ]] || bin=/tmp/bench-scratch/target/release
 # The harness's two backends (started on 18081 and 18082), for a switchyard config file.

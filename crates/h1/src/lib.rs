@@ -45,5 +45,5 @@ pub use body::RecvBody;
 pub use client::{ClientConfig, Connection, ResponseBody, SendError};
 pub use error::{Error, ParseError};
 pub use rewind::Rewind;
-pub use server::{serve_connection, serve_connection_until, Config};
+pub use server::{serve_connection, serve_connection_until, Config, Stop};
 pub use upgrade::{OnUpgrade, Upgraded};

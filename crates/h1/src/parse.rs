@@ -115,37 +115,63 @@ impl LineScan {
     /// The length of the head (up to and including the empty line) once it is complete.
     /// Bytes already scanned are not scanned again; start a new scan for the next head.
     pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ParseKind> {
-        let mut i = self.scanned;
-        while i < buf.len() {
-            match buf[i] {
-                b'\n' => {
-                    if i == 0 || buf[i - 1] != b'\r' {
-                        return Err(ParseKind::BareLf);
-                    }
-                    if self.first_line.is_none() {
-                        self.first_line = Some(i + 1);
-                    }
-                    if i >= 3 && buf[i - 2] == b'\n' {
-                        return Ok(Some(i + 1));
-                    }
+        let mut from = self.scanned;
+        while let Some(i) = next_cr_or_lf(buf, from) {
+            if buf[i] == b'\n' {
+                if i == 0 || buf[i - 1] != b'\r' {
+                    return Err(ParseKind::BareLf);
                 }
-                b'\r' => match buf.get(i + 1) {
+                if self.first_line.is_none() {
+                    self.first_line = Some(i + 1);
+                }
+                if i >= 3 && buf[i - 2] == b'\n' {
+                    return Ok(Some(i + 1));
+                }
+            } else {
+                match buf.get(i + 1) {
                     Some(b'\n') => {}
                     Some(_) => return Err(ParseKind::BareCr),
                     // Look at it again once the next byte is in.
-                    None => break,
-                },
-                _ => {}
+                    None => {
+                        self.scanned = i;
+                        return Ok(None);
+                    }
+                }
             }
-            i += 1;
+            from = i + 1;
         }
-        self.scanned = i;
+        self.scanned = buf.len();
         Ok(None)
     }
 
     fn first_line(&self) -> Option<usize> {
         self.first_line
     }
+}
+
+/// The position of the next CR or LF in `buf` from `from`: eight bytes at a time (a
+/// byte-by-byte loop was most of a head's parse), then byte by byte.
+fn next_cr_or_lf(buf: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const CRS: u64 = u64::from_ne_bytes([b'\r'; 8]);
+    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    // Non-zero when a byte of `v` is zero.
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut i = from;
+    while let Some(word) = buf.get(i..i + 8) {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        let word = u64::from_ne_bytes(bytes);
+        if zero_byte(word ^ CRS) | zero_byte(word ^ LFS) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    buf.get(i..)?
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|at| i + at)
 }
 
 /// Parses request heads (server side) and response heads (client side) out of a read
@@ -232,7 +258,7 @@ impl HeadParser {
         } else {
             Version::HTTP_10
         };
-        let (headers, fields) = build_headers(&head, req.headers, false)?;
+        let (headers, fields) = build_headers(&head, req.headers, false, REQUEST_ROOM)?;
 
         let http11 = version == Version::HTTP_11;
         let framing = match (fields.te, fields.content_length) {
@@ -305,7 +331,7 @@ impl HeadParser {
         } else {
             Version::HTTP_10
         };
-        let (headers, fields) = build_headers(&head, res.headers, true)?;
+        let (headers, fields) = build_headers(&head, res.headers, true, RESPONSE_ROOM)?;
 
         let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
         let no_body = *method == Method::HEAD
@@ -464,15 +490,25 @@ pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Room left in a request's header map for the fields a proxy adds before forwarding it
+/// (`X-Forwarded-For`, `-Proto`, `-Host`, `traceparent`, ...), so that adding them does
+/// not grow (rehash) the map.
+const REQUEST_ROOM: usize = 6;
+/// Room left in a response's header map for the fields added on the way back (`Date`,
+/// a trace's or a cache's own).
+const RESPONSE_ROOM: usize = 4;
+
 /// Builds the header map, slicing values out of `head`, and notes the framing fields.
 /// `cl_lists`: accept `Content-Length: 5, 5` (responses, as hyper's client does);
-/// requests accept only repeated lines with the same value.
+/// requests accept only repeated lines with the same value. `room`: capacity beyond the
+/// fields parsed.
 fn build_headers(
     head: &Bytes,
     raw: &[httparse::Header<'_>],
     cl_lists: bool,
+    room: usize,
 ) -> Result<(HeaderMap, Fields), ParseError> {
-    let mut headers = HeaderMap::with_capacity(raw.len());
+    let mut headers = HeaderMap::with_capacity(raw.len() + room);
     let mut fields = Fields::default();
     for h in raw {
         let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -553,6 +589,26 @@ mod tests {
 
     fn req(bytes: &[u8]) -> Result<Option<ParsedRequest>, ParseError> {
         HeadParser::default().parse_request(&mut BytesMut::from(bytes))
+    }
+
+    #[test]
+    fn the_word_scan_finds_every_cr_and_lf() {
+        // Each of CR and LF at every position of buffers longer and shorter than a word.
+        for len in 0..40 {
+            for at in 0..len {
+                for byte in [b'\r', b'\n'] {
+                    let mut buf = vec![b'a'; len];
+                    buf[at] = byte;
+                    for from in 0..=len {
+                        let want = (from <= at).then_some(at);
+                        assert_eq!(next_cr_or_lf(&buf, from), want, "{len} {at} {from}");
+                    }
+                }
+            }
+        }
+        // Bytes that differ from CR or LF by one bit, and 0x80 and above, are not either.
+        let near: Vec<u8> = (0..=255u8).filter(|b| *b != b'\r' && *b != b'\n').collect();
+        assert_eq!(next_cr_or_lf(&near, 0), None);
     }
 
     #[test]

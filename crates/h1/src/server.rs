@@ -7,7 +7,9 @@
 //! - **Memory.** One read buffer and one write buffer, reused from request to request.
 //!   When no byte is waiting after a response, both are released to zero capacity and
 //!   the connection waits for its next request with a one-byte read, so an idle
-//!   keep-alive connection holds no buffer at all.
+//!   keep-alive connection holds no buffer at all. A request's state (the service's
+//!   future, the response body) is boxed per request and gone while the connection
+//!   idles.
 //! - **Errors the engine answers itself**: a malformed head gets 400, 414, 431 or 501
 //!   ([`ParseError::status`](crate::ParseError::status)) with `Connection: close`. A
 //!   header read timeout or EOF in the middle of a head closes without an answer.
@@ -27,7 +29,9 @@
 //!   ahead); `100 Continue` goes out when the service first polls the body.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
@@ -36,7 +40,8 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::oneshot;
+use tokio::sync::futures::Notified;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -128,7 +133,11 @@ impl Config {
 /// Serves HTTP/1.1 on `io` with `service` until the client closes, a timeout fires or the
 /// connection breaks. `Ok(())` for an orderly end (the client closed between requests,
 /// the idle timeout, or a response that closes the connection).
-pub async fn serve_connection<I, S, B>(io: I, service: S, config: Config) -> Result<(), Error>
+pub fn serve_connection<I, S, B>(
+    io: I,
+    service: S,
+    config: Config,
+) -> impl Future<Output = Result<(), Error>>
 where
     I: Io,
     S: Service<Request<RecvBody>, Response = Response<B>>,
@@ -136,21 +145,61 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    serve_connection_until(io, service, config, std::future::pending()).await
+    serve_connection_until(io, service, config, Stop::default())
 }
 
-/// [`serve_connection`] with a graceful stop: once `stop` resolves, no new request is
+/// A graceful stop shared by the connections of a listener: [`Stop::stop`] tells every
+/// connection served with [`serve_connection_until`] to read no new request.
+///
+/// A connection checks an atomic flag between requests, and waits on a [`Notify`] only
+/// while it idles (or waits for the rest of a head), so a request costs no registration.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<StopState>);
+
+#[derive(Debug, Default)]
+struct StopState {
+    stopped: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    /// A signal that has not been given.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops the connections served with this signal, now and later.
+    pub fn stop(&self) {
+        self.0.stopped.store(true, Ordering::Release);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.stopped.load(Ordering::Acquire)
+    }
+}
+
+/// Resolves once the connection's [`Stop`] is given; never without one.
+async fn stopped(notified: &mut Option<Pin<&mut Notified<'_>>>) {
+    match notified {
+        Some(n) => n.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// [`serve_connection`] with a graceful stop: once `stop` is given, no new request is
 /// read. A kept-alive connection waiting for (or in the middle of) its next request head
 /// closes at once; one with a request in flight finishes its response, then closes. A
 /// connection's first request is read and answered even after the stop: its client sent
 /// it to a listener that was still accepting (nothing tells a client that a fresh
 /// connection was closed for a shutdown, while a kept-alive one is retried).
-pub async fn serve_connection_until<I, S, B>(
+pub fn serve_connection_until<I, S, B>(
     io: I,
     mut service: S,
     config: Config,
-    stop: impl Future<Output = ()>,
-) -> Result<(), Error>
+    stop: Stop,
+) -> impl Future<Output = Result<(), Error>>
 where
     I: Io,
     S: Service<Request<RecvBody>, Response = Response<B>>,
@@ -165,42 +214,15 @@ where
         parser: HeadParser::new(config.limits),
         config,
     };
-    let mut stop = pin!(stop);
-    let mut first = true;
-    loop {
-        let head = if std::mem::take(&mut first) {
-            // The first request of a connection accepted before the stop is read and
-            // answered (with `Connection: close` once stopping): its client sent it to a
-            // listener that was still accepting. The header-read and idle timeouts bound it.
-            conn.read_head().await?
-        } else {
-            tokio::select! {
-                biased;
-                () = &mut stop => None,
-                head = conn.read_head() => head?,
-            }
-        };
-        let Some(req) = head else {
+    // Not an `async fn`: its arguments would be kept twice in the future (once as taken,
+    // once where the body moved them), and the future is what an idle connection costs.
+    async move {
+        let Some(tx) = conn.serve_all(&mut service, &stop).await? else {
             return Ok(());
         };
-        match conn.serve_one(&mut service, req).await? {
-            Next::KeepAlive
-                if poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx).is_ready())).await =>
-            {
-                let _ = conn.io.shutdown().await;
-                return Ok(());
-            }
-            Next::KeepAlive => {}
-            Next::Close => {
-                let _ = conn.io.shutdown().await;
-                return Ok(());
-            }
-            Next::Upgrade(tx) => {
-                let read_buf = conn.rbuf.split().freeze();
-                let _ = tx.send(Upgraded::new(Box::new(conn.io), read_buf));
-                return Ok(());
-            }
-        }
+        let read_buf = conn.rbuf.split().freeze();
+        let _ = tx.send(Upgraded::new(Box::new(conn.io), read_buf));
+        Ok(())
     }
 }
 
@@ -247,11 +269,58 @@ async fn step<I: AsyncRead + Unpin>(
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
-    /// The next request head; `None` when the client closed or idled out between requests.
-    async fn read_head(&mut self) -> Result<Option<ParsedRequest>, Error> {
+    /// Serves requests until the connection ends; the upgrade's sender when a request
+    /// switched protocols.
+    async fn serve_all<S, B>(
+        &mut self,
+        service: &mut S,
+        stop: &Stop,
+    ) -> Result<Option<oneshot::Sender<Upgraded>>, Error>
+    where
+        S: Service<Request<RecvBody>, Response = Response<B>>,
+        S::Error: Into<BoxError>,
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        // Made before the flag is first read: a stop given after this resolves it.
+        let notified = pin!(stop.0.notify.notified());
+        let mut notified = Some(notified);
+        let mut first = true;
+        loop {
+            let head = if std::mem::take(&mut first) {
+                // The first request of a connection accepted before the stop is read and
+                // answered (with `Connection: close` once stopping): its client sent it to
+                // a listener that was still accepting. The header-read and idle timeouts
+                // bound it.
+                self.read_head(&mut None).await?
+            } else {
+                self.read_head(&mut notified).await?
+            };
+            let Some(req) = head else {
+                return Ok(None);
+            };
+            // A request's state (the service's future, the response body) is boxed, so
+            // that an idle connection's future holds none of it.
+            match Box::pin(self.serve_one(service, req)).await? {
+                Next::KeepAlive if !stop.is_stopped() => {}
+                Next::KeepAlive | Next::Close => {
+                    let _ = self.io.shutdown().await;
+                    return Ok(None);
+                }
+                Next::Upgrade(tx) => return Ok(Some(tx)),
+            }
+        }
+    }
+
+    /// The next request head; `None` when the client closed or idled out between
+    /// requests, or the connection's stop (`stop`, when given) came before a whole head.
+    async fn read_head(
+        &mut self,
+        stop: &mut Option<Pin<&mut Notified<'_>>>,
+    ) -> Result<Option<ParsedRequest>, Error> {
         let mut deadline = None;
         loop {
-            if self.rbuf.is_empty() && !self.wait_for_bytes().await? {
+            if self.rbuf.is_empty() && !self.wait_for_bytes(stop).await? {
                 return Ok(None);
             }
             match self.parser.parse_request(&mut self.rbuf) {
@@ -268,12 +337,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             let deadline =
                 *deadline.get_or_insert_with(|| Instant::now() + self.config.header_read_timeout);
             self.rbuf.reserve(self.config.read_size);
-            match tokio::time::timeout_at(
+            let read = tokio::time::timeout_at(
                 deadline,
                 tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf),
-            )
-            .await
-            {
+            );
+            let read = tokio::select! {
+                biased;
+                () = stopped(stop) => return Ok(None),
+                read = read => read,
+            };
+            match read {
                 Err(_) => return Err(Error::header_timeout()),
                 Ok(Ok(0)) => return Err(Error::incomplete()),
                 Ok(Ok(_)) => {}
@@ -284,7 +357,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 
     /// Waits for the first byte of a request. Data already there is read into the kept
     /// buffer; otherwise both buffers are released while the connection idles.
-    async fn wait_for_bytes(&mut self) -> Result<bool, Error> {
+    async fn wait_for_bytes(
+        &mut self,
+        stop: &mut Option<Pin<&mut Notified<'_>>>,
+    ) -> Result<bool, Error> {
         self.rbuf.reserve(self.config.read_size);
         let now = {
             let mut read = pin!(tokio::io::AsyncReadExt::read_buf(
@@ -311,7 +387,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 Poll::Pending => Poll::Pending,
             }
         });
-        match tokio::time::timeout(self.config.idle_timeout, one).await {
+        let idle = tokio::time::timeout(self.config.idle_timeout, one);
+        let first = tokio::select! {
+            biased;
+            () = stopped(stop) => return Ok(false),
+            first = idle => first,
+        };
+        match first {
             Err(_) | Ok(Ok(None)) => Ok(false),
             Ok(Ok(Some(byte))) => {
                 self.rbuf.reserve(self.config.read_size);
@@ -413,15 +495,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             .map_err(Error::service)?;
         let mut fut = pin!(service.call(Request::from_parts(parts, body)));
         let read_size = self.config.read_size;
-        let response = loop {
-            let event = tokio::select! {
-                biased;
-                r = &mut fut => Event::Done(r),
-                s = step(&mut feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
-            };
-            match event {
-                Event::Done(r) => break r.map_err(Error::service)?,
-                Event::Step(s) => self.after_step(s, &mut keep_alive).await?,
+        let response = if feeder.is_none() {
+            // No request body to feed: the service's future alone.
+            fut.await.map_err(Error::service)?
+        } else {
+            loop {
+                let event = tokio::select! {
+                    biased;
+                    r = &mut fut => Event::Done(r),
+                    s = step(&mut feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
+                };
+                match event {
+                    Event::Done(r) => break r.map_err(Error::service)?,
+                    Event::Step(s) => self.after_step(s, &mut keep_alive).await?,
+                }
             }
         };
 
@@ -576,10 +663,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     continue;
                 }
             }
-            let event = tokio::select! {
-                biased;
-                f = poll_fn(|cx| body.as_mut().poll_frame(cx)) => Event::Done(f),
-                s = step(feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
+            let event = if feeder.is_none() {
+                Event::Done(poll_fn(|cx| body.as_mut().poll_frame(cx)).await)
+            } else {
+                tokio::select! {
+                    biased;
+                    f = poll_fn(|cx| body.as_mut().poll_frame(cx)) => Event::Done(f),
+                    s = step(feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
+                }
             };
             match event {
                 Event::Done(frame) => {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{self, Either};
+use futures::FutureExt;
 use pin_project_lite::pin_project;
 
 use http::header::HeaderValue;
@@ -34,7 +35,6 @@ use switchyard_h1::upgrade::Io;
 use switchyard_h1::{RecvBody, Rewind};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tower::util::{Oneshot, ServiceExt};
 
 use crate::access::{AccessLogFormat, Entry, JsonLog};
@@ -206,24 +206,25 @@ struct Engines {
     native: Option<switchyard_h1::Config>,
     http2: bool,
     header_read_timeout: Duration,
-    stop: watch::Receiver<bool>,
+    stop: switchyard_h1::Stop,
 }
 
 impl Engines {
     /// Serves a plaintext connection: with the native engine and `http2` on, its first
     /// bytes say which engine.
     async fn plain(
-        self,
+        self: Arc<Self>,
         mut io: TcpStream,
         service: Connection,
         watcher: Watcher,
         remote: SocketAddr,
     ) {
         let Some(native) = self.native.clone() else {
-            return connection(&self.hyper, TokioIo::new(io), service, watcher, remote).await;
+            return self.hyper(io, service, watcher, remote).await;
         };
         if !self.http2 {
-            return self.native(native, io, service, watcher, remote).await;
+            tokio::spawn(self.native(native, io, service, watcher, remote));
+            return;
         }
         let deadline = tokio::time::Instant::now() + self.header_read_timeout;
         let Some((h2, read)) = first(deadline, sniff_h2(&mut io), "preface", remote).await else {
@@ -231,16 +232,18 @@ impl Engines {
         };
         let io = Rewind::new(io, read);
         if h2 {
-            connection(&self.hyper, TokioIo::new(io), service, watcher, remote).await;
+            self.hyper(io, service, watcher, remote).await;
         } else {
-            self.native(native, io, service, watcher, remote).await;
+            // A task of its own: this one's state (the preface read, a second copy of
+            // everything passed in) goes, and an idle connection keeps only the engine's.
+            tokio::spawn(self.native(native, io, service, watcher, remote));
         }
     }
 
     /// Serves a TLS connection: the native engine, when it serves HTTP/1.1, unless ALPN
     /// chose `h2`.
     async fn tls<I: Io>(
-        self,
+        self: Arc<Self>,
         io: I,
         h2: bool,
         service: Connection,
@@ -248,28 +251,51 @@ impl Engines {
         remote: SocketAddr,
     ) {
         match self.native.clone() {
-            Some(native) if !h2 => self.native(native, io, service, watcher, remote).await,
-            _ => connection(&self.hyper, TokioIo::new(io), service, watcher, remote).await,
+            // A task of its own, without the handshake's state (see `plain`).
+            Some(native) if !h2 => drop(tokio::spawn(
+                self.native(native, io, service, watcher, remote),
+            )),
+            _ => self.hyper(io, service, watcher, remote).await,
         }
     }
 
+    /// One connection on hyper's engines, boxed: its state (several KiB with HTTP/2's)
+    /// would otherwise be part of every connection's task, the native engine's idle
+    /// keep-alive connections included.
+    fn hyper<I: Io>(
+        &self,
+        io: I,
+        service: Connection,
+        watcher: Watcher,
+        remote: SocketAddr,
+    ) -> Pin<Box<impl Future<Output = ()> + Send + 'static>> {
+        Box::pin(connection(
+            &self.hyper,
+            TokioIo::new(io),
+            service,
+            watcher,
+            remote,
+        ))
+    }
+
     /// One connection on the native engine: counted by `watcher` while it lasts, and
-    /// stopped gracefully (no new request read) when the listener shuts down.
-    async fn native<I: Io>(
-        mut self,
+    /// stopped gracefully (no new request read) when the listener shuts down. A plain
+    /// function around the engine's future, so that nothing is kept twice in it.
+    fn native<I: Io>(
+        &self,
         config: switchyard_h1::Config,
         io: I,
         service: Connection,
         watcher: Watcher,
         remote: SocketAddr,
-    ) {
-        let stop = async move {
-            let _ = self.stop.wait_for(|stopping| *stopping).await;
-        };
-        if let Err(e) = switchyard_h1::serve_connection_until(io, service, config, stop).await {
-            tracing::debug!(%remote, error = %e, "connection ended with an error");
-        }
-        drop(watcher);
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let stop = self.stop.clone();
+        switchyard_h1::serve_connection_until(io, service, config, stop).map(move |served| {
+            if let Err(e) = served {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+            drop(watcher);
+        })
     }
 }
 
@@ -324,14 +350,14 @@ pub async fn serve(
         let watch = tokio::spawn(tls.watch(config.tls_reload_interval));
         AbortOnDrop(watch)
     });
-    let (stopping, stop) = watch::channel(false);
-    let engines = Engines {
+    let stop = switchyard_h1::Stop::new();
+    let engines = Arc::new(Engines {
         hyper: config.builder(),
         native: config.native(),
         http2: config.http2,
         header_read_timeout: config.header_read_timeout,
-        stop,
-    };
+        stop: stop.clone(),
+    });
     let max_body = config.max_request_body.map(|b| b.bytes());
     let json_log =
         (config.access_log == AccessLogFormat::Json).then(|| JsonLog::spawn(tokio::io::stdout()));
@@ -359,16 +385,21 @@ pub async fn serve(
             json_log: json_log.clone(),
         };
         if tls.is_none() && !config.proxy_protocol {
-            let io = TokioIo::new(stream);
-            if engines.native.is_none() {
-                let hyper = &engines.hyper;
-                tokio::spawn(connection(hyper, io, service, graceful.watcher(), remote));
-            } else {
-                let plain =
-                    engines
-                        .clone()
-                        .plain(io.into_inner(), service, graceful.watcher(), remote);
-                tokio::spawn(plain);
+            let watcher = graceful.watcher();
+            match &engines.native {
+                None => {
+                    let io = TokioIo::new(stream);
+                    tokio::spawn(connection(&engines.hyper, io, service, watcher, remote));
+                }
+                // Nothing to read first: the engine's future is the whole task.
+                Some(native) if !engines.http2 => {
+                    let native = native.clone();
+                    tokio::spawn(engines.native(native, stream, service, watcher, remote));
+                }
+                Some(_) => {
+                    let plain = Arc::clone(&engines).plain(stream, service, watcher, remote);
+                    tokio::spawn(plain);
+                }
             }
             continue;
         }
@@ -407,7 +438,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let _ = stopping.send(true);
+    stop.stop();
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: waiting for in-flight requests");
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
     if tokio::time::timeout_at(deadline, graceful.shutdown())

@@ -1,5 +1,6 @@
 use std::convert::Infallible;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -19,7 +20,7 @@ use switchyard_metrics::{
 };
 use switchyard_pool::{PoolConfig, PoolStats};
 use switchyard_retry::{ReplayBody, Retry, RetryLayer, RetryStats};
-use tower::util::{Either, MapRequest, MapResponse};
+use tower::util::{Either, MapFuture, MapRequest, MapResponse};
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
@@ -33,7 +34,12 @@ use crate::{
 
 type Balancer = Balance<Tracked<EndpointService>, Request<Body>>;
 type Replayed = MapRequest<Balancer, fn(Request<ReplayBody<Body>>) -> Request<Body>>;
-type Upstream = ProxyHeaders<Retry<Replayed>>;
+type Retried = Retry<Replayed>;
+type RetryFuture = <Retried as Service<Request<Body>>>::Future;
+/// The retry layer's future is most of a request's state (the request kept for replays,
+/// the attempt, the deadline): boxed once here, the layers above it move a pointer
+/// instead of copying it into each of their own futures.
+type Upstream = ProxyHeaders<MapFuture<Retried, fn(RetryFuture) -> Pin<Box<RetryFuture>>>>;
 type Cached = MapResponse<Cache<Upstream>, fn(Response<CacheBody<Body>>) -> Response<Body>>;
 type Stack = RequestTrace<Metrics<StrictHost<ErrorResponse<Either<Cached, Upstream>>>>>;
 
@@ -115,6 +121,7 @@ impl Generation {
             .upgrade_protocols(&config.upgrade_protocols);
         let upstream = ServiceBuilder::new()
             .layer(headers)
+            .map_future(Box::pin as fn(_) -> _)
             .layer(retry.clone())
             .map_request(unreplay as fn(_) -> _)
             .service(parts.balance.clone());
