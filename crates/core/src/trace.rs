@@ -448,14 +448,18 @@ impl TraceContext {
 
     /// The `traceparent` value the backends get: this trace, the proxy's span as parent.
     pub fn traceparent(&self) -> String {
-        let mut s = String::with_capacity(55);
-        s.push_str("00-");
-        push_hex(&mut s, &self.trace_id);
-        s.push('-');
-        push_hex(&mut s, &self.span_id);
-        s.push('-');
-        push_hex(&mut s, &[self.flags]);
-        s
+        let bytes = self.traceparent_bytes();
+        bytes.iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// The same value as bytes, made on the stack: `00-<trace id>-<span id>-<flags>`.
+    pub fn traceparent_bytes(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut out = [b'-'; TRACEPARENT_LEN];
+        out[..2].copy_from_slice(b"00");
+        write_hex(&mut out[3..35], &self.trace_id);
+        write_hex(&mut out[36..52], &self.span_id);
+        write_hex(&mut out[53..55], &[self.flags]);
+        out
     }
 
     /// The trace id in lowercase hex, as logs show it.
@@ -499,11 +503,23 @@ fn hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// The length of a version-00 `traceparent` value.
+pub const TRACEPARENT_LEN: usize = 55;
+
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 fn push_hex(s: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         s.push(char::from(DIGITS[usize::from(b >> 4)]));
         s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+}
+
+/// `bytes` in lowercase hex into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use arc_swap::ArcSwapOption;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{Entry, HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::Body as _;
 use pin_project_lite::pin_project;
@@ -203,23 +203,34 @@ impl<S> RequestTrace<S> {
 /// belonged to an invalid one); returns the context.
 fn trace_context<B>(req: &mut Request<B>, generate: bool) -> Option<TraceContext> {
     let headers = req.headers_mut();
-    let given = headers.get(TRACEPARENT);
     if !generate {
-        return given.and_then(|v| TraceContext::continue_from(v.as_bytes()));
+        let given = headers.get(TRACEPARENT)?;
+        return TraceContext::continue_from(given.as_bytes());
     }
-    let context = match given.map(|v| TraceContext::continue_from(v.as_bytes())) {
-        Some(Some(context)) => context,
-        invalid_or_none => {
-            if invalid_or_none.is_some() {
-                headers.remove(TRACESTATE);
-            }
-            TraceContext::generate()
+    // One lookup whether the request has one or not (most have none).
+    let (context, invalid) = match headers.entry(TRACEPARENT) {
+        Entry::Occupied(mut given) => {
+            let context = TraceContext::continue_from(given.get().as_bytes());
+            let invalid = context.is_none();
+            let context = context.unwrap_or_else(TraceContext::generate);
+            given.insert(traceparent_value(&context));
+            (context, invalid)
+        }
+        Entry::Vacant(slot) => {
+            let context = TraceContext::generate();
+            slot.insert(traceparent_value(&context));
+            (context, false)
         }
     };
-    if let Ok(value) = HeaderValue::try_from(context.traceparent()) {
-        headers.insert(TRACEPARENT, value);
+    if invalid {
+        headers.remove(TRACESTATE);
     }
     Some(context)
+}
+
+/// The `traceparent` header the backends get, formatted on the stack.
+fn traceparent_value(context: &TraceContext) -> HeaderValue {
+    HeaderValue::from_bytes(&context.traceparent_bytes()).expect("hex digits and dashes")
 }
 
 impl<S, B> Service<Request<B>> for RequestTrace<S>
