@@ -777,6 +777,17 @@ impl FaultBackend {
         Self::start_on(id, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
+    /// Starts one backend per id, in order, each on an ephemeral 127.0.0.1 port.
+    pub async fn start_all<const N: usize>(ids: [&'static str; N]) -> [Self; N] {
+        let mut started = Vec::with_capacity(N);
+        for id in ids {
+            started.push(Self::start(id).await);
+        }
+        started
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one backend per id"))
+    }
+
     /// Starts on `addr` (port 0: an ephemeral one).
     pub async fn start_on(id: &'static str, addr: SocketAddr) -> Self {
         let listener = TcpListener::bind(addr).await.unwrap();

@@ -15,11 +15,7 @@ struct Run {
 }
 
 async fn run(policy: Policy) -> Run {
-    let (a, b, c) = (
-        FaultBackend::start("a").await,
-        FaultBackend::start("b").await,
-        FaultBackend::start("c").await,
-    );
+    let [a, b, c] = FaultBackend::start_all(["a", "b", "c"]).await;
     c.set_delay(Duration::from_millis(200));
     let mut config = switchyard_tests::config();
     config.balance.policy = policy;

@@ -88,9 +88,11 @@ async fn a_post_invalidates_the_stored_get() {
 
 #[tokio::test]
 async fn with_the_cache_off_every_request_reaches_a_backend() {
+    let config = ProxyConfig {
+        cache: None,
+        ..switchyard_tests::config()
+    };
     let a = backend("a").await;
-    let mut config = switchyard_tests::config();
-    config.cache = None;
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
     for _ in 0..3 {
         let (status, cache, _) = fetch(&proxy, "GET", "/cacheable/60").await;

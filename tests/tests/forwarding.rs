@@ -279,11 +279,11 @@ async fn request_body_over_the_limit_is_413() {
 
 #[tokio::test]
 async fn slow_and_idle_clients_are_cut_off() {
-    let a = backend("a").await;
     let server = ServerConfig {
         header_read_timeout: Duration::from_millis(300),
         ..ServerConfig::default()
     };
+    let a = backend("a").await;
     let proxy = TestProxy::start(switchyard_tests::config(), server, &[&a]).await;
 
     // A client that never finishes its header is disconnected.

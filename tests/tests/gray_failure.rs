@@ -32,11 +32,7 @@ fn mean(buckets: &[usize]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_with_a_fast_health_check_is_taken_out_and_let_back() {
-    let (a, b, c) = (
-        FaultBackend::start("a").await,
-        FaultBackend::start("b").await,
-        FaultBackend::start("c").await,
-    );
+    let [a, b, c] = FaultBackend::start_all(["a", "b", "c"]).await;
     let proxy = TestProxy::over(config(), [a.backend(), b.backend(), c.backend()]).await;
     let breakers = proxy.proxy.circuit_breaker().clone();
 

@@ -92,8 +92,9 @@ async fn breaker(proxy: &Switchyard, id: &str) -> String {
         .to_owned()
 }
 
-/// The configuration file: `proxy` is the `[proxy]` table; backends `good` (the origin)
-/// and `dead` (port 9 of 127.0.0.2, where nothing listens).
+/// The configuration file: the `[proxy]` table has health checks off, a 60 s breaker
+/// timeout and what `proxy` says; backends `good` (the origin) and `dead` (port 9 of
+/// 127.0.0.2, where nothing listens).
 fn file(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) -> String {
     format!(
         "{}[[backends]]\nid = \"dead\"\nurl = \"http://127.0.0.2:9\"\n",
@@ -104,27 +105,26 @@ fn file(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) ->
 /// [`file`] without the backend `dead`.
 fn good_only(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) -> String {
     format!(
-        "listen = \"{listen}\"\n\n[admin]\nlisten = \"{admin}\"\n\n[proxy]\n{proxy}\n\
+        "listen = \"{listen}\"\n\n[admin]\nlisten = \"{admin}\"\n\n[proxy]\n\
+         health_check_enabled = false\n{proxy}circuit_breaker_timeout = \"60s\"\n\n\
          [[backends]]\nid = \"good\"\nurl = \"http://{good}\"\n\n"
     )
 }
 
-const BEFORE: &str = "health_check_enabled = false
-request_timeout = \"5s\"
+/// What the `[proxy]` table says before the reload and after it, beside what [`file`]
+/// always has.
+const BEFORE: &str = "request_timeout = \"5s\"
 attempt_timeout = \"2s\"
 max_retries = 2
 retry_delay = \"10ms\"
 circuit_breaker_threshold = 5
-circuit_breaker_timeout = \"60s\"
 cache_ttl = \"0s\"
 ";
 
-const AFTER: &str = "health_check_enabled = false
-request_timeout = \"300ms\"
+const AFTER: &str = "request_timeout = \"300ms\"
 max_retries = 0
 retry_delay = \"10ms\"
 circuit_breaker_threshold = 2
-circuit_breaker_timeout = \"60s\"
 cache_ttl = \"10m\"
 ";
 

@@ -1,6 +1,7 @@
 //! Retries in the standard stack, end to end on loopback, over scripted backends: `good`
 //! answers 200, `bad` 503, `refusing` refuses every connection.
 
+use bytes::Bytes;
 use http::{Request, StatusCode};
 use switchyard::{Backend, ProxyConfig};
 use switchyard_test::{Fleet, Script, Step};
@@ -19,6 +20,14 @@ fn good() -> (&'static str, Step) {
 
 fn bad() -> (&'static str, Step) {
     ("bad", Step::status(503))
+}
+
+/// Posts `body` to `/upload` through `proxy`.
+async fn upload(proxy: &TestProxy, body: impl Into<Bytes>) -> (StatusCode, String, String) {
+    let req = Request::post(proxy.url("/upload"))
+        .body(full(body))
+        .unwrap();
+    send(&client(), req).await
 }
 
 fn without_breaker() -> ProxyConfig {
@@ -48,10 +57,7 @@ async fn failed_gets_are_retried_on_the_other_backend() {
 async fn posts_are_not_retried_by_default() {
     let fleet = fleet(&[bad()]).await;
     let proxy = TestProxy::over(without_breaker(), fleet.entries(Backend::new)).await;
-    let req = Request::post(proxy.url("/upload"))
-        .body(full("payload"))
-        .unwrap();
-    let (status, _, _) = send(&client(), req).await;
+    let (status, _, _) = upload(&proxy, "payload").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     fleet["bad"].assert_requests(1);
     assert_eq!(proxy.proxy.retry_stats().retries, 0);
@@ -64,10 +70,7 @@ async fn opted_in_posts_are_replayed_to_another_backend() {
     config.retry.non_idempotent = true;
     let proxy = TestProxy::over(config, fleet.entries(Backend::new)).await;
     let body = "x".repeat(10_000);
-    let req = Request::post(proxy.url("/upload"))
-        .body(full(body.clone()))
-        .unwrap();
-    let (status, backend, _) = send(&client(), req).await;
+    let (status, backend, _) = upload(&proxy, body.clone()).await;
     assert_eq!((status, backend.as_str()), (StatusCode::OK, "good"));
     assert_eq!(
         fleet["good"].requests()[0].body_len,
@@ -128,26 +131,14 @@ async fn a_3_kib_body_is_replayed_and_a_1_mib_body_is_sent_once() {
     config.retry.non_idempotent = true;
     let proxy = TestProxy::over(config.clone(), fleet.entries(Backend::new)).await;
     let small = "s".repeat(3 * 1024);
-    let (status, backend, _) = send(
-        &client(),
-        Request::post(proxy.url("/upload"))
-            .body(full(small))
-            .unwrap(),
-    )
-    .await;
+    let (status, backend, _) = upload(&proxy, small).await;
     assert_eq!((status, backend.as_str()), (StatusCode::OK, "good"));
     assert_eq!(fleet["good"].requests()[0].body_len, Some(3072));
 
     let proxy = TestProxy::over(config, fleet.entries(Backend::new)).await;
     let (bad_before, good_before) = (fleet["bad"].request_count(), fleet["good"].request_count());
     let large = vec![b'L'; 1 << 20];
-    let (status, backend, _) = send(
-        &client(),
-        Request::post(proxy.url("/upload"))
-            .body(full(large))
-            .unwrap(),
-    )
-    .await;
+    let (status, backend, _) = upload(&proxy, large).await;
     assert_eq!(
         (status, backend.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "bad")

@@ -51,11 +51,7 @@ async fn until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_added_and_removed_at_run_time_reach_the_balancer_within_a_ttl() {
-    let (a, b, c) = (
-        FaultBackend::start("a").await,
-        FaultBackend::start("b").await,
-        FaultBackend::start("c").await,
-    );
+    let [a, b, c] = FaultBackend::start_all(["a", "b", "c"]).await;
     let mut dns = Dnsmasq::start(&[srv("a", &a, 1, 1), srv("b", &b, 1, 1)]).await;
     let proxy = TestProxy::over(config(&dns), [web()]).await;
     let mut ids = proxy.backend_ids();
@@ -97,10 +93,7 @@ async fn records_added_and_removed_at_run_time_reach_the_balancer_within_a_ttl()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_weights_split_the_traffic() {
-    let (a, b) = (
-        FaultBackend::start("a").await,
-        FaultBackend::start("b").await,
-    );
+    let [a, b] = FaultBackend::start_all(["a", "b"]).await;
     let dns = Dnsmasq::start(&[srv("a", &a, 5, 30), srv("b", &b, 5, 10)]).await;
     let proxy = TestProxy::over(config(&dns), [web()]).await;
     let seen = tally(&proxy, 200).await;
@@ -110,10 +103,7 @@ async fn record_weights_split_the_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_priority_group_takes_over_when_the_first_is_down() {
-    let (mut a, b) = (
-        FaultBackend::start("a").await,
-        FaultBackend::start("b").await,
-    );
+    let [mut a, b] = FaultBackend::start_all(["a", "b"]).await;
     let dns = Dnsmasq::start(&[srv("a", &a, 10, 1), srv("b", &b, 20, 1)]).await;
     let mut config = config(&dns);
     config.health.enabled = true;
@@ -205,10 +195,7 @@ async fn takes_over(proxy: &TestProxy, backend: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_name_server_keeps_the_last_targets_serving() {
-    let (a, b) = (
-        FaultBackend::start("a").await,
-        FaultBackend::start("b").await,
-    );
+    let [a, b] = FaultBackend::start_all(["a", "b"]).await;
     let mut dns = Dnsmasq::start(&[srv("a", &a, 1, 1), srv("b", &b, 1, 1)]).await;
     let proxy = TestProxy::over(config(&dns), [web()]).await;
     dns.stop();

@@ -121,13 +121,15 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
-        let mut stats = self.stats.snapshot(
+        let local = self.stats.snapshot(
             self.store.evictions(),
             self.store.bytes_used(),
             self.store.len() as u64,
         );
-        stats.shared = self.tier.as_ref().map(|t| t.stats());
-        stats
+        CacheStats {
+            shared: self.tier.as_ref().map(|t| t.stats()),
+            ..local
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -24,10 +25,15 @@ async fn concurrently(
     got
 }
 
+/// A backend answering `v0`, `v1`, … with `cache_control`, each after `delay`.
+fn versions(cache_control: &'static str, delay: Duration) -> Backend {
+    Backend::new(move |_, n| ok(&[("cache-control", cache_control)], &format!("v{n}")))
+        .delayed(delay)
+}
+
 #[tokio::test(start_paused = true)]
 async fn concurrent_misses_for_one_url_make_one_upstream_request() {
-    let backend = Backend::new(|_, n| ok(&[("cache-control", "max-age=60")], &format!("v{n}")))
-        .delayed(Duration::from_millis(100));
+    let backend = versions("max-age=60", Duration::from_millis(100));
     let svc = cache(CacheConfig::default(), &backend);
 
     let got = concurrently(&svc, "/cold", 100).await;
@@ -44,16 +50,13 @@ async fn concurrent_misses_for_one_url_make_one_upstream_request() {
 
 #[tokio::test(start_paused = true)]
 async fn followers_of_an_uncacheable_response_go_upstream_themselves() {
-    let backend = Backend::new(|_, n| ok(&[("cache-control", "no-store")], &format!("v{n}")))
-        .delayed(Duration::from_millis(100));
+    let backend = versions("no-store", Duration::from_millis(100));
     let svc = cache(CacheConfig::default(), &backend);
 
     let got = concurrently(&svc, "/private", 10).await;
-    assert_eq!(backend.calls(), 10);
-    let mut bodies: Vec<&str> = got.iter().map(Got::text).collect();
-    bodies.sort_unstable();
-    bodies.dedup();
+    let bodies: HashSet<&str> = got.iter().map(Got::text).collect();
     assert_eq!(bodies.len(), 10, "each got its own response");
+    assert_eq!(backend.calls(), 10);
     assert_eq!(svc.handle().stats().coalesced, 9);
     // They waited for the leader's response head only, not longer.
     assert_eq!(
@@ -64,8 +67,7 @@ async fn followers_of_an_uncacheable_response_go_upstream_themselves() {
 
 #[tokio::test(start_paused = true)]
 async fn a_follower_waits_at_most_coalesce_wait() {
-    let backend = Backend::new(|_, n| ok(&[("cache-control", "max-age=60")], &format!("v{n}")))
-        .delayed(secs(10));
+    let backend = versions("max-age=60", secs(10));
     let config = CacheConfig {
         coalesce_wait: secs(1),
         ..CacheConfig::default()
@@ -86,8 +88,7 @@ async fn a_follower_waits_at_most_coalesce_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn requests_that_must_see_the_origin_are_not_coalesced() {
-    let backend = Backend::new(|_, n| ok(&[("cache-control", "max-age=60")], &format!("v{n}")))
-        .delayed(Duration::from_millis(100));
+    let backend = versions("max-age=60", Duration::from_millis(100));
     let svc = cache(CacheConfig::default(), &backend);
     let leader = tokio::spawn(send(&svc, get("/a")));
     sleep(Duration::from_millis(1)).await;
@@ -110,9 +111,7 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
         )
     })
     .delayed(Duration::from_millis(100));
-    let svc = cache(CacheConfig::default(), &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(15)).await;
+    let svc = stored_aged(CacheConfig::default(), &backend, 15).await;
 
     let stale = send(&svc, get("/a")).await;
     assert_eq!(stale.text(), "v0");
@@ -150,9 +149,7 @@ async fn background_refresh_revalidates_and_the_default_window_applies() {
         stale_while_revalidate: secs(30),
         ..CacheConfig::default()
     };
-    let svc = cache(config, &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(20)).await;
+    let svc = stored_aged(config, &backend, 20).await;
     let stale = send(&svc, get("/a")).await;
     assert!(stale
         .cache_status()

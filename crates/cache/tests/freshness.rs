@@ -68,9 +68,7 @@ async fn age_counts_the_upstream_age_and_date() {
 #[tokio::test(start_paused = true)]
 async fn s_maxage_wins_over_max_age() {
     let backend = answering(&[("cache-control", "max-age=10, s-maxage=100")]);
-    let svc = cache(CacheConfig::default(), &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(50)).await;
+    let svc = stored_aged(CacheConfig::default(), &backend, 50).await;
     let hit = send(&svc, get("/a")).await;
     assert_eq!(hit.cache_status(), "switchyard; hit; ttl=50");
     advance(secs(50)).await;
@@ -86,9 +84,7 @@ async fn expires_relative_to_date() {
         "/invalid" => ok(&[("expires", "0")], &format!("v{n}")),
         _ => ok(&[("date", &date), ("expires", &expires)], &format!("v{n}")),
     });
-    let svc = cache(CacheConfig::default(), &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(59)).await;
+    let svc = stored_aged(CacheConfig::default(), &backend, 59).await;
     assert_eq!(send(&svc, get("/a")).await.text(), "v0");
     advance(secs(1)).await;
     assert_eq!(send(&svc, get("/a")).await.text(), "v1");
@@ -107,9 +103,7 @@ async fn heuristic_freshness_is_the_configured_ttl() {
         ttl: secs(10),
         ..CacheConfig::default()
     };
-    let svc = cache(config, &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(9)).await;
+    let svc = stored_aged(config, &backend, 9).await;
     assert_eq!(
         send(&svc, get("/a")).await.cache_status(),
         "switchyard; hit; ttl=1"
@@ -268,10 +262,9 @@ async fn authorization_needs_the_response_to_allow_sharing() {
 #[tokio::test(start_paused = true)]
 async fn set_cookie_is_never_handed_to_another_client() {
     let backend = Backend::new(|req, n| {
-        let cc = if req.uri().path() == "/public" {
-            "public, max-age=60"
-        } else {
-            "max-age=60"
+        let cc = match req.uri().path() {
+            "/public" => "public, max-age=60",
+            _ => "max-age=60",
         };
         ok(
             &[("cache-control", cc), ("set-cookie", "session=alice")],
@@ -337,9 +330,7 @@ async fn request_no_cache_and_pragma_go_upstream() {
 #[tokio::test(start_paused = true)]
 async fn request_max_age_and_min_fresh() {
     let backend = answering(&[("cache-control", "max-age=60")]);
-    let svc = cache(CacheConfig::default(), &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(30)).await;
+    let svc = stored_aged(CacheConfig::default(), &backend, 30).await;
 
     let hit = send(
         &svc,

@@ -73,9 +73,7 @@ async fn a_304_updates_every_stored_field_it_carries() {
             &format!("b{n}"),
         )
     });
-    let svc = cache(CacheConfig::default(), &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(10)).await;
+    let svc = stored_aged(CacheConfig::default(), &backend, 10).await;
     let refreshed = send(&svc, get("/a")).await;
     assert_eq!(
         refreshed.header("set-cookie"),
@@ -287,13 +285,13 @@ async fn any_status_with_explicit_freshness_is_stored() {
 
 #[tokio::test(start_paused = true)]
 async fn vary_matches_normalised_values() {
+    let req =
+        |lang: &str, ua: &str| request("GET", "/a", &[("accept-language", lang), ("x-ua", ua)]);
     let backend = answering(vec![
         ("cache-control", "max-age=60".into()),
         ("vary", "accept-language, x-ua".into()),
     ]);
     let svc = cache(CacheConfig::default(), &backend);
-    let req =
-        |lang: &str, ua: &str| request("GET", "/a", &[("accept-language", lang), ("x-ua", ua)]);
     send(&svc, req("en-US, fr", "a  b")).await;
     let hit = send(&svc, req("fr,en-us", "a b")).await;
     assert_eq!(hit.text(), "v0");

@@ -68,9 +68,8 @@ async fn a_successful_unsafe_request_invalidates_its_uri_and_locations() {
     assert_eq!(post.cache_status(), "switchyard; fwd=method");
     assert_eq!(svc.handle().stats().invalidations, 3);
     for path in ["/a", "/created", "/listing?page=1"] {
-        let res = send(&svc, get(path)).await;
         assert_eq!(
-            res.cache_status(),
+            send(&svc, get(path)).await.cache_status(),
             "switchyard; fwd=uri-miss; stored",
             "{path}"
         );

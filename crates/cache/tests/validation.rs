@@ -42,9 +42,7 @@ fn etag_backend() -> Backend {
 #[tokio::test(start_paused = true)]
 async fn not_modified_refreshes_the_stored_headers() {
     let backend = etag_backend();
-    let svc = cache(CacheConfig::default(), &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(10)).await;
+    let svc = stored_aged(CacheConfig::default(), &backend, 10).await;
 
     let res = send(&svc, get("/a")).await;
     assert_eq!(backend.headers(1)["if-none-match"], "\"v1\"");
@@ -140,9 +138,7 @@ async fn a_changed_response_replaces_the_stored_one() {
             &format!("v{n}"),
         )
     });
-    let svc = cache(CacheConfig::default(), &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(10)).await;
+    let svc = stored_aged(CacheConfig::default(), &backend, 10).await;
     let res = send(&svc, get("/a")).await;
     assert_eq!(res.cache_status(), "switchyard; fwd=stale; stored");
     assert_eq!(res.text(), "v1");
@@ -273,9 +269,7 @@ async fn stale_if_error_default_comes_from_the_config() {
         stale_if_error: secs(60),
         ..CacheConfig::default()
     };
-    let svc = cache(config, &backend);
-    send(&svc, get("/a")).await;
-    advance(secs(30)).await;
+    let svc = stored_aged(config, &backend, 30).await;
     let res = send(&svc, get("/a")).await;
     assert_eq!(res.text(), "stale body");
     assert_eq!(

@@ -395,14 +395,12 @@ mod tests {
     async fn timed_steps_chain_on_the_clock() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut c = Cursor::new(
-            Script::new([
-                Step::status(503).for_duration(s),
-                Step::status(500).for_duration(s),
-                Step::ok(),
-            ]),
-            t0,
-        );
+        let script = Script::new([
+            Step::status(503).for_duration(s),
+            Step::status(500).for_duration(s),
+            Step::ok(),
+        ]);
+        let mut c = Cursor::new(script, t0);
         assert_eq!(statuses(&mut c, t0, 2), [503, 503]);
         // Nothing asked during the second step: it still ended on time.
         assert_eq!(statuses(&mut c, t0 + 2 * s, 2), [200, 200]);
@@ -412,14 +410,12 @@ mod tests {
     async fn a_timed_step_after_a_counted_one_starts_at_its_first_request() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut c = Cursor::new(
-            Script::new([
-                Step::status(503),
-                Step::status(500).for_duration(s),
-                Step::ok(),
-            ]),
-            t0,
-        );
+        let script = Script::new([
+            Step::status(503),
+            Step::status(500).for_duration(s),
+            Step::ok(),
+        ]);
+        let mut c = Cursor::new(script, t0);
         assert_eq!(statuses(&mut c, t0, 1), [503]);
         assert_eq!(statuses(&mut c, t0 + 5 * s, 1), [500]);
         assert_eq!(statuses(&mut c, t0 + 5 * s + s / 2, 1), [500]);

@@ -34,14 +34,12 @@ mod in_process {
 
     #[tokio::test(start_paused = true)]
     async fn counted_steps_answer_in_order_then_the_last_repeats() {
-        let b = ScriptedBackend::new(
-            "b",
-            Script::new([
-                Step::status(503).header("retry-after", "2").times(2),
-                Step::status(500),
-                Step::ok().body("fine"),
-            ]),
-        );
+        let script = Script::new([
+            Step::status(503).header("retry-after", "2").times(2),
+            Step::status(500),
+            Step::ok().body("fine"),
+        ]);
+        let b = ScriptedBackend::new("b", script);
         let mut gots = Vec::new();
         for _ in 0..5 {
             gots.push(call(&b).await.unwrap());
@@ -222,14 +220,11 @@ mod loopback {
 
     #[tokio::test(start_paused = true)]
     async fn steps_answer_over_one_kept_alive_connection() {
-        let b = ScriptedBackend::bind(
-            "b",
-            Script::new([
-                Step::status(503).header("retry-after", "2").times(2),
-                Step::ok().body("fine"),
-            ]),
-        )
-        .await;
+        let script = Script::new([
+            Step::status(503).header("retry-after", "2").times(2),
+            Step::ok().body("fine"),
+        ]);
+        let b = ScriptedBackend::bind("b", script).await;
         let client = client();
         let mut gots = Vec::new();
         for _ in 0..3 {
@@ -248,14 +243,11 @@ mod loopback {
 
     #[tokio::test(start_paused = true)]
     async fn a_delay_and_a_slow_body_run_on_the_tokio_clock() {
-        let b = ScriptedBackend::bind(
-            "b",
-            Script::new([
-                Step::delay(ms(800)),
-                Step::slow_body("abc", 3, ms(100)).after(ms(50)),
-            ]),
-        )
-        .await;
+        let script = Script::new([
+            Step::delay(ms(800)),
+            Step::slow_body("abc", 3, ms(100)).after(ms(50)),
+        ]);
+        let b = ScriptedBackend::bind("b", script).await;
         let got = fetch(&b, "/").await.unwrap();
         got.assert_status(200);
         assert_eq!(got.elapsed, ms(800));
@@ -283,15 +275,12 @@ mod loopback {
 
     #[tokio::test(start_paused = true)]
     async fn a_refusing_step_closes_the_port_for_its_duration() {
-        let b = ScriptedBackend::bind(
-            "b",
-            Script::new([
-                Step::ok().times(1),
-                Step::refuse().for_duration(ms(1_000)),
-                Step::ok(),
-            ]),
-        )
-        .await;
+        let script = Script::new([
+            Step::ok().times(1),
+            Step::refuse().for_duration(ms(1_000)),
+            Step::ok(),
+        ]);
+        let b = ScriptedBackend::bind("b", script).await;
         let client = client();
         fetch_with(&client, &b, "/")
             .await
@@ -309,15 +298,12 @@ mod loopback {
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_in_flight_when_refusing_starts_still_goes() {
-        let b = ScriptedBackend::bind(
-            "b",
-            Script::new([
-                Step::delay(ms(500)),
-                Step::refuse().for_duration(ms(1_000)),
-                Step::ok(),
-            ]),
-        )
-        .await;
+        let script = Script::new([
+            Step::delay(ms(500)),
+            Step::refuse().for_duration(ms(1_000)),
+            Step::ok(),
+        ]);
+        let b = ScriptedBackend::bind("b", script).await;
         let in_flight = tokio::spawn({
             let b = b.clone();
             async move { fetch(&b, "/").await }

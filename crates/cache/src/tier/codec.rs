@@ -227,13 +227,26 @@ mod tests {
     use super::*;
     use crate::entry::Times;
 
+    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        fields
+            .iter()
+            .map(|&(name, value)| {
+                (
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn round_trips_heads_bodies_and_times() {
         let config = CacheConfig::default();
-        let mut headers = HeaderMap::new();
-        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
-        headers.insert("cdn-cache-control", HeaderValue::from_static("max-age=90"));
-        headers.insert("vary", HeaderValue::from_static("accept-language"));
+        let headers = headers(&[
+            ("cache-control", "max-age=60"),
+            ("cdn-cache-control", "max-age=90"),
+            ("vary", "accept-language"),
+        ]);
         let vary: Box<[_]> = vec![
             (
                 HeaderName::from_static("accept-language"),
@@ -268,10 +281,11 @@ mod tests {
 
     #[test]
     fn a_partial_response_is_not_taken_from_the_tier() {
+        let headers = headers(&[
+            ("cache-control", "max-age=60"),
+            ("content-range", "bytes 0-1/10"),
+        ]);
         let config = CacheConfig::default();
-        let mut headers = HeaderMap::new();
-        headers.insert("cache-control", HeaderValue::from_static("max-age=60"));
-        headers.insert("content-range", HeaderValue::from_static("bytes 0-1/10"));
         let times = Times::now(Instant::now());
         let head = Head::new(
             StatusCode::PARTIAL_CONTENT,

@@ -109,6 +109,14 @@ pub fn cache(config: CacheConfig, backend: &Backend) -> Cache<Backend> {
     CacheLayer::new(config).layer(backend.clone())
 }
 
+/// A cache with `config` over `backend` that stored `/a` `age` seconds ago.
+pub async fn stored_aged(config: CacheConfig, backend: &Backend, age: u64) -> Cache<Backend> {
+    let svc = cache(config, backend);
+    send(&svc, get("/a")).await;
+    tokio::time::advance(secs(age)).await;
+    svc
+}
+
 /// A body of `text`.
 pub fn body(text: &str) -> Body {
     Full::new(Bytes::copy_from_slice(text.as_bytes()))
