@@ -72,3 +72,44 @@ async fn load_aware_policies_route_around_a_slow_backend() {
         );
     }
 }
+
+/// A reload that names another balancer switches the running proxy's picks from the next
+/// request on, over the same backends and connections.
+#[tokio::test]
+async fn a_reload_switches_the_balancer_policy() {
+    let (a, b, c) = (
+        switchyard_tests::backend("a").await,
+        switchyard_tests::backend("b").await,
+        switchyard_tests::backend("c").await,
+    );
+    let proxy = TestProxy::with(&[&a, &b, &c]).await;
+    let client = switchyard_tests::client();
+    let picks = || async {
+        let mut seen = Vec::new();
+        for _ in 0..30 {
+            let (_, backend, _) = switchyard_tests::get(&client, &proxy.url("/")).await;
+            seen.push(backend);
+        }
+        seen
+    };
+    // Round robin: one request at a time goes to each backend in turn.
+    let before = picks().await;
+    assert!(
+        before.windows(4).all(|w| w[0] == w[3] && w[0] != w[1]),
+        "{before:?}"
+    );
+
+    let mut config = (*proxy.proxy.config()).clone();
+    config.balance.policy = Policy::LeastRequest;
+    let done = proxy.proxy.reconfigure(config).unwrap();
+    assert_eq!(done.applied, ["balancer"]);
+    assert_eq!(proxy.proxy.config().balance.policy, Policy::LeastRequest);
+    // Least request with every backend idle: two drawn at random, the first wins a tie,
+    // so the strict turn is gone (its odds of surviving 30 picks are 3^-29).
+    let after = picks().await;
+    assert!(
+        !after.windows(4).all(|w| w[0] == w[3] && w[0] != w[1]),
+        "{after:?}"
+    );
+    assert_eq!(after.len(), 30);
+}

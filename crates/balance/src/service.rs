@@ -1,7 +1,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -51,7 +51,8 @@ struct Picked<S> {
 
 struct Shared<S> {
     set: Arc<ArcSwap<EndpointSet<S>>>,
-    policy: Policy,
+    /// The policy, as its index in [`Policy::ALL`]: it can change while requests flow.
+    policy: AtomicU8,
     cursor: AtomicUsize,
     count: watch::Receiver<usize>,
     driver: AbortHandle,
@@ -158,7 +159,7 @@ where
         let driver = tokio::spawn(driver.run(live));
         let shared = Shared {
             set,
-            policy: config.policy,
+            policy: AtomicU8::new(config.policy as u8),
             cursor: AtomicUsize::new(0),
             count,
             driver: driver.abort_handle(),
@@ -222,7 +223,14 @@ impl<S, Req> Balance<S, Req> {
 
     /// How endpoints are chosen.
     pub fn policy(&self) -> Policy {
-        self.shared.policy
+        Policy::ALL[usize::from(self.shared.policy.load(Ordering::Relaxed))]
+    }
+
+    /// Chooses by `policy` from the next pick on, for every clone of this balancer.
+    /// Requests in flight finish as they started: each load they recorded is released,
+    /// and what was not recorded is not.
+    pub fn set_policy(&self, policy: Policy) {
+        self.shared.policy.store(policy as u8, Ordering::Relaxed);
     }
 }
 
@@ -246,7 +254,7 @@ where
         if n == 0 {
             return None;
         }
-        let policy = self.shared.policy;
+        let policy = self.policy();
         let at = (policy == Policy::PeakEwma).then(Instant::now);
         let (first, second) = match policy {
             Policy::RoundRobin => {

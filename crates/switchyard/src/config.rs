@@ -376,7 +376,17 @@ impl ProxyConfig {
         note(tls, "backend TLS", false);
         note(self.health != new.health, "health_check", false);
         note(self.metrics != new.metrics, "metrics_enabled", false);
+        note(self.balance.policy != new.balance.policy, "balancer", true);
+        note(
+            self.balance.slow_start != new.balance.slow_start,
+            "slow_start",
+            false,
+        );
         let kept = ProxyConfig {
+            balance: BalanceConfig {
+                slow_start: self.balance.slow_start,
+                ..new.balance.clone()
+            },
             pool: self.pool.clone(),
             health: self.health.clone(),
             metrics: self.metrics,
@@ -879,6 +889,20 @@ mod tests {
             assert_eq!(problems[0].key, "attempt_timeout");
             assert_eq!(problems[0].message, message);
         }
+    }
+
+    /// A reload switches the balancer's policy at once; slow start needs a restart.
+    #[test]
+    fn carry_over_applies_the_balancer_policy_and_keeps_slow_start() {
+        let old = ProxyConfig::default();
+        let mut new = old.clone();
+        new.balance.policy = switchyard_balance::Policy::PeakEwma;
+        new.balance.slow_start = Duration::from_secs(30);
+        let (kept, done) = old.carry_over(new);
+        assert_eq!(done.applied, ["balancer"]);
+        assert_eq!(done.need_restart, ["slow_start"]);
+        assert_eq!(kept.balance.policy, switchyard_balance::Policy::PeakEwma);
+        assert_eq!(kept.balance.slow_start, old.balance.slow_start);
     }
 
     /// A reload applies what a running proxy can change and keeps the rest, naming both.

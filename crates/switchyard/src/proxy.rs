@@ -251,9 +251,9 @@ impl Proxy {
     /// connections, the cached responses (a smaller cache evicts down to its new size) and
     /// the retry counters. Requests in flight finish on the settings they started with.
     ///
-    /// The retry, breaker, cache, timeout, host and upgrade settings apply at once. The
-    /// connection pool, health check and metrics settings are read when the proxy is
-    /// built: those that changed are kept as they were and listed in
+    /// The retry, breaker, cache, timeout, host, upgrade and balancer-policy settings apply
+    /// at once. The connection pool, health check, slow start and metrics settings are read
+    /// when the proxy is built: those that changed are kept as they were and listed in
     /// [`Reconfigured::need_restart`]. A configuration that does not validate changes
     /// nothing and comes back with every problem.
     pub fn reconfigure(&self, config: ProxyConfig) -> Result<Reconfigured, Vec<ConfigProblem>> {
@@ -267,6 +267,10 @@ impl Proxy {
             done = changes;
             Arc::new(Generation::build(config, &self.shared.parts, Some(now)))
         });
+        if done.applied.contains(&"balancer") {
+            let policy = self.config().balance.policy;
+            self.shared.parts.balance.set_policy(policy);
+        }
         if done.applied.contains(&"circuit_breaker") {
             let breaker = self.config().breaker.clone();
             self.shared
