@@ -161,3 +161,27 @@ async fn with_breakers_disabled_a_failing_backend_keeps_its_share() {
         10
     );
 }
+
+/// The requests an open circuit turns away spread over the backends still closed, not
+/// all onto the one after it in the rotation.
+#[tokio::test]
+async fn an_open_circuits_share_spreads_over_the_others() {
+    let (a, b, c) = (backend("a").await, backend("b").await, backend("c").await);
+    let bad = backend_with("bad", failing()).await;
+    let mut config = switchyard_tests::config();
+    config.breaker.timeout = Duration::from_secs(60);
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b, &c, &bad]).await;
+    // Every fourth request goes to `bad` until its fifth 500 opens its circuit.
+    tally(&proxy, 20).await;
+    assert!(matches!(
+        proxy.proxy.circuit_breaker().state("bad"),
+        Some(BreakerState::Open { .. })
+    ));
+
+    let seen = tally(&proxy, 300).await;
+    for id in ["a", "b", "c"] {
+        let n = seen[&(StatusCode::OK, id.to_owned())];
+        // 75 each by the rotation, plus a third of `bad`'s 75 (± a few: drawn at random).
+        assert!((80..=120).contains(&n), "{id} got {n} of 300: {seen:?}");
+    }
+}

@@ -241,8 +241,8 @@ where
 {
     /// Picks a ready endpoint other than `avoid`: by the policy first (the next in
     /// schedule order, or the cheaper of two drawn at random, then the other), then, when
-    /// those are not ready, the others in turn, each visited at most once; `None` when no
-    /// endpoint is ready.
+    /// those are not ready, the others in turn from a random one, each visited at most
+    /// once; `None` when no endpoint is ready.
     fn select(
         &self,
         cx: &mut Context<'_>,
@@ -309,14 +309,16 @@ where
                 }
             }
         };
-        if let Some(second) = second {
-            if let Some(picked) = try_one(first).or_else(|| try_one(second)) {
-                return Some(picked);
-            }
+        if let Some(picked) = try_one(first).or_else(|| second.and_then(&mut try_one)) {
+            return Some(picked);
         }
+        // The others, from a random place: the picks of an endpoint that is not ready
+        // (its circuit open, a priority group on standby) spread over the ready ones
+        // instead of all landing on the next one in order.
+        let start = fastrand::usize(..n);
         (0..n)
-            .map(|offset| (first + offset) % n)
-            .filter(|&i| second.is_none() || (i != first && Some(i) != second))
+            .map(|offset| (start + offset) % n)
+            .filter(|&i| i != first && Some(i) != second)
             .find_map(try_one)
     }
 }
