@@ -65,7 +65,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
-            read_size: 8 * 1024,
+            read_size: 64 * 1024,
             max_chunk_extensions: 16 * 1024,
             max_trailers: 16 * 1024,
             expect_continue_timeout: Duration::from_secs(1),
@@ -80,7 +80,8 @@ impl ClientConfig {
         self
     }
 
-    /// How much the read buffer grows by for each read (default 8 KiB).
+    /// How much the read buffer grows by for each read (default 64 KiB: a response body
+    /// is handed on as one frame per read, and the server side writes each frame).
     pub fn read_size(mut self, bytes: usize) -> Self {
         self.read_size = bytes.max(64);
         self
