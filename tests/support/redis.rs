@@ -129,7 +129,12 @@ impl Relay {
         self.accepting = Some(tokio::spawn(async move {
             // Dropped with the accept loop: every relayed connection ends with it.
             let mut connections = JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
+            loop {
+                // A failed accept (a client that gave up first) does not end the relay.
+                let Ok((mut client, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 connections.spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;

@@ -12,6 +12,8 @@
 //! of the pieces), the input's first byte, the *control* byte, chooses it.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -496,20 +498,20 @@ struct RequestPath {
     runtime: tokio::runtime::Runtime,
     proxy: SocketAddr,
     /// Requests the backend has read.
-    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    seen: Arc<AtomicU64>,
 }
 
 /// The longest one input's exchange may take before it counts as a hang.
 const EXCHANGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn request_path_harness() -> &'static RequestPath {
-    static HARNESS: std::sync::OnceLock<RequestPath> = std::sync::OnceLock::new();
+    static HARNESS: OnceLock<RequestPath> = OnceLock::new();
     HARNESS.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
-        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = Arc::new(AtomicU64::new(0));
         let proxy = runtime.block_on(start_request_path(seen.clone()));
         RequestPath {
             runtime,
@@ -519,9 +521,8 @@ fn request_path_harness() -> &'static RequestPath {
     })
 }
 
-async fn start_request_path(seen: std::sync::Arc<std::sync::atomic::AtomicU64>) -> SocketAddr {
+async fn start_request_path(seen: Arc<AtomicU64>) -> SocketAddr {
     use http_body_util::BodyExt;
-    use std::sync::atomic::Ordering;
 
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_addr = backend.local_addr().unwrap();
@@ -574,7 +575,6 @@ async fn start_request_path(seen: std::sync::Arc<std::sync::atomic::AtomicU64>) 
 /// body, split off a header) would be read by the backend without a response of its
 /// own reaching the client.
 pub fn request_path(data: &[u8]) {
-    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let harness = request_path_harness();
