@@ -312,10 +312,13 @@ where
         if let Some(picked) = try_one(first).or_else(|| second.and_then(&mut try_one)) {
             return Some(picked);
         }
-        // The others, from a random place: the picks of an endpoint that is not ready
-        // (its circuit open, a priority group on standby) spread over the ready ones
-        // instead of all landing on the next one in order.
-        let start = fastrand::usize(..n);
+        // The others, from a random one of them: the picks of an endpoint that is not
+        // ready (its circuit open, a priority group on standby) spread evenly over the
+        // ready ones instead of all landing on the next one in order.
+        if n == 1 {
+            return None;
+        }
+        let start = first + 1 + fastrand::usize(..n - 1);
         (0..n)
             .map(|offset| (start + offset) % n)
             .filter(|&i| i != first && Some(i) != second)
