@@ -327,3 +327,37 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         "still accepting after shutdown"
     );
 }
+
+/// A client that sends its requests and then half-closes (`nc -N`, `curl` over a pipe)
+/// gets every answer, from either HTTP/1.1 engine: the requests have gone on to the
+/// backend, so dropping their answers would lose work the backend did.
+#[tokio::test]
+async fn a_client_that_half_closes_gets_its_answers_from_either_engine() {
+    use switchyard_server::Http1Engine;
+
+    for engine in [Http1Engine::Native, Http1Engine::Hyper] {
+        let a = backend("a").await;
+        let server = ServerConfig {
+            http1: engine,
+            ..ServerConfig::default()
+        };
+        let proxy = TestProxy::start(switchyard_tests::config(), server, &[&a]).await;
+        let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+        let two = "GET /one HTTP/1.1\r\nhost: example.test\r\n\r\n\
+                   GET /two HTTP/1.1\r\nhost: example.test\r\n\r\n";
+        conn.write_all(two.as_bytes()).await.unwrap();
+        conn.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+            .await
+            .expect("the proxy answers and closes within 10 s")
+            .unwrap();
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(
+            out.matches("HTTP/1.1 200 OK").count(),
+            2,
+            "{engine:?}: both answers reach the client; it got:\n{out}"
+        );
+        assert_eq!(a.request_count(), 2, "{engine:?}");
+    }
+}

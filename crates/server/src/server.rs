@@ -168,6 +168,9 @@ impl ServerConfig {
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout)
             .max_buf_size(max_header.max(8192))
+            // A client that half-closes after its request still gets the answer, as from
+            // the native engine (hyper would drop the request already sent on).
+            .half_close(true)
             .keep_alive(true);
         builder
             .http2()
