@@ -178,6 +178,17 @@ impl Stop {
     pub fn is_stopped(&self) -> bool {
         self.0.stopped.load(Ordering::Acquire)
     }
+
+    /// Resolves once [`stop`](Self::stop) is called (at once if it was): for a connection
+    /// served by another engine that should stop with these.
+    pub async fn stopped(&self) {
+        let mut notified = pin!(self.0.notify.notified());
+        // Registered before the flag is read: a stop given after this wakes it.
+        notified.as_mut().enable();
+        if !self.is_stopped() {
+            notified.await;
+        }
+    }
 }
 
 /// Resolves once the connection's [`Stop`] is given; never without one.

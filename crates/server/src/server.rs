@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -276,6 +277,7 @@ impl Engines {
             &self.hyper,
             TokioIo::new(io),
             service,
+            (self.stop.clone(), self.header_read_timeout),
             watcher,
             remote,
         ))
@@ -392,7 +394,9 @@ pub async fn serve(
             match &engines.native {
                 None => {
                     let io = TokioIo::new(stream);
-                    tokio::spawn(connection(&engines.hyper, io, service, watcher, remote));
+                    let stop = (engines.stop.clone(), engines.header_read_timeout);
+                    let conn = connection(&engines.hyper, io, service, stop, watcher, remote);
+                    tokio::spawn(conn);
                 }
                 // Nothing to read first: the engine's future is the whole task.
                 Some(native) if !engines.http2 => {
@@ -508,25 +512,78 @@ async fn first<T, E: std::fmt::Display>(
     }
 }
 
-/// Serves one client connection, with upgrades, under the graceful shutdown's `watcher`.
+/// Serves one client connection on hyper's engines, with upgrades, counted by `watcher`
+/// while it lasts. Once `stop` is given the connection shuts down gracefully (hyper's
+/// HTTP/1 answers the request in flight with `Connection: close`, HTTP/2 sends GOAWAY);
+/// but as on the native engine, the first request of a connection accepted before the
+/// stop is read and answered first (for up to `first_wait`): its client sent it to a
+/// listener that was still accepting, and hyper would close the connection unanswered.
 fn connection<I>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     service: Connection,
+    (stop, first_wait): (switchyard_h1::Stop, Duration),
     watcher: Watcher,
     remote: SocketAddr,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let served = Arc::new(AtomicBool::new(false));
+    let service = Served {
+        service,
+        served: served.clone(),
+    };
     let conn = builder
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    let conn = watcher.watch(conn);
     async move {
-        if let Err(e) = conn.await {
+        let mut conn = std::pin::pin!(conn);
+        let ended = tokio::select! {
+            ended = conn.as_mut() => Some(ended),
+            () = stop.stopped() => None,
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
+                let first = tokio::time::sleep(first_wait);
+                let mut first = std::pin::pin!(first);
+                let ended = future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+                    Poll::Ready(ended) => Poll::Ready(Some(ended)),
+                    Poll::Pending if served.load(Ordering::Acquire) => Poll::Ready(None),
+                    Poll::Pending => first.as_mut().poll(cx).map(|()| None),
+                })
+                .await;
+                match ended {
+                    Some(ended) => ended,
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
+            }
+        };
+        if let Err(e) = ended {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
+        drop(watcher);
+    }
+}
+
+/// A hyper connection's service, noting that a request came (see [`connection`]).
+struct Served {
+    service: Connection,
+    served: Arc<AtomicBool>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Served {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = <Connection as hyper::service::Service<Request<Incoming>>>::Future;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.served.store(true, Ordering::Release);
+        hyper::service::Service::call(&self.service, req)
     }
 }
 
