@@ -17,6 +17,8 @@
 # printed), and after WARMUP every RSS and descriptor sample stays within 5 % of their
 # median (descriptors: or within 8, what the four workers opening a connection per
 # request or session can hold at once, a client and a backend descriptor each).
+# The curve: with python3's matplotlib (or gnuplot) at hand, the samples are also drawn
+# to SOAK_PLOT (default: soak.png in the run's scratch directory, printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SOAK_SECS:-600}
@@ -124,6 +126,40 @@ for ((t = 1; t <= secs; t++)); do
 done
 wait "$load" || true
 echo
+
+# The curve, when something can draw it: RSS and descriptors over time, flaps marked.
+plot=${SOAK_PLOT:-$work/soak.png}
+if python3 -c 'import matplotlib' 2>/dev/null; then
+  python3 - "$work" "$plot" "$start" <<'EOF'
+import sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+work, out, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows = [list(map(int, l.split()[:4])) for l in open(f"{work}/samples")]
+t = [r[0] for r in rows]
+fig, rss_ax = plt.subplots(figsize=(8, 3.5))
+rss_ax.plot(t, [r[1] / 1024 for r in rows], "b-o", markersize=3)
+rss_ax.set_xlabel("seconds")
+rss_ax.set_ylabel("RSS (MiB)", color="b")
+rss_ax.set_ylim(bottom=0)
+fds_ax = rss_ax.twinx()
+fds_ax.plot(t, [r[2] for r in rows], "g-s", markersize=3)
+fds_ax.set_ylabel("open descriptors", color="g")
+fds_ax.set_ylim(bottom=0)
+for line in open(f"{work}/flaps"):
+    rss_ax.axvline(int(line.split()[0]) / 1000 - start, color="r", alpha=0.15)
+rss_ax.set_title("switchyard soak: RSS (blue) and descriptors (green); red: b2 killed")
+fig.tight_layout()
+fig.savefig(out, dpi=90)
+EOF
+  echo "curve: $plot"
+elif command -v gnuplot >/dev/null; then
+  gnuplot -e "set terminal png size 720,320; set output '$plot'; set y2tics; \
+    plot '$work/samples' using 1:(\$2/1024) with linespoints title 'RSS (MiB)', \
+    '' using 1:3 axes x1y2 with linespoints title 'descriptors'"
+  echo "curve: $plot"
+fi
 
 python3 - "$work" "$grace" "$warmup" <<'EOF'
 import sys
