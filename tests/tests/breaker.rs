@@ -27,7 +27,8 @@ async fn a_failing_backend_is_cut_off_until_its_timeout() {
     let (a, b) = (backend("a").await, backend("b").await);
     let bad = backend_with("bad", failing()).await;
     let mut config = switchyard_tests::config();
-    config.breaker.timeout = Duration::from_millis(400);
+    // Long enough that the 30 requests below finish inside it on a loaded machine.
+    config.breaker.timeout = Duration::from_secs(2);
     let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b, &bad]).await;
 
     // Round robin sends every third request to `bad` until its fifth 500 trips it.
@@ -51,7 +52,7 @@ async fn a_failing_backend_is_cut_off_until_its_timeout() {
     assert_eq!(bad.request_count(), 5);
 
     // After the timeout one probe reaches it; it fails, and the breaker opens again.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(2050)).await;
     let seen = tally(&proxy, 9).await;
     assert_eq!(bad.request_count(), 6, "{seen:?}");
     assert_eq!(proxy.proxy.circuit_breaker().trips("bad"), Some(2));
