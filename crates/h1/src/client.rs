@@ -80,8 +80,12 @@ impl ClientConfig {
         self
     }
 
-    /// How much the read buffer grows by for each read (default 64 KiB: a response body
-    /// is handed on as one frame per read, and the server side writes each frame).
+    /// How much the read buffer grows by for each read of a response body whose length is
+    /// not known or is larger (default 64 KiB: a body is handed on as one frame per read,
+    /// and the server side writes each frame). Heads, and bodies of a known smaller
+    /// length, are read with no more room than they need (from 8 KiB), and a connection
+    /// going back to its pool gives a buffer larger than that back: an idle connection
+    /// holds no 64 KiB buffer.
     pub fn read_size(mut self, bytes: usize) -> Self {
         self.read_size = bytes.max(64);
         self
@@ -107,6 +111,21 @@ impl ClientConfig {
     }
 }
 
+/// Room for each read of a response head: most heads, and a small body after one, fit.
+const HEAD_READ: usize = 8 * 1024;
+
+/// Room for the next read of a body: what is left of a body of known length, within
+/// [`HEAD_READ`] and the configured read size; the read size otherwise.
+fn read_size<T>(decoder: &Decode, conn: &Connection<T>) -> usize {
+    let most = conn.config.read_size;
+    match decoder {
+        Decode::Framed(Decoder::Length(n)) => {
+            usize::try_from(*n).map_or(most, |n| n.clamp(HEAD_READ.min(most), most))
+        }
+        _ => most,
+    }
+}
+
 /// What is waiting to be written: head or chunk lines, a body chunk, and its CRLF.
 #[derive(Debug, Default)]
 struct Outgoing {
@@ -127,6 +146,8 @@ impl Outgoing {
 pub struct Connection<T> {
     io: T,
     rbuf: BytesMut,
+    /// The read buffer was given room for more than a head: see `take_connection`.
+    grown: bool,
     out: Outgoing,
     parser: HeadParser,
     config: ClientConfig,
@@ -215,6 +236,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         Self {
             io,
             rbuf: BytesMut::new(),
+            grown: false,
             out: Outgoing::default(),
             parser: HeadParser::new(config.limits),
             config,
@@ -261,8 +283,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
     }
 
-    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.rbuf.reserve(self.config.read_size);
+    /// Reads with room for `want` more bytes.
+    fn poll_read_more(&mut self, want: usize, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.grown |= want > HEAD_READ;
+        self.rbuf.reserve(want);
         pin!(self.io.read_buf(&mut self.rbuf)).poll(cx)
     }
 
@@ -358,7 +382,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     Err(e) => return Poll::Ready(Err(Error::parse(e))),
                 }
             }
-            match ready!(self.poll_read_more(cx)) {
+            match ready!(self.poll_read_more(HEAD_READ, cx)) {
                 Ok(0) => return Poll::Ready(Err(Error::incomplete())),
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Err(Error::io(e))),
@@ -584,7 +608,13 @@ impl<T, B> ResponseBody<T, B> {
         let ready = self.finished && self.reusable && self.sending.is_none();
         let conn = self.conn.as_ref()?;
         if ready && conn.rbuf.is_empty() && conn.out.is_empty() {
-            self.conn.take()
+            let mut conn = self.conn.take()?;
+            // Back to the pool: a buffer grown past a head's room by a large body is given
+            // back (allocated again at the next read).
+            if std::mem::take(&mut conn.grown) {
+                conn.rbuf = BytesMut::new();
+            }
+            Some(conn)
         } else {
             None
         }
@@ -658,16 +688,18 @@ where
                     this.finished = true;
                     return Poll::Ready(None);
                 }
-                Decoded::NeedMore => match ready!(conn.poll_read_more(cx)) {
-                    Ok(0) if matches!(decoder, Decode::Close) => {
-                        this.finished = true;
-                        this.reusable = false;
-                        return Poll::Ready(None);
+                Decoded::NeedMore => {
+                    match ready!(conn.poll_read_more(read_size(decoder, conn), cx)) {
+                        Ok(0) if matches!(decoder, Decode::Close) => {
+                            this.finished = true;
+                            this.reusable = false;
+                            return Poll::Ready(None);
+                        }
+                        Ok(0) => return this.fail(Error::incomplete()),
+                        Ok(_) => {}
+                        Err(e) => return this.fail(Error::io(e)),
                     }
-                    Ok(0) => return this.fail(Error::incomplete()),
-                    Ok(_) => {}
-                    Err(e) => return this.fail(Error::io(e)),
-                },
+                }
             }
         }
     }
@@ -682,5 +714,86 @@ where
             Some(Decode::Framed(Decoder::Length(n))) => SizeHint::with_exact(*n),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One GET on `conn`, its body read to the end; the connection back.
+    async fn get(
+        conn: Connection<tokio::io::DuplexStream>,
+    ) -> (usize, Connection<tokio::io::DuplexStream>) {
+        let req = Request::get("/")
+            .header("host", "x")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let mut body = conn.send(req).await.unwrap().into_body();
+        let mut got = 0;
+        while let Some(frame) = body.frame().await {
+            got += frame.unwrap().into_data().map_or(0, |d| d.len());
+        }
+        (got, body.take_connection().expect("kept alive"))
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_keeps_no_large_read_buffer() {
+        let (client, mut server) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let large = vec![b'x'; 200_000];
+            let mut answers = vec![
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nsmall".to_vec(),
+                [
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 200000\r\n\r\n".as_slice(),
+                    &large,
+                ]
+                .concat(),
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nsmall".to_vec(),
+            ]
+            .into_iter();
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = server.read(&mut buf).await {
+                let Some(answer) = answers.next().filter(|_| n > 0) else {
+                    return;
+                };
+                server.write_all(&answer).await.unwrap();
+            }
+        });
+        let conn = Connection::new(client, ClientConfig::default());
+
+        // A small answer is read with a head's room, which stays for the next one.
+        let (got, conn) = get(conn).await;
+        assert_eq!(got, 5);
+        assert!(
+            conn.rbuf.capacity() <= HEAD_READ,
+            "{}",
+            conn.rbuf.capacity()
+        );
+        // A large one grows the buffer to the read size while it streams; idle, the
+        // connection gives it back.
+        let (got, conn) = get(conn).await;
+        assert_eq!(got, 200_000);
+        assert_eq!(conn.rbuf.capacity(), 0);
+        let (got, conn) = get(conn).await;
+        assert_eq!(got, 5);
+        assert!(
+            conn.rbuf.capacity() <= HEAD_READ,
+            "{}",
+            conn.rbuf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_body_of_known_length_is_read_with_the_room_it_needs() {
+        let (client, _server) = tokio::io::duplex(64);
+        let conn = Connection::new(client, ClientConfig::default());
+        let length = |n| Decode::Framed(Decoder::Length(n));
+        assert_eq!(read_size(&length(10), &conn), HEAD_READ);
+        assert_eq!(read_size(&length(20_000), &conn), 20_000);
+        assert_eq!(read_size(&length(10 << 20), &conn), 64 * 1024);
+        assert_eq!(read_size(&Decode::Close, &conn), 64 * 1024);
     }
 }
