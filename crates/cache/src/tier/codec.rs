@@ -56,7 +56,12 @@ impl Clocks {
 pub(crate) fn encode(variants: &Variants, clocks: Clocks) -> Bytes {
     let mut out = BytesMut::with_capacity(variants.weight() as usize + 64);
     out.put_u8(FORMAT);
-    let entries = variants.entries();
+    // Partial responses stay in the instance that has them.
+    let entries: Vec<_> = variants
+        .entries()
+        .iter()
+        .filter(|e| !e.is_partial())
+        .collect();
     out.put_u16(entries.len() as u16);
     for entry in entries {
         let head = entry.head();
