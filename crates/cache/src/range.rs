@@ -324,6 +324,13 @@ pub(crate) struct Part {
 /// within `len`). `None` for another unit, an unknown length (`*`), or no (or several)
 /// `Content-Range` fields, as in a `multipart/byteranges` one.
 pub(crate) fn part_of(headers: &HeaderMap) -> Option<Part> {
+    // A `multipart/byteranges` one holds its ranges in its body, not as one part.
+    const MULTIPART: &[u8] = b"multipart/byteranges";
+    let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+    let prefix = content_type.and_then(|t| t.get(..MULTIPART.len()));
+    if prefix.is_some_and(|p| p.eq_ignore_ascii_case(MULTIPART)) {
+        return None;
+    }
     let mut values = headers.get_all(header::CONTENT_RANGE).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return None;
@@ -466,6 +473,11 @@ mod tests {
         ] {
             assert_eq!(part(bad), None, "{bad}");
         }
+        let mut multipart = HeaderMap::new();
+        multipart.insert(header::CONTENT_RANGE, "bytes 2-5/10".parse().unwrap());
+        let boundary = "multipart/byteranges; boundary=x";
+        multipart.insert(header::CONTENT_TYPE, boundary.parse().unwrap());
+        assert_eq!(part_of(&multipart), None);
     }
 
     #[test]
