@@ -128,6 +128,9 @@ impl BackendOptions {
     }
 }
 
+/// The representation a [`backend`] serves at `/cacheable/ranged`.
+pub const RANGED: &str = "0123456789abcdefghij";
+
 /// Starts a backend on 127.0.0.1. Every response carries `x-backend: <id>`. Paths:
 /// - `/headers`: the request's headers, one `name: value` line each;
 /// - `/hang`: never answers;
@@ -142,6 +145,8 @@ impl BackendOptions {
 /// - `/cacheable/versioned`: stale at once with `ETag: "v1"` and `x-version: 1`; its
 ///   revalidation gets a `304` with `max-age=60` and `x-version: 2`;
 /// - `/targeted`: `CDN-Cache-Control: max-age=60` over `Cache-Control: no-store`;
+/// - `/cacheable/ranged`: [`RANGED`] as `text/plain` with `ETag: "r1"`, cacheable for a
+///   minute; a `Range: bytes=a-b` (or `a-`) of one range gets its `206`;
 /// - anything else: the id.
 ///
 /// A request carrying `x-test-hang` is never answered, whatever its path.
@@ -453,6 +458,29 @@ async fn answer(
         "/targeted" => {
             res = res.header("cdn-cache-control", "max-age=60");
             full(id)
+        }
+        "/cacheable/ranged" => {
+            res = res
+                .header("cache-control", "public, max-age=60")
+                .header("etag", "\"r1\"")
+                .header("content-type", "text/plain");
+            let range = req.headers().get("range").and_then(|v| v.to_str().ok());
+            let range = range
+                .and_then(|r| r.strip_prefix("bytes="))
+                .filter(|r| !r.contains(','))
+                .and_then(|r| r.split_once('-'));
+            match range {
+                Some((first, last)) => {
+                    let first: usize = first.parse().unwrap();
+                    let last = last.parse().unwrap_or(RANGED.len() - 1);
+                    let content_range = format!("bytes {first}-{last}/{}", RANGED.len());
+                    res = res
+                        .status(StatusCode::PARTIAL_CONTENT)
+                        .header("content-range", content_range);
+                    full(&RANGED[first..=last])
+                }
+                None => full(RANGED),
+            }
         }
         p if p.starts_with("/cacheable/") => {
             let max_age: u64 = p["/cacheable/".len()..].parse().unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use switchyard::{CacheConfig, ProxyConfig};
 use switchyard_server::ServerConfig;
-use switchyard_tests::{backend, client, full, send_reading, TestProxy};
+use switchyard_tests::{backend, client, full, send_reading, TestProxy, RANGED};
 
 async fn fetch(proxy: &TestProxy, method: &str, path: &str) -> (StatusCode, String, String) {
     let req = Request::builder()
@@ -146,9 +146,21 @@ async fn a_stale_answer_stands_in_for_a_backend_that_times_out() {
 
 /// Sends a GET for `path` through the proxy: status, headers, body.
 async fn get_whole(proxy: &TestProxy, path: &str) -> (StatusCode, http::HeaderMap, String) {
-    let req = Request::get(proxy.url(path)).body(full("")).unwrap();
-    let res = client().request(req).await.expect("the proxy answers");
-    let (parts, body) = res.into_parts();
+    get_with(proxy, path, &[]).await
+}
+
+/// Sends a GET for `path` with `headers` through the proxy: status, headers, body.
+async fn get_with(
+    proxy: &TestProxy,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut req = Request::get(proxy.url(path));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = client().request(req.body(full("")).unwrap()).await;
+    let (parts, body) = res.expect("the proxy answers").into_parts();
     let body = http_body_util::BodyExt::collect(body)
         .await
         .unwrap()
@@ -206,4 +218,76 @@ async fn a_targeted_field_overrides_cache_control_and_is_not_forwarded() {
         }
     }
     assert_eq!(a.request_count(), 1);
+}
+
+/// Sends a GET for `path` with `Range: range` through the proxy: status, headers, body.
+async fn get_range(
+    proxy: &TestProxy,
+    path: &str,
+    range: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    get_with(proxy, path, &[("range", range)]).await
+}
+
+#[tokio::test]
+async fn ranges_from_the_backend_are_combined_and_served_from_the_cache() {
+    let a = backend("a").await;
+    let proxy = TestProxy::with(&[&a]).await;
+    let path = "/cacheable/ranged";
+    let (status, headers, body) = get_range(&proxy, path, "bytes=0-4").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "01234")
+    );
+    assert_eq!(headers["content-range"], "bytes 0-4/20");
+    assert_eq!(headers["cache-status"], "switchyard; fwd=uri-miss; stored");
+
+    // Held: from the cache.
+    let (status, headers, body) = get_range(&proxy, path, "bytes=1-3").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "123")
+    );
+    assert_eq!(headers["content-range"], "bytes 1-3/20");
+    assert_eq!(headers["content-length"], "3");
+    let cache = headers["cache-status"].to_str().unwrap();
+    assert!(cache.starts_with("switchyard; hit; ttl="), "{cache}");
+    assert_eq!(a.request_count(), 1);
+
+    // Not held: from the backend; the two parts make the whole representation.
+    let (status, headers, body) = get_range(&proxy, path, "bytes=5-").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, &RANGED[5..])
+    );
+    assert_eq!(headers["cache-status"], "switchyard; fwd=partial; stored");
+    assert_eq!(a.request_count(), 2);
+
+    let (status, headers, body) = get_whole(&proxy, path).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, RANGED));
+    assert_eq!(headers["content-length"], "20");
+    assert!(!headers.contains_key("content-range"));
+    let cache = headers["cache-status"].to_str().unwrap();
+    assert!(cache.starts_with("switchyard; hit; ttl="), "{cache}");
+
+    // Two ranges: multipart/byteranges, byte for byte.
+    let (status, headers, body) = get_range(&proxy, path, "bytes=0-1,-2").await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    let content_type = headers["content-type"].to_str().unwrap();
+    let boundary = content_type
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap();
+    let part = |range: &str, data: &str| {
+        format!(
+            "--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: {range}\r\n\r\n{data}\r\n"
+        )
+    };
+    let expected =
+        part("bytes 0-1/20", "01") + &part("bytes 18-19/20", "ij") + &format!("--{boundary}--\r\n");
+    assert_eq!(body, expected);
+    assert_eq!(
+        headers["content-length"],
+        expected.len().to_string().as_str()
+    );
+    assert_eq!(a.request_count(), 2);
 }

@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use crate::entry::Head;
 use crate::flight::FlightGuard;
 use crate::shared::Shared;
+use crate::upstream::Kept;
 
 pin_project! {
     /// The body of a response through [`Cache`](crate::Cache): either a stored body
@@ -167,9 +168,8 @@ pub(crate) struct Tee {
     buf: BytesMut,
     /// Body bytes allowed.
     limit: usize,
-    /// The length the body must have to be stored: a `206` holding the whole
-    /// representation is stored only if it does.
-    length: Option<usize>,
+    /// What is stored: a `206` only when the body is as long as its `Content-Range` says.
+    kind: Kept,
     /// Held until the response is stored (or given up), so that requests waiting for it
     /// look it up only then.
     _guard: Option<FlightGuard>,
@@ -182,7 +182,7 @@ impl Tee {
         head: Head,
         limit: usize,
         size_hint: Option<u64>,
-        length: Option<usize>,
+        kind: Kept,
         guard: Option<FlightGuard>,
     ) -> Self {
         let capacity = size_hint.map_or(0, |n| n.min(limit as u64) as usize);
@@ -192,7 +192,7 @@ impl Tee {
             head,
             buf: BytesMut::with_capacity(capacity),
             limit,
-            length,
+            kind,
             _guard: guard,
         }
     }
@@ -212,15 +212,22 @@ impl Tee {
             key,
             head,
             buf,
-            length,
+            kind,
             mut _guard,
             ..
         } = *self;
-        if length.is_some_and(|n| n != buf.len()) {
-            return;
-        }
         let lock = _guard.as_mut().and_then(FlightGuard::take_remote);
-        shared.store(key, Arc::new(head.into_entry(buf.freeze())), lock);
+        match kind {
+            Kept::Whole => shared.store(key, Arc::new(head.into_entry(buf.freeze())), lock),
+            Kept::Exactly(len) if len == buf.len() => {
+                shared.store(key, Arc::new(head.into_entry(buf.freeze())), lock);
+            }
+            Kept::Part(part) if part.end - part.start == buf.len() as u64 => {
+                shared.store_part(key, head, part, buf.freeze());
+            }
+            // Shorter or longer than its `Content-Range` said: not stored.
+            Kept::Exactly(_) | Kept::Part(_) => {}
+        }
         // `_guard` drops last: waiting requests find the response stored.
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Responses to GET whose status is heuristically cacheable (200, 203, 204, 300, 301,
 //! 308, 404, 405, 410, 414, 501), or any other final status (302, 307, 400, 500, …; not
-//! 206 nor 304) with explicit freshness or `public`, unless:
+//! 304, and a 206 as the 200 it is part of) with explicit freshness or `public`, unless:
 //!
 //! - the request said `no-store`, or the response `no-store` or `private` (qualified
 //!   `private="…"` and `no-cache="…"` count as unqualified, which RFC 9111 allows);
@@ -35,9 +35,10 @@
 //! `Cache-Control: no-store`). Clients never see them: they are removed from every
 //! response, and kept aside in the stored one, where a `304` updates them.
 //!
-//! 206 is never stored as such (one holding the whole representation is stored as its 200,
-//! see below; none is taken from the shared tier); protocol upgrades bypass the
-//! cache; HEAD is answered from a stored GET but a HEAD response is not stored.
+//! A 206 is judged as the 200 it is (part of): one holding the whole representation is
+//! stored as its 200, one range of it as a part (see below; parts stay in this instance,
+//! never in the shared tier). Protocol upgrades bypass the cache; HEAD is answered from
+//! a stored GET but a HEAD response is not stored.
 //!
 //! The response streams to its client as it arrives, frame by frame, while a copy is kept
 //! aside; it is stored once its body has ended. Stored bodies are [`Bytes`](bytes::Bytes)
@@ -89,11 +90,17 @@
 //! - one satisfiable range (`0-499`, `500-`, the suffix `-500`; past the end is cut to
 //!   it) gets `206 Partial Content` with `Content-Range: bytes 0-499/1234` and that
 //!   part's `Content-Length`; the part is a slice of the stored body, not a copy;
+//! - several satisfiable ranges get a `206` `multipart/byteranges` (RFC 9110 §14.6):
+//!   `Content-Type: multipart/byteranges; boundary=<16 random hex digits>`, each part
+//!   with the representation's `Content-Type` and its `Content-Range`, in the order
+//!   asked for. Ranges that overlap or touch are coalesced into one (so no byte is sent
+//!   twice, however often a request repeats a range), and what is left of one range is a
+//!   plain `206`; unsatisfiable ones are left out;
 //! - no satisfiable range (`1234-`, `-0`) gets `416 Range Not Satisfiable` with
 //!   `Content-Range: bytes */1234` and no body;
-//! - a `Range` that does not parse (another unit, `5-1`, more than 64 ranges) is ignored,
-//!   and so are several satisfiable ranges (no `multipart/byteranges`; one satisfiable
-//!   among unsatisfiable ones is served alone): the full `200` is served;
+//! - a `Range` that does not parse (another unit, `5-1`) or has more than 16 ranges is
+//!   ignored: the full `200` is served (RFC 9110 §14.2 lets a server ignore `Range`; 16
+//!   parts bound what one request costs);
 //! - `If-Range` (RFC 9110 §13.1.5) lets the range apply only when it matches the stored
 //!   response: an entity tag by strong comparison with its `ETag` (a weak tag never
 //!   matches), a date when it is exactly its `Last-Modified` (itself at least a second
@@ -104,15 +111,41 @@
 //! A range request that misses goes upstream as it is (its `Range` and `If-Range`) and
 //! its `206` is passed on. It waits for a fetch of the URL already in flight (and is
 //! answered from its response) but never leads one: a full GET does not wait for a
-//! partial response. A `206` is stored only when it holds the whole representation
-//! (`Content-Range: bytes 0-1233/1234` and as many bytes, as an origin may answer
-//! `bytes=0-`), as the `200` it amounts to (RFC 9111 §3.4); a part is never stored. When
-//! the origin ignores the range and answers a full `200`, that is stored. A stale response revalidated for a range request keeps the
-//! client's `If-Range` with the `Range` next to the stored validators: a `304` answers
-//! the range from the refreshed response, otherwise the origin's answer is the client's.
-//! A background refresh fetches the whole response (no `Range`, no `If-Range`). Several
-//! partial responses are not combined into a complete one (RFC 9111 §3.4 allows, not
-//! requires, it).
+//! partial response. When the origin ignores the range and answers a full `200`, that is
+//! stored. A stale response revalidated for a range request keeps the client's
+//! `If-Range` with the `Range` next to the stored validators: a `304` answers the range
+//! from the refreshed response, otherwise the origin's answer is the client's. A
+//! background refresh fetches the whole response (no `Range`, no `If-Range`).
+//!
+//! ## Partial responses
+//!
+//! The origin's `206` is stored by the rules for its `200` (freshness, `no-store`,
+//! `Vary`, …), without its `Content-Range`:
+//!
+//! - holding the whole representation (`Content-Range: bytes 0-1233/1234` and as many
+//!   bytes, as an origin may answer `bytes=0-`), as the complete `200` it amounts to;
+//! - holding one range (`bytes 500-999/1234`), as a part of the representation, when it
+//!   has a strong validator (RFC 9110 §8.8: an `ETag` that is not weak, else a
+//!   `Last-Modified` at least a second before its `Date`) and the representation is no
+//!   larger than `max_object_size`. A body shorter or longer than its `Content-Range`
+//!   says is not stored; neither is a `multipart/byteranges` one.
+//!
+//! A later part for the same URL and `Vary` values with the same validator and length is
+//! combined with the stored parts (RFC 9111 §3.4); one with another validator replaces
+//! them. Once the parts cover the representation, they are stored as its `200` (the
+//! newest part's fields, `Content-Length` the whole length) and serve full requests,
+//! ranges and revalidations like any stored response. A complete response replaces the
+//! parts; a part of a representation whose complete response is stored is not kept.
+//!
+//! While partial, the stored response answers, while fresh, a GET whose ranges it holds
+//! (`206`, or `multipart/byteranges`, cut from the parts without a copy) or knows none
+//! is satisfiable (`416`: it knows the length). Anything else (a range not held, a full
+//! GET or HEAD, an `If-Range` that does not match, a stale part) goes upstream, as a miss
+//! would (`fwd=partial`): parts are not revalidated, and the answer is stored by the
+//! rules above. Parts count against `max_size` like any stored response (their bytes,
+//! fields and a little per run). Two parts arriving at the same moment may race, the
+//! later one's store winning (no lock is taken for them): the other is fetched again
+//! when asked for.
 //!
 //! # Serving stale
 //!
@@ -155,6 +188,7 @@
 //! | `switchyard; fwd=uri-miss; stored` | nothing stored for the URL; the response is being stored |
 //! | `switchyard; fwd=uri-miss` | nothing stored; the response is not storable |
 //! | `switchyard; fwd=vary-miss[; stored]` | stored for the URL, not for this request's `Vary` fields |
+//! | `switchyard; fwd=partial[; stored]` | a partial response is stored, without what the request asks for |
 //! | `switchyard; fwd=uri-miss; ttl=60; collapsed` | waited for a concurrent request and answered from its response |
 //! | `switchyard; fwd=stale; fwd-status=304; ttl=60` | stale, revalidated: the stored body with refreshed headers |
 //! | `switchyard; fwd=stale[; stored]` | stale, replaced by the origin's new response |

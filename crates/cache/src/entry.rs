@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::directives::{delta_seconds, ResponseDirectives};
 use crate::key::{vary_matches, VaryValues};
+use crate::parts::Parts;
 use crate::CacheConfig;
 
 /// Variants kept per URL; storing another drops the oldest.
@@ -21,12 +22,18 @@ const ENTRY_OVERHEAD: u64 = 256;
 /// Counted per header line on top of its name and value.
 const HEADER_OVERHEAD: u64 = 16;
 
+/// Counted per run of a partial response's bytes on top of them.
+const RUN_OVERHEAD: u64 = 32;
+
 /// A stored response: its head and body, when it was fetched, and the request header
-/// values its `Vary` selected.
+/// values its `Vary` selected; or a partial response: the ranges of one representation
+/// that `206`s brought, waiting for the rest.
 #[derive(Debug)]
 pub struct Entry {
     head: Head,
     body: Bytes,
+    /// The ranges held of a partial response (its `body` is empty).
+    parts: Option<Parts>,
     weight: u64,
 }
 
@@ -173,6 +180,21 @@ impl Head {
         Entry {
             head: self,
             body,
+            parts: None,
+            weight,
+        }
+    }
+
+    /// A stored partial response: a `206` with this head (less the `Content-Length` of
+    /// the part it came with) holding `parts`, weighing their bytes.
+    pub(crate) fn into_partial(mut self, parts: Parts) -> Entry {
+        self.status = StatusCode::PARTIAL_CONTENT;
+        self.headers.remove(header::CONTENT_LENGTH);
+        let weight = self.weight(parts.held()) + RUN_OVERHEAD * parts.runs() as u64;
+        Entry {
+            head: self,
+            body: Bytes::new(),
+            parts: Some(parts),
             weight,
         }
     }
@@ -183,9 +205,15 @@ impl Head {
 }
 
 impl Entry {
-    /// The status code.
+    /// The status code: `206` for a partial response.
     pub fn status(&self) -> StatusCode {
         self.head.status
+    }
+
+    /// Whether it is a partial response: ranges of a representation, which answer range
+    /// requests for the bytes they hold, and only those.
+    pub fn is_partial(&self) -> bool {
+        self.parts.is_some()
     }
 
     /// The header fields as stored: the response's, less hop-by-hop fields, `Age` (computed
@@ -195,7 +223,7 @@ impl Entry {
         &self.head.headers
     }
 
-    /// The body, shared by every response served from it.
+    /// The body, shared by every response served from it (empty for a partial response).
     pub fn body(&self) -> &Bytes {
         &self.body
     }
@@ -233,6 +261,10 @@ impl Entry {
 
     pub(crate) fn head(&self) -> &Head {
         &self.head
+    }
+
+    pub(crate) fn parts(&self) -> Option<&Parts> {
+        self.parts.as_ref()
     }
 
     pub(crate) fn directives(&self) -> &ResponseDirectives {
@@ -362,8 +394,8 @@ impl Freshness {
     }
 }
 
-/// RFC 9110 §15.1's heuristically cacheable statuses (206 left out: partial content is not
-/// stored, see `policy::understood`).
+/// RFC 9110 §15.1's heuristically cacheable statuses (206 left out: a partial response is
+/// judged as the `200` it is part of, see `upstream`).
 pub(crate) fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),

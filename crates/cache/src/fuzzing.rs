@@ -98,13 +98,25 @@ pub fn response(status: StatusCode, response: &HeaderMap, request: &HeaderMap) {
     // a non-empty range within the body.
     for len in [0, 1, 10, 1 << 20] {
         match range::select(request, stored, len) {
-            Selected::Partial(r) => assert!(r.start < r.end && r.end <= len, "{r:?} of {len}"),
+            Selected::Partial(ranges) => {
+                assert!(!ranges.is_empty());
+                for (i, r) in ranges.iter().enumerate() {
+                    assert!(r.start < r.end && r.end <= len, "{r:?} of {len}");
+                    // Coalesced: no two overlap or touch, so no byte is sent twice.
+                    for other in &ranges[i + 1..] {
+                        assert!(r.end < other.start || other.end < r.start, "{ranges:?}");
+                    }
+                }
+            }
             Selected::Unsatisfiable => assert!(len > 0),
             Selected::Full => {}
         }
     }
     if let Some(len) = range::whole_length(response) {
         assert!(len > 0);
+    }
+    if let Some(part) = range::part_of(response) {
+        assert!(part.start < part.end && part.end <= part.len);
     }
     let _ = head.into_entry(bytes::Bytes::new());
 }

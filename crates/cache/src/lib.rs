@@ -11,9 +11,10 @@
 //!   URL and `Vary` variant, and answers HEAD from them;
 //! - **serves** them while fresh, revalidates stale ones, serves stale within
 //!   `stale-while-revalidate` / `stale-if-error`, and honours the request's directives;
-//! - **answers** `Range` requests from a stored `200` (`206 Partial Content` of one
-//!   range, a slice of the stored body; `416`; `If-Range`) and never stores a part of a
-//!   representation;
+//! - **answers** `Range` requests from a stored `200` (`206 Partial Content`, a slice of
+//!   the stored body; `multipart/byteranges` for several ranges; `416`; `If-Range`), and
+//!   stores the origin's `206`s as parts of their representation, combined into its
+//!   `200` once they cover it;
 //! - **coalesces** concurrent misses for one URL into one upstream request;
 //! - **invalidates** on unsafe requests; operators purge through [`CacheHandle`];
 //! - **reports** each answer in a `Cache-Status` header (RFC 9211) and counts them in
@@ -63,6 +64,7 @@ mod future;
 pub mod fuzzing;
 mod key;
 mod layer;
+mod parts;
 mod policy;
 mod range;
 mod service;

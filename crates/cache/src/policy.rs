@@ -87,8 +87,8 @@ pub(crate) fn is_failure(status: StatusCode) -> bool {
 }
 
 /// Statuses this cache stores (RFC 9111 §3): every final status but 206 (partial
-/// content, never stored as such: one holding the whole representation is stored as its
-/// 200) and 304 (it updates a stored response). Those that are not
+/// content, judged as the 200 it is part of: see `upstream`) and 304 (it updates a
+/// stored response). Those that are not
 /// heuristically cacheable (302, 307, 400, 500, …) only with explicit freshness or
 /// `public` (see `worth_storing`).
 fn understood(status: StatusCode) -> bool {
@@ -167,7 +167,7 @@ pub(crate) fn serve<B>(
     status: CacheStatus,
 ) -> Response<CacheBody<B>> {
     let age = entry.age(now);
-    let (mut response, body) = if not_modified(entry.headers(), req_headers) {
+    let (response, body) = if not_modified(entry.headers(), req_headers) {
         let mut res = Response::new(());
         *res.status_mut() = StatusCode::NOT_MODIFIED;
         copy_304_fields(entry.headers(), res.headers_mut());
@@ -185,6 +185,39 @@ pub(crate) fn serve<B>(
         };
         (res, body)
     };
+    with_age(entry, age, status, response, body)
+}
+
+/// The answer to a GET with `req_headers` from `entry`, a stored partial response, if it
+/// can give one: the entry is fresh for the request's `directives`, and holds the
+/// range(s) asked for (a `206`), or knows none is satisfiable (a `416`).
+pub(crate) fn serve_part<B>(
+    entry: &Entry,
+    now: Instant,
+    req_headers: &HeaderMap,
+    directives: &RequestDirectives,
+    config: &CacheConfig,
+    status: CacheStatus,
+) -> Option<Response<CacheBody<B>>> {
+    let parts = entry.parts()?;
+    let age = entry.age(now);
+    if decide(entry, age, directives, config) != Use::Fresh {
+        return None;
+    }
+    let mut res = Response::new(());
+    *res.headers_mut() = entry.headers().clone();
+    let body = range::answer_parts(req_headers, &mut res, parts)?;
+    Some(with_age(entry, age, status, res, CacheBody::full(body)))
+}
+
+/// `response` with `body`, and the `Age` and `Cache-Status` of `entry` at `age`.
+fn with_age<B>(
+    entry: &Entry,
+    age: Duration,
+    status: CacheStatus,
+    mut response: Response<()>,
+    body: CacheBody<B>,
+) -> Response<CacheBody<B>> {
     let headers = response.headers_mut();
     headers.insert(header::AGE, HeaderValue::from(age.as_secs()));
     status

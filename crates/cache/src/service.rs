@@ -13,7 +13,7 @@ use crate::body::CacheBody;
 use crate::directives::RequestDirectives;
 use crate::future::ResponseFuture;
 use crate::key::primary_key;
-use crate::policy::{decide, serve, Use, STALE_WHILE_REVALIDATE};
+use crate::policy::{decide, serve, serve_part, Use, STALE_WHILE_REVALIDATE};
 use crate::shared::Shared;
 use crate::stats::bump;
 use crate::status::{CacheStatus, Fwd};
@@ -120,7 +120,19 @@ where
             Fwd::UriMiss
         };
         let mut candidate = None;
-        if let Some(entry) = lookup.entry {
+        if let Some(entry) = lookup.entry.as_ref().filter(|e| e.is_partial()) {
+            // A partial response answers only the ranges it holds, only while fresh; it is
+            // never revalidated (the request goes upstream as a miss would).
+            if *method == Method::GET {
+                let (headers, config) = (req.headers(), &shared.config);
+                let hit = serve_part(entry, now, headers, &directives, config, CacheStatus::hit());
+                if let Some(res) = hit {
+                    bump(&shared.stats.hits);
+                    return ResponseFuture::ready(res);
+                }
+            }
+            fwd = Fwd::Partial;
+        } else if let Some(entry) = lookup.entry {
             let decision = decide(&entry, entry.age(now), &directives, &shared.config);
             let status = match decision {
                 Use::Fresh => Some(CacheStatus::hit()),

@@ -1,9 +1,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::HeaderMap;
 
+use crate::entry::Head;
 use crate::flight::Flights;
+use crate::parts::Parts;
+use crate::range::{strong_validator, Part};
 use crate::stats::{bump, Counters};
 use crate::tier::{RedisTier, RemoteLock};
 use crate::{CacheConfig, CacheStats, Entry, Store, Variants};
@@ -65,17 +69,46 @@ impl Shared {
     /// writes the URL's variants to the shared tier, releasing the fleet-wide `lock` on its
     /// fetch with that write.
     pub(crate) fn store(&self, key: String, entry: Arc<Entry>, lock: Option<RemoteLock>) {
-        let variants = match self.store.get(&key) {
-            Some(v) => v.with(entry),
-            None => Variants::default().with(entry),
-        };
-        let variants = Arc::new(variants);
+        let variants = Arc::new(self.store.get(&key).unwrap_or_default().with(entry));
         if !self.store.insert(key.clone(), variants.clone()) {
             return;
         }
         bump(&self.stats.stores);
         if let Some(tier) = &self.tier {
             tier.put(&key, &variants, lock);
+        }
+    }
+
+    /// Stores `data`, the bytes of `part` of a representation (a `206` with `head`): with
+    /// the parts stored for the same `Vary` values when they are of the same
+    /// representation (the same strong validator and length), in their place otherwise
+    /// (RFC 9111 §3.4). Parts that come to cover the representation are stored as its
+    /// `200`. A complete response of the same representation stored already is kept.
+    ///
+    /// Two parts stored at the same moment may race (the later write wins, and the other
+    /// part is fetched again when asked for): no lock is taken for them.
+    pub(crate) fn store_part(&self, key: String, head: Head, part: Part, data: Bytes) {
+        let (start, len) = (part.start as usize, part.len as usize);
+        let validator = strong_validator(&head.headers);
+        let stored = self.store.get(&key);
+        let same = stored.as_ref().and_then(|v| {
+            (v.entries().iter())
+                .find(|e| e.head().vary == head.vary)
+                .filter(|e| validator.is_some() && strong_validator(e.headers()) == validator)
+        });
+        let parts = match same.map(|e| e.parts()) {
+            Some(None) => return,
+            Some(Some(parts)) if parts.len() == len => parts.with(start, data),
+            _ => Parts::new(len, start, data),
+        };
+        let entry = match parts.whole() {
+            Some(body) => return self.store(key, Arc::new(head.into_entry(body)), None),
+            None => Arc::new(head.into_partial(parts)),
+        };
+        // Parts stay in this instance: the shared tier holds complete responses only.
+        let variants = stored.unwrap_or_default().with(entry);
+        if self.store.insert(key, Arc::new(variants)) {
+            bump(&self.stats.stores);
         }
     }
 

@@ -22,6 +22,8 @@ pub(crate) enum Fwd {
     VaryMiss,
     /// The stored response was stale (or had to be revalidated).
     Stale,
+    /// A partial response is stored, without the bytes the request asks for.
+    Partial,
     /// The stored response was usable but the request's directives said no.
     Request,
     /// A method the cache does not answer.
@@ -36,6 +38,7 @@ impl Fwd {
             Fwd::UriMiss => "uri-miss",
             Fwd::VaryMiss => "vary-miss",
             Fwd::Stale => "stale",
+            Fwd::Partial => "partial",
             Fwd::Request => "request",
             Fwd::Method => "method",
             Fwd::Bypass => "bypass",

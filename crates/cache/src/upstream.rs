@@ -19,7 +19,8 @@ use crate::entry::{Head, Times};
 use crate::flight::{FlightGuard, Join};
 use crate::key::{resolve_same_origin, vary_values};
 use crate::policy::{
-    decide, is_failure, serve, stale_if_error, storable, worth_storing, Use, STALE_IF_ERROR,
+    decide, is_failure, serve, serve_part, stale_if_error, storable, worth_storing, Use,
+    STALE_IF_ERROR,
 };
 use crate::range;
 use crate::shared::Shared;
@@ -159,7 +160,20 @@ impl<S> Forward<S> {
         bump(&shared.stats.coalesced);
         let _ = tokio::time::timeout(shared.config.coalesce_wait, done.changed()).await;
         let now = Instant::now();
-        if let Some(entry) = shared.lookup(&self.key, headers).entry {
+        let found = shared.lookup(&self.key, headers).entry;
+        if let Some(entry) = found.as_ref().filter(|e| e.is_partial()) {
+            let status = CacheStatus {
+                collapsed: true,
+                ..CacheStatus::fwd(self.fwd)
+            };
+            let (directives, config) = (&self.directives, &shared.config);
+            if *method == Method::GET {
+                if let Some(res) = serve_part(entry, now, headers, directives, config, status) {
+                    bump(&shared.stats.hits);
+                    return Some(res);
+                }
+            }
+        } else if let Some(entry) = found {
             match decide(&entry, entry.age(now), &self.directives, &shared.config) {
                 Use::Fresh => {
                     bump(&shared.stats.hits);
@@ -297,9 +311,9 @@ impl<S> Forward<S> {
         // The guard drops here, once the refreshed response is stored.
     }
 
-    /// A full response from upstream: stored as it streams when it may be (a `206` only
-    /// when it holds the whole representation, then as its `200`), passed through
-    /// otherwise.
+    /// A full response from upstream: stored as it streams when it may be (a `206` as
+    /// the `200` it amounts to when it holds the whole representation, else as a part of
+    /// it), passed through otherwise.
     fn respond<RB: Body<Data = Bytes>>(
         mut self,
         res: Response<RB>,
@@ -309,36 +323,41 @@ impl<S> Forward<S> {
         let config = &self.shared.config;
         let (mut parts, body) = res.into_parts();
         let mut status = CacheStatus::fwd(self.fwd);
-        // RFC 9111 §3.4: a 206 holding the whole representation is stored as its 200.
-        let whole = (parts.status == StatusCode::PARTIAL_CONTENT)
-            .then(|| range::whole_length(&parts.headers))
-            .flatten();
-        let (stored_status, stored_headers) = match whole {
-            Some(_) => {
+        let kind = match parts.status {
+            StatusCode::PARTIAL_CONTENT => Kept::of_206(&parts.headers, config.max_object_size),
+            _ => Some(Kept::Whole),
+        };
+        let (stored_status, stored_headers) = match kind {
+            // RFC 9111 §3.4: judged, and stored, as the 200 it is (part of), without the
+            // fields of the 206 alone.
+            Some(Kept::Exactly(_) | Kept::Part(_)) => {
                 let mut headers = parts.headers.clone();
                 headers.remove(header::CONTENT_RANGE);
                 (StatusCode::OK, Cow::Owned(headers))
             }
-            None => (parts.status, Cow::Borrowed(&parts.headers)),
+            _ => (parts.status, Cow::Borrowed(&parts.headers)),
         };
-        let head = storable(
-            req_headers,
-            &self.directives,
-            stored_status,
-            &stored_headers,
-            config,
-        )
-        .map(|fields| {
-            let vary = vary_values(&fields, req_headers);
-            Head::new(stored_status, &stored_headers, vary, times, config)
-        })
-        .filter(|head| worth_storing(head, config));
+        let head = kind
+            .and_then(|_| {
+                storable(
+                    req_headers,
+                    &self.directives,
+                    stored_status,
+                    &stored_headers,
+                    config,
+                )
+            })
+            .map(|fields| {
+                let vary = vary_values(&fields, req_headers);
+                Head::new(stored_status, &stored_headers, vary, times, config)
+            })
+            .filter(|head| worth_storing(head, config));
         let limit = head
             .as_ref()
             .map(|head| config.max_object_size.saturating_sub(head.weight(0)));
         let hint = body.size_hint();
-        let body = match (head, limit) {
-            (Some(head), Some(limit)) if hint.lower() <= limit => {
+        let body = match (head, limit, kind) {
+            (Some(head), Some(limit), Some(kind)) if hint.lower() <= limit => {
                 status.stored = true;
                 let (shared, key) = (self.shared.clone(), self.key.clone());
                 let tee = Tee::new(
@@ -347,7 +366,7 @@ impl<S> Forward<S> {
                     head,
                     limit as usize,
                     hint.exact(),
-                    whole.map(|n| n as usize),
+                    kind,
                     self.guard.take(),
                 );
                 CacheBody::tee(body, tee)
@@ -365,6 +384,32 @@ impl<S> Forward<S> {
         strip_targeted(&mut parts.headers, &config.targeted_fields);
         status.append_to(&mut parts.headers);
         Response::from_parts(parts, body)
+    }
+}
+
+/// What of an upstream response is kept once its body has all arrived.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kept {
+    /// The response as it is.
+    Whole,
+    /// A `206` holding the whole representation of this length, as its `200`.
+    Exactly(usize),
+    /// A `206` of one range, as a part of its representation, to combine with the
+    /// parts stored already.
+    Part(range::Part),
+}
+
+impl Kept {
+    /// What of a `206` with `headers` is kept: all of a representation as its `200`; one
+    /// range of a representation no longer than `max_size` with a strong validator (by
+    /// which parts are told to be of one representation), as a part; else nothing.
+    fn of_206(headers: &HeaderMap, max_size: u64) -> Option<Kept> {
+        if let Some(len) = range::whole_length(headers) {
+            return Some(Kept::Exactly(len as usize));
+        }
+        let part = range::part_of(headers)?;
+        let validated = range::strong_validator(headers).is_some();
+        (validated && part.len <= max_size).then_some(Kept::Part(part))
     }
 }
 

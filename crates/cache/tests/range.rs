@@ -1,6 +1,7 @@
 //! Range requests (RFC 9110 §14, RFC 9111 §3.3–3.4): answered from a stored `200` as
-//! `206` or `416`, `If-Range`, ranges that are ignored, and misses that go upstream as
-//! they are without storing the partial response; on paused time.
+//! `206` (one part, or `multipart/byteranges`) or `416`, `If-Range`, ranges that are
+//! ignored, and misses that go upstream as they are; on paused time. (Parts stored from
+//! the origin's `206`s: `parts.rs`.)
 
 mod support;
 
@@ -88,7 +89,7 @@ async fn an_unsatisfiable_range_gets_416() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn invalid_and_multiple_ranges_get_the_full_response() {
+async fn invalid_and_too_many_ranges_get_the_full_response() {
     let backend = backend("max-age=60");
     let svc = stored(&backend).await;
     for range in [
@@ -96,7 +97,8 @@ async fn invalid_and_multiple_ranges_get_the_full_response() {
         "bytes=x-",
         "bytes=0-1-2",
         "lines=0-1",
-        "bytes=0-1, 4-5",
+        // 17 ranges: more than a request may ask for at once.
+        "bytes=0-0,1-1,2-2,3-3,4-4,5-5,6-6,7-7,8-8,9-9,0-0,1-1,2-2,3-3,4-4,5-5,6-6",
     ] {
         let got = send(&svc, ranged("/a", range)).await;
         assert_eq!(got.status, 200, "{range}");
@@ -334,4 +336,94 @@ async fn a_206_holding_the_whole_representation_is_stored_as_its_200() {
         store.get("http://example.com/short").is_none(),
         "not stored"
     );
+}
+
+/// A backend answering `BODY` as `text/plain`, with an `ETag`.
+fn typed_backend() -> Backend {
+    Backend::new(|_, _| {
+        let headers = [
+            ("cache-control", "max-age=60"),
+            ("etag", "\"v1\""),
+            ("content-type", "text/plain"),
+        ];
+        ok(&headers, BODY)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_ranges_get_a_multipart_byteranges_206() {
+    let backend = typed_backend();
+    let svc = stored(&backend).await;
+    let got = send(&svc, ranged("/a", "bytes=0-1,5-9")).await;
+    assert_eq!(got.status, 206);
+    let first = boundary(&got);
+    assert_eq!(first.len(), 16);
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+    let expected = multipart(first, &[("bytes 0-1/10", "01"), ("bytes 5-9/10", "56789")]);
+    assert_eq!(got.text(), expected);
+    let length = expected.len().to_string();
+    assert_eq!(got.header("content-length"), Some(length.as_str()));
+    assert_eq!(got.header("content-range"), None);
+    assert_eq!(got.header("etag"), Some("\"v1\""));
+    assert_eq!(got.cache_status(), "switchyard; hit; ttl=60");
+
+    // In the order asked for; an unsatisfiable one left out.
+    let got = send(&svc, ranged("/a", "bytes=-2, 50-60, 1-2")).await;
+    let expected = multipart(
+        boundary(&got),
+        &[("bytes 8-9/10", "89"), ("bytes 1-2/10", "12")],
+    );
+    assert_eq!((got.status.as_u16(), got.text()), (206, expected.as_str()));
+    assert_eq!(backend.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlapping_ranges_are_coalesced_so_no_byte_is_sent_twice() {
+    let backend = typed_backend();
+    let svc = stored(&backend).await;
+    // Touching or overlapping: one part, a plain 206.
+    for range in ["bytes=0-3,4-5", "bytes=2-5,0-3", "bytes=0-5,1-1,2-3"] {
+        let got = send(&svc, ranged("/a", range)).await;
+        assert_eq!(
+            (got.status.as_u16(), got.text()),
+            (206, "012345"),
+            "{range}"
+        );
+        assert_eq!(got.header("content-range"), Some("bytes 0-5/10"));
+        assert_eq!(got.header("content-type"), Some("text/plain"));
+    }
+    // Sixteen times the whole body: once.
+    let abuse = format!("bytes={}", vec!["0-"; 16].join(","));
+    let got = send(&svc, ranged("/a", &abuse)).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, BODY));
+    assert_eq!(got.header("content-range"), Some("bytes 0-9/10"));
+    // Some merged, the rest kept apart.
+    let got = send(&svc, ranged("/a", "bytes=7-8,0-1,1-2,9-9")).await;
+    let expected = multipart(
+        boundary(&got),
+        &[("bytes 7-9/10", "789"), ("bytes 0-2/10", "012")],
+    );
+    assert_eq!((got.status.as_u16(), got.text()), (206, expected.as_str()));
+    assert_eq!(backend.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_ranges_with_an_if_range_that_does_not_match_get_the_full_200() {
+    let backend = typed_backend();
+    let svc = stored(&backend).await;
+    for (if_range, status) in [("\"v1\"", 206), ("\"v2\"", 200)] {
+        let req = request(
+            "GET",
+            "/a",
+            &[("range", "bytes=0-1,5-6"), ("if-range", if_range)],
+        );
+        let got = send(&svc, req).await;
+        assert_eq!(got.status, status, "{if_range}");
+        if status == 200 {
+            assert_eq!(got.text(), BODY);
+            assert_eq!(got.header("content-type"), Some("text/plain"));
+            assert_eq!(got.header("content-length"), Some("10"));
+        }
+    }
+    assert_eq!(backend.calls(), 1);
 }

@@ -61,7 +61,7 @@ pub struct CacheOutcome {
     /// another request's fetch) or `bypassed`.
     pub outcome: &'static str,
     /// Why, when the cache says: RFC 9211's `fwd` reason (`uri-miss`, `vary-miss`,
-    /// `stale`, `request`, `method`, `bypass`) or its `detail`.
+    /// `partial`, `stale`, `request`, `method`, `bypass`) or its `detail`.
     pub reason: Option<&'static str>,
     /// The response was stored.
     pub stored: bool,

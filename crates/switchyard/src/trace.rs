@@ -380,6 +380,7 @@ fn known(value: &str) -> Option<&'static str> {
     [
         "uri-miss",
         "vary-miss",
+        "partial",
         "stale",
         "request",
         "method",
@@ -521,6 +522,12 @@ mod tests {
                 false,
             ),
             ("switchyard; fwd=method", "bypassed", Some("method"), false),
+            (
+                "switchyard; fwd=partial; stored",
+                "miss",
+                Some("partial"),
+                true,
+            ),
         ];
         for (value, outcome_, reason, stored) in cases {
             let expected = CacheOutcome {

@@ -56,7 +56,12 @@ impl Clocks {
 pub(crate) fn encode(variants: &Variants, clocks: Clocks) -> Bytes {
     let mut out = BytesMut::with_capacity(variants.weight() as usize + 64);
     out.put_u8(FORMAT);
-    let entries = variants.entries();
+    // Partial responses stay in the instance that has them.
+    let entries: Vec<_> = variants
+        .entries()
+        .iter()
+        .filter(|e| !e.is_partial())
+        .collect();
     out.put_u16(entries.len() as u16);
     for entry in entries {
         let head = entry.head();
@@ -201,13 +206,15 @@ fn get_headers(r: &mut Bytes) -> Option<HeaderMap> {
     Some(headers)
 }
 
-/// How long Redis keeps `variants`: the longest any of them stays usable from `now`, its
-/// freshness plus its stale windows (the response's `stale-while-revalidate` and
-/// `stale-if-error`, else the configured ones); `None` when none is usable any more.
+/// How long Redis keeps `variants`: the longest any of them (partial responses left
+/// out: they are not written) stays usable from `now`, its freshness plus its stale
+/// windows (the response's `stale-while-revalidate` and `stale-if-error`, else the
+/// configured ones); `None` when none is usable any more, or there is none to write.
 pub(crate) fn ttl(variants: &Variants, now: Instant, config: &CacheConfig) -> Option<Duration> {
     variants
         .entries()
         .iter()
+        .filter(|e| !e.is_partial())
         .map(|e| usable_for(e, now, config))
         .max()
         .filter(|ttl| !ttl.is_zero())
@@ -226,6 +233,7 @@ fn usable_for(entry: &Entry, now: Instant, config: &CacheConfig) -> Duration {
 mod tests {
     use super::*;
     use crate::entry::Times;
+    use crate::parts::Parts;
 
     fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
         fields
@@ -277,6 +285,35 @@ mod tests {
         assert!(age <= 1, "age {age} ms");
         assert!(decode(Bytes::from_static(b"\x02"), clocks, &config).is_none());
         assert!(decode(Bytes::from_static(b"\x01\x00\x01"), clocks, &config).is_none());
+    }
+
+    #[test]
+    fn partial_responses_are_not_written() {
+        let config = CacheConfig::default();
+        let times = Times::now(Instant::now());
+        let head = |vary: &'static str| {
+            let fields = headers(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
+            let vary = vec![(
+                HeaderName::from_static("x-v"),
+                Some(HeaderValue::from_static(vary)),
+            )];
+            Head::new(StatusCode::OK, &fields, vary.into(), times, &config)
+        };
+        let part = Parts::new(10, 2, Bytes::from_static(b"23"));
+        let partial = Arc::new(head("a").into_partial(part));
+        let variants = Variants::default().with(partial);
+        assert_eq!(
+            ttl(&variants, times.response, &config),
+            None,
+            "nothing to write"
+        );
+        let complete = Arc::new(head("b").into_entry(Bytes::from_static(b"whole")));
+        let variants = variants.with(complete);
+        assert_eq!(variants.entries().len(), 2);
+        let clocks = Clocks::now();
+        let back = decode(encode(&variants, clocks), clocks, &config).expect("decodes");
+        assert_eq!(back.entries().len(), 1);
+        assert_eq!(back.entries()[0].body(), "whole");
     }
 
     #[test]

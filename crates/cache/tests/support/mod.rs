@@ -237,3 +237,21 @@ pub fn http_date_from(base: SystemTime, offset_secs: i64) -> String {
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
+
+/// The boundary of a `multipart/byteranges` response.
+pub fn boundary(got: &Got) -> &str {
+    let content_type = got.header("content-type").unwrap();
+    content_type
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("{content_type}"))
+}
+
+/// A `multipart/byteranges` body of `text/plain` `parts` (`Content-Range`, bytes).
+pub fn multipart(boundary: &str, parts: &[(&str, &str)]) -> String {
+    let mut body = String::new();
+    for (content_range, part) in parts {
+        body.push_str(&format!("--{boundary}\r\nContent-Type: text/plain\r\n"));
+        body.push_str(&format!("Content-Range: {content_range}\r\n\r\n{part}\r\n"));
+    }
+    body + &format!("--{boundary}--\r\n")
+}
