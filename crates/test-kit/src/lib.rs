@@ -88,13 +88,17 @@ mod fleet;
 mod journal;
 mod loopback;
 mod script;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use backend::{Builder, ResponseFuture, ScriptedBackend, BACKEND_HEADER, HEALTH_PATH};
 pub use body::ScriptBody;
 pub use client::{send, Got};
 pub use fleet::Fleet;
-pub use journal::{Journal, Seen, REQUEST_ID};
-pub use script::{Script, Step};
+pub use journal::{Journal, Seen, Tunnelled, REQUEST_ID};
+pub use script::{Script, Step, Tunnel};
+#[cfg(feature = "tls")]
+pub use tls::Ca;
 
 /// The error type of in-process calls and response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
