@@ -305,8 +305,8 @@ impl ScriptedBackend {
         self.live().addr
     }
 
-    /// Its URL on loopback, `http://127.0.0.1:<port>` (`https://` with
-    /// [`Builder::tls`]).
+    /// Its URL on loopback, `http://127.0.0.1:<port>` (`https://` for a backend bound
+    /// with `Builder::tls`).
     ///
     /// # Panics
     ///
