@@ -1,7 +1,8 @@
 //! Backends as real processes, killed with SIGKILL and started again on their ports while
 //! a load runs through the proxy: no request fails, and a restarted backend serves again
 //! as soon as its health checks pass, not after its circuit breaker's open time. A backend
-//! whose checks never failed is let back only by its breaker's own probe.
+//! whose checks never failed is let back only by its breaker's own probe (that one needs
+//! no process: its backends are scripted with switchyard-test).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use switchyard::{Backend, BreakerState, Health, HealthConfig, ProxyConfig};
+use switchyard_test::{Fleet, Script, Step};
 use switchyard_tests::{client, get, load, Load, TestProxy};
 use tokio::time::{sleep, Instant};
 
@@ -165,24 +167,22 @@ async fn killed_backends_restarted_on_their_ports_serve_once_their_checks_pass()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_whose_checks_never_failed_is_let_back_only_by_its_probe() {
-    let [a, gray] = free_addrs();
-    let (a, gray) = (
-        Process::start("a", a).await,
-        Process::start("gray", gray).await,
-    );
+    // As the process backends answer: never to be cached.
+    let answer = |status| Step::status(status).header("cache-control", "no-store");
+    // gray's requests fail, its health check passes: its fifth 500 trips its breaker.
+    // Then it is fine again, and its checks keep passing.
+    let fleet = Fleet::bind([
+        ("a", Script::always(answer(200))),
+        ("gray", Script::new([answer(500).times(5), answer(200)])),
+    ])
+    .await;
     let mut config = checked(Duration::from_millis(100), 1);
     config.breaker.timeout = Duration::from_millis(1500);
-    let proxy = TestProxy::over(config, [a.backend(), gray.backend()]).await;
+    let proxy = TestProxy::over(config, fleet.entries(Backend::new)).await;
     let report = proxy.proxy.check_now().await;
     assert!(report.backends.iter().all(|b| b.health == Health::Healthy));
     let client = client();
-    let control = |path: &str| format!("http://{}{path}", gray.addr);
 
-    // Its requests fail, its health check passes: its fifth 500 trips its breaker.
-    assert_eq!(
-        get(&client, &control("/control/fail")).await.0,
-        StatusCode::OK
-    );
     let mut until = None;
     for _ in 0..40 {
         get(&client, &proxy.url("/")).await;
@@ -202,10 +202,7 @@ async fn a_backend_whose_checks_never_failed_is_let_back_only_by_its_probe() {
     let checks_at_trip = checks(&proxy);
 
     // Fine again, and its checks keep passing: it stays out for the whole open time.
-    assert_eq!(
-        get(&client, &control("/control/ok")).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(fleet["gray"].request_count(), 5, "its five failures");
     let served = successes(&proxy, "gray");
     while Instant::now() + Duration::from_millis(100) < until {
         let (status, id, _) = get(&client, &proxy.url("/")).await;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{HeaderValue, CONTENT_LENGTH};
-use http::{Request, Response, Uri};
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, UPGRADE};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::BodyExt;
 use switchyard_core::{ConnectError, ConnectErrorKind};
@@ -19,9 +20,9 @@ use tokio::time::{sleep, Instant};
 use tower::Service;
 
 use crate::body::ScriptBody;
-use crate::journal::{describe, gaps, Journal, Seen};
-use crate::loopback::Live;
-use crate::script::{Answer, Cursor, Plan, Script, Step};
+use crate::journal::{describe, gaps, Journal, Seen, Tunnelled};
+use crate::loopback::{Handshake, Live};
+use crate::script::{Answer, Cursor, Plan, Script, Step, Tunnel};
 use crate::BoxError;
 
 /// The response header every scripted answer carries, with the backend's name: which
@@ -71,6 +72,13 @@ pub(crate) struct Shared {
 /// How a step ended a request.
 pub(crate) enum Outcome {
     Respond(Response<ScriptBody>),
+    /// A `101`: on loopback, `tunnel` then runs on the connection, recording into the
+    /// journal at `index`.
+    Upgrade {
+        res: Response<ScriptBody>,
+        tunnel: Tunnel,
+        index: usize,
+    },
     Reset,
     Refuse,
 }
@@ -99,6 +107,7 @@ impl Shared {
             taken
         };
         let (parts, body) = req.into_parts();
+        let protocol = parts.headers.get(UPGRADE).cloned();
         let index = self.journal.record(Seen {
             backend: self.name.clone(),
             method: parts.method,
@@ -109,6 +118,7 @@ impl Shared {
             attempt: 1,
             body_len: None,
             health,
+            tunnel: None,
         });
         if let Ok(body) = body.collect().await {
             self.journal.set_body_len(index, body.to_bytes().len());
@@ -122,18 +132,31 @@ impl Shared {
                     Plan::Truncated { declared, .. } => Some(declared),
                     _ => None,
                 };
-                let mut res = Response::new(ScriptBody::new(body));
-                *res.status_mut() = status;
-                *res.headers_mut() = step.headers;
-                res.headers_mut().insert(
-                    BACKEND_HEADER,
-                    HeaderValue::from_str(&self.name).unwrap_or(HeaderValue::from_static("?")),
-                );
+                let mut res = self.response(status, body, step.headers);
                 if let Some(declared) = declared {
                     res.headers_mut()
                         .insert(CONTENT_LENGTH, HeaderValue::from(declared));
                 }
                 Outcome::Respond(res)
+            }
+            Answer::Upgrade(tunnel) => {
+                let empty = || Plan::Full(Bytes::new());
+                let Some(protocol) = protocol else {
+                    let status = StatusCode::UPGRADE_REQUIRED;
+                    return Outcome::Respond(self.response(status, empty(), step.headers));
+                };
+                let status = StatusCode::SWITCHING_PROTOCOLS;
+                let mut res = self.response(status, empty(), step.headers);
+                res.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                res.headers_mut().insert(UPGRADE, protocol.clone());
+                self.journal.update(index, |seen| {
+                    seen.tunnel = Some(Tunnelled {
+                        protocol: String::from_utf8_lossy(protocol.as_bytes()).into_owned(),
+                        ..Tunnelled::default()
+                    });
+                });
+                Outcome::Upgrade { res, tunnel, index }
             }
             Answer::Reset => Outcome::Reset,
             Answer::Refuse => Outcome::Refuse,
@@ -142,8 +165,22 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A response with `status`, `body` and `headers`, and the backend's name.
+    fn response(&self, status: StatusCode, body: Plan, headers: HeaderMap) -> Response<ScriptBody> {
+        let mut res = Response::new(ScriptBody::new(body));
+        *res.status_mut() = status;
+        *res.headers_mut() = headers;
+        res.headers_mut().insert(
+            BACKEND_HEADER,
+            HeaderValue::from_str(&self.name).unwrap_or(HeaderValue::from_static("?")),
+        );
+        res
+    }
+}
+
 #[allow(clippy::disallowed_types)]
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -155,6 +192,7 @@ pub struct Builder {
     health: Script,
     health_path: String,
     journal: Option<Journal>,
+    handshake: Handshake,
 }
 
 impl Builder {
@@ -174,6 +212,15 @@ impl Builder {
     /// does), instead of a journal of its own.
     pub fn journal(mut self, journal: Journal) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Serves HTTPS on loopback, with the certificate `ca` signed for `127.0.0.1` and
+    /// `localhost` (HTTP/1.1 in ALPN): its URL starts `https://`, and the client or proxy
+    /// under test trusts [`Ca::pem`](crate::Ca::pem). In process it changes nothing.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, ca: &crate::Ca) -> Self {
+        self.handshake = Handshake::Tls(ca.clone());
         self
     }
 
@@ -201,8 +248,10 @@ impl Builder {
     ///
     /// If no port can be bound.
     pub async fn bind(self) -> ScriptedBackend {
+        let handshake = self.handshake.clone();
         let mut backend = self.build();
-        backend.live = Some(Arc::new(Live::start(backend.shared.clone()).await));
+        let live = Live::start(backend.shared.clone(), handshake).await;
+        backend.live = Some(Arc::new(live));
         backend
     }
 }
@@ -216,6 +265,7 @@ impl ScriptedBackend {
             health: Script::always(Step::ok()),
             health_path: HEALTH_PATH.to_owned(),
             journal: None,
+            handshake: Handshake::Plain,
         }
     }
 
@@ -239,27 +289,66 @@ impl ScriptedBackend {
         &self.shared.name
     }
 
-    /// Where it serves on loopback.
+    fn live(&self) -> &Live {
+        match &self.live {
+            Some(live) => live,
+            None => panic!("backend {} is not bound to a port", self.name()),
+        }
+    }
+
+    /// Where it serves on loopback (or served, while killed).
     ///
     /// # Panics
     ///
     /// If it serves in process only.
     pub fn addr(&self) -> SocketAddr {
-        match &self.live {
-            Some(live) => live.addr,
-            None => panic!("backend {} is not bound to a port", self.name()),
-        }
+        self.live().addr
     }
 
-    /// Its URL on loopback, `http://127.0.0.1:<port>`.
+    /// Its URL on loopback, `http://127.0.0.1:<port>` (`https://` for a backend bound
+    /// with `Builder::tls`).
     ///
     /// # Panics
     ///
     /// If it serves in process only.
     pub fn url(&self) -> Uri {
-        format!("http://{}", self.addr())
+        format!("{}://{}", self.live().handshake().scheme(), self.addr())
             .parse()
             .expect("a socket address is a valid authority")
+    }
+
+    /// The CA whose certificate it serves HTTPS with, if it was bound with
+    /// [`Builder::tls`].
+    #[cfg(feature = "tls")]
+    pub fn ca(&self) -> Option<&crate::Ca> {
+        self.live.as_ref().and_then(|live| live.handshake().ca())
+    }
+
+    /// Crashes it on loopback: the listener closes (connections are refused) and every
+    /// open connection is reset, requests in flight and tunnels included, as when a
+    /// backend's process is killed. Returns once all that is done. Its script, journal
+    /// and counts stay as they are; the script's clock goes on.
+    ///
+    /// # Panics
+    ///
+    /// If it serves in process only.
+    pub async fn kill(&self) {
+        self.live().kill().await;
+    }
+
+    /// Serves again on the same port after [`ScriptedBackend::kill`] (killing it first
+    /// if it runs), going on with the same script and journal: a restarted process.
+    ///
+    /// # Panics
+    ///
+    /// If it serves in process only, or the port cannot be bound again.
+    pub async fn restart(&self) {
+        self.live().restart().await;
+    }
+
+    /// Whether it serves on loopback: bound, and not killed since it last started.
+    pub fn is_running(&self) -> bool {
+        self.live.as_ref().is_some_and(|live| live.is_running())
     }
 
     /// The journal it records into (shared with its fleet, if it has one).
@@ -375,7 +464,7 @@ where
         let shared = self.shared.clone();
         Box::pin(async move {
             match shared.handle(req, None).await {
-                Outcome::Respond(res) => Ok(res),
+                Outcome::Respond(res) | Outcome::Upgrade { res, .. } => Ok(res),
                 Outcome::Reset => Err(crate::error::Reset::new().into()),
                 Outcome::Refuse => {
                     Err(

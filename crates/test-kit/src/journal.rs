@@ -38,6 +38,28 @@ pub struct Seen {
     /// Whether it was a health check (the backend's health path), answered from the
     /// health script.
     pub health: bool,
+    /// The connection it switched to another protocol, if a [`Step::upgrade`] answered
+    /// it: the protocol and the bytes that went through, so far.
+    ///
+    /// [`Step::upgrade`]: crate::Step::upgrade
+    pub tunnel: Option<Tunnelled>,
+}
+
+/// A connection a backend switched to another protocol ([`Step::upgrade`]), as far as it
+/// has gone: what the client sent through it and what the backend sent back.
+///
+/// [`Step::upgrade`]: crate::Step::upgrade
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tunnelled {
+    /// The protocol switched to (the request's `Upgrade`).
+    pub protocol: String,
+    /// The bytes the backend read from the client, in order.
+    pub received: Vec<u8>,
+    /// The bytes the backend sent, in order.
+    pub sent: Vec<u8>,
+    /// Whether the tunnel has ended (closed by either side, or by the backend stopping).
+    pub closed: bool,
 }
 
 impl fmt::Display for Seen {
@@ -52,6 +74,16 @@ impl fmt::Display for Seen {
         }
         if self.attempt > 1 {
             write!(f, " (attempt {})", self.attempt)?;
+        }
+        if let Some(t) = &self.tunnel {
+            write!(
+                f,
+                " (switched to {}: {} bytes in, {} out{})",
+                t.protocol,
+                t.received.len(),
+                t.sent.len(),
+                if t.closed { ", closed" } else { "" }
+            )?;
         }
         Ok(())
     }
@@ -141,8 +173,13 @@ impl Journal {
     }
 
     pub(crate) fn set_body_len(&self, index: usize, len: usize) {
+        self.update(index, |seen| seen.body_len = Some(len));
+    }
+
+    /// Changes the request recorded at `index` (as [`Journal::record`] returned it).
+    pub(crate) fn update(&self, index: usize, change: impl FnOnce(&mut Seen)) {
         if let Some(seen) = self.lock().get_mut(index) {
-            seen.body_len = Some(len);
+            change(seen);
         }
     }
 

@@ -14,7 +14,11 @@
 //! - **On loopback** ([`ScriptedBackend::bind`], [`Fleet::bind`]) it serves HTTP/1.1 on a
 //!   port of 127.0.0.1, for what only real sockets show: a connection pool, resets,
 //!   refused connections, a body cut short, a whole proxy. Its timings run on the tokio
-//!   clock too, paused or not.
+//!   clock too, paused or not. There it also switches protocols
+//!   ([`Step::upgrade`] runs a scripted [`Tunnel`] after the `101`), is crashed and
+//!   started again on its port ([`ScriptedBackend::kill`],
+//!   [`ScriptedBackend::restart`]), and with the `tls` feature serves HTTPS with a
+//!   certificate from a CA made for the test (`Ca`, `Builder::tls`).
 //!
 //! A [`Fleet`] is backends with names sharing one journal, for a balancer or a proxy
 //! over several.
@@ -77,6 +81,7 @@
 //! | [`Step::reset`] | fails with [`error::Reset`] | socket closed with a reset |
 //! | [`Step::refuse`] | fails with a refused `ConnectError` | listener closed, open connections closed after their answer in flight |
 //! | [`Step::hang`] | never answers | never answers |
+//! | [`Step::upgrade`] | `101` (no connection to tunnel on) | `101`, then the [`Tunnel`] |
 
 #![warn(missing_docs)]
 
@@ -88,13 +93,17 @@ mod fleet;
 mod journal;
 mod loopback;
 mod script;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use backend::{Builder, ResponseFuture, ScriptedBackend, BACKEND_HEADER, HEALTH_PATH};
 pub use body::ScriptBody;
 pub use client::{send, Got};
 pub use fleet::Fleet;
-pub use journal::{Journal, Seen, REQUEST_ID};
-pub use script::{Script, Step};
+pub use journal::{Journal, Seen, Tunnelled, REQUEST_ID};
+pub use script::{Script, Step, Tunnel};
+#[cfg(feature = "tls")]
+pub use tls::Ca;
 
 /// The error type of in-process calls and response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

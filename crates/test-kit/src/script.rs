@@ -10,7 +10,8 @@ use tokio::time::Instant;
 /// One kind of answer, and how long a backend keeps giving it.
 ///
 /// A step answers a request with a response ([`Step::ok`], [`Step::status`],
-/// [`Step::slow_body`], [`Step::truncated_body`]) or with a failure ([`Step::reset`],
+/// [`Step::slow_body`], [`Step::truncated_body`]), switches protocols and runs a
+/// [`Tunnel`] ([`Step::upgrade`]), or fails ([`Step::reset`],
 /// [`Step::refuse`], [`Step::hang`]), after an optional [`Step::after`] delay. It lasts for
 /// one request unless told otherwise: [`Step::times`] counts requests,
 /// [`Step::for_duration`] measures time on the tokio clock, [`Step::forever`] never ends.
@@ -39,6 +40,7 @@ pub struct Step {
 #[derive(Debug, Clone)]
 pub(crate) enum Answer {
     Respond { status: StatusCode, body: Plan },
+    Upgrade(Tunnel),
     Reset,
     Refuse,
     Hang,
@@ -162,6 +164,21 @@ impl Step {
         Self::answer(Answer::Hang)
     }
 
+    /// Answers a request that asks for a protocol upgrade (`Connection: upgrade` and
+    /// `Upgrade: <protocol>`, as a WebSocket handshake does) with `101 Switching
+    /// Protocols` to that protocol, then runs `tunnel` on the connection: the bytes it
+    /// sends and what it does with those it reads. A request that asks for no upgrade is
+    /// answered `426 Upgrade Required`, as a WebSocket endpoint would.
+    ///
+    /// The tunnel runs on loopback only; in process the `101` is all there is (there is
+    /// no connection to switch). The journal records the switch and the tunnel's bytes
+    /// both ways ([`Seen::tunnel`](crate::Seen::tunnel)). The `101` carries only the
+    /// headers given with [`Step::header`] besides `Connection` and `Upgrade`: a
+    /// client that checks `Sec-WebSocket-Accept` needs it given.
+    pub fn upgrade(tunnel: Tunnel) -> Self {
+        Self::answer(Answer::Upgrade(tunnel))
+    }
+
     /// Waits `delay` (on the tokio clock, after reading the request) before answering or
     /// failing.
     pub fn after(mut self, delay: Duration) -> Self {
@@ -227,6 +244,73 @@ impl Step {
     /// Answers every request this way from now on: the steps after it are never reached.
     pub fn forever(mut self) -> Self {
         self.until = Until::Forever;
+        self
+    }
+}
+
+/// What a loopback backend does on a connection it has switched to another protocol
+/// with [`Step::upgrade`]: echo, say something and close, or hold silent; optionally
+/// something to send first, and a number of bytes after which it closes.
+///
+/// ```
+/// use switchyard_test::{Step, Tunnel};
+///
+/// // A chat server that greets, echoes, and hangs up after 1 KiB from the client.
+/// let chat = Step::upgrade(Tunnel::echo().first("welcome\n").close_after(1024));
+/// // A peer that has gone quiet: it reads, never answers, never closes.
+/// let quiet = Step::upgrade(Tunnel::silent());
+/// # let _ = (chat, quiet);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    pub(crate) first: Bytes,
+    pub(crate) mode: TunnelMode,
+    pub(crate) close_after: Option<usize>,
+}
+
+/// What a tunnel does with the bytes it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TunnelMode {
+    Echo,
+    Silent,
+    Close,
+}
+
+impl Tunnel {
+    fn mode(mode: TunnelMode) -> Self {
+        Self {
+            first: Bytes::new(),
+            mode,
+            close_after: None,
+        }
+    }
+
+    /// Sends back every byte it reads, until the client closes its side; then closes.
+    pub fn echo() -> Self {
+        Self::mode(TunnelMode::Echo)
+    }
+
+    /// Reads what comes and sends nothing, keeping the connection open until the client
+    /// closes: a peer that has gone quiet (what an idle timeout is for).
+    pub fn silent() -> Self {
+        Self::mode(TunnelMode::Silent)
+    }
+
+    /// Sends `bytes`, then closes the connection.
+    pub fn send(bytes: impl Into<Bytes>) -> Self {
+        Self::mode(TunnelMode::Close).first(bytes)
+    }
+
+    /// Sends `bytes` as soon as the connection is switched, before anything else.
+    pub fn first(mut self, bytes: impl Into<Bytes>) -> Self {
+        self.first = bytes.into();
+        self
+    }
+
+    /// Closes the connection once `n` bytes have come from the client (echoing those
+    /// first, if it echoes; what comes after them is neither read nor echoed).
+    pub fn close_after(mut self, n: usize) -> Self {
+        self.close_after = Some(n);
         self
     }
 }
