@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,18 +23,54 @@ use tokio::sync::watch;
 /// Requests a [`origin`] received, per path.
 type Counts = Arc<watch::Sender<HashMap<String, usize>>>;
 
-/// A backend: `/slow` answers after 600 ms, `/plain` without any caching field (cacheable
-/// only by heuristic freshness), `/fresh` fresh for ten minutes, `/fail` with 503; any
-/// other path at once. Only `/plain` and `/fresh` may be stored.
-async fn origin() -> (SocketAddr, Counts) {
+/// The connections an [`origin`] has open: now, and the most at once since
+/// [`Conns::reset_peak`].
+#[derive(Debug, Default)]
+struct Conns {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Conns {
+    fn opened(self: &Arc<Self>) -> impl Drop {
+        let now = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        struct Closed(Arc<Conns>);
+        impl Drop for Closed {
+            fn drop(&mut self) {
+                self.0.open.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        Closed(self.clone())
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    fn reset_peak(&self) {
+        self.peak.store(self.open(), Ordering::SeqCst);
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// A backend: `/slow` answers after 600 ms, `/brief` after 20 ms, `/plain` without any
+/// caching field (cacheable only by heuristic freshness), `/fresh` fresh for ten minutes,
+/// `/fail` with 503; any other path at once. Only `/plain` and `/fresh` may be stored.
+async fn origin() -> (SocketAddr, Counts, Arc<Conns>) {
     let counts: Counts = Arc::new(watch::channel(HashMap::new()).0);
-    let seen = counts.clone();
+    let conns = Arc::new(Conns::default());
+    let (seen, open) = (counts.clone(), conns.clone());
     let addr = serve_on_loopback(|listener: tokio::net::TcpListener| async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let seen = seen.clone();
+            let open = open.opened();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let seen = seen.clone();
                 async move {
@@ -42,6 +79,7 @@ async fn origin() -> (SocketAddr, Counts) {
                     let mut res = Response::builder();
                     match path.as_str() {
                         "/slow" => tokio::time::sleep(Duration::from_millis(600)).await,
+                        "/brief" => tokio::time::sleep(Duration::from_millis(20)).await,
                         "/plain" => {}
                         "/fresh" => res = res.header("cache-control", "max-age=600"),
                         "/fail" => res = res.status(503),
@@ -53,14 +91,16 @@ async fn origin() -> (SocketAddr, Counts) {
                     Ok::<_, Infallible>(res.body(Full::new(Bytes::from(path))).unwrap())
                 }
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(async move {
+                let _ = served.await;
+                drop(open);
+            });
         }
     })
     .await;
-    (addr, counts)
+    (addr, counts, conns)
 }
 
 fn count(counts: &Counts, path: &str) -> usize {
@@ -79,13 +119,19 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, cache)
 }
 
-/// The breaker state of backend `id` as `GET /backends` shows it.
-async fn breaker(proxy: &Switchyard, id: &str) -> String {
+/// Backend `id` as `GET /backends` shows it.
+async fn backend(proxy: &Switchyard, id: &str) -> Value {
     let (_, body) = proxy.admin("GET", "/backends").await;
     let list: Value = serde_json::from_str(&body).unwrap();
     let backend = (list.as_array().unwrap().iter())
         .find(|b| b["id"] == id)
         .unwrap_or_else(|| panic!("no backend {id} in {body}"));
+    backend.clone()
+}
+
+/// The breaker state of backend `id` as `GET /backends` shows it.
+async fn breaker(proxy: &Switchyard, id: &str) -> String {
+    let backend = backend(proxy, id).await;
     backend["breaker"]["state"]
         .as_str()
         .unwrap_or_default()
@@ -130,7 +176,7 @@ cache_ttl = \"10m\"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_the_proxy_settings_under_load_and_keeps_breakers_and_cache() {
-    let (good, counts) = origin().await;
+    let (good, counts, _) = origin().await;
     let (listen, admin) = (free_addr(), free_addr());
     let config = write_config("reload-live.toml", &file(listen, admin, good, BEFORE));
     let mut proxy = Switchyard::serve(&config, admin, &[]).await;
@@ -213,7 +259,7 @@ async fn sighup_applies_the_proxy_settings_under_load_and_keeps_breakers_and_cac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_file_changes_nothing_and_names_key_and_line() {
-    let (good, _) = origin().await;
+    let (good, _, _) = origin().await;
     let (listen, admin) = (free_addr(), free_addr());
     let config = write_config(
         "reload-invalid.toml",
@@ -252,4 +298,73 @@ async fn an_invalid_file_changes_nothing_and_names_key_and_line() {
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
     assert_eq!(get(listen, "/slow").await.0, 504);
+}
+
+/// Lower pool limits apply to a running proxy under steady load: the idle connections
+/// beyond the new limit close, no more than the new cap are open from then on, and no
+/// request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_lower_pool_limits_under_load() {
+    let (good, counts, conns) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let limits = |connections: usize, idle: usize| {
+        format!("max_connections_per_backend = {connections}\nmax_idle_per_backend = {idle}\n")
+    };
+    let config = write_config(
+        "reload-pool.toml",
+        &good_only(listen, admin, good, &limits(16, 16)),
+    );
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+
+    // Eight clients at once, each request answered after 20 ms: eight backend connections.
+    let steady = tokio::spawn(async move {
+        let spec = Load {
+            connections: 8,
+            duration: Duration::from_secs(4),
+            max_requests: 100_000,
+            ..Load::new(listen, "/brief")
+        };
+        load(&spec).await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(conns.open() >= 6, "{} connections open", conns.open());
+
+    std::fs::write(&config, good_only(listen, admin, good, &limits(2, 2))).unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.logged("configuration reloaded").await;
+    let reloaded = reloaded.expect("SIGHUP reloaded the file");
+    assert!(reloaded.contains("applied connection pool"), "{reloaded}");
+    assert!(!reloaded.contains("restart"), "{reloaded}");
+    // The requests in flight at the reload (20 ms each) finish; their connections beyond
+    // the new limits close.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_reload = count(&counts, "/brief");
+    conns.reset_peak();
+    let pool_after = backend(&proxy, "good").await["pool"].clone();
+    let report = steady.await.unwrap();
+
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    assert!(
+        count(&counts, "/brief") > at_reload + 50,
+        "traffic went on under the new limits: {report:?}"
+    );
+    assert!(
+        conns.peak() <= 2,
+        "{} connections open at once",
+        conns.peak()
+    );
+    assert!(pool_after["open"].as_u64().unwrap() <= 2, "{pool_after}");
+    assert!(pool_after["idle"].as_u64().unwrap() <= 2, "{pool_after}");
+    assert!(
+        pool_after["closed"]["evicted"].as_u64().unwrap() >= 4,
+        "{pool_after}"
+    );
+    let (_, shown) = proxy.admin("GET", "/config").await;
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["proxy"]["max_connections_per_backend"], 2, "{shown}");
+    assert_eq!(shown["proxy"]["max_idle_per_backend"], 2, "{shown}");
+
+    // Idle now: the two connections stay, ready for the next requests.
+    assert_eq!(conns.open(), 2);
 }

@@ -61,6 +61,7 @@ mod body;
 mod config;
 mod connect;
 mod error;
+mod idle;
 mod linger;
 mod service;
 mod stats;

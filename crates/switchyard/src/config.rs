@@ -328,7 +328,7 @@ pub struct Reconfigured {
 
 impl ProxyConfig {
     /// The configuration to put in force when `new` replaces `self` on a running proxy:
-    /// `new`, but for the settings read only when the proxy is built (the connection pool,
+    /// `new`, but for the settings read only when the proxy is built (the HTTP/1.1 engine,
     /// backend TLS, health checks, metrics), which stay as they are; and what changed.
     pub(crate) fn carry_over(&self, new: ProxyConfig) -> (ProxyConfig, Reconfigured) {
         let mut done = Reconfigured::default();
@@ -356,14 +356,18 @@ impl ProxyConfig {
         let upgrades = (self.upgrade_idle_timeout, &self.upgrade_protocols)
             != (new.upgrade_idle_timeout, &new.upgrade_protocols);
         note(upgrades, "upgrade", true);
-        let pool = PoolConfig {
+        // The limits and timeouts; the engine and TLS are each pool's own for good.
+        let limits = |pool: &PoolConfig| PoolConfig {
             tls: None,
-            ..self.pool.clone()
-        } != PoolConfig {
-            tls: None,
-            ..new.pool.clone()
+            http1: Http1Engine::default(),
+            ..pool.clone()
         };
-        note(pool, "connection pool", false);
+        note(
+            limits(&self.pool) != limits(&new.pool),
+            "connection pool",
+            true,
+        );
+        note(self.pool.http1 != new.pool.http1, "backend_http1", false);
         let tls = (
             &self.backend_ca_file,
             &self.backend_client_cert_file,
@@ -387,7 +391,11 @@ impl ProxyConfig {
                 slow_start: self.balance.slow_start,
                 ..new.balance.clone()
             },
-            pool: self.pool.clone(),
+            pool: PoolConfig {
+                tls: self.pool.tls.clone(),
+                http1: self.pool.http1,
+                ..new.pool.clone()
+            },
             health: self.health.clone(),
             metrics: self.metrics,
             backend_ca_file: self.backend_ca_file.clone(),
@@ -913,18 +921,26 @@ mod tests {
         new.retry.max_retries = 0;
         new.request_timeout = Duration::from_secs(1);
         new.pool.max_connections = 5;
+        new.pool.http1 = match old.pool.http1 {
+            Http1Engine::Native => Http1Engine::Hyper,
+            Http1Engine::Hyper => Http1Engine::Native,
+        };
         new.health.rise = 4;
         let (kept, done) = old.carry_over(new);
-        assert_eq!(done.applied, ["retry", "request_timeout"]);
-        assert_eq!(done.need_restart, ["connection pool", "health_check"]);
+        assert_eq!(
+            done.applied,
+            ["retry", "request_timeout", "connection pool"]
+        );
+        assert_eq!(done.need_restart, ["backend_http1", "health_check"]);
         assert_eq!(
             done.to_string(),
-            "applied retry, request_timeout; changes to connection pool, health_check take \
-             effect after a restart"
+            "applied retry, request_timeout, connection pool; changes to backend_http1, \
+             health_check take effect after a restart"
         );
         assert_eq!(kept.retry.max_retries, 0);
         assert_eq!(kept.request_timeout, Duration::from_secs(1));
-        assert_eq!(kept.pool, old.pool);
+        assert_eq!(kept.pool.max_connections, 5);
+        assert_eq!(kept.pool.http1, old.pool.http1);
         assert_eq!(kept.health, old.health);
         let (_, none) = kept.carry_over(kept.clone());
         assert_eq!(none.to_string(), "no proxy setting changed");

@@ -170,10 +170,10 @@ impl Proxy {
         let metrics = MetricsRegistry::new();
         let tls = config.tls_config();
         let endpoints = HttpEndpoints {
-            pool: PoolConfig {
+            pool: ArcSwap::from_pointee(PoolConfig {
                 tls: Some(tls.clone()),
                 ..config.pool.clone()
-            },
+            }),
             breakers: CircuitBreakers::new(config.breaker.clone()),
             metrics: config.metrics.then(|| metrics.clone()),
         };
@@ -252,8 +252,11 @@ impl Proxy {
     /// the retry counters. Requests in flight finish on the settings they started with.
     ///
     /// The retry, breaker, cache, timeout, host, upgrade and balancer-policy settings apply
-    /// at once. The connection pool, health check, slow start and metrics settings are read
-    /// when the proxy is built: those that changed are kept as they were and listed in
+    /// at once, and so do the connection pools' limits and timeouts: new connections and
+    /// new checkouts follow them, a lower idle limit closes the idle connections beyond it
+    /// (see [`switchyard_pool::Pool::reconfigure`]). The backend TLS and HTTP/1.1 engine,
+    /// health check, slow start and metrics settings are read when the proxy is built:
+    /// those that changed are kept as they were and listed in
     /// [`Reconfigured::need_restart`]. A configuration that does not validate changes
     /// nothing and comes back with every problem.
     pub fn reconfigure(&self, config: ProxyConfig) -> Result<Reconfigured, Vec<ConfigProblem>> {
@@ -270,6 +273,9 @@ impl Proxy {
         if done.applied.contains(&"balancer") {
             let policy = self.config().balance.policy;
             self.shared.parts.balance.set_policy(policy);
+        }
+        if done.applied.contains(&"connection pool") {
+            HttpEndpoints::reconfigure_pools(&self.shared.registry, &self.config().pool);
         }
         if done.applied.contains(&"circuit_breaker") {
             let breaker = self.config().breaker.clone();
