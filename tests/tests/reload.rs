@@ -138,8 +138,8 @@ async fn breaker(proxy: &Switchyard, id: &str) -> String {
         .to_owned()
 }
 
-/// The configuration file: the `[proxy]` table has health checks off, a 60 s breaker
-/// timeout and what `proxy` says; backends `good` (the origin) and `dead` (port 9 of
+/// The configuration file: the `[proxy]` table has health checks off (unless `proxy`
+/// turns them on), a 60 s breaker timeout and what `proxy` says; backends `good` (the origin) and `dead` (port 9 of
 /// 127.0.0.2, where nothing listens).
 fn file(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) -> String {
     format!(
@@ -150,9 +150,13 @@ fn file(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) ->
 
 /// [`file`] without the backend `dead`.
 fn good_only(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) -> String {
+    let checks = match proxy.contains("health_check_enabled") {
+        true => "",
+        false => "health_check_enabled = false\n",
+    };
     format!(
         "listen = \"{listen}\"\n\n[admin]\nlisten = \"{admin}\"\n\n[proxy]\n\
-         health_check_enabled = false\n{proxy}circuit_breaker_timeout = \"60s\"\n\n\
+         {checks}{proxy}circuit_breaker_timeout = \"60s\"\n\n\
          [[backends]]\nid = \"good\"\nurl = \"http://{good}\"\n\n"
     )
 }
@@ -168,6 +172,7 @@ cache_ttl = \"0s\"
 ";
 
 const AFTER: &str = "request_timeout = \"300ms\"
+attempt_timeout = \"300ms\"
 max_retries = 0
 retry_delay = \"10ms\"
 circuit_breaker_threshold = 2
@@ -367,4 +372,91 @@ async fn sighup_applies_lower_pool_limits_under_load() {
 
     // Idle now: the two connections stay, ready for the next requests.
     assert_eq!(conns.open(), 2);
+}
+
+/// The health of backend `id`'s endpoint as `GET /backends` shows it: state, checks made,
+/// and the run of failures.
+async fn checked(proxy: &Switchyard, id: &str) -> (String, u64, u64) {
+    let backend = backend(proxy, id).await;
+    let endpoint = &backend["health"]["endpoints"][0];
+    (
+        endpoint["health"].as_str().unwrap_or_default().to_owned(),
+        endpoint["checks"].as_u64().unwrap_or(0),
+        endpoint["consecutive_failures"].as_u64().unwrap_or(0),
+    )
+}
+
+/// New health check settings apply at the checkers' next round: the new path is the one
+/// the backend sees, at the new interval, and every endpoint keeps its health and its run
+/// of failures. A new slow start applies too (its ramps: `switchyard-balance`'s tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_health_check_settings_and_keeps_states() {
+    let (good, counts, _) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let checks = |interval: &str, path: &str, rise: u32| {
+        format!(
+            "health_check_enabled = true\nhealth_check_interval = \"{interval}\"\n\
+             health_check_path = \"{path}\"\nhealth_check_fall = 1\n\
+             health_check_rise = {rise}\n"
+        )
+    };
+    let config = write_config(
+        "reload-health.toml",
+        &file(listen, admin, good, &checks("1s", "/before", 2)),
+    );
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    for _ in 0..100 {
+        if checked(&proxy, "dead").await.0 == "unhealthy" && count(&counts, "/before") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (good_before, dead_before) = (checked(&proxy, "good").await, checked(&proxy, "dead").await);
+    assert_eq!(good_before.0, "healthy", "{good_before:?}");
+    assert_eq!(dead_before.0, "unhealthy", "{dead_before:?}");
+
+    std::fs::write(
+        &config,
+        file(
+            listen,
+            admin,
+            good,
+            &(checks("100ms", "/after", 5) + "slow_start = \"5s\"\n"),
+        ),
+    )
+    .unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.logged("configuration reloaded").await;
+    let reloaded = reloaded.expect("SIGHUP reloaded the file");
+    assert!(
+        reloaded.contains("health_check") && !reloaded.contains("restart"),
+        "{reloaded}"
+    );
+    let before = count(&counts, "/before");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Within at most the old interval the checks use the new path, ten times a second.
+    let after = count(&counts, "/after");
+    assert!(after >= 5, "{after} checks of /after in 1.5 s");
+    assert!(
+        count(&counts, "/before") <= before + 1,
+        "the old path is left"
+    );
+    let (good_now, dead_now) = (checked(&proxy, "good").await, checked(&proxy, "dead").await);
+    assert_eq!(good_now.0, "healthy", "kept: {good_now:?}");
+    assert!(
+        good_now.1 >= good_before.1 + 5,
+        "{good_before:?} {good_now:?}"
+    );
+    assert_eq!(dead_now.0, "unhealthy", "{dead_now:?}");
+    assert!(
+        dead_now.2 >= dead_before.2 + 5,
+        "the run of failures goes on: {dead_before:?} {dead_now:?}"
+    );
+    let (_, shown) = proxy.admin("GET", "/config").await;
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["proxy"]["health_check_path"], "/after", "{shown}");
+    assert_eq!(shown["proxy"]["health_check_interval"], "100ms", "{shown}");
+    assert_eq!(shown["proxy"]["slow_start"], "5s", "{shown}");
+    assert_eq!(get(listen, "/").await.0, 200, "good still takes requests");
 }

@@ -264,16 +264,17 @@ async fn serve(
         Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, reload::apply),
         None => LiveConfig::fixed(&file),
     };
+    // SIGHUP reads the file again (as `POST /config/reload` does), and the certificates
+    // (which the server watches). Listened for before the admin API answers: until then
+    // a SIGHUP would end the process (its default action).
+    let hangup = tokio::signal::unix::SignalKind::hangup();
+    let mut hangups = tokio::signal::unix::signal(hangup).map_err(StartError::Signal)?;
     if let Some(listener) = admin {
         let router = switchyard_admin::live_router(proxy.clone(), &file.admin, live.clone());
         let stop = handed.clone().or_signal();
         tokio::spawn(switchyard_admin::serve(listener, router, stop));
         tracing::info!(admin = %file.admin.listen, "admin API and dashboard listening");
     }
-    // SIGHUP reads the file again (as `POST /config/reload` does), and the certificates
-    // (which the server watches).
-    let hangup = tokio::signal::unix::SignalKind::hangup();
-    let mut hangups = tokio::signal::unix::signal(hangup).map_err(StartError::Signal)?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             live.reload().await;
