@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -127,6 +127,24 @@ async fn backend(proxy: &Switchyard, id: &str) -> Value {
         .find(|b| b["id"] == id)
         .unwrap_or_else(|| panic!("no backend {id} in {body}"));
     backend.clone()
+}
+
+/// Sends SIGHUP and waits for the reload's log line, which must say that `what` was
+/// applied and that nothing waits for a restart.
+async fn hup_applies(proxy: &mut Switchyard, what: &str) {
+    proxy.signal("HUP");
+    let reloaded = proxy.logged("configuration reloaded").await;
+    let reloaded = reloaded.expect("SIGHUP reloaded the file");
+    assert!(
+        reloaded.contains(what) && !reloaded.contains("restart"),
+        "{reloaded}"
+    );
+}
+
+/// `GET /config`.
+async fn shown(proxy: &Switchyard) -> Value {
+    let (_, shown) = proxy.admin("GET", "/config").await;
+    serde_json::from_str(&shown).unwrap()
 }
 
 /// The breaker state of backend `id` as `GET /backends` shows it.
@@ -335,11 +353,7 @@ async fn sighup_applies_lower_pool_limits_under_load() {
     assert!(conns.open() >= 6, "{} connections open", conns.open());
 
     std::fs::write(&config, good_only(listen, admin, good, &limits(2, 2))).unwrap();
-    proxy.signal("HUP");
-    let reloaded = proxy.logged("configuration reloaded").await;
-    let reloaded = reloaded.expect("SIGHUP reloaded the file");
-    assert!(reloaded.contains("applied connection pool"), "{reloaded}");
-    assert!(!reloaded.contains("restart"), "{reloaded}");
+    hup_applies(&mut proxy, "applied connection pool").await;
     // The requests in flight at the reload (20 ms each) finish; their connections beyond
     // the new limits close.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -365,8 +379,7 @@ async fn sighup_applies_lower_pool_limits_under_load() {
         pool_after["closed"]["evicted"].as_u64().unwrap() >= 4,
         "{pool_after}"
     );
-    let (_, shown) = proxy.admin("GET", "/config").await;
-    let shown: Value = serde_json::from_str(&shown).unwrap();
+    let shown = shown(&proxy).await;
     assert_eq!(shown["proxy"]["max_connections_per_backend"], 2, "{shown}");
     assert_eq!(shown["proxy"]["max_idle_per_backend"], 2, "{shown}");
 
@@ -425,13 +438,7 @@ async fn sighup_applies_health_check_settings_and_keeps_states() {
         ),
     )
     .unwrap();
-    proxy.signal("HUP");
-    let reloaded = proxy.logged("configuration reloaded").await;
-    let reloaded = reloaded.expect("SIGHUP reloaded the file");
-    assert!(
-        reloaded.contains("health_check") && !reloaded.contains("restart"),
-        "{reloaded}"
-    );
+    hup_applies(&mut proxy, "health_check").await;
     let before = count(&counts, "/before");
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -453,10 +460,80 @@ async fn sighup_applies_health_check_settings_and_keeps_states() {
         dead_now.2 >= dead_before.2 + 5,
         "the run of failures goes on: {dead_before:?} {dead_now:?}"
     );
-    let (_, shown) = proxy.admin("GET", "/config").await;
-    let shown: Value = serde_json::from_str(&shown).unwrap();
+    let shown = shown(&proxy).await;
     assert_eq!(shown["proxy"]["health_check_path"], "/after", "{shown}");
     assert_eq!(shown["proxy"]["health_check_interval"], "100ms", "{shown}");
     assert_eq!(shown["proxy"]["slow_start"], "5s", "{shown}");
     assert_eq!(get(listen, "/").await.0, 200, "good still takes requests");
+}
+
+/// `GET path` on the kept-alive connection `conn`: the status.
+async fn get_on(
+    conn: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> u16 {
+    let req = Request::get(path)
+        .header("host", "test")
+        .body(Empty::new())
+        .unwrap();
+    let answer = async {
+        let res = conn
+            .send_request(req)
+            .await
+            .expect("an answer on the kept-alive connection");
+        let status = res.status().as_u16();
+        res.into_body().collect().await.unwrap();
+        status
+    };
+    tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("within 10 s")
+}
+
+/// A new `listen` address: the proxy listens there at once and no longer on the old
+/// one, whose connections are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_moves_the_listener_and_keeps_its_connections() {
+    let (good, counts, _) = origin().await;
+    let (old, new, admin) = (free_addr(), free_addr(), free_addr());
+    let config = write_config("reload-listen.toml", &good_only(old, admin, good, ""));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    let stream = tokio::net::TcpStream::connect(old).await.unwrap();
+    let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(get_on(&mut kept, "/one").await, 200);
+
+    std::fs::write(&config, good_only(new, admin, good, "")).unwrap();
+    hup_applies(&mut proxy, "applied listen").await;
+    assert_eq!(get(new, "/two").await.0, 200, "the new address answers");
+    assert_eq!(
+        get_on(&mut kept, "/three").await,
+        200,
+        "the old connection is served"
+    );
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(old).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the old address still takes connections");
+    assert_eq!(get_on(&mut kept, "/four").await, 200, "and after it closed");
+    for path in ["/one", "/two", "/three", "/four"] {
+        assert_eq!(count(&counts, path), 1, "{path}");
+    }
+    assert_eq!(shown(&proxy).await["listen"], new.to_string());
+
+    // An address that cannot be bound (the admin API's) changes nothing.
+    std::fs::write(&config, good_only(admin, admin, good, "")).unwrap();
+    let (status, answer) = proxy.admin("POST", "/config/reload").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("listen"), "{answer}");
+    assert_eq!(get(new, "/").await.0, 200, "still listening where it was");
+    assert_eq!(shown(&proxy).await["listen"], new.to_string());
+    assert_eq!(get_on(&mut kept, "/").await, 200);
 }

@@ -260,8 +260,13 @@ async fn serve(
     if proxy.list_backends().is_empty() {
         tracing::warn!("no backends configured: every request will get 503");
     }
+    let (listen, mut moves) = reload::Listen::new();
     let live = match reread {
-        Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, reload::apply),
+        Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, {
+            move |proxy: &Proxy, old: &FileConfig, new: &mut FileConfig| {
+                listen.apply(proxy, old, new)
+            }
+        }),
         None => LiveConfig::fixed(&file),
     };
     // SIGHUP reads the file again (as `POST /config/reload` does), and the certificates
@@ -282,12 +287,70 @@ async fn serve(
     });
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
-    let stop = handed.or_signal();
     let server = switchyard_server::ServerConfig {
         access_log: file.access_log.format,
         ..file.server
     };
-    switchyard_server::serve(listener, proxy, server, stop).await;
+    // Every listener, the current one and those a reload moved away from, stops at once.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let stop = handed.clone().or_signal();
+    tokio::spawn(async move {
+        stop.await;
+        stopping.send_replace(true);
+    });
+    let shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|&stop| stop).await;
+        }
+    };
+    let mut listener = listener;
+    let mut replaced = Vec::new();
+    loop {
+        let (replace, moved) = tokio::sync::oneshot::channel::<()>();
+        let moved = async move {
+            if moved.await.is_err() {
+                std::future::pending().await
+            }
+        };
+        let serve = switchyard_server::serve_until_replaced;
+        let mut serving = tokio::spawn(serve(
+            listener,
+            proxy.clone(),
+            server.clone(),
+            moved,
+            shutdown(),
+        ));
+        // A reload that moved the listener: the new one takes the connections from now on,
+        // the old one's keep being served until shutdown.
+        let next = tokio::select! {
+            next = moves.recv() => next,
+            _ = &mut serving => break,
+        };
+        let Some(next) = next.map(TcpListener::from_std) else {
+            let _ = serving.await;
+            break;
+        };
+        let next = match next {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the new listener");
+                let _ = serving.await;
+                break;
+            }
+        };
+        if let Err(e) = handed.reoffer("proxy", &next) {
+            tracing::warn!(error = %e, "a binary upgrade would take the old listener");
+        }
+        let _ = replace.send(());
+        replaced.push(serving);
+        let addr = next.local_addr().ok();
+        tracing::info!(listen = ?addr, tls, "switchyard listening");
+        listener = next;
+    }
+    for serving in replaced {
+        let _ = serving.await;
+    }
     Ok(())
 }
 

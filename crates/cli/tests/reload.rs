@@ -15,7 +15,7 @@ async fn settings_read_only_at_start_are_reported() {
     new.server.http2 = false;
     new.proxy.health.interval *= 2;
     new.proxy.health.enabled = true;
-    let done = apply(&proxy, &old, &new);
+    let done = apply(&proxy, &old, &mut new);
     assert_eq!(done.applied, ["retry", "health_check"]);
     assert_eq!(done.need_restart, ["server", "health_check_enabled"]);
     assert_eq!(
@@ -27,4 +27,5 @@ async fn settings_read_only_at_start_are_reported() {
     assert_eq!(in_force.retry.max_retries, new.proxy.retry.max_retries);
     assert_eq!(in_force.health.interval, new.proxy.health.interval);
     assert!(!in_force.health.enabled);
+    assert_eq!(new.server, old.server, "shown as in force");
 }
