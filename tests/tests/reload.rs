@@ -491,7 +491,8 @@ async fn get_on(
 }
 
 /// A new `listen` address: the proxy listens there at once and no longer on the old
-/// one, whose connections are still answered.
+/// one, whose connections are still answered. New `[server]` settings: a new server on the
+/// same socket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_moves_the_listener_and_keeps_its_connections() {
     let (good, counts, _) = origin().await;
@@ -528,8 +529,23 @@ async fn sighup_moves_the_listener_and_keeps_its_connections() {
     }
     assert_eq!(shown(&proxy).await["listen"], new.to_string());
 
+    // New [server] settings on the same address: a new server answers new connections
+    // under them (a body over 1 KiB gets 413), the kept connection stays with the old one.
+    let limited = good_only(new, admin, good, "") + "[server]\nmax_request_body = \"1KiB\"\n";
+    std::fs::write(&config, &limited).unwrap();
+    hup_applies(&mut proxy, "applied server").await;
+    let big = format!(
+        "POST /big HTTP/1.1\r\nhost: test\r\ncontent-length: 2000\r\nconnection: close\r\n\r\n{}",
+        "a".repeat(2000)
+    );
+    let (status, _) = switchyard_tests::raw_exchange(new, big.as_bytes()).await;
+    assert_eq!(status, 413, "the new server's limit");
+    assert_eq!(get(new, "/").await.0, 200);
+    assert_eq!(get_on(&mut kept, "/five").await, 200);
+
     // An address that cannot be bound (the admin API's) changes nothing.
-    std::fs::write(&config, good_only(admin, admin, good, "")).unwrap();
+    let taken = good_only(admin, admin, good, "") + "[server]\nmax_request_body = \"1KiB\"\n";
+    std::fs::write(&config, taken).unwrap();
     let (status, answer) = proxy.admin("POST", "/config/reload").await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains("listen"), "{answer}");

@@ -1,6 +1,7 @@
 //! `switchyard`: a reverse proxy from a TOML file, or from flags.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -305,8 +306,11 @@ async fn serve(
         }
     };
     let mut listener = listener;
+    let mut server = server;
     let mut replaced = Vec::new();
     loop {
+        // The socket itself, for a server with new settings on the same address.
+        let same = listener.as_fd().try_clone_to_owned();
         let (replace, moved) = tokio::sync::oneshot::channel::<()>();
         let moved = async move {
             if moved.await.is_err() {
@@ -321,30 +325,44 @@ async fn serve(
             moved,
             shutdown(),
         ));
-        // A reload that moved the listener: the new one takes the connections from now on,
-        // the old one's keep being served until shutdown.
-        let next = tokio::select! {
-            next = moves.recv() => next,
+        // A reload that moved the listener or changed the server's settings: a new server
+        // takes the connections from now on, the old one's are served until shutdown.
+        let moved = tokio::select! {
+            moved = moves.recv() => moved,
             _ = &mut serving => break,
         };
-        let Some(next) = next.map(TcpListener::from_std) else {
+        let Some(moved) = moved else {
             let _ = serving.await;
             break;
         };
-        let next = match next {
+        let fresh = moved.listener.is_some();
+        let next = match moved.listener {
+            Some(bound) => Ok(bound),
+            None => same.map(std::net::TcpListener::from),
+        };
+        let next = match next.and_then(TcpListener::from_std) {
             Ok(next) => next,
             Err(e) => {
-                tracing::error!(error = %e, "cannot serve the new listener");
+                tracing::error!(error = %e, "cannot serve the reloaded listener");
                 let _ = serving.await;
                 break;
             }
         };
-        if let Err(e) = handed.reoffer("proxy", &next) {
-            tracing::warn!(error = %e, "a binary upgrade would take the old listener");
+        if fresh {
+            if let Err(e) = handed.reoffer("proxy", &next) {
+                tracing::warn!(error = %e, "a binary upgrade would take the old listener");
+            }
+        }
+        if let Some(settings) = moved.server {
+            server = switchyard_server::ServerConfig {
+                access_log: server.access_log,
+                ..settings
+            };
         }
         let _ = replace.send(());
         replaced.push(serving);
         let addr = next.local_addr().ok();
+        let tls = server.tls_cert_file.is_some();
         tracing::info!(listen = ?addr, tls, "switchyard listening");
         listener = next;
     }
