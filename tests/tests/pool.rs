@@ -115,6 +115,37 @@ async fn cap_bounds_connections_and_everyone_is_served() {
     );
 }
 
+/// New limits apply to a pool that has connections: a higher cap opens more at once, a
+/// lower idle limit closes the idle ones beyond it at once, and a lower cap holds new
+/// requests until fewer are in flight.
+#[tokio::test]
+async fn reconfigured_limits_apply_to_the_open_pool() {
+    let a = backend("a").await;
+    let limits = |max_connections, max_idle| PoolConfig {
+        max_connections,
+        max_idle,
+        ..PoolConfig::default()
+    };
+    let pool = pool(&a, limits(2, 100));
+    let burst = |n| join_all((0..n).map(|_| fetch(&pool, "/delay/20")));
+    assert!(burst(16).await.iter().all(|r| r.is_ok()));
+    assert_eq!((pool.stats().open, pool.stats().idle), (2, 2));
+
+    pool.reconfigure(limits(8, 100));
+    assert!(burst(16).await.iter().all(|r| r.is_ok()));
+    assert_eq!((pool.stats().open, pool.stats().idle), (8, 8));
+    assert_eq!(a.accepted(), 8);
+
+    pool.reconfigure(limits(3, 3));
+    let stats = pool.stats();
+    assert_eq!((stats.open, stats.idle, stats.closed.evicted), (3, 3, 5));
+    assert_eq!(a.wait_closed(5).await, 5, "the backend saw them close");
+    assert!(burst(16).await.iter().all(|r| r.is_ok()));
+    let stats = pool.stats();
+    assert_eq!((stats.open, stats.created), (3, 8), "no new connection");
+    assert_eq!(pool.config().max_connections, 3);
+}
+
 #[tokio::test]
 async fn waiting_past_the_timeout_is_a_pool_timeout() {
     let a = backend("a").await;

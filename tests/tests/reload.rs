@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -22,18 +23,54 @@ use tokio::sync::watch;
 /// Requests a [`origin`] received, per path.
 type Counts = Arc<watch::Sender<HashMap<String, usize>>>;
 
-/// A backend: `/slow` answers after 600 ms, `/plain` without any caching field (cacheable
-/// only by heuristic freshness), `/fresh` fresh for ten minutes, `/fail` with 503; any
-/// other path at once. Only `/plain` and `/fresh` may be stored.
-async fn origin() -> (SocketAddr, Counts) {
+/// The connections an [`origin`] has open: now, and the most at once since
+/// [`Conns::reset_peak`].
+#[derive(Debug, Default)]
+struct Conns {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Conns {
+    fn opened(self: &Arc<Self>) -> impl Drop {
+        let now = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        struct Closed(Arc<Conns>);
+        impl Drop for Closed {
+            fn drop(&mut self) {
+                self.0.open.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        Closed(self.clone())
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    fn reset_peak(&self) {
+        self.peak.store(self.open(), Ordering::SeqCst);
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// A backend: `/slow` answers after 600 ms, `/brief` after 20 ms, `/plain` without any
+/// caching field (cacheable only by heuristic freshness), `/fresh` fresh for ten minutes,
+/// `/fail` with 503; any other path at once. Only `/plain` and `/fresh` may be stored.
+async fn origin() -> (SocketAddr, Counts, Arc<Conns>) {
     let counts: Counts = Arc::new(watch::channel(HashMap::new()).0);
-    let seen = counts.clone();
+    let conns = Arc::new(Conns::default());
+    let (seen, open) = (counts.clone(), conns.clone());
     let addr = serve_on_loopback(|listener: tokio::net::TcpListener| async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let seen = seen.clone();
+            let open = open.opened();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let seen = seen.clone();
                 async move {
@@ -42,6 +79,7 @@ async fn origin() -> (SocketAddr, Counts) {
                     let mut res = Response::builder();
                     match path.as_str() {
                         "/slow" => tokio::time::sleep(Duration::from_millis(600)).await,
+                        "/brief" => tokio::time::sleep(Duration::from_millis(20)).await,
                         "/plain" => {}
                         "/fresh" => res = res.header("cache-control", "max-age=600"),
                         "/fail" => res = res.status(503),
@@ -53,14 +91,16 @@ async fn origin() -> (SocketAddr, Counts) {
                     Ok::<_, Infallible>(res.body(Full::new(Bytes::from(path))).unwrap())
                 }
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(async move {
+                let _ = served.await;
+                drop(open);
+            });
         }
     })
     .await;
-    (addr, counts)
+    (addr, counts, conns)
 }
 
 fn count(counts: &Counts, path: &str) -> usize {
@@ -79,21 +119,45 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, cache)
 }
 
-/// The breaker state of backend `id` as `GET /backends` shows it.
-async fn breaker(proxy: &Switchyard, id: &str) -> String {
+/// Backend `id` as `GET /backends` shows it.
+async fn backend(proxy: &Switchyard, id: &str) -> Value {
     let (_, body) = proxy.admin("GET", "/backends").await;
     let list: Value = serde_json::from_str(&body).unwrap();
     let backend = (list.as_array().unwrap().iter())
         .find(|b| b["id"] == id)
         .unwrap_or_else(|| panic!("no backend {id} in {body}"));
+    backend.clone()
+}
+
+/// Sends SIGHUP and waits for the reload's log line, which must say that `what` was
+/// applied and that nothing waits for a restart.
+async fn hup_applies(proxy: &mut Switchyard, what: &str) {
+    proxy.signal("HUP");
+    let reloaded = proxy.logged("configuration reloaded").await;
+    let reloaded = reloaded.expect("SIGHUP reloaded the file");
+    assert!(
+        reloaded.contains(what) && !reloaded.contains("restart"),
+        "{reloaded}"
+    );
+}
+
+/// `GET /config`.
+async fn shown(proxy: &Switchyard) -> Value {
+    let (_, shown) = proxy.admin("GET", "/config").await;
+    serde_json::from_str(&shown).unwrap()
+}
+
+/// The breaker state of backend `id` as `GET /backends` shows it.
+async fn breaker(proxy: &Switchyard, id: &str) -> String {
+    let backend = backend(proxy, id).await;
     backend["breaker"]["state"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
 }
 
-/// The configuration file: the `[proxy]` table has health checks off, a 60 s breaker
-/// timeout and what `proxy` says; backends `good` (the origin) and `dead` (port 9 of
+/// The configuration file: the `[proxy]` table has health checks off (unless `proxy`
+/// turns them on), a 60 s breaker timeout and what `proxy` says; backends `good` (the origin) and `dead` (port 9 of
 /// 127.0.0.2, where nothing listens).
 fn file(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) -> String {
     format!(
@@ -104,9 +168,13 @@ fn file(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) ->
 
 /// [`file`] without the backend `dead`.
 fn good_only(listen: SocketAddr, admin: SocketAddr, good: SocketAddr, proxy: &str) -> String {
+    let checks = match proxy.contains("health_check_enabled") {
+        true => "",
+        false => "health_check_enabled = false\n",
+    };
     format!(
         "listen = \"{listen}\"\n\n[admin]\nlisten = \"{admin}\"\n\n[proxy]\n\
-         health_check_enabled = false\n{proxy}circuit_breaker_timeout = \"60s\"\n\n\
+         {checks}{proxy}circuit_breaker_timeout = \"60s\"\n\n\
          [[backends]]\nid = \"good\"\nurl = \"http://{good}\"\n\n"
     )
 }
@@ -122,6 +190,7 @@ cache_ttl = \"0s\"
 ";
 
 const AFTER: &str = "request_timeout = \"300ms\"
+attempt_timeout = \"300ms\"
 max_retries = 0
 retry_delay = \"10ms\"
 circuit_breaker_threshold = 2
@@ -130,7 +199,7 @@ cache_ttl = \"10m\"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_the_proxy_settings_under_load_and_keeps_breakers_and_cache() {
-    let (good, counts) = origin().await;
+    let (good, counts, _) = origin().await;
     let (listen, admin) = (free_addr(), free_addr());
     let config = write_config("reload-live.toml", &file(listen, admin, good, BEFORE));
     let mut proxy = Switchyard::serve(&config, admin, &[]).await;
@@ -213,7 +282,7 @@ async fn sighup_applies_the_proxy_settings_under_load_and_keeps_breakers_and_cac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_file_changes_nothing_and_names_key_and_line() {
-    let (good, _) = origin().await;
+    let (good, _, _) = origin().await;
     let (listen, admin) = (free_addr(), free_addr());
     let config = write_config(
         "reload-invalid.toml",
@@ -252,4 +321,235 @@ async fn an_invalid_file_changes_nothing_and_names_key_and_line() {
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
     assert_eq!(get(listen, "/slow").await.0, 504);
+}
+
+/// Lower pool limits apply to a running proxy under steady load: the idle connections
+/// beyond the new limit close, no more than the new cap are open from then on, and no
+/// request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_lower_pool_limits_under_load() {
+    let (good, counts, conns) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let limits = |connections: usize, idle: usize| {
+        format!("max_connections_per_backend = {connections}\nmax_idle_per_backend = {idle}\n")
+    };
+    let config = write_config(
+        "reload-pool.toml",
+        &good_only(listen, admin, good, &limits(16, 16)),
+    );
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+
+    // Eight clients at once, each request answered after 20 ms: eight backend connections.
+    let steady = tokio::spawn(async move {
+        let spec = Load {
+            connections: 8,
+            duration: Duration::from_secs(4),
+            max_requests: 100_000,
+            ..Load::new(listen, "/brief")
+        };
+        load(&spec).await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(conns.open() >= 6, "{} connections open", conns.open());
+
+    std::fs::write(&config, good_only(listen, admin, good, &limits(2, 2))).unwrap();
+    hup_applies(&mut proxy, "applied connection pool").await;
+    // The requests in flight at the reload (20 ms each) finish; their connections beyond
+    // the new limits close.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_reload = count(&counts, "/brief");
+    conns.reset_peak();
+    let pool_after = backend(&proxy, "good").await["pool"].clone();
+    let report = steady.await.unwrap();
+
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    assert!(
+        count(&counts, "/brief") > at_reload + 50,
+        "traffic went on under the new limits: {report:?}"
+    );
+    assert!(
+        conns.peak() <= 2,
+        "{} connections open at once",
+        conns.peak()
+    );
+    assert!(pool_after["open"].as_u64().unwrap() <= 2, "{pool_after}");
+    assert!(pool_after["idle"].as_u64().unwrap() <= 2, "{pool_after}");
+    assert!(
+        pool_after["closed"]["evicted"].as_u64().unwrap() >= 4,
+        "{pool_after}"
+    );
+    let shown = shown(&proxy).await;
+    assert_eq!(shown["proxy"]["max_connections_per_backend"], 2, "{shown}");
+    assert_eq!(shown["proxy"]["max_idle_per_backend"], 2, "{shown}");
+
+    // Idle now: the two connections stay, ready for the next requests.
+    assert_eq!(conns.open(), 2);
+}
+
+/// The health of backend `id`'s endpoint as `GET /backends` shows it: state, checks made,
+/// and the run of failures.
+async fn checked(proxy: &Switchyard, id: &str) -> (String, u64, u64) {
+    let backend = backend(proxy, id).await;
+    let endpoint = &backend["health"]["endpoints"][0];
+    (
+        endpoint["health"].as_str().unwrap_or_default().to_owned(),
+        endpoint["checks"].as_u64().unwrap_or(0),
+        endpoint["consecutive_failures"].as_u64().unwrap_or(0),
+    )
+}
+
+/// New health check settings apply at the checkers' next round: the new path is the one
+/// the backend sees, at the new interval, and every endpoint keeps its health and its run
+/// of failures. A new slow start applies too (its ramps: `switchyard-balance`'s tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_health_check_settings_and_keeps_states() {
+    let (good, counts, _) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let checks = |interval: &str, path: &str, rise: u32| {
+        format!(
+            "health_check_enabled = true\nhealth_check_interval = \"{interval}\"\n\
+             health_check_path = \"{path}\"\nhealth_check_fall = 1\n\
+             health_check_rise = {rise}\n"
+        )
+    };
+    let config = write_config(
+        "reload-health.toml",
+        &file(listen, admin, good, &checks("1s", "/before", 2)),
+    );
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    for _ in 0..100 {
+        if checked(&proxy, "dead").await.0 == "unhealthy" && count(&counts, "/before") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (good_before, dead_before) = (checked(&proxy, "good").await, checked(&proxy, "dead").await);
+    assert_eq!(good_before.0, "healthy", "{good_before:?}");
+    assert_eq!(dead_before.0, "unhealthy", "{dead_before:?}");
+
+    std::fs::write(
+        &config,
+        file(
+            listen,
+            admin,
+            good,
+            &(checks("100ms", "/after", 5) + "slow_start = \"5s\"\n"),
+        ),
+    )
+    .unwrap();
+    hup_applies(&mut proxy, "health_check").await;
+    let before = count(&counts, "/before");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Within at most the old interval the checks use the new path, ten times a second.
+    let after = count(&counts, "/after");
+    assert!(after >= 5, "{after} checks of /after in 1.5 s");
+    assert!(
+        count(&counts, "/before") <= before + 1,
+        "the old path is left"
+    );
+    let (good_now, dead_now) = (checked(&proxy, "good").await, checked(&proxy, "dead").await);
+    assert_eq!(good_now.0, "healthy", "kept: {good_now:?}");
+    assert!(
+        good_now.1 >= good_before.1 + 5,
+        "{good_before:?} {good_now:?}"
+    );
+    assert_eq!(dead_now.0, "unhealthy", "{dead_now:?}");
+    assert!(
+        dead_now.2 >= dead_before.2 + 5,
+        "the run of failures goes on: {dead_before:?} {dead_now:?}"
+    );
+    let shown = shown(&proxy).await;
+    assert_eq!(shown["proxy"]["health_check_path"], "/after", "{shown}");
+    assert_eq!(shown["proxy"]["health_check_interval"], "100ms", "{shown}");
+    assert_eq!(shown["proxy"]["slow_start"], "5s", "{shown}");
+    assert_eq!(get(listen, "/").await.0, 200, "good still takes requests");
+}
+
+/// `GET path` on the kept-alive connection `conn`: the status.
+async fn get_on(
+    conn: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> u16 {
+    let req = Request::get(path)
+        .header("host", "test")
+        .body(Empty::new())
+        .unwrap();
+    let answer = async {
+        let res = conn
+            .send_request(req)
+            .await
+            .expect("an answer on the kept-alive connection");
+        let status = res.status().as_u16();
+        res.into_body().collect().await.unwrap();
+        status
+    };
+    tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("within 10 s")
+}
+
+/// A new `listen` address: the proxy listens there at once and no longer on the old
+/// one, whose connections are still answered. New `[server]` settings: a new server on the
+/// same socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_moves_the_listener_and_keeps_its_connections() {
+    let (good, counts, _) = origin().await;
+    let (old, new, admin) = (free_addr(), free_addr(), free_addr());
+    let config = write_config("reload-listen.toml", &good_only(old, admin, good, ""));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    let stream = tokio::net::TcpStream::connect(old).await.unwrap();
+    let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(get_on(&mut kept, "/one").await, 200);
+
+    std::fs::write(&config, good_only(new, admin, good, "")).unwrap();
+    hup_applies(&mut proxy, "applied listen").await;
+    assert_eq!(get(new, "/two").await.0, 200, "the new address answers");
+    assert_eq!(
+        get_on(&mut kept, "/three").await,
+        200,
+        "the old connection is served"
+    );
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(old).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the old address still takes connections");
+    assert_eq!(get_on(&mut kept, "/four").await, 200, "and after it closed");
+    for path in ["/one", "/two", "/three", "/four"] {
+        assert_eq!(count(&counts, path), 1, "{path}");
+    }
+    assert_eq!(shown(&proxy).await["listen"], new.to_string());
+
+    // New [server] settings on the same address: a new server answers new connections
+    // under them (a body over 1 KiB gets 413), the kept connection stays with the old one.
+    let limited = good_only(new, admin, good, "") + "[server]\nmax_request_body = \"1KiB\"\n";
+    std::fs::write(&config, &limited).unwrap();
+    hup_applies(&mut proxy, "applied server").await;
+    let big = format!(
+        "POST /big HTTP/1.1\r\nhost: test\r\ncontent-length: 2000\r\nconnection: close\r\n\r\n{}",
+        "a".repeat(2000)
+    );
+    let (status, _) = switchyard_tests::raw_exchange(new, big.as_bytes()).await;
+    assert_eq!(status, 413, "the new server's limit");
+    assert_eq!(get(new, "/").await.0, 200);
+    assert_eq!(get_on(&mut kept, "/five").await, 200);
+
+    // An address that cannot be bound (the admin API's) changes nothing.
+    let taken = good_only(admin, admin, good, "") + "[server]\nmax_request_body = \"1KiB\"\n";
+    std::fs::write(&config, taken).unwrap();
+    let (status, answer) = proxy.admin("POST", "/config/reload").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("listen"), "{answer}");
+    assert_eq!(get(new, "/").await.0, 200, "still listening where it was");
+    assert_eq!(shown(&proxy).await["listen"], new.to_string());
+    assert_eq!(get_on(&mut kept, "/").await, 200);
 }

@@ -15,8 +15,9 @@ use crate::Reloaded;
 /// Reads the configuration again; `Err` says why it cannot be used (every problem, with
 /// its key and line).
 type Load<F> = Box<dyn Fn() -> Result<F, String> + Send + Sync>;
-/// Applies what changed from the first configuration to the second.
-type Apply<F> = fn(&Proxy, &F, &F) -> Reloaded;
+/// Applies what changed from the first configuration to the second, and puts back in the
+/// second what stays as it was (what takes a restart), so that it reads as in force.
+type Apply<F> = Box<dyn Fn(&Proxy, &F, &mut F) -> Reloaded + Send + Sync>;
 
 /// The configuration in force and, when it comes from a file, how to read it again.
 ///
@@ -70,8 +71,8 @@ impl<F: Serialize + Send + Sync + 'static> Reload for FromFile<F> {
     }
 
     fn reload(&self) -> Option<Result<Reloaded, String>> {
-        Some((self.load)().map(|new| {
-            let done = (self.apply)(&self.proxy, &self.loaded.load().0, &new);
+        Some((self.load)().map(|mut new| {
+            let done = (self.apply)(&self.proxy, &self.loaded.load().0, &mut new);
             self.loaded.store(Arc::new((new, SystemTime::now())));
             done
         }))
@@ -101,13 +102,13 @@ impl LiveConfig {
         proxy: Proxy,
         loaded: F,
         load: impl Fn() -> Result<F, String> + Send + Sync + 'static,
-        apply: Apply<F>,
+        apply: impl Fn(&Proxy, &F, &mut F) -> Reloaded + Send + Sync + 'static,
     ) -> Self {
         Self::new(FromFile {
             proxy,
             loaded: ArcSwap::from_pointee((loaded, SystemTime::now())),
             load: Box::new(load),
-            apply,
+            apply: Box::new(apply),
         })
     }
 

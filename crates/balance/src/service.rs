@@ -55,6 +55,8 @@ struct Shared<S> {
     policy: AtomicU8,
     cursor: AtomicUsize,
     count: watch::Receiver<usize>,
+    /// The slow-start window, followed by the driver.
+    slow_start: watch::Sender<Duration>,
     driver: AbortHandle,
 }
 
@@ -140,6 +142,7 @@ where
     {
         let set = Arc::new(ArcSwap::from_pointee(EndpointSet::empty()));
         let (count_tx, count) = watch::channel(0);
+        let (windows, slow_starts) = watch::channel(config.slow_start);
         let mut driver = Driver {
             discover: Box::pin(discover),
             endpoints: Vec::new(),
@@ -148,6 +151,7 @@ where
             count: count_tx,
             weight_of,
             slow_start: config.slow_start,
+            slow_starts,
             ramping: false,
         };
         // Endpoints the stream already holds (a static list, a pre-filled channel) are in
@@ -162,6 +166,7 @@ where
             policy: AtomicU8::new(config.policy as u8),
             cursor: AtomicUsize::new(0),
             count,
+            slow_start: windows,
             driver: driver.abort_handle(),
         };
         Self {
@@ -231,6 +236,18 @@ impl<S, Req> Balance<S, Req> {
     /// and what was not recorded is not.
     pub fn set_policy(&self, policy: Policy) {
         self.shared.policy.store(policy as u8, Ordering::Relaxed);
+    }
+
+    /// The slow-start window in force.
+    pub fn slow_start(&self) -> Duration {
+        *self.shared.slow_start.borrow()
+    }
+
+    /// Eases endpoints in over `window` from now on, for every clone of this balancer
+    /// (zero: off). Endpoints in their ramp go on ramping over the new window from when
+    /// they joined: a shorter one brings them to full weight sooner, zero at once.
+    pub fn set_slow_start(&self, window: Duration) {
+        self.shared.slow_start.send_replace(window);
     }
 }
 
@@ -433,6 +450,8 @@ struct Driver<D: Discover> {
     weight_of: fn(&D::Service) -> u32,
     /// The slow-start window; zero when off.
     slow_start: Duration,
+    /// Changes of the window ([`Balance::set_slow_start`]).
+    slow_starts: watch::Receiver<Duration>,
     /// Whether the last snapshot has an endpoint in its slow start.
     ramping: bool,
 }
@@ -520,28 +539,29 @@ where
         );
     }
 
-    /// Applies changes until the stream ends (`live` is `false` once it has), and
-    /// republishes the weights of endpoints in their slow start every step of the ramp.
+    /// Applies changes until the stream ends (`live` is `false` once it has), republishes
+    /// the weights of endpoints in their slow start every step of the ramp, and follows
+    /// a new slow-start window at once.
     async fn run(mut self, mut live: bool) {
         loop {
             let step = self.ramping.then(|| self.slow_start / slow_start::STEPS);
+            if !live && step.is_none() {
+                return;
+            }
             let discover = &mut self.discover;
             let next = futures::future::poll_fn(|cx| discover.as_mut().poll_discover(cx));
-            match (live, step) {
-                (false, None) => return,
-                (false, Some(step)) => {
-                    tokio::time::sleep(step).await;
+            let ramp = async {
+                match step {
+                    Some(step) => tokio::time::sleep(step).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                change = next, if live => live = self.apply_ready(Some(change)),
+                () = ramp => self.publish(),
+                Ok(()) = self.slow_starts.changed() => {
+                    self.slow_start = *self.slow_starts.borrow_and_update();
                     self.publish();
-                }
-                (true, None) => {
-                    let change = next.await;
-                    live = self.apply_ready(Some(change));
-                }
-                (true, Some(step)) => {
-                    tokio::select! {
-                        change = next => live = self.apply_ready(Some(change)),
-                        () = tokio::time::sleep(step) => self.publish(),
-                    }
                 }
             }
         }

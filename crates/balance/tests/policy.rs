@@ -176,3 +176,28 @@ async fn a_rejoining_endpoint_ramps_up_over_the_slow_start() {
         );
     }
 }
+
+/// A slow start set on a running balancer eases in the endpoints that join from then on,
+/// and one turned off brings an endpoint in its ramp to full weight at once.
+#[tokio::test(start_paused = true)]
+async fn a_new_slow_start_applies_to_a_running_balancer() {
+    let counts = Counts::default();
+    let (tx, mut balance) = balancer(policy(Policy::RoundRobin), &[FAST; 3], &counts);
+    assert_eq!(balance.slow_start(), Duration::ZERO);
+    balance.set_slow_start(Duration::from_secs(60));
+    assert_eq!(balance.slow_start(), Duration::from_secs(60));
+    tx.send(Ok(Change::Remove(2))).unwrap();
+    share_over(&mut balance, &counts, Duration::from_secs(1)).await;
+    tx.send(Ok(Change::Insert(2, endpoint(2, FAST, &counts))))
+        .unwrap();
+    let ramping = share_over(&mut balance, &counts, Duration::from_secs(2)).await;
+    assert!(ramping < 0.14, "{ramping:.3} at the start of its ramp");
+
+    balance.set_slow_start(Duration::ZERO);
+    share_over(&mut balance, &counts, Duration::from_millis(100)).await;
+    let full = share_over(&mut balance, &counts, Duration::from_secs(2)).await;
+    assert!(
+        (full - 1.0 / 3.0).abs() < 0.08,
+        "{full:.3} with slow start off"
+    );
+}

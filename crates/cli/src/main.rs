@@ -1,6 +1,7 @@
 //! `switchyard`: a reverse proxy from a TOML file, or from flags.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -260,20 +261,26 @@ async fn serve(
     if proxy.list_backends().is_empty() {
         tracing::warn!("no backends configured: every request will get 503");
     }
+    let (listen, mut moves) = reload::Listen::new();
     let live = match reread {
-        Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, reload::apply),
+        Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, {
+            move |proxy: &Proxy, old: &FileConfig, new: &mut FileConfig| {
+                listen.apply(proxy, old, new)
+            }
+        }),
         None => LiveConfig::fixed(&file),
     };
+    // SIGHUP reads the file again (as `POST /config/reload` does), and the certificates
+    // (which the server watches). Listened for before the admin API answers: until then
+    // a SIGHUP would end the process (its default action).
+    let hangup = tokio::signal::unix::SignalKind::hangup();
+    let mut hangups = tokio::signal::unix::signal(hangup).map_err(StartError::Signal)?;
     if let Some(listener) = admin {
         let router = switchyard_admin::live_router(proxy.clone(), &file.admin, live.clone());
         let stop = handed.clone().or_signal();
         tokio::spawn(switchyard_admin::serve(listener, router, stop));
         tracing::info!(admin = %file.admin.listen, "admin API and dashboard listening");
     }
-    // SIGHUP reads the file again (as `POST /config/reload` does), and the certificates
-    // (which the server watches).
-    let hangup = tokio::signal::unix::SignalKind::hangup();
-    let mut hangups = tokio::signal::unix::signal(hangup).map_err(StartError::Signal)?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             live.reload().await;
@@ -281,12 +288,87 @@ async fn serve(
     });
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
-    let stop = handed.or_signal();
     let server = switchyard_server::ServerConfig {
         access_log: file.access_log.format,
         ..file.server
     };
-    switchyard_server::serve(listener, proxy, server, stop).await;
+    // Every listener, the current one and those a reload moved away from, stops at once.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let stop = handed.clone().or_signal();
+    tokio::spawn(async move {
+        stop.await;
+        stopping.send_replace(true);
+    });
+    let shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|&stop| stop).await;
+        }
+    };
+    let mut listener = listener;
+    let mut server = server;
+    let mut replaced = Vec::new();
+    loop {
+        // The socket itself, for a server with new settings on the same address.
+        let same = listener.as_fd().try_clone_to_owned();
+        let (replace, moved) = tokio::sync::oneshot::channel::<()>();
+        let moved = async move {
+            if moved.await.is_err() {
+                std::future::pending().await
+            }
+        };
+        let serve = switchyard_server::serve_until_replaced;
+        let mut serving = tokio::spawn(serve(
+            listener,
+            proxy.clone(),
+            server.clone(),
+            moved,
+            shutdown(),
+        ));
+        // A reload that moved the listener or changed the server's settings: a new server
+        // takes the connections from now on, the old one's are served until shutdown.
+        let moved = tokio::select! {
+            moved = moves.recv() => moved,
+            _ = &mut serving => break,
+        };
+        let Some(moved) = moved else {
+            let _ = serving.await;
+            break;
+        };
+        let fresh = moved.listener.is_some();
+        let next = match moved.listener {
+            Some(bound) => Ok(bound),
+            None => same.map(std::net::TcpListener::from),
+        };
+        let next = match next.and_then(TcpListener::from_std) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the reloaded listener");
+                let _ = serving.await;
+                break;
+            }
+        };
+        if fresh {
+            if let Err(e) = handed.reoffer("proxy", &next) {
+                tracing::warn!(error = %e, "a binary upgrade would take the old listener");
+            }
+        }
+        if let Some(settings) = moved.server {
+            server = switchyard_server::ServerConfig {
+                access_log: server.access_log,
+                ..settings
+            };
+        }
+        let _ = replace.send(());
+        replaced.push(serving);
+        let addr = next.local_addr().ok();
+        let tls = server.tls_cert_file.is_some();
+        tracing::info!(listen = ?addr, tls, "switchyard listening");
+        listener = next;
+    }
+    for serving in replaced {
+        let _ = serving.await;
+    }
     Ok(())
 }
 

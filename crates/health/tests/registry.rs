@@ -87,6 +87,8 @@ impl Endpoints for Factory {
 struct FakeChecker {
     down: Arc<RwLock<HashSet<SocketAddr>>>,
     checks: Arc<RwLock<HashMap<SocketAddr, usize>>>,
+    /// The path of the last check.
+    path: Arc<RwLock<String>>,
     delay: Duration,
 }
 
@@ -108,6 +110,7 @@ impl FakeChecker {
 impl Checker for FakeChecker {
     fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, CheckError>> {
         *self.checks.write().unwrap().entry(target.addr).or_default() += 1;
+        *self.path.write().unwrap() = target.path.clone();
         let down = self.down.read().unwrap().contains(&target.addr);
         let delay = self.delay;
         Box::pin(async move {
@@ -319,6 +322,54 @@ async fn the_recovered_hook_fires_only_when_an_unhealthy_endpoint_rises() {
 
     // Checks that keep passing say nothing new.
     assert_eq!(after(30).await, (Health::Healthy, vec![addr(2)]));
+}
+
+/// New settings on a running registry: the check loops take the new interval at once and
+/// the new path, `rise` and `fall` at their next round; every endpoint keeps its health.
+#[tokio::test(start_paused = true)]
+async fn reconfigured_checks_keep_the_health_states() {
+    let fall_at_once = HealthConfig {
+        fall: 1,
+        ..config()
+    };
+    let s = two_backends(fall_at_once);
+    // One round: b fails its first check and is out.
+    s.checker.set_down(addr(2), true);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let health = |id| s.registry.status().get(id).unwrap().health;
+    assert_eq!(
+        (health("a"), health("b")),
+        (Health::Healthy, Health::Unhealthy)
+    );
+    assert_eq!(*s.checker.path.read().unwrap(), "/health");
+    let before = s.checker.checks(addr(1));
+
+    s.checker.set_down(addr(2), false);
+    assert!(s.registry.reconfigure(HealthConfig {
+        interval: Duration::from_secs(1),
+        path: "/ready".into(),
+        rise: 4,
+        ..config()
+    }));
+    assert_eq!(s.registry.config().interval, Duration::from_secs(1));
+    // Kept until checks say otherwise.
+    assert_eq!(
+        (health("a"), health("b")),
+        (Health::Healthy, Health::Unhealthy)
+    );
+    // The next round within a second (one second after the last one), then every second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let checks = s.checker.checks(addr(1)) - before;
+    assert!((2..=3).contains(&checks), "{checks} checks in 2.5 s");
+    assert_eq!(*s.checker.path.read().unwrap(), "/ready");
+    assert_eq!(
+        health("b"),
+        Health::Unhealthy,
+        "rise = 4: three passes are not enough"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(health("b"), Health::Healthy);
+    assert!(!s.registry.reconfigure(s.registry.config().as_ref().clone()));
 }
 
 #[tokio::test(start_paused = true)]

@@ -35,6 +35,10 @@
 //! - **Typed connect errors** ([`ConnectError`]: refused,
 //!   DNS, timeout, TLS), so a breaker or retry policy can classify them.
 //! - **Stats** from atomics, never a lock: [`Pool::stats`].
+//! - **Limits that change live**: [`Pool::reconfigure`] applies a new cap, idle limit and
+//!   timeouts to a pool that has connections (a configuration reload): new connections and
+//!   checkouts follow them at once, idle connections beyond a lower limit close, requests
+//!   in flight finish.
 //!
 //! A pool belongs to one backend instance: a backend removed and added again gets a new
 //! pool, never the old connections. [`Pool::close`] drains it: idle connections close at
@@ -61,6 +65,7 @@ mod body;
 mod config;
 mod connect;
 mod error;
+mod idle;
 mod linger;
 mod service;
 mod stats;

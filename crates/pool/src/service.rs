@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use crossbeam_queue::ArrayQueue;
 use http::header::{HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -22,6 +21,7 @@ use tower::Service;
 
 use crate::body::PooledBody;
 use crate::connect;
+use crate::idle::IdleSet;
 use crate::linger::Linger;
 use crate::stats::{Closed, Counters};
 use crate::tls::Stream;
@@ -44,13 +44,16 @@ struct Inner<B> {
     host: HeaderValue,
     /// `Some` for an `https` backend.
     tls: Option<connect::Tls>,
-    config: PoolConfig,
+    /// Its protocol, engine and TLS are fixed when the pool is made; its limits and
+    /// timeouts change with [`Pool::reconfigure`] and are read where they apply.
+    config: ArcSwap<PoolConfig>,
     counters: Counters,
     closed: AtomicBool,
     /// HTTP/1.1: one permit per request in flight, so at most `max_connections` are busy.
     /// tokio's semaphore queues waiters first come, first served.
     permits: Arc<Semaphore>,
-    idle: ArrayQueue<Idle<B>>,
+    /// At most `max_idle` (and no more than `max_connections`).
+    idle: IdleSet<Idle<B>>,
     /// The fewest idle connections a request left behind since the reaper's last shrink:
     /// that many were never needed in that time (see [`Inner::shrink`]).
     idle_low: AtomicUsize,
@@ -103,6 +106,8 @@ impl<B> Drop for Inner<B> {
         if let Some(reaper) = &self.reaper {
             reaper.abort();
         }
+        // Ends a wait for the permits of a lowered cap (see `Pool::reconfigure`).
+        self.permits.close();
     }
 }
 
@@ -137,18 +142,14 @@ where
             h2: config.protocol == Protocol::Http2,
         });
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<B>>| {
-            let reaper = tokio::spawn(reap(
-                weak.clone(),
-                reap_every(config.idle_timeout),
-                config.idle_timeout,
-            ));
+            let reaper = tokio::spawn(reap(weak.clone()));
             Inner {
                 authority,
                 addr,
                 host,
                 tls,
                 permits: Arc::new(Semaphore::new(config.max_connections)),
-                idle: ArrayQueue::new(config.max_idle.max(1)),
+                idle: IdleSet::new(idle_capacity(&config)),
                 idle_low: AtomicUsize::new(0),
                 h2: ArcSwap::from_pointee(Vec::new()),
                 h2_dial: tokio::sync::Mutex::new(()),
@@ -157,7 +158,7 @@ where
                 closed: AtomicBool::new(false),
                 epoch: Instant::now(),
                 reaper: Some(reaper.abort_handle()),
-                config,
+                config: ArcSwap::from_pointee(config),
             }
         });
         Self { inner }
@@ -170,15 +171,78 @@ impl<B> Pool<B> {
         &self.inner.authority
     }
 
-    /// The pool's settings.
-    pub fn config(&self) -> &PoolConfig {
-        &self.inner.config
+    /// The pool's settings in force.
+    pub fn config(&self) -> Arc<PoolConfig> {
+        self.inner.config.load_full()
+    }
+
+    /// Applies the limits and timeouts of `config` from now on, keeping the connections:
+    /// `max_connections`, `max_idle`, `connect_timeout`, `wait_timeout`, `idle_timeout` and
+    /// `h2_max_streams`. The protocol, HTTP/1.1 engine and TLS settings stay those the
+    /// pool was made with.
+    ///
+    /// A new connection and a request that starts waiting for one see the new values at
+    /// once. A lower `max_connections` lets no new request in until fewer than it are in
+    /// flight; requests in flight finish. A lower `max_idle` (or cap) closes the idle
+    /// connections beyond it now, the oldest first.
+    pub fn reconfigure(&self, config: PoolConfig) {
+        let inner = &self.inner;
+        let mut next = None;
+        let old = inner.config.rcu(|now| {
+            let config = PoolConfig {
+                max_connections: config.max_connections.max(1),
+                h2_max_streams: config.h2_max_streams.max(1),
+                protocol: now.protocol,
+                http1: now.http1,
+                tls: now.tls.clone(),
+                ..config.clone()
+            };
+            next = Some(config.clone());
+            config
+        });
+        let Some(new) = next else { return };
+        if new.max_connections > old.max_connections {
+            inner
+                .permits
+                .add_permits(new.max_connections - old.max_connections);
+        } else if new.max_connections < old.max_connections {
+            // Takes the surplus permits: the free ones now, the others as requests in
+            // flight give them back, before any request that comes after (tokio's
+            // semaphore is fair).
+            let mut surplus = old.max_connections - new.max_connections;
+            while surplus > 0 {
+                let Ok(free) = inner.permits.try_acquire() else {
+                    break;
+                };
+                free.forget();
+                surplus -= 1;
+            }
+            if surplus > 0 {
+                let permits = inner.permits.clone();
+                let surplus = u32::try_from(surplus).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    if let Ok(taken) = permits.acquire_many_owned(surplus).await {
+                        taken.forget();
+                    }
+                });
+            }
+        }
+        let capacity = idle_capacity(&new);
+        if capacity != inner.idle.capacity() {
+            inner
+                .idle
+                .resize(capacity, |_| inner.counters.closed(Closed::Evicted));
+            inner
+                .idle_low
+                .fetch_min(inner.idle.len(), Ordering::Relaxed);
+        }
+        inner.trim_h2(new.max_connections);
     }
 
     /// A snapshot of the pool's counters, read from atomics.
     pub fn stats(&self) -> PoolStats {
         let inner = &self.inner;
-        let idle = match inner.config.protocol {
+        let idle = match inner.config.load().protocol {
             Protocol::Http1 => inner.idle.len() as u64,
             Protocol::Http2 => inner
                 .h2
@@ -242,8 +306,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
-        match inner.config.protocol {
-            Protocol::Http1 if inner.config.http1 == Http1Engine::Native => {
+        let config = inner.config.load();
+        match config.protocol {
+            Protocol::Http1 if config.http1 == Http1Engine::Native => {
                 Box::pin(send_native(inner, req))
             }
             Protocol::Http1 => Box::pin(send_h1(inner, req)),
@@ -328,16 +393,15 @@ impl<B> Release<B> {
                 // Back to the idle set before the permit is released, so that a request
                 // let in by that permit finds it there instead of dialling.
                 let inner = &self.inner;
-                let kept = !inner.closed.load(Ordering::Relaxed)
-                    && inner
-                        .idle
-                        .push(Idle {
-                            sender,
-                            since: Instant::now(),
-                        })
-                        .is_ok();
-                if !kept {
-                    inner.counters.closed(Closed::Evicted);
+                let evicted = |_| inner.counters.closed(Closed::Evicted);
+                match inner.closed.load(Ordering::Relaxed) {
+                    true => evicted(sender),
+                    false => {
+                        let since = Instant::now();
+                        inner
+                            .idle
+                            .push(Idle { sender, since }, |idle| evicted(idle.sender));
+                    }
                 }
             }
             Some(Held::H2 { conn }) => self.inner.end_stream(&conn),
@@ -360,7 +424,33 @@ impl<B> Drop for Release<B> {
 
 impl<B> Inner<B> {
     fn idle_for(&self, since: Instant, now: Instant) -> bool {
-        now.saturating_duration_since(since) >= self.config.idle_timeout
+        now.saturating_duration_since(since) >= self.config.load().idle_timeout
+    }
+
+    /// Closes idle HTTP/2 connections beyond `max_connections`, the least recently used
+    /// first.
+    fn trim_h2(&self, max_connections: usize) {
+        let conns = self.h2.load();
+        if conns.len() <= max_connections {
+            return;
+        }
+        let mut closed = 0;
+        self.h2.rcu(|conns| {
+            let mut idle: Vec<_> = (conns.iter())
+                .filter(|c| c.streams.load(Ordering::Acquire) == 0)
+                .map(|c| (c.last_used.load(Ordering::Relaxed), Arc::as_ptr(c)))
+                .collect();
+            idle.sort_unstable();
+            idle.truncate(conns.len().saturating_sub(max_connections));
+            closed = idle.len();
+            (conns.iter())
+                .filter(|c| !idle.iter().any(|(_, p)| std::ptr::eq(*p, Arc::as_ptr(c))))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        for _ in 0..closed {
+            self.counters.closed(Closed::Evicted);
+        }
     }
 
     /// Takes a usable idle connection, closing the expired and the dead on the way.
@@ -432,8 +522,9 @@ impl<B> Inner<B> {
                 self.counters.closed(Closed::Backend);
             } else if self.idle_for(idle.since, now) {
                 self.counters.closed(Closed::IdleTimeout);
-            } else if self.idle.push(idle).is_err() {
-                self.counters.closed(Closed::Evicted);
+            } else {
+                self.idle
+                    .push(idle, |_| self.counters.closed(Closed::Evicted));
             }
         }
         if shrink {
@@ -441,7 +532,7 @@ impl<B> Inner<B> {
         }
         let conns = self.h2.load();
         let now = self.now_nanos();
-        let timeout = u64::try_from(self.config.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let timeout = u64::try_from(self.config.load().idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let expired = |c: &H2Conn<B>| {
             c.sender.is_closed()
                 || (c.streams.load(Ordering::Acquire) == 0
@@ -467,13 +558,28 @@ impl<B> Inner<B> {
     }
 }
 
+/// The idle set's capacity: `max_idle`, and never more than can be open.
+fn idle_capacity(config: &PoolConfig) -> usize {
+    config.max_idle.min(config.max_connections)
+}
+
 fn reap_every(idle_timeout: Duration) -> Duration {
     (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
 }
 
-async fn reap<B>(pool: Weak<Inner<B>>, every: Duration, idle_timeout: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Reaps every quarter of the idle timeout in force (see [`reap_every`]), following it
+/// when [`Pool::reconfigure`] changes it.
+async fn reap<B>(pool: Weak<Inner<B>>) {
+    let timeout_now = || Some(pool.upgrade()?.config.load().idle_timeout);
+    let Some(mut idle_timeout) = timeout_now() else {
+        return;
+    };
+    let ticks = |every| {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    };
+    let mut tick = ticks(reap_every(idle_timeout));
     let mut window = Instant::now();
     loop {
         tick.tick().await;
@@ -484,6 +590,12 @@ async fn reap<B>(pool: Weak<Inner<B>>, every: Duration, idle_timeout: Duration) 
             window = now;
         }
         inner.reap(shrink);
+        let current = inner.config.load().idle_timeout;
+        if current != idle_timeout {
+            idle_timeout = current;
+            tick = ticks(reap_every(current));
+            tick.reset();
+        }
     }
 }
 
@@ -537,11 +649,8 @@ async fn acquire<B>(inner: &Inner<B>) -> Result<OwnedSemaphorePermit, BoxError> 
         return Ok(permit);
     }
     inner.counters.waiting.fetch_add(1, Ordering::Relaxed);
-    let waited = tokio::time::timeout(
-        inner.config.wait_timeout,
-        inner.permits.clone().acquire_owned(),
-    )
-    .await;
+    let wait = inner.config.load().wait_timeout;
+    let waited = tokio::time::timeout(wait, inner.permits.clone().acquire_owned()).await;
     inner.counters.waiting.fetch_sub(1, Ordering::Relaxed);
     match waited {
         Ok(Ok(permit)) => Ok(permit),
@@ -556,17 +665,13 @@ async fn acquire<B>(inner: &Inner<B>) -> Result<OwnedSemaphorePermit, BoxError> 
 /// Connects to the backend (TCP, then TLS for an `https` one). A failure is a connect
 /// error.
 async fn connect<B>(inner: &Inner<B>) -> Result<Stream, BoxError> {
-    connect::dial(
-        &inner.authority,
-        inner.addr,
-        inner.config.connect_timeout,
-        inner.tls.as_ref(),
-    )
-    .await
-    .map_err(|e| {
-        Counters::bump(&inner.counters.connect_errors);
-        e.into()
-    })
+    let timeout = inner.config.load().connect_timeout;
+    connect::dial(&inner.authority, inner.addr, timeout, inner.tls.as_ref())
+        .await
+        .map_err(|e| {
+            Counters::bump(&inner.counters.connect_errors);
+            e.into()
+        })
 }
 
 /// The end of a dial: a failed handshake is a connect error; a success is a created
@@ -779,8 +884,9 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let deadline = Instant::now() + inner.config.wait_timeout;
-    let max = inner.config.h2_max_streams;
+    let config = inner.config.load_full();
+    let deadline = Instant::now() + config.wait_timeout;
+    let max = config.h2_max_streams;
     let mut waited = false;
     loop {
         let released = inner.h2_released.notified();
@@ -808,7 +914,7 @@ where
             }
         }
         let live = conns.iter().filter(|c| !c.sender.is_closed()).count();
-        if live < inner.config.max_connections {
+        if live < config.max_connections {
             let _dialling = inner.h2_dial.lock().await;
             if !Arc::ptr_eq(&conns, &inner.h2.load_full()) {
                 continue; // someone else changed the set meanwhile: look again

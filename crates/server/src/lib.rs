@@ -20,5 +20,5 @@ mod tls;
 pub mod upgrade;
 
 pub use access::{AccessLogConfig, AccessLogFormat};
-pub use server::{serve, shutdown_signal, Http1Engine, ServerConfig};
+pub use server::{serve, serve_until_replaced, shutdown_signal, Http1Engine, ServerConfig};
 pub use tls::{CertFiles, ListenerOptions, ListenerTls};

@@ -343,6 +343,19 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_until_replaced(listener, proxy, config, std::future::pending(), shutdown).await;
+}
+
+/// [`serve`], for a listener that another may replace (a new `listen` address): once
+/// `replaced` resolves it stops accepting and closes, while the connections it accepted go
+/// on being served until `shutdown`, which stops them gracefully as [`serve`] does.
+pub async fn serve_until_replaced(
+    listener: TcpListener,
+    proxy: Proxy,
+    config: ServerConfig,
+    replaced: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
+) {
     let tls = match config.tls() {
         Ok(tls) => tls.map(Arc::new),
         Err(p) => {
@@ -368,6 +381,8 @@ pub async fn serve(
         (config.access_log == AccessLogFormat::Json).then(|| JsonLog::spawn(tokio::io::stdout()));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    tokio::pin!(replaced);
+    let mut moved = false;
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -380,6 +395,10 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+            () = &mut replaced => {
+                moved = true;
+                break;
+            }
         };
         let _ = stream.set_nodelay(true);
         let service = Connection {
@@ -444,7 +463,15 @@ pub async fn serve(
             engines.tls(stream, h2, service, watcher, remote).await;
         });
     }
+    let addr = listener.local_addr().ok();
     drop(listener);
+    if moved {
+        tracing::info!(
+            ?addr,
+            "stopped listening; its connections go on until shutdown"
+        );
+        shutdown.await;
+    }
     stop.stop();
     tracing::info!(timeout = ?config.shutdown_timeout, "shutting down: waiting for in-flight requests");
     let deadline = tokio::time::Instant::now() + config.shutdown_timeout;

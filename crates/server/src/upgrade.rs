@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::net::{
@@ -197,8 +198,10 @@ impl Sockets {
             }
         }
         let (done, handed) = watch::channel(false);
-        let (Some(upgrade), offered) = (self.upgrade, self.offered) else {
-            return HandedOver(handed);
+        let offered: Offered = Arc::new(self.offered.into());
+        let handed = HandedOver(handed, offered.clone());
+        let Some(upgrade) = self.upgrade else {
+            return handed;
         };
         std::thread::Builder::new()
             .name("switchyard-upgrade".into())
@@ -207,20 +210,33 @@ impl Sockets {
                 let _ = done.send(true);
             })
             .expect("a thread for the upgrade socket");
-        HandedOver(handed)
+        handed
     }
 }
 
-/// Waits on `upgrade` for a successor, hands it `offered` (and `upgrade` itself), and
-/// returns once one said it serves them. One that goes away before is logged, and the
-/// next one waited for.
-fn offer(upgrade: &UnixListener, offered: &[(&'static str, OwnedFd)]) {
-    let mut names = vec![UPGRADE];
-    names.extend(offered.iter().map(|(name, _)| *name));
-    let message = format!("{HELLO} {}", names.join(","));
-    let mut fds: Vec<BorrowedFd<'_>> = vec![upgrade.as_fd()];
-    fds.extend(offered.iter().map(|(_, fd)| fd.as_fd()));
+/// The listeners offered to a successor, by name; [`HandedOver::reoffer`] replaces one.
+/// Locked at a reload that moves a listener and to copy the list for a hand-over: never on
+/// the request path.
+#[allow(clippy::disallowed_types)]
+type Offered = Arc<std::sync::Mutex<Vec<(&'static str, OwnedFd)>>>;
+
+/// Waits on `upgrade` for a successor, hands it the `offered` listeners as they are then
+/// (and `upgrade` itself), and returns once one said it serves them. One that goes away
+/// before is logged, and the next one waited for.
+fn offer(upgrade: &UnixListener, offered: &Offered) {
     for conn in upgrade.incoming() {
+        // Copies, so that the lock is not held over the hand-over.
+        let offered: Vec<(&'static str, OwnedFd)> = {
+            let offered = offered.lock().unwrap_or_else(|e| e.into_inner());
+            (offered.iter())
+                .filter_map(|(name, fd)| Some((*name, fd.try_clone().ok()?)))
+                .collect()
+        };
+        let mut names = vec![UPGRADE];
+        names.extend(offered.iter().map(|(name, _)| *name));
+        let message = format!("{HELLO} {}", names.join(","));
+        let mut fds: Vec<BorrowedFd<'_>> = vec![upgrade.as_fd()];
+        fds.extend(offered.iter().map(|(_, fd)| fd.as_fd()));
         let handed = conn.and_then(|conn| {
             conn.set_read_timeout(Some(READY_WITHIN))?;
             let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
@@ -248,9 +264,22 @@ fn offer(upgrade: &UnixListener, offered: &[(&'static str, OwnedFd)]) {
 /// Resolves once the listening sockets were handed over to a new process: the time for
 /// this one to stop accepting and drain. Clones resolve together.
 #[derive(Debug, Clone)]
-pub struct HandedOver(watch::Receiver<bool>);
+pub struct HandedOver(watch::Receiver<bool>, Offered);
 
 impl HandedOver {
+    /// Offers `listener` to the next process as `name` instead of the listener offered so
+    /// far (a new `listen` address): the old one's socket closes once its last holder
+    /// drops it.
+    pub fn reoffer(&self, name: &'static str, listener: &TcpListener) -> io::Result<()> {
+        let fd = listener.as_fd().try_clone_to_owned()?;
+        let mut offered = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        match offered.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) => *old = fd,
+            None => offered.push((name, fd)),
+        }
+        Ok(())
+    }
+
     /// Resolves once the sockets were handed over.
     pub async fn wait(mut self) {
         if self.0.wait_for(|done| *done).await.is_err() {

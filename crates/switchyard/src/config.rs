@@ -328,8 +328,9 @@ pub struct Reconfigured {
 
 impl ProxyConfig {
     /// The configuration to put in force when `new` replaces `self` on a running proxy:
-    /// `new`, but for the settings read only when the proxy is built (the connection pool,
-    /// backend TLS, health checks, metrics), which stay as they are; and what changed.
+    /// `new`, but for the settings read only when the proxy is built (the HTTP/1.1 engine,
+    /// backend TLS, whether health checks run, the name server, metrics), which stay as
+    /// they are; and what changed.
     pub(crate) fn carry_over(&self, new: ProxyConfig) -> (ProxyConfig, Reconfigured) {
         let mut done = Reconfigured::default();
         let mut note = |changed: bool, name: &'static str, live: bool| {
@@ -356,14 +357,18 @@ impl ProxyConfig {
         let upgrades = (self.upgrade_idle_timeout, &self.upgrade_protocols)
             != (new.upgrade_idle_timeout, &new.upgrade_protocols);
         note(upgrades, "upgrade", true);
-        let pool = PoolConfig {
+        // The limits and timeouts; the engine and TLS are each pool's own for good.
+        let limits = |pool: &PoolConfig| PoolConfig {
             tls: None,
-            ..self.pool.clone()
-        } != PoolConfig {
-            tls: None,
-            ..new.pool.clone()
+            http1: Http1Engine::default(),
+            ..pool.clone()
         };
-        note(pool, "connection pool", false);
+        note(
+            limits(&self.pool) != limits(&new.pool),
+            "connection pool",
+            true,
+        );
+        note(self.pool.http1 != new.pool.http1, "backend_http1", false);
         let tls = (
             &self.backend_ca_file,
             &self.backend_client_cert_file,
@@ -374,21 +379,48 @@ impl ProxyConfig {
             &new.backend_client_key_file,
         );
         note(tls, "backend TLS", false);
-        note(self.health != new.health, "health_check", false);
+        // The checks' settings; whether there are checks at all, and the name server,
+        // are the registry's for good.
+        let fixed = |h: &HealthConfig| (h.enabled, h.dns_server);
+        let checks = |h: &HealthConfig| HealthConfig {
+            enabled: false,
+            dns_server: None,
+            ..h.clone()
+        };
+        note(
+            checks(&self.health) != checks(&new.health),
+            "health_check",
+            true,
+        );
+        note(
+            self.health.enabled != new.health.enabled,
+            "health_check_enabled",
+            false,
+        );
+        note(
+            self.health.dns_server != new.health.dns_server,
+            "dns_server",
+            false,
+        );
         note(self.metrics != new.metrics, "metrics_enabled", false);
         note(self.balance.policy != new.balance.policy, "balancer", true);
         note(
             self.balance.slow_start != new.balance.slow_start,
             "slow_start",
-            false,
+            true,
         );
+        let (enabled, dns_server) = fixed(&self.health);
         let kept = ProxyConfig {
-            balance: BalanceConfig {
-                slow_start: self.balance.slow_start,
-                ..new.balance.clone()
+            pool: PoolConfig {
+                tls: self.pool.tls.clone(),
+                http1: self.pool.http1,
+                ..new.pool.clone()
             },
-            pool: self.pool.clone(),
-            health: self.health.clone(),
+            health: HealthConfig {
+                enabled,
+                dns_server,
+                ..new.health.clone()
+            },
             metrics: self.metrics,
             backend_ca_file: self.backend_ca_file.clone(),
             backend_client_cert_file: self.backend_client_cert_file.clone(),
@@ -893,16 +925,15 @@ mod tests {
 
     /// A reload switches the balancer's policy at once; slow start needs a restart.
     #[test]
-    fn carry_over_applies_the_balancer_policy_and_keeps_slow_start() {
+    fn carry_over_applies_the_balancer_policy_and_slow_start() {
         let old = ProxyConfig::default();
         let mut new = old.clone();
         new.balance.policy = switchyard_balance::Policy::PeakEwma;
         new.balance.slow_start = Duration::from_secs(30);
-        let (kept, done) = old.carry_over(new);
-        assert_eq!(done.applied, ["balancer"]);
-        assert_eq!(done.need_restart, ["slow_start"]);
-        assert_eq!(kept.balance.policy, switchyard_balance::Policy::PeakEwma);
-        assert_eq!(kept.balance.slow_start, old.balance.slow_start);
+        let (kept, done) = old.carry_over(new.clone());
+        assert_eq!(done.applied, ["balancer", "slow_start"]);
+        assert!(done.need_restart.is_empty(), "{done:?}");
+        assert_eq!(kept.balance, new.balance);
     }
 
     /// A reload applies what a running proxy can change and keeps the rest, naming both.
@@ -913,19 +944,36 @@ mod tests {
         new.retry.max_retries = 0;
         new.request_timeout = Duration::from_secs(1);
         new.pool.max_connections = 5;
+        new.pool.http1 = match old.pool.http1 {
+            Http1Engine::Native => Http1Engine::Hyper,
+            Http1Engine::Hyper => Http1Engine::Native,
+        };
         new.health.rise = 4;
+        new.health.enabled = !old.health.enabled;
         let (kept, done) = old.carry_over(new);
-        assert_eq!(done.applied, ["retry", "request_timeout"]);
-        assert_eq!(done.need_restart, ["connection pool", "health_check"]);
+        assert_eq!(
+            done.applied,
+            [
+                "retry",
+                "request_timeout",
+                "connection pool",
+                "health_check"
+            ]
+        );
+        assert_eq!(done.need_restart, ["backend_http1", "health_check_enabled"]);
         assert_eq!(
             done.to_string(),
-            "applied retry, request_timeout; changes to connection pool, health_check take \
-             effect after a restart"
+            "applied retry, request_timeout, connection pool, health_check; changes to \
+             backend_http1, health_check_enabled take effect after a restart"
         );
         assert_eq!(kept.retry.max_retries, 0);
         assert_eq!(kept.request_timeout, Duration::from_secs(1));
-        assert_eq!(kept.pool, old.pool);
-        assert_eq!(kept.health, old.health);
+        assert_eq!(kept.pool.max_connections, 5);
+        assert_eq!(kept.pool.http1, old.pool.http1);
+        assert_eq!(
+            (kept.health.rise, kept.health.enabled),
+            (4, old.health.enabled)
+        );
         let (_, none) = kept.carry_over(kept.clone());
         assert_eq!(none.to_string(), "no proxy setting changed");
     }

@@ -76,6 +76,12 @@ impl<B> HttpEndpoint<B> {
         self.pool.stats()
     }
 
+    /// Applies the limits and timeouts of `config` to the backend's pool, keeping its
+    /// connections (see [`Pool::reconfigure`]).
+    pub fn reconfigure(&self, config: PoolConfig) {
+        self.pool.reconfigure(config);
+    }
+
     /// Drains the backend's pool: idle connections close now, busy ones after their
     /// response.
     pub fn close(&self) {

@@ -170,10 +170,10 @@ impl Proxy {
         let metrics = MetricsRegistry::new();
         let tls = config.tls_config();
         let endpoints = HttpEndpoints {
-            pool: PoolConfig {
+            pool: ArcSwap::from_pointee(PoolConfig {
                 tls: Some(tls.clone()),
                 ..config.pool.clone()
-            },
+            }),
             breakers: CircuitBreakers::new(config.breaker.clone()),
             metrics: config.metrics.then(|| metrics.clone()),
         };
@@ -252,9 +252,15 @@ impl Proxy {
     /// the retry counters. Requests in flight finish on the settings they started with.
     ///
     /// The retry, breaker, cache, timeout, host, upgrade and balancer-policy settings apply
-    /// at once. The connection pool, health check, slow start and metrics settings are read
-    /// when the proxy is built: those that changed are kept as they were and listed in
-    /// [`Reconfigured::need_restart`]. A configuration that does not validate changes
+    /// at once, and so do the connection pools' limits and timeouts: new connections and
+    /// new checkouts follow them, a lower idle limit closes the idle connections beyond it
+    /// (see [`switchyard_pool::Pool::reconfigure`]). The health checks take their new
+    /// settings at their next round, keeping every backend's health
+    /// ([`Registry::reconfigure`](switchyard_health::Registry::reconfigure)), and a new
+    /// slow start applies to the ramps under way and to come. The backend TLS and HTTP/1.1
+    /// engine, whether health checks run at all, the name server and the metrics settings
+    /// are read when the proxy is built: those that changed are kept as they were and
+    /// listed in [`Reconfigured::need_restart`]. A configuration that does not validate changes
     /// nothing and comes back with every problem.
     pub fn reconfigure(&self, config: ProxyConfig) -> Result<Reconfigured, Vec<ConfigProblem>> {
         let problems = config.validate();
@@ -270,6 +276,18 @@ impl Proxy {
         if done.applied.contains(&"balancer") {
             let policy = self.config().balance.policy;
             self.shared.parts.balance.set_policy(policy);
+        }
+        if done.applied.contains(&"slow_start") {
+            let window = self.config().balance.slow_start;
+            self.shared.parts.balance.set_slow_start(window);
+        }
+        if done.applied.contains(&"health_check") {
+            self.shared
+                .registry
+                .reconfigure(self.config().health.clone());
+        }
+        if done.applied.contains(&"connection pool") {
+            HttpEndpoints::reconfigure_pools(&self.shared.registry, &self.config().pool);
         }
         if done.applied.contains(&"circuit_breaker") {
             let breaker = self.config().breaker.clone();

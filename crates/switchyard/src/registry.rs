@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use arc_swap::ArcSwap;
+
 use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
 use switchyard_core::BoxError;
 use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed, Registry};
@@ -27,11 +29,31 @@ pub(crate) fn pool_of(service: &EndpointService) -> &HttpEndpoint<Body> {
 /// Makes the endpoints of HTTP backends.
 #[derive(Debug)]
 pub(crate) struct HttpEndpoints {
-    /// Its `tls` is used for `https` backends (see `HttpEndpoint::new`).
-    pub(crate) pool: PoolConfig,
+    /// Its `tls` is used for `https` backends (see `HttpEndpoint::new`). Swapped by
+    /// [`HttpEndpoints::reconfigure_pools`]; read when an endpoint is made.
+    pub(crate) pool: ArcSwap<PoolConfig>,
     pub(crate) breakers: CircuitBreakers,
     /// `None` when metrics are off.
     pub(crate) metrics: Option<MetricsRegistry>,
+}
+
+impl HttpEndpoints {
+    /// Applies the limits and timeouts of `pool` to the endpoints made from now on and to
+    /// those of `registry` (see [`switchyard_pool::Pool::reconfigure`]); the TLS settings
+    /// stay.
+    pub(crate) fn reconfigure_pools(registry: &Registry<Self>, pool: &PoolConfig) {
+        let endpoints = registry.endpoints();
+        endpoints.pool.rcu(|now| PoolConfig {
+            tls: now.tls.clone(),
+            ..pool.clone()
+        });
+        // After the swap: an endpoint made since has the new settings already.
+        for backend in registry.list() {
+            for (_, service) in registry.services(&backend.spec.id) {
+                pool_of(&service).reconfigure(pool.clone());
+            }
+        }
+    }
 }
 
 impl Endpoints for HttpEndpoints {
@@ -40,7 +62,7 @@ impl Endpoints for HttpEndpoints {
     fn make(&self, backend: &BackendSpec, addr: SocketAddr) -> Result<EndpointService, BoxError> {
         let pool = PoolConfig {
             protocol: protocol(backend),
-            ..self.pool.clone()
+            ..PoolConfig::clone(&self.pool.load())
         };
         let endpoint = HttpEndpoint::with_address(&backend.url, addr, pool)?;
         let breaker = self.breakers.breaker(&backend.id);

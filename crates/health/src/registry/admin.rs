@@ -101,11 +101,12 @@ impl<E: Endpoints> Registry<E> {
             member.tasks.push(task.abort_handle());
         }
         // A `dns+srv://` backend has no endpoint of its own to check: its targets do.
-        if inner.config.enabled && srv_name.is_none() {
+        if inner.config().enabled && srv_name.is_none() {
             // A random phase within the first interval spreads the checks of many
             // backends over the interval; each keeps its phase afterwards.
-            let offset = inner.config.interval.mul_f64(1.0 - fastrand::f64());
-            let task = tokio::spawn(check_loop(weak, id, generation, offset));
+            let offset = inner.config().interval.mul_f64(1.0 - fastrand::f64());
+            let configs = inner.config.subscribe();
+            let task = tokio::spawn(check_loop(weak, id, generation, offset, configs));
             member.tasks.push(task.abort_handle());
         }
         tracing::info!(id = %member.spec.id, url = %member.spec.url, weight = member.spec.weight, admin = %admin, "backend added");

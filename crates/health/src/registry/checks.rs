@@ -4,12 +4,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Endpoints, Inner, Registry, State};
 use crate::check::CheckTarget;
 use crate::error::CheckFailed;
 use crate::status::{Health, HealthEvent, HealthReport};
+use crate::HealthConfig;
 /// The outcome of one check of one endpoint.
 struct Checked {
     backend: Arc<str>,
@@ -24,7 +26,7 @@ impl<E: Endpoints> Registry<E> {
     /// `HealthCheck()`); the periodic checks keep their schedule. With checks disabled
     /// nothing is checked.
     pub async fn check_now(&self) -> HealthReport {
-        if self.inner.config.enabled {
+        if self.inner.config().enabled {
             let targets = self.inner.targets(None);
             self.inner.run_checks(targets).await;
         }
@@ -52,7 +54,7 @@ impl<E: Endpoints> Inner<E> {
                         backend: m.spec.id.clone(),
                         addr: ep.addr,
                         authority: authority.clone(),
-                        path: self.config.path.clone(),
+                        path: self.config().path.clone(),
                         http2: m.spec.http2,
                         https: m.spec.url.scheme_str() == Some("https"),
                     };
@@ -83,12 +85,12 @@ impl<E: Endpoints> Inner<E> {
         let started = Instant::now();
         let backend: Arc<str> = target.backend.as_str().into();
         let addr = target.addr;
-        let checked = tokio::time::timeout(self.config.timeout, self.checker.check(target)).await;
+        let checked = tokio::time::timeout(self.config().timeout, self.checker.check(target)).await;
         let result = match checked {
-            Ok(Ok(status)) if self.config.expected_status.contains(status) => Ok(()),
+            Ok(Ok(status)) if self.config().expected_status.contains(status) => Ok(()),
             Ok(Ok(status)) => Err(CheckFailed::Status(status)),
             Ok(Err(e)) => Err(CheckFailed::Check(e)),
-            Err(_) => Err(CheckFailed::Timeout(self.config.timeout)),
+            Err(_) => Err(CheckFailed::Timeout(self.config().timeout)),
         };
         Checked {
             backend,
@@ -127,7 +129,7 @@ impl<E: Endpoints> Inner<E> {
                 ep.last_error = None;
                 if before == Health::Unknown
                     || (before == Health::Unhealthy
-                        && ep.consecutive_successes >= self.config.rise.max(1))
+                        && ep.consecutive_successes >= self.config().rise.max(1))
                 {
                     ep.health = Health::Healthy;
                 }
@@ -135,7 +137,8 @@ impl<E: Endpoints> Inner<E> {
             Err(e) => {
                 ep.consecutive_failures += 1;
                 ep.consecutive_successes = 0;
-                if before != Health::Unhealthy && ep.consecutive_failures >= self.config.fall.max(1)
+                if before != Health::Unhealthy
+                    && ep.consecutive_failures >= self.config().fall.max(1)
                 {
                     ep.health = Health::Unhealthy;
                 }
@@ -169,26 +172,44 @@ impl<E: Endpoints> Inner<E> {
     }
 }
 
-/// Checks one backend incarnation's endpoints every interval, from a random phase.
+/// Checks one backend incarnation's endpoints every interval, from a random phase. A new
+/// interval ([`Registry::reconfigure`]) applies at once: the next round comes one new
+/// interval after the last.
 pub(super) async fn check_loop<E: Endpoints>(
     registry: Weak<Inner<E>>,
     id: Arc<str>,
     generation: u64,
     offset: Duration,
+    mut configs: watch::Receiver<Arc<HealthConfig>>,
 ) {
     let mut next = Instant::now() + offset;
+    let mut last = None;
     loop {
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            changed = configs.changed() => {
+                if changed.is_err() {
+                    return; // the registry is gone
+                }
+                let interval = configs.borrow_and_update().interval;
+                if let Some(last) = last {
+                    next = Instant::now().max(last + interval);
+                }
+                continue;
+            }
+        }
         let Some(inner) = registry.upgrade() else {
             return;
         };
+        last = Some(next);
         let targets = inner.targets(Some((&id, generation)));
         inner.run_checks(targets).await;
-        next += inner.config.interval;
+        let interval = inner.config().interval;
+        next += interval;
         // A round that overran its interval does not make the next ones bunch up.
         let now = Instant::now();
         if next < now {
-            next = now + inner.config.interval;
+            next = now + interval;
         }
     }
 }

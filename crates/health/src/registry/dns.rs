@@ -63,7 +63,7 @@ impl<E: Endpoints> Inner<E> {
                         addrs: now,
                     });
                 }
-                self.config.dns_delay(ttl)
+                self.config().dns_delay(ttl)
             }
             failed => {
                 let error = match failed {
@@ -81,7 +81,7 @@ impl<E: Endpoints> Inner<E> {
                     backend: id.to_owned(),
                     error,
                 });
-                self.config.dns_min_ttl
+                self.config().dns_min_ttl
             }
         };
         self.reconcile(&mut state);
@@ -104,7 +104,7 @@ pub(super) async fn resolve_loop<E: Endpoints>(
             return;
         };
         let lookup = (resolver.as_ref().unwrap_or(&inner.resolver)).resolve(host.clone(), port);
-        let bound = inner.config.timeout.max(Duration::from_secs(5));
+        let bound = inner.config().timeout.max(Duration::from_secs(5));
         let outcome = tokio::time::timeout(bound, lookup)
             .await
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")));

@@ -175,7 +175,7 @@ impl<E: Endpoints> RegistryBuilder<E> {
         }
         let inner = Inner {
             permits: Arc::new(Semaphore::new(self.config.max_concurrent.max(1))),
-            config: self.config,
+            config: watch::Sender::new(Arc::new(self.config)),
             factory: self.factory,
             checker: self.checker,
             resolver: resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
@@ -208,7 +208,8 @@ struct Progress {
 }
 
 struct Inner<E: Endpoints> {
-    config: HealthConfig,
+    /// The settings in force; the check loops follow its changes.
+    config: watch::Sender<Arc<HealthConfig>>,
     factory: E,
     checker: Arc<dyn Checker>,
     resolver: Arc<dyn Resolver>,
@@ -301,6 +302,8 @@ impl<E: Endpoints> Drop for Inner<E> {
                 task.abort();
             }
         }
+        // Ends a wait for the permits of a lowered `max_concurrent`.
+        self.permits.close();
     }
 }
 
@@ -322,9 +325,48 @@ impl<E: Endpoints> Registry<E> {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &HealthConfig {
-        &self.inner.config
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<HealthConfig> {
+        self.inner.config()
+    }
+
+    /// Applies `config` from now on, keeping every endpoint's health and its run of
+    /// successes or failures: each check loop takes the new interval at once (its next
+    /// round comes one new interval after its last), and the next round checks the new
+    /// path, with the new timeout and expected statuses, judged by the new `rise` and
+    /// `fall`. A new `panic_mode` is applied at once, new DNS bounds at the next
+    /// resolution, a new `max_concurrent` to the checks that start from now on.
+    ///
+    /// `enabled` and `dns_server` are read when the registry is built: they stay as they
+    /// are. Returns whether anything changed.
+    pub fn reconfigure(&self, config: HealthConfig) -> bool {
+        let inner = &self.inner;
+        let old = inner.config();
+        let config = HealthConfig {
+            enabled: old.enabled,
+            dns_server: old.dns_server,
+            ..config
+        };
+        if *old == config {
+            return false;
+        }
+        let (was, now) = (old.max_concurrent.max(1), config.max_concurrent.max(1));
+        if now > was {
+            inner.permits.add_permits(now - was);
+        } else if now < was {
+            // The surplus permits come back from the checks in flight.
+            let permits = inner.permits.clone();
+            let surplus = u32::try_from(was - now).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                if let Ok(taken) = permits.acquire_many_owned(surplus).await {
+                    taken.forget();
+                }
+            });
+        }
+        inner.config.send_replace(Arc::new(config));
+        let mut state = inner.lock();
+        inner.reconcile(&mut state);
+        true
     }
 
     /// The endpoint factory.
@@ -479,6 +521,11 @@ impl<E: Endpoints> fmt::Debug for Registry<E> {
 }
 
 impl<E: Endpoints> Inner<E> {
+    /// The settings in force.
+    fn config(&self) -> Arc<HealthConfig> {
+        self.config.borrow().clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State<E::Service>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -531,7 +578,7 @@ impl<E: Endpoints> Inner<E> {
             .peekable();
         let some = candidates.peek().is_some();
         let all_down = candidates.all(|ep| ep.health == Health::Unhealthy);
-        let panic = self.config.panic_mode && some && all_down;
+        let panic = self.config().panic_mode && some && all_down;
         if panic != state.panic {
             state.panic = panic;
             if panic {

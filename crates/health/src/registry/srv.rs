@@ -243,7 +243,7 @@ impl<E: Endpoints> Registry<E> {
                         error,
                     });
                     inner.reconcile(&mut state);
-                    return Some(lookup.settings.delay(&inner.config, Some(Duration::ZERO)));
+                    return Some(lookup.settings.delay(&inner.config(), Some(Duration::ZERO)));
                 }
             };
             parent.dns_error = None;
@@ -256,7 +256,7 @@ impl<E: Endpoints> Registry<E> {
                 targets,
                 &lookup.resolver,
             );
-            (plan, lookup.settings.delay(&inner.config, resolved.ttl))
+            (plan, lookup.settings.delay(&inner.config(), resolved.ttl))
         };
         if !(plan.add.is_empty() && plan.drain.is_empty() && plan.enable.is_empty()) {
             let added: Vec<&str> = plan.add.iter().map(|(s, _)| s.id.as_str()).collect();
@@ -374,7 +374,7 @@ pub(super) async fn srv_loop<E: Endpoints>(
             Some(own) => own.clone(),
             None => inner.srv.get_or_init(system_srv).clone(),
         };
-        let bound = inner.config.timeout.max(Duration::from_secs(5));
+        let bound = inner.config().timeout.max(Duration::from_secs(5));
         let outcome = tokio::time::timeout(bound, resolver.resolve_srv(name.clone()))
             .await
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")));
