@@ -148,6 +148,11 @@ pub struct Connection<T> {
     rbuf: BytesMut,
     /// The read buffer was given room for more than a head: see `take_connection`.
     grown: bool,
+    /// This response's body needs more than a head's room.
+    large_body: bool,
+    /// The last response's body needed more than a head's room: the next head is read
+    /// with the read size, so that a large body's first part comes with it.
+    large: bool,
     out: Outgoing,
     parser: HeadParser,
     config: ClientConfig,
@@ -237,6 +242,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             io,
             rbuf: BytesMut::new(),
             grown: false,
+            large_body: false,
+            large: false,
             out: Outgoing::default(),
             parser: HeadParser::new(config.limits),
             config,
@@ -382,7 +389,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     Err(e) => return Poll::Ready(Err(Error::parse(e))),
                 }
             }
-            match ready!(self.poll_read_more(HEAD_READ, cx)) {
+            let want = if self.large {
+                self.config.read_size
+            } else {
+                HEAD_READ
+            };
+            match ready!(self.poll_read_more(want, cx)) {
                 Ok(0) => return Poll::Ready(Err(Error::incomplete())),
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Err(Error::io(e))),
@@ -534,6 +546,7 @@ impl<T: Io> Connection<T> {
             let _ = tx.send(Upgraded::new(Box::new(self.io), read_buf));
             return Ok(Response::from_parts(res, ResponseBody::empty()));
         }
+        self.large_body = matches!(framing, BodyFraming::Length(n) if n > HEAD_READ as u64);
         let decoder = match framing {
             BodyFraming::Empty => None,
             BodyFraming::Length(n) => Some(Decode::Framed(Decoder::Length(n))),
@@ -609,8 +622,10 @@ impl<T, B> ResponseBody<T, B> {
         let conn = self.conn.as_ref()?;
         if ready && conn.rbuf.is_empty() && conn.out.is_empty() {
             let mut conn = self.conn.take()?;
-            // Back to the pool: a buffer grown past a head's room by a large body is given
-            // back (allocated again at the next read).
+            // Back to the pool: a buffer grown past a head's room is given back (allocated
+            // again at the next read), and the next head is read with room for a body as
+            // large as this one's.
+            conn.large = std::mem::take(&mut conn.large_body);
             if std::mem::take(&mut conn.grown) {
                 conn.rbuf = BytesMut::new();
             }
@@ -689,7 +704,9 @@ where
                     return Poll::Ready(None);
                 }
                 Decoded::NeedMore => {
-                    match ready!(conn.poll_read_more(read_size(decoder, conn), cx)) {
+                    let want = read_size(decoder, conn);
+                    conn.large_body |= want > HEAD_READ;
+                    match ready!(conn.poll_read_more(want, cx)) {
                         Ok(0) if matches!(decoder, Decode::Close) => {
                             this.finished = true;
                             this.reusable = false;
@@ -752,6 +769,7 @@ mod tests {
                 ]
                 .concat(),
                 b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nsmall".to_vec(),
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nsmall".to_vec(),
             ]
             .into_iter();
             let mut buf = [0u8; 1024];
@@ -776,6 +794,13 @@ mod tests {
         // connection gives it back.
         let (got, conn) = get(conn).await;
         assert_eq!(got, 200_000);
+        assert_eq!(conn.rbuf.capacity(), 0);
+        // So the next head is read with room for another large body; a small answer
+        // sets that back, and gives the room back too.
+        assert!(conn.large);
+        let (got, conn) = get(conn).await;
+        assert_eq!(got, 5);
+        assert!(!conn.large);
         assert_eq!(conn.rbuf.capacity(), 0);
         let (got, conn) = get(conn).await;
         assert_eq!(got, 5);
