@@ -610,7 +610,7 @@ pub fn request_path(data: &[u8]) {
         };
         let exchange = async { tokio::join!(send, receive).1 };
         let mut exchange = std::pin::pin!(exchange);
-        let (start, waited) = (std::time::Instant::now(), cpu_wait());
+        let (start, waited) = (tokio::time::Instant::now(), cpu_wait());
         let out = loop {
             if let Ok(out) = tokio::time::timeout(EXCHANGE_LIMIT / 10, exchange.as_mut()).await {
                 break out;
