@@ -52,6 +52,12 @@ use crate::error::Error;
 use crate::parse::{has_token, BodyFraming, HeadParser, Limits, ParsedRequest};
 use crate::upgrade::{Io, OnUpgrade, Upgraded};
 
+/// Body frames smaller than this are copied into the write buffer to leave with the
+/// frames ready after them (see `write_frame`).
+const COALESCE: usize = 4 * 1024;
+/// The most the write buffer gathers before it is written.
+const COALESCE_MAX: usize = 16 * 1024;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Settings for [`serve_connection`].
@@ -222,6 +228,7 @@ where
         io,
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
+        body_pending: false,
         parser: HeadParser::new(config.limits),
         config,
     };
@@ -241,6 +248,8 @@ struct Conn<I> {
     io: I,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// The write buffer holds body bytes (see `put_frame`), not only a head.
+    body_pending: bool,
     parser: HeadParser,
     config: Config,
 }
@@ -441,7 +450,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         let mut out = (&mut self.wbuf).chain(data).chain(tail);
         self.io.write_all_buf(&mut out).await.map_err(Error::io)?;
         self.wbuf.clear();
+        self.body_pending = false;
         Ok(())
+    }
+
+    /// Before a failure: the body frames kept in the write buffer go out, as they would
+    /// have unkept (not a head waiting alone: the response is not begun).
+    async fn write_pending(&mut self) {
+        if self.body_pending {
+            let _ = self.write(Bytes::new(), b"").await;
+            let _ = self.io.flush().await;
+        }
     }
 
     /// Handles the steps that need the connection: `100 Continue`, and a broken body.
@@ -656,8 +675,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         let mut trailers = None;
         let read_size = self.config.read_size;
         loop {
-            // The head waits in the write buffer for the first chunk, unless the body has
-            // nothing ready: then it goes out alone, now.
+            // The head, and small frames, wait in the write buffer for the next frame,
+            // unless the body has nothing ready: then they go out now.
             if !self.wbuf.is_empty() {
                 let ready = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
                 if ready.is_pending() {
@@ -698,7 +717,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         Ok(())
     }
 
-    /// Writes one body frame; true at the end of the body.
+    /// Writes one body frame, or keeps a small one for the next write; true at the end of
+    /// the body. On a failure, the frames kept go out first, as they would have unkept.
     async fn write_frame<D: Buf, E: Into<BoxError>>(
         &mut self,
         frame: Option<Result<http_body::Frame<D>, E>>,
@@ -713,20 +733,37 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     if data.is_empty() {
                         return Ok(false);
                     }
-                    match out {
+                    // The first frame goes out with the head; later small ones may wait.
+                    let first = !self.wbuf.is_empty() && !self.body_pending;
+                    let tail = match out {
                         Out::Length(_) => {
                             if data.len() as u64 > *remaining {
+                                self.write_pending().await;
                                 return Err(Error::body_length());
                             }
                             *remaining -= data.len() as u64;
-                            self.write(data, b"").await?;
+                            &b""[..]
                         }
                         Out::Chunked => {
                             encode_chunk_size(data.len(), &mut self.wbuf);
-                            self.write(data, CHUNK_END).await?;
+                            CHUNK_END
                         }
-                        Out::Close | Out::None => self.write(data, b"").await?,
+                        Out::Close | Out::None => b"",
+                    };
+                    // A small frame waits in the write buffer (copied) for those ready
+                    // after it: `write_body` writes them all at once when the body has
+                    // nothing more ready, so a backend's small chunks that came together
+                    // leave together. A large one is written as it is.
+                    if !first
+                        && data.len() < COALESCE
+                        && self.wbuf.len() + data.len() < COALESCE_MAX
+                    {
+                        self.wbuf.extend_from_slice(&data);
+                        self.wbuf.extend_from_slice(tail);
+                        self.body_pending = true;
+                        return Ok(false);
                     }
+                    self.write(data, tail).await?;
                     self.io.flush().await.map_err(Error::io)?;
                     Ok(false)
                 }
@@ -737,10 +774,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     Ok(false)
                 }
             },
-            Some(Err(e)) => Err(Error::body(e)),
+            Some(Err(e)) => {
+                self.write_pending().await;
+                Err(Error::body(e))
+            }
             None => {
                 match out {
-                    Out::Length(_) if *remaining != 0 => return Err(Error::body_length()),
+                    Out::Length(_) if *remaining != 0 => {
+                        self.write_pending().await;
+                        return Err(Error::body_length());
+                    }
                     Out::Chunked => encode_last_chunk(trailers.as_ref(), &mut self.wbuf),
                     _ => {}
                 }

@@ -355,3 +355,119 @@ async fn upgrades_hand_over_the_connection_and_early_bytes() {
     .await;
     assert!(out.ends_with("no upgrade asked"), "{out}");
 }
+
+/// The server's side of a duplex, counting the writes made on it.
+struct Counted {
+    io: tokio::io::DuplexStream,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    /// One write of all the slices, as a socket's `writev` is (a duplex has none).
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        std::pin::Pin::new(&mut self.io).poll_write(cx, &all)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// One GET answered with a body of `frames` (each ready at once; an `Err` item breaks
+/// the body there): what the client read, and how many writes the server made.
+async fn small_frames(frames: Vec<Result<&'static str, &'static str>>) -> (String, usize) {
+    use futures::stream;
+    use http_body_util::StreamBody;
+
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = Counted {
+        io: server,
+        writes: writes.clone(),
+    };
+    let service = tower::service_fn(move |_req: Request<RecvBody>| {
+        let frames = frames.clone();
+        async move {
+            let frames = frames.into_iter().map(|f| {
+                f.map(|s| http_body::Frame::data(Bytes::from_static(s.as_bytes())))
+                    .map_err(std::io::Error::other)
+            });
+            Ok::<_, Infallible>(Response::new(StreamBody::new(stream::iter(frames))))
+        }
+    });
+    let task = tokio::spawn(serve_connection(server, service, Config::default()));
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    client.read_to_end(&mut out).await.unwrap();
+    let _ = task.await.unwrap();
+    let out = strip_dates(&String::from_utf8_lossy(&out));
+    (out, writes.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+#[tokio::test]
+async fn small_frames_ready_together_leave_in_one_write() {
+    let (out, writes) = small_frames(vec![Ok("ab"); 50]).await;
+    let chunks = "2\r\nab\r\n".repeat(50);
+    assert_eq!(
+        out,
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{chunks}0\r\n\r\n"
+        )
+    );
+    // The head with the first chunk, then the other 49 and the last chunk together (a
+    // frame at a time was 51 writes).
+    assert_eq!(writes, 2);
+}
+
+#[tokio::test]
+async fn small_frames_before_a_failure_still_reach_the_client() {
+    let (out, _) = small_frames(vec![Ok("ab"), Ok("cd"), Err("backend went away")]).await;
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\nab\r\n2\r\ncd\r\n"
+    );
+}
