@@ -497,6 +497,8 @@ pub fn config(data: &[u8]) {
 struct RequestPath {
     runtime: tokio::runtime::Runtime,
     proxy: SocketAddr,
+    /// The stack, for its pool's state when an exchange hangs.
+    stack: switchyard::Proxy,
     /// Requests the backend has read.
     seen: Arc<AtomicU64>,
 }
@@ -527,16 +529,17 @@ fn request_path_harness() -> &'static RequestPath {
             .build()
             .expect("a runtime");
         let seen = Arc::new(AtomicU64::new(0));
-        let proxy = runtime.block_on(start_request_path(seen.clone()));
+        let (proxy, stack) = runtime.block_on(start_request_path(seen.clone()));
         RequestPath {
             runtime,
             proxy,
+            stack,
             seen,
         }
     })
 }
 
-async fn start_request_path(seen: Arc<AtomicU64>) -> SocketAddr {
+async fn start_request_path(seen: Arc<AtomicU64>) -> (SocketAddr, switchyard::Proxy) {
     use http_body_util::BodyExt;
 
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -576,11 +579,11 @@ async fn start_request_path(seen: Arc<AtomicU64>) -> SocketAddr {
     let server = switchyard_server::ServerConfig::default();
     tokio::spawn(switchyard_server::serve(
         listener,
-        proxy,
+        proxy.clone(),
         server,
         std::future::pending(),
     ));
-    addr
+    (addr, proxy)
 }
 
 /// Arbitrary bytes from a client, written on one connection to the proxy (then its
@@ -620,7 +623,9 @@ pub fn request_path(data: &[u8]) {
             assert!(
                 busy_or_idle < EXCHANGE_LIMIT && wall < EXCHANGE_WALL_LIMIT,
                 "the proxy did not answer and close the connection in time: {wall:?} \
-                 ({busy_or_idle:?} of it not waiting for a CPU)"
+                 ({busy_or_idle:?} of it not waiting for a CPU); pools: {:?}; tunnels: {:?}",
+                harness.stack.pool_stats(),
+                harness.stack.tunnel_stats(),
             );
         };
         let answered = count(&out, b"x-backend-seq:") as u64;
