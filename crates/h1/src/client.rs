@@ -115,9 +115,8 @@ impl ClientConfig {
 const HEAD_READ: usize = 8 * 1024;
 
 /// Room for the next read of a body: what is left of a body of known length, within
-/// [`HEAD_READ`] and the configured read size; the read size otherwise.
-fn read_size<T>(decoder: &Decode, conn: &Connection<T>) -> usize {
-    let most = conn.config.read_size;
+/// [`HEAD_READ`] and the read size `most`; `most` otherwise.
+fn read_size(decoder: &Decode, most: usize) -> usize {
     match decoder {
         Decode::Framed(Decoder::Length(n)) => {
             usize::try_from(*n).map_or(most, |n| n.clamp(HEAD_READ.min(most), most))
@@ -704,7 +703,7 @@ where
                     return Poll::Ready(None);
                 }
                 Decoded::NeedMore => {
-                    let want = read_size(decoder, conn);
+                    let want = read_size(decoder, conn.config.read_size);
                     conn.large_body |= want > HEAD_READ;
                     match ready!(conn.poll_read_more(want, cx)) {
                         Ok(0) if matches!(decoder, Decode::Close) => {
@@ -805,12 +804,12 @@ mod tests {
 
     #[test]
     fn a_body_of_known_length_is_read_with_the_room_it_needs() {
-        let (client, _server) = tokio::io::duplex(64);
-        let conn = Connection::new(client, ClientConfig::default());
+        // The default read size.
+        const MOST: usize = 64 * 1024;
         let length = |n| Decode::Framed(Decoder::Length(n));
-        assert_eq!(read_size(&length(10), &conn), HEAD_READ);
-        assert_eq!(read_size(&length(20_000), &conn), 20_000);
-        assert_eq!(read_size(&length(10 << 20), &conn), 64 * 1024);
-        assert_eq!(read_size(&Decode::Close, &conn), 64 * 1024);
+        assert_eq!(read_size(&length(10), MOST), HEAD_READ);
+        assert_eq!(read_size(&length(20_000), MOST), 20_000);
+        assert_eq!(read_size(&length(10 << 20), MOST), 64 * 1024);
+        assert_eq!(read_size(&Decode::Close, MOST), 64 * 1024);
     }
 }

@@ -214,10 +214,12 @@ async fn unread_bodies_are_drained_when_buffered_else_the_connection_closes() {
     assert_eq!(out, ok);
 }
 
-/// Records the room in the buffer of every read that had to wait.
+/// The server's side of a duplex: records the room in the buffer of every read that had
+/// to wait, and counts the writes made on it.
 struct Spy {
     inner: tokio::io::DuplexStream,
     waits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl tokio::io::AsyncRead for Spy {
@@ -242,7 +244,25 @@ impl tokio::io::AsyncWrite for Spy {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    /// One write of all the slices, as a socket's `writev` is (a duplex has none).
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, &all)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
@@ -265,6 +285,7 @@ async fn an_idle_connection_waits_without_a_read_buffer() {
     let io = Spy {
         inner: server,
         waits: waits.clone(),
+        writes: Default::default(),
     };
     let task = tokio::spawn(serve_connection(
         io,
@@ -356,64 +377,6 @@ async fn upgrades_hand_over_the_connection_and_early_bytes() {
     assert!(out.ends_with("no upgrade asked"), "{out}");
 }
 
-/// The server's side of a duplex, counting the writes made on it.
-struct Counted {
-    io: tokio::io::DuplexStream,
-    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl tokio::io::AsyncRead for Counted {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Counted {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.writes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    /// One write of all the slices, as a socket's `writev` is (a duplex has none).
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.writes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-        std::pin::Pin::new(&mut self.io).poll_write(cx, &all)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 /// One GET answered with a body of `frames` (each ready at once; an `Err` item breaks
 /// the body there): what the client read, and how many writes the server made.
 async fn small_frames(frames: Vec<Result<&'static str, &'static str>>) -> (String, usize) {
@@ -422,8 +385,9 @@ async fn small_frames(frames: Vec<Result<&'static str, &'static str>>) -> (Strin
 
     let (mut client, server) = tokio::io::duplex(1 << 16);
     let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let server = Counted {
-        io: server,
+    let server = Spy {
+        inner: server,
+        waits: Default::default(),
         writes: writes.clone(),
     };
     let service = tower::service_fn(move |_req: Request<RecvBody>| {

@@ -566,28 +566,22 @@ where
         .into_owned();
     async move {
         let mut conn = std::pin::pin!(conn);
-        let ended = tokio::select! {
-            ended = conn.as_mut() => Some(ended),
-            () = stop.stopped() => None,
+        // Polled after the connection, which notes its first request in `served`.
+        let stopping = async {
+            stop.stopped().await;
+            let mut first = std::pin::pin!(tokio::time::sleep(first_wait));
+            future::poll_fn(|cx| match served.load(Ordering::Acquire) {
+                true => Poll::Ready(()),
+                false => first.as_mut().poll(cx),
+            })
+            .await;
         };
-        let ended = match ended {
-            Some(ended) => ended,
-            None => {
-                let first = tokio::time::sleep(first_wait);
-                let mut first = std::pin::pin!(first);
-                let ended = future::poll_fn(|cx| match conn.as_mut().poll(cx) {
-                    Poll::Ready(ended) => Poll::Ready(Some(ended)),
-                    Poll::Pending if served.load(Ordering::Acquire) => Poll::Ready(None),
-                    Poll::Pending => first.as_mut().poll(cx).map(|()| None),
-                })
-                .await;
-                match ended {
-                    Some(ended) => ended,
-                    None => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                }
+        let ended = tokio::select! {
+            biased;
+            ended = conn.as_mut() => ended,
+            () = stopping => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
             }
         };
         if let Err(e) = ended {
