@@ -67,13 +67,19 @@ async fn every_breaker_open_is_503_at_once() {
     let proxy = TestProxy::with(&[&x, &y]).await;
     let seen = tally(&proxy, 10).await;
     assert_eq!(seen.values().sum::<usize>(), 10);
-    // Both open now (30 s): answered without waiting for anything.
+    let before = proxy.proxy.retry_stats();
+    // Both open now (30 s): answered without waiting for anything, not even a retry's
+    // backoff, since a backoff would find every circuit still open.
     let answer =
         tokio::time::timeout(Duration::from_secs(5), get(&client(), &proxy.url("/"))).await;
     let (status, _, body) = answer.expect("an open circuit made the client wait");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body, "no backend is available\n");
     assert_eq!(x.request_count() + y.request_count(), 10);
+    let after = proxy.proxy.retry_stats();
+    assert_eq!(after.requests - before.requests, 1);
+    assert_eq!(after.attempts - before.attempts, 1, "{after:?}");
+    assert_eq!(after.retries, before.retries);
 }
 
 #[tokio::test]

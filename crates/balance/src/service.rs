@@ -395,6 +395,7 @@ where
                 let in_flight = load.map(|load| InFlight::new(load, at));
                 ResponseFuture::called(svc.call(req), in_flight)
             }
+            None if skipped.busy > 0 => ResponseFuture::failed(NoBackendsAvailable::busy().into()),
             None => ResponseFuture::failed(NoBackendsAvailable::new().into()),
         }
     }

@@ -44,12 +44,44 @@ macro_rules! leaf_error {
     )+};
 }
 
-crate::leaf_error! {
-    /// No endpoint was ready to take the request: the set is empty, or every endpoint is
-    /// unhealthy, tripped or saturated. Returned at once, never after waiting.
-    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-    pub struct NoBackendsAvailable(pub fn new) => "no backend is available";
+/// No endpoint was ready to take the request: the set is empty, or every endpoint is
+/// unhealthy, tripped or saturated. Returned at once, never after waiting.
+///
+/// It says whether any endpoint was only [busy](NoBackendsAvailable::is_busy) (at a
+/// connection or concurrency cap, or not ready yet), which may change within a retry's
+/// backoff, or whether there was nothing to wait for: no endpoints, or every one's circuit
+/// open, which a short wait does not change.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NoBackendsAvailable {
+    busy: bool,
+}
 
+impl NoBackendsAvailable {
+    /// Creates the error: nothing to wait for (no endpoint, or every circuit open).
+    pub fn new() -> Self {
+        Self { busy: false }
+    }
+
+    /// Creates the error for a set where some endpoint was only busy.
+    pub fn busy() -> Self {
+        Self { busy: true }
+    }
+
+    /// Whether some endpoint was only busy, so that trying again shortly may find it ready.
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+}
+
+impl fmt::Display for NoBackendsAvailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no backend is available")
+    }
+}
+
+impl StdError for NoBackendsAvailable {}
+
+crate::leaf_error! {
     /// The circuit breaker of the chosen backend is open: the request was not sent.
     #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
     pub struct CircuitOpen(pub fn new) => "circuit breaker is open";

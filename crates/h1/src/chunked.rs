@@ -69,6 +69,7 @@ pub struct ChunkedDecoder {
     extensions: usize,
     max_extensions: usize,
     max_trailers: usize,
+    max_trailer_fields: usize,
     trailers: LineScan,
 }
 
@@ -106,8 +107,19 @@ impl ChunkedDecoder {
             extensions: 0,
             max_extensions,
             max_trailers,
+            max_trailer_fields: MAX_HEADERS,
             trailers: LineScan::default(),
         }
+    }
+
+    /// At most `count` fields (at most 128, the default) in the trailer section. The
+    /// engine gives it the head's field limit: a trailer section is a header section that
+    /// comes late, and one the proxy would refuse as a head is refused here too, as the
+    /// client's error, rather than forwarded for the backend to refuse (which would count
+    /// against the backend).
+    pub fn max_trailer_fields(mut self, count: usize) -> Self {
+        self.max_trailer_fields = count.min(MAX_HEADERS);
+        self
     }
 
     /// Whether the last chunk and the trailer section have been read.
@@ -226,7 +238,8 @@ impl ChunkedDecoder {
                 Some(len) if len <= self.max_trailers => {
                     let section = buf.split_to(len).freeze();
                     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    match httparse::parse_headers(&section, &mut raw) {
+                    let raw = &mut raw[..self.max_trailer_fields];
+                    match httparse::parse_headers(&section, raw) {
                         Ok(httparse::Status::Complete((_, fields))) => {
                             let map = build_trailers(&section, fields)?;
                             self.state = State::End;
@@ -385,6 +398,24 @@ mod tests {
         let mut dec = ChunkedDecoder::new(8, 32);
         let mut buf = BytesMut::from(&b"0\r\nX-Long: 0123456789012345678901234567890\r\n\r\n"[..]);
         assert!(dec.decode(&mut buf).is_err());
+
+        // The field count, as for a head: three fields pass a limit of three, four do not.
+        let section = |n: usize| {
+            let mut s = b"0\r\n".to_vec();
+            for i in 0..n {
+                s.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+            }
+            s.extend_from_slice(b"\r\n");
+            BytesMut::from(&s[..])
+        };
+        let three = ChunkedDecoder::default()
+            .max_trailer_fields(3)
+            .decode(&mut section(3));
+        assert!(matches!(three, Ok(Decoded::Trailers(t)) if t.len() == 3));
+        let four = ChunkedDecoder::default()
+            .max_trailer_fields(3)
+            .decode(&mut section(4));
+        assert_eq!(four.unwrap_err(), ParseError::new(ParseKind::Trailers));
     }
 
     #[test]

@@ -549,10 +549,10 @@ impl<T: Io> Connection<T> {
         let decoder = match framing {
             BodyFraming::Empty => None,
             BodyFraming::Length(n) => Some(Decode::Framed(Decoder::Length(n))),
-            BodyFraming::Chunked => Some(Decode::Framed(Decoder::Chunked(ChunkedDecoder::new(
-                self.config.max_chunk_extensions,
-                self.config.max_trailers,
-            )))),
+            BodyFraming::Chunked => Some(Decode::Framed(Decoder::Chunked(
+                ChunkedDecoder::new(self.config.max_chunk_extensions, self.config.max_trailers)
+                    .max_trailer_fields(self.config.limits.max_headers),
+            ))),
             BodyFraming::CloseDelimited => Some(Decode::Close),
         };
         // A body held for `100 Continue` that a final response overtook is not sent: the

@@ -29,7 +29,7 @@ pub(crate) const MAX_HEADERS: usize = 128;
 pub struct Limits {
     max_request_line: usize,
     max_head: usize,
-    max_headers: usize,
+    pub(crate) max_headers: usize,
 }
 
 impl Default for Limits {

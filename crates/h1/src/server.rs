@@ -506,10 +506,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         }
         let decoder = match framing {
             BodyFraming::Length(n) => Some(Decoder::Length(n)),
-            BodyFraming::Chunked => Some(Decoder::Chunked(ChunkedDecoder::new(
-                self.config.max_chunk_extensions,
-                self.config.max_trailers,
-            ))),
+            BodyFraming::Chunked => Some(Decoder::Chunked(
+                ChunkedDecoder::new(self.config.max_chunk_extensions, self.config.max_trailers)
+                    .max_trailer_fields(self.config.limits.max_headers),
+            )),
             BodyFraming::Empty | BodyFraming::CloseDelimited => None,
         };
         let (body, mut feeder) = match decoder {

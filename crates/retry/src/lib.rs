@@ -18,7 +18,9 @@
 //! - **What is retried.** Only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
 //!   DELETE), unless [`RetryConfig::non_idempotent`] opts POST and PATCH in. Only
 //!   failures that say the request did not do its work: a failed connect, the chosen
-//!   backend's circuit open, no backend available, no free connection in time, and the
+//!   backend's circuit open, no backend available while one was busy (with none at
+//!   all, or every circuit open, a backoff would find the same: answered at once), no
+//!   free connection in time, and the
 //!   statuses in [`RetryConfig::statuses`] (502, 503, 504); for idempotent methods also a
 //!   connection that broke mid-request (a backend that went away) and an attempt that
 //!   timed out. Never a 4xx. The

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use serde::Serialize;
-use switchyard_core::{BoxError, Classify, Deadline, ErrorKind, Outcome, StatusClassifier};
+use switchyard_core::{
+    BoxError, Classify, Deadline, ErrorKind, NoBackendsAvailable, Outcome, StatusClassifier,
+};
 use tokio::time::Instant;
 
 use crate::budget::Budget;
@@ -368,7 +370,9 @@ impl Reason {
         match ErrorKind::of(&**err) {
             ErrorKind::Connect => Some(Self::Connect),
             ErrorKind::CircuitOpen => Some(Self::CircuitOpen),
-            ErrorKind::NoBackendsAvailable => Some(Self::NoBackends),
+            // Only when some backend was busy: with none at all, or every circuit open,
+            // a backoff's wait finds the same, and the client would wait for nothing.
+            ErrorKind::NoBackendsAvailable if busy(err) => Some(Self::NoBackends),
             ErrorKind::PoolTimeout => Some(Self::PoolTimeout),
             // The request may have reached the backend: safe to resend only if idempotent.
             ErrorKind::Upstream if idempotent => Some(Self::Upstream),
@@ -376,6 +380,18 @@ impl Reason {
             _ => None,
         }
     }
+}
+
+/// Whether the [`NoBackendsAvailable`] in `err`'s chain saw a backend that was only busy.
+fn busy(err: &BoxError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**err);
+    while let Some(e) = cur {
+        if let Some(none) = e.downcast_ref::<NoBackendsAvailable>() {
+            return none.is_busy();
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// Retry counters, read from atomics.
@@ -394,7 +410,8 @@ pub struct RetryStats {
     pub retries_connect: u64,
     /// Retries after the chosen backend's circuit was open.
     pub retries_circuit_open: u64,
-    /// Retries after no backend was available.
+    /// Retries after no backend was available while some were busy (none at all, or
+    /// every circuit open, is answered at once).
     pub retries_no_backends: u64,
     /// Retries after waiting too long for a connection.
     pub retries_pool_timeout: u64,

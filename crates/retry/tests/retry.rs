@@ -8,7 +8,9 @@ use http::{Method, Request, Response};
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use switchyard_core::{BoxError, CircuitOpen, ConnectError, ConnectErrorKind, RouteHint};
+use switchyard_core::{
+    BoxError, CircuitOpen, ConnectError, ConnectErrorKind, NoBackendsAvailable, RouteHint,
+};
 use switchyard_retry::{BudgetConfig, Jitter, ReplayBody, Retry, RetryConfig, RetryLayer};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -238,6 +240,31 @@ async fn proxy_refusals_are_retried_with_their_reason() {
     reply.send_error(std::io::Error::other("reset mid-response"));
     assert!(res.await.unwrap().is_err());
     assert_eq!(layer.stats().attempts, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_backend_is_retried_only_when_one_was_busy() {
+    // A busy backend (at its connection cap) may be free after the backoff: retried.
+    let (svc, mut handle, layer) = setup(exact());
+    let res = spawn_get(svc);
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(NoBackendsAvailable::busy());
+    answer(&mut handle, &[200]).await;
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    assert_eq!(layer.stats().retries_no_backends, 1);
+
+    // None at all, or every circuit open: the backoff would find the same, so the client
+    // gets the failure at once.
+    let (svc, mut handle, layer) = setup(exact());
+    let started = Instant::now();
+    let res = spawn_get(svc);
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(NoBackendsAvailable::new());
+    let err = res.await.unwrap().unwrap_err();
+    assert!(err.is::<NoBackendsAvailable>(), "{err}");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    let s = layer.stats();
+    assert_eq!((s.attempts, s.retries), (1, 0));
 }
 
 #[tokio::test(start_paused = true)]
