@@ -152,6 +152,53 @@ async fn the_trace_of_a_request_retried_on_a_second_backend_after_a_503() {
     assert_eq!(second["why"], "success");
     assert!(second["start_ms"].as_f64().unwrap() >= first["start_ms"].as_f64().unwrap());
     assert_eq!(second.get("error"), None);
+    // Round robin draws nothing: the policy and the set, no costs, no alternative.
+    for attempt in [first, second] {
+        assert_eq!(
+            attempt["balancer"],
+            serde_json::json!({ "policy": "round_robin", "endpoints": 2 })
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_trace_names_the_backend_the_balancer_passed_over_and_why() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let mut config = config();
+    config.balance.policy = switchyard::Policy::LeastRequest;
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a, &b]).await;
+    admin(&proxy).await;
+    // One request held open on one of the two: it is busier by one. (Another path than
+    // the traced requests', which the cache would otherwise have wait for this one.)
+    let url = proxy.url("/held");
+    let held = tokio::spawn(async move {
+        let req = Request::get(url).header("x-test-hang", "1");
+        client().request(req.body(full("")).unwrap()).await
+    });
+    for _ in 0..500 {
+        if a.request_count() + b.request_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let busy = if a.request_count() == 1 { "a" } else { "b" };
+    assert_eq!(a.request_count() + b.request_count(), 1);
+    // With two endpoints both are drawn: the idle one wins, and the trace says over which.
+    for _ in 0..3 {
+        let trace = traced(&proxy, "/").await.trace();
+        assert_eq!(trace["status"], 200);
+        assert_ne!(trace["backend"], busy, "{trace}");
+        assert_eq!(
+            trace["attempts"][0]["balancer"],
+            serde_json::json!({
+                "policy": "least_request",
+                "endpoints": 2,
+                "cost": 1.0,
+                "alternative": { "backend": busy, "cost": 2.0 },
+            })
+        );
+    }
+    held.abort();
 }
 
 #[tokio::test]

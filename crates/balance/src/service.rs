@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::FutureExt;
-use switchyard_core::{AttemptSlot, BoxError, ErrorKind, NoBackendsAvailable, RouteHint};
+use switchyard_core::{
+    Alternative, AttemptSlot, Balanced, BoxError, ErrorKind, NoBackendsAvailable, RouteHint,
+};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -47,6 +49,22 @@ struct Picked<S> {
     /// When it was chosen, if the request's latency is recorded (peak EWMA): one clock
     /// read serves the choice and the measure.
     at: Option<Instant>,
+    /// The policy it was chosen by.
+    policy: Policy,
+    /// Under a power-of-two-choices policy, when it was one of the two drawn: its cost,
+    /// and the other's id and cost.
+    drawn: Option<Drawn>,
+}
+
+/// How an endpoint's weight and name are read.
+type Of<S> = (fn(&S) -> u32, fn(&S) -> Option<Arc<str>>);
+
+/// The two endpoints of a power-of-two-choices draw, as the chosen one saw them.
+#[derive(Debug, Clone, Copy)]
+struct Drawn {
+    cost: f64,
+    other: u64,
+    other_cost: f64,
 }
 
 struct Shared<S> {
@@ -79,6 +97,8 @@ struct EndpointSet<S> {
     loads: Vec<Arc<Load>>,
     /// Each endpoint's weight now (reduced while it is in its slow start).
     weights: Vec<f64>,
+    /// Each endpoint's name ([`Weight::name`]), for decision traces.
+    names: Vec<Option<Arc<str>>>,
 }
 
 impl<S> EndpointSet<S> {
@@ -89,6 +109,7 @@ impl<S> EndpointSet<S> {
             schedule: Vec::new(),
             loads: Vec::new(),
             weights: Vec::new(),
+            names: Vec::new(),
         }
     }
 }
@@ -108,7 +129,7 @@ where
         D::Key: Send,
         D::Error: Into<BoxError>,
     {
-        Self::with_weights(discover, |_| 1, BalanceConfig::default())
+        Self::with_weights(discover, (|_| 1, |_| None), BalanceConfig::default())
     }
 
     /// Balances over `discover` in proportion to each endpoint's [`Weight`].
@@ -131,10 +152,10 @@ where
         D::Error: Into<BoxError>,
         S: Weight,
     {
-        Self::with_weights(discover, |s| s.weight(), config)
+        Self::with_weights(discover, (|s| s.weight(), |s| s.name()), config)
     }
 
-    fn with_weights<D>(discover: D, weight_of: fn(&S) -> u32, config: BalanceConfig) -> Self
+    fn with_weights<D>(discover: D, (weight_of, name_of): Of<S>, config: BalanceConfig) -> Self
     where
         D: Discover<Service = S> + Send + 'static,
         D::Key: Send,
@@ -150,6 +171,7 @@ where
             set: set.clone(),
             count: count_tx,
             weight_of,
+            name_of,
             slow_start: config.slow_start,
             slow_starts,
             ramping: false,
@@ -290,14 +312,15 @@ where
                     };
                     cost / set.weights[i]
                 };
-                if cost(b) < cost(a) {
-                    (b, Some(a))
+                let (ca, cb) = (cost(a), cost(b));
+                if cb < ca {
+                    (b, Some((a, cb, ca)))
                 } else {
-                    (a, Some(b))
+                    (a, Some((b, ca, cb)))
                 }
             }
         };
-        let mut try_one = |i: usize| {
+        let mut try_one = |i: usize, drawn: Option<Drawn>| {
             if Some(set.ids[i]) == avoid {
                 return None;
             }
@@ -308,6 +331,8 @@ where
                     svc,
                     load: policy.measures().then(|| set.loads[i].clone()),
                     at,
+                    policy,
+                    drawn,
                 }),
                 Poll::Ready(Err(e)) => {
                     let e: BoxError = e.into();
@@ -326,8 +351,19 @@ where
                 }
             }
         };
-        if let Some(picked) = try_one(first).or_else(|| second.and_then(&mut try_one)) {
-            return Some(picked);
+        // Each of a drawn pair, should it be chosen, sees the other as its alternative.
+        let drawn = |(other, cost, other_cost): (usize, f64, f64)| Drawn {
+            cost,
+            other: set.ids[other],
+            other_cost,
+        };
+        let first_drawn = second.map(drawn);
+        let second_drawn =
+            second.map(|(i, first_cost, cost)| (i, drawn((first, cost, first_cost))));
+        let picked = try_one(first, first_drawn)
+            .or_else(|| second_drawn.and_then(|(i, drawn)| try_one(i, Some(drawn))));
+        if picked.is_some() {
+            return picked;
         }
         // The others, from a random one of them: the picks of an endpoint that is not
         // ready (its circuit open, a priority group on standby) spread evenly over the
@@ -338,8 +374,28 @@ where
         let start = first + 1 + fastrand::usize(..n - 1);
         (0..n)
             .map(|offset| (start + offset) % n)
-            .filter(|&i| i != first && Some(i) != second)
-            .find_map(try_one)
+            .filter(|&i| i != first && Some(i) != second.map(|(i, ..)| i))
+            .find_map(|i| try_one(i, None))
+    }
+}
+
+impl<S, Req> Balance<S, Req> {
+    /// How `picked` was chosen, for its attempt's trace.
+    fn balanced(&self, picked: &Picked<S>) -> Balanced {
+        let set = self.shared.set.load();
+        let name = |id: u64| {
+            let i = set.ids.iter().position(|&x| x == id)?;
+            set.names[i].clone()
+        };
+        Balanced {
+            policy: picked.policy.name(),
+            endpoints: u16::try_from(set.ids.len()).unwrap_or(u16::MAX),
+            cost: picked.drawn.map(|d| d.cost),
+            alternative: picked.drawn.map(|d| Alternative {
+                backend: name(d.other),
+                cost: d.other_cost,
+            }),
+        }
     }
 }
 
@@ -372,9 +428,6 @@ where
             skipped = Skipped::default();
             self.select(noop, None, &mut skipped)
         });
-        if let Some(slot) = (self.trace)(&req) {
-            slot.skipped(skipped.open, skipped.busy);
-        }
         if let Some(hint) = (self.hint)(&req) {
             // A retry: go elsewhere than the previous attempt when something else is ready.
             if let (Some(last), Some(picked)) = (hint.last(), &ready) {
@@ -386,6 +439,12 @@ where
             }
             if let Some(picked) = &ready {
                 hint.set(picked.id);
+            }
+        }
+        if let Some(slot) = (self.trace)(&req) {
+            slot.skipped(skipped.open, skipped.busy);
+            if let Some(picked) = &ready {
+                slot.balanced(self.balanced(picked));
             }
         }
         match ready {
@@ -449,6 +508,7 @@ struct Driver<D: Discover> {
     set: Arc<ArcSwap<EndpointSet<D::Service>>>,
     count: watch::Sender<usize>,
     weight_of: fn(&D::Service) -> u32,
+    name_of: fn(&D::Service) -> Option<Arc<str>>,
     /// The slow-start window; zero when off.
     slow_start: Duration,
     /// Changes of the window ([`Balance::set_slow_start`]).
@@ -531,6 +591,11 @@ where
             loads: self.endpoints.iter().map(|e| e.load.clone()).collect(),
             schedule,
             weights,
+            names: self
+                .endpoints
+                .iter()
+                .map(|e| (self.name_of)(&e.service))
+                .collect(),
         }));
         self.count.send_replace(self.endpoints.len());
         tracing::debug!(

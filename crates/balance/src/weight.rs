@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower::Service;
@@ -6,6 +7,12 @@ use tower::Service;
 pub trait Weight {
     /// The weight; `0` is treated as `1`.
     fn weight(&self) -> u32;
+
+    /// The endpoint's name, for a request's decision trace (the endpoint a
+    /// power-of-two-choices draw passed over is named by it); none by default.
+    fn name(&self) -> Option<Arc<str>> {
+        None
+    }
 }
 
 /// A service tagged with a weight, for [`Balance::weighted`](crate::Balance::weighted).

@@ -406,21 +406,30 @@ fn sighup_applies_the_backends_of_the_file() {
 }
 
 /// `access_log.format = "json"`: one JSON object per request on standard output, with the
-/// request's decision trace.
+/// request's decision trace and the body's bytes as sent.
 #[test]
 fn the_json_access_log_writes_one_object_per_request() {
-    // A backend that answers every request `ok`.
+    // A backend that answers every request `ok`, and `/streamed` with a chunked body
+    // whose length nobody knows until it ends.
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let upstream_addr = upstream.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in upstream.incoming().map_while(Result::ok) {
             let mut reader = BufReader::new(conn);
-            let mut line = String::new();
+            let (mut line, mut streamed) = (String::new(), false);
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line.starts_with("GET ") {
+                    streamed = line.starts_with("GET /streamed ");
+                }
                 if line == "\r\n" {
-                    let _ = reader
-                        .get_mut()
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    let answer: &[u8] = match streamed {
+                        true => {
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                            2\r\nok\r\n5\r\n, and\r\n5\r\n more\r\n0\r\n\r\n"
+                        }
+                        false => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                    };
+                    let _ = reader.get_mut().write_all(answer);
                 }
                 line.clear();
             }
@@ -435,15 +444,15 @@ fn the_json_access_log_writes_one_object_per_request() {
     let mut child = serve_file(&config, Stdio::piped(), Stdio::null());
     let served = eventually(|| TcpStream::connect(&addr).is_ok());
     // Asserted once the child is stopped.
-    let answer = if served {
-        get(&addr, "/logged?x=1")
+    let (answer, streamed) = if served {
+        (get(&addr, "/logged?x=1"), get(&addr, "/streamed"))
     } else {
-        String::new()
+        (String::new(), String::new())
     };
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut line, mut second) = (String::new(), String::new());
+    stdout.read_line(&mut line).unwrap();
+    stdout.read_line(&mut second).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -473,6 +482,16 @@ fn the_json_access_log_writes_one_object_per_request() {
     assert!(fields("time").starts_with("\"20"), "{line}");
     assert!(line.contains("\"attempts\":[{"), "{line}");
     assert!(line.contains("\"why\":\"success\""), "{line}");
+    assert_eq!(fields("body_bytes"), "2");
+    assert_eq!(fields("body_complete"), "true");
+
+    // A streamed body: its length is not known with the head (`bytes`), only once sent.
+    assert!(streamed.starts_with("HTTP/1.1 200"), "{streamed}");
+    assert!(streamed.ends_with("0\r\n\r\n"), "{streamed}");
+    assert!(second.contains("\"path\":\"/streamed\""), "{second}");
+    assert!(second.contains("\"bytes\":null"), "{second}");
+    assert!(second.contains("\"body_bytes\":12"), "{second}");
+    assert!(second.contains("\"body_complete\":true"), "{second}");
 }
 
 /// Kills the proxy when the test ends, passed or not.

@@ -35,5 +35,5 @@ pub use error::{
     ErrorKind, NoBackendsAvailable, PoolTimeout, RequestTimeout,
 };
 pub use hint::RouteHint;
-pub use trace::{AttemptSlot, Trace, TraceContext, Traced, TRACEPARENT_LEN};
+pub use trace::{Alternative, AttemptSlot, Balanced, Trace, TraceContext, Traced, TRACEPARENT_LEN};
 pub use window::SlidingCounts;

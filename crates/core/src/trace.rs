@@ -160,6 +160,7 @@ struct Attempt {
     skipped_open: AtomicU16,
     skipped_busy: AtomicU16,
     probe: AtomicBool,
+    balanced: OnceLock<Balanced>,
 }
 
 fn micros(d: Duration) -> u32 {
@@ -256,6 +257,7 @@ impl Trace {
                 skipped_open: a.skipped_open.load(Ordering::Relaxed),
                 skipped_busy: a.skipped_busy.load(Ordering::Relaxed),
                 probe: a.probe.load(Ordering::Relaxed),
+                balanced: a.balanced.get().cloned(),
             }
         })
     }
@@ -282,8 +284,31 @@ impl fmt::Debug for Trace {
     }
 }
 
+/// How the balancer chose an attempt's endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Balanced {
+    /// The policy in force: `round_robin`, `least_request` or `peak_ewma`.
+    pub policy: &'static str,
+    /// The endpoints in the set it chose from, ready or not.
+    pub endpoints: u16,
+    /// Under a power-of-two-choices policy, the chosen endpoint's cost when drawn (the
+    /// lower is chosen; see the policy for what a cost is).
+    pub cost: Option<f64>,
+    /// Under a power-of-two-choices policy, the other endpoint drawn, which lost.
+    pub alternative: Option<Alternative>,
+}
+
+/// The endpoint a power-of-two-choices draw passed over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alternative {
+    /// Its backend, when the endpoint has a name.
+    pub backend: Option<Arc<str>>,
+    /// Its cost when drawn.
+    pub cost: f64,
+}
+
 /// One attempt as traced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttemptView {
     /// Why it was made.
     pub kind: AttemptKind,
@@ -303,6 +328,8 @@ pub struct AttemptView {
     pub skipped_busy: u16,
     /// It was a half-open circuit's probe.
     pub probe: bool,
+    /// How the balancer chose its endpoint, when a balancer that records it chose one.
+    pub balanced: Option<Balanced>,
 }
 
 /// One attempt's place in its request's [`Trace`], carried in the attempt's extensions.
@@ -343,6 +370,11 @@ impl AttemptSlot {
         let cells = self.cells();
         cells.skipped_open.store(open, Ordering::Relaxed);
         cells.skipped_busy.store(busy, Ordering::Relaxed);
+    }
+
+    /// How the balancer chose the attempt's endpoint; the first call wins.
+    pub fn balanced(&self, balanced: Balanced) {
+        let _ = self.cells().balanced.set(balanced);
     }
 
     /// The attempt ended; the first end recorded wins.

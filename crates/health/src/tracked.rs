@@ -52,21 +52,23 @@ impl Drop for Guard {
     }
 }
 
-/// An endpoint as the balancer sees it: the service, its backend's weight, and the count
+/// An endpoint as the balancer sees it: the service, its backend's weight and id, and the count
 /// of requests in flight (until the response head; a pool that is closed after a drain
 /// still finishes the bodies it is streaming).
 #[derive(Debug, Clone)]
 pub struct Tracked<S> {
     inner: S,
     weight: u32,
+    backend: Arc<str>,
     inflight: Arc<InFlight>,
 }
 
 impl<S> Tracked<S> {
-    pub(crate) fn new(inner: S, weight: u32, inflight: Arc<InFlight>) -> Self {
+    pub(crate) fn new(inner: S, weight: u32, backend: Arc<str>, inflight: Arc<InFlight>) -> Self {
         Self {
             inner,
             weight,
+            backend,
             inflight,
         }
     }
@@ -80,6 +82,11 @@ impl<S> Tracked<S> {
 impl<S> Weight for Tracked<S> {
     fn weight(&self) -> u32 {
         self.weight
+    }
+
+    /// The backend's id.
+    fn name(&self) -> Option<Arc<str>> {
+        Some(self.backend.clone())
     }
 }
 

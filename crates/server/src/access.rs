@@ -3,18 +3,24 @@
 //! `text` (the default) is a `tracing` event (`switchyard::access` at `DEBUG`, so
 //! `RUST_LOG` turns it on). `json` writes one JSON object per line to standard output:
 //! the time, method, path, status, bytes, duration, client and trace id, and the
-//! request's decision trace (see [`switchyard::trace_json`]). Requests hand their line
-//! to a writer task over a bounded channel: a request never waits for the output, and when
+//! request's decision trace (see [`switchyard::trace_json`]), and the response body's
+//! bytes as sent (`body_bytes`, and `body_complete`: false when the client left or the
+//! backend broke off before its end). A request's line is queued when its body ends (or
+//! is dropped). Requests hand their line to a writer task over a bounded channel: a request never waits for the output, and when
 //! the writer falls 4096 lines behind, lines are dropped (and counted in a warning).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
+
+use hyper::body::{Body as _, Frame, SizeHint};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use switchyard::{trace_json, Trace};
+use switchyard::{trace_json, Body, BoxError, Trace};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -54,10 +60,17 @@ pub(crate) enum Entry {
     },
 }
 
+/// The response body as the client was sent it.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    bytes: u64,
+    complete: bool,
+}
+
 /// Where requests send their JSON lines; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct JsonLog {
-    lines: mpsc::Sender<Entry>,
+    lines: mpsc::Sender<(Entry, Sent)>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -71,23 +84,92 @@ impl JsonLog {
     }
 
     /// Queues a line; drops it when the writer is too far behind.
-    pub(crate) fn log(&self, entry: Entry) {
-        if self.lines.try_send(entry).is_err() {
+    fn log(&self, entry: Entry, sent: Sent) {
+        if self.lines.try_send((entry, sent)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `body`, counted as it is sent; `entry` is queued once it ends or is dropped.
+    pub(crate) fn after(&self, entry: Entry, body: Body) -> Body {
+        Body::new(Logged {
+            inner: body,
+            bytes: 0,
+            line: Some((self.clone(), entry)),
+        })
+    }
+}
+
+/// A response body that counts the bytes it yields and queues its request's line when it
+/// ends, fails or is dropped.
+struct Logged {
+    inner: Body,
+    bytes: u64,
+    line: Option<(JsonLog, Entry)>,
+}
+
+impl Logged {
+    fn done(&mut self, complete: bool) {
+        if let Some((log, entry)) = self.line.take() {
+            let bytes = self.bytes;
+            log.log(entry, Sent { bytes, complete });
         }
     }
 }
 
+impl hyper::body::Body for Logged {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.done(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.done(false),
+            Poll::Ready(None) => self.done(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    /// A body dropped unfinished: the client went away, or the server stopped reading it
+    /// (an empty body it never polled is complete).
+    fn drop(&mut self) {
+        let complete = self.inner.is_end_stream();
+        self.done(complete);
+    }
+}
+
 async fn write_lines(
-    mut rx: mpsc::Receiver<Entry>,
+    mut rx: mpsc::Receiver<(Entry, Sent)>,
     out: impl AsyncWrite + Unpin,
     dropped: Arc<AtomicU64>,
 ) {
     let mut out = tokio::io::BufWriter::new(out);
     let mut line = Vec::with_capacity(512);
-    while let Some(entry) = rx.recv().await {
+    while let Some((entry, sent)) = rx.recv().await {
         line.clear();
-        if serde_json::to_writer(&mut line, &entry_json(entry)).is_err() {
+        if serde_json::to_writer(&mut line, &entry_json(entry, sent)).is_err() {
             continue;
         }
         line.push(b'\n');
@@ -110,8 +192,8 @@ fn now() -> String {
 }
 
 /// The line of one request.
-fn entry_json(entry: Entry) -> Value {
-    match entry {
+fn entry_json(entry: Entry, sent: Sent) -> Value {
+    let mut value = match entry {
         Entry::Traced(trace) => {
             let mut value = trace_json(&trace);
             if let Value::Object(o) = &mut value {
@@ -133,5 +215,10 @@ fn entry_json(entry: Entry) -> Value {
             "status": status,
             "duration_ms": elapsed.as_secs_f64() * 1000.0,
         }),
+    };
+    if let Value::Object(o) = &mut value {
+        o.insert("body_bytes".into(), sent.bytes.into());
+        o.insert("body_complete".into(), sent.complete.into());
     }
+    value
 }

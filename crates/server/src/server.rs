@@ -786,20 +786,21 @@ where
                 trace_id = trace_id.as_deref().unwrap_or("-"),
             );
         }
-        if let Some(json) = this.json.take() {
-            match (trace, line) {
-                (Some(trace), _) => json.log(Entry::Traced(trace.clone())),
-                (None, Some(line)) => json.log(Entry::Plain {
-                    method: line.method,
-                    uri: line.uri,
-                    client: line.remote,
-                    status: res.status().as_u16(),
-                    elapsed: line.start.elapsed(),
-                }),
-                (None, None) => {}
-            }
+        let entry = match (trace, line) {
+            (Some(trace), _) => Some(Entry::Traced(trace.clone())),
+            (None, Some(line)) => Some(Entry::Plain {
+                method: line.method,
+                uri: line.uri,
+                client: line.remote,
+                status: res.status().as_u16(),
+                elapsed: line.start.elapsed(),
+            }),
+            (None, None) => None,
+        };
+        match (this.json.take(), entry) {
+            (Some(json), Some(entry)) => Poll::Ready(Ok(res.map(|body| json.after(entry, body)))),
+            _ => Poll::Ready(Ok(res)),
         }
-        Poll::Ready(Ok(res))
     }
 }
 

@@ -404,7 +404,9 @@ fn ms(d: std::time::Duration) -> f64 {
 ///  "status":200,"bytes":5,"duration_ms":1.234,"backend":"b",
 ///  "cache":{"outcome":"miss","reason":"uri-miss","stored":true},
 ///  "attempts":[{"kind":"first","backend":"a","start_ms":0.1,"duration_ms":0.5,
-///    "status":503,"decision":"retried","retry_after_ms":10.0},
+///    "status":503,"decision":"retried","retry_after_ms":10.0,
+///    "balancer":{"policy":"least_request","endpoints":3,"cost":1.0,
+///      "alternative":{"backend":"c","cost":2.0}}},
 ///   {"kind":"retry","backend":"b",…,"status":200,"decision":"returned","why":"success"}]}
 /// ```
 pub fn trace_json(trace: &Trace) -> Value {
@@ -472,6 +474,19 @@ pub fn trace_json(trace: &Trace) -> Value {
             }
             if a.probe {
                 o.insert("probe".into(), true.into());
+            }
+            if let Some(b) = &a.balanced {
+                let mut balancer = Map::new();
+                balancer.insert("policy".into(), b.policy.into());
+                balancer.insert("endpoints".into(), b.endpoints.into());
+                if let Some(cost) = b.cost {
+                    balancer.insert("cost".into(), cost.into());
+                }
+                if let Some(alt) = &b.alternative {
+                    let alt = json!({ "backend": alt.backend.as_deref(), "cost": alt.cost });
+                    balancer.insert("alternative".into(), alt);
+                }
+                o.insert("balancer".into(), balancer.into());
             }
             Value::Object(o)
         })

@@ -539,15 +539,15 @@ impl<E: Endpoints> Inner<E> {
     }
 
     fn insert(&self, member: &Member<E::Service>, ep: &Ep<E::Service>) {
+        let key = Self::key(member, ep.addr);
         let endpoint = Tracked::new(
             ep.service.clone(),
             member.spec.weight,
+            key.backend.clone(),
             member.inflight.clone(),
         );
         // The receiver lives as long as the balancer; without one there is nobody to tell.
-        let _ = self
-            .changes
-            .send(Ok(Change::Insert(Self::key(member, ep.addr), endpoint)));
+        let _ = self.changes.send(Ok(Change::Insert(key, endpoint)));
     }
 
     fn withdraw(&self, member: &Member<E::Service>, addr: SocketAddr) {
