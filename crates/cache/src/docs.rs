@@ -135,7 +135,9 @@
 //! them. Once the parts cover the representation, they are stored as its `200` (the
 //! newest part's fields, `Content-Length` the whole length) and serve full requests,
 //! ranges and revalidations like any stored response. A complete response replaces the
-//! parts; a part of a representation whose complete response is stored is not kept.
+//! parts; a part of a representation whose complete response is stored (a range that
+//! went to the origin because that response was stale) freshens it: the part's fields
+//! replace the stored ones, as a `304`'s would, and the stored body stays.
 //!
 //! While partial, the stored response answers, while fresh, a GET whose ranges it holds
 //! (`206`, or `multipart/byteranges`, cut from the parts without a copy) or knows none

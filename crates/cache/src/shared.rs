@@ -83,7 +83,8 @@ impl Shared {
     /// the parts stored for the same `Vary` values when they are of the same
     /// representation (the same strong validator and length), in their place otherwise
     /// (RFC 9111 §3.4). Parts that come to cover the representation are stored as its
-    /// `200`. A complete response of the same representation stored already is kept.
+    /// `200`. A complete response of the same representation stored already keeps its
+    /// body and takes the part's head: the part freshens it.
     ///
     /// Two parts stored at the same moment may race (the later write wins, and the other
     /// part is fetched again when asked for): no lock is taken for them.
@@ -96,9 +97,15 @@ impl Shared {
                 .find(|e| e.head().vary == head.vary)
                 .filter(|e| validator.is_some() && strong_validator(e.headers()) == validator)
         });
-        let parts = match same.map(|e| e.parts()) {
-            Some(None) => return,
-            Some(Some(parts)) if parts.len() == len => parts.with(start, data),
+        let parts = match same.map(|e| (e, e.parts())) {
+            // The complete response is stored: the part's head freshens it (the same
+            // representation, so its header fields update the stored ones), and its body
+            // stays.
+            Some((complete, None)) => {
+                let body = complete.body().clone();
+                return self.store(key, Arc::new(head.into_entry(body)), None);
+            }
+            Some((_, Some(parts))) if parts.len() == len => parts.with(start, data),
             _ => Parts::new(len, start, data),
         };
         let entry = match parts.whole() {

@@ -279,3 +279,26 @@ async fn parts_count_against_the_size_bound() {
     assert!(two >= one + 300, "{one} then {two}");
     assert_eq!(store.get(URL).unwrap().weight() + URL.len() as u64, two);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_part_of_the_stored_complete_response_freshens_it() {
+    let origin = origin(&representation("0123456789", "\"v1\""));
+    let svc = cache(CacheConfig::default(), &origin);
+    send(&svc, get("/a")).await;
+    advance(secs(61)).await;
+    // Stale: the range goes to the origin, whose 206 is of the same representation (the
+    // same strong validator) as the stored 200.
+    let got = send(&svc, ranged("bytes=0-3")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, "0123"));
+    assert_eq!(got.cache_status(), "switchyard; fwd=stale; stored");
+    assert_eq!(origin.calls(), 2);
+    // Its head freshened the stored 200 (RFC 9111 §3.4), which kept its body.
+    assert_eq!(partial(&svc), Some(false));
+    advance(secs(5)).await;
+    let got = send(&svc, get("/a")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (200, "0123456789"));
+    assert_eq!(got.header("content-length"), Some("10"));
+    assert_eq!(got.age(), Some(5));
+    assert_eq!(got.cache_status(), "switchyard; hit; ttl=55");
+    assert_eq!(origin.calls(), 2);
+}
