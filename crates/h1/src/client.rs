@@ -142,7 +142,13 @@ impl Outgoing {
 }
 
 /// One backend connection, idle between requests. See the [module docs](self).
-pub struct Connection<T> {
+///
+/// A handle to the connection's state on the heap: from the pool into a request, on into
+/// its response's body and back, the connection moves as one pointer.
+pub struct Connection<T>(Box<Conn<T>>);
+
+/// The state of a [`Connection`].
+struct Conn<T> {
     io: T,
     rbuf: BytesMut,
     /// The read buffer was given room for more than a head: see `take_connection`.
@@ -160,7 +166,7 @@ pub struct Connection<T> {
 impl<T> std::fmt::Debug for Connection<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("buffered", &self.rbuf.len())
+            .field("buffered", &self.0.rbuf.len())
             .finish_non_exhaustive()
     }
 }
@@ -237,6 +243,41 @@ struct Sending<B> {
 impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// A connection on `io`, fresh from the dial (and the TLS handshake, if any).
     pub fn new(io: T, config: ClientConfig) -> Self {
+        Self(Box::new(Conn::new(io, config)))
+    }
+
+    /// Whether an idle connection is unfit for a request: the backend closed it, reset
+    /// it, or sent bytes nobody asked for. Never waits.
+    pub fn is_closed(&mut self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// The underlying I/O.
+    pub fn get_ref(&self) -> &T {
+        &self.0.io
+    }
+}
+
+impl<T: Io> Connection<T> {
+    /// Sends `req` and reads the response head. The response's body reads the rest; the
+    /// connection comes back from [`ResponseBody::take_connection`] when it can carry
+    /// another request.
+    ///
+    /// The request is sent as it is (the target in origin form, its `Host` as given).
+    pub async fn send<B>(
+        self,
+        req: Request<B>,
+    ) -> Result<Response<ResponseBody<T, B>>, SendError<B>>
+    where
+        B: Body + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        self.0.send(req).await
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
+    fn new(io: T, config: ClientConfig) -> Self {
         Self {
             io,
             rbuf: BytesMut::new(),
@@ -249,9 +290,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
     }
 
-    /// Whether an idle connection is unfit for a request: the backend closed it, reset
-    /// it, or sent bytes nobody asked for. Never waits.
-    pub fn is_closed(&mut self) -> bool {
+    fn is_closed(&mut self) -> bool {
         if !self.rbuf.is_empty() {
             return true;
         }
@@ -261,11 +300,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         Pin::new(&mut self.io)
             .poll_read(&mut cx, &mut buf)
             .is_ready()
-    }
-
-    /// The underlying I/O.
-    pub fn get_ref(&self) -> &T {
-        &self.io
     }
 
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -447,14 +481,9 @@ fn request_framing<B: Body>(headers: &mut HeaderMap, body: &B, version: Version)
     Out::Chunked
 }
 
-impl<T: Io> Connection<T> {
-    /// Sends `req` and reads the response head. The response's body reads the rest; the
-    /// connection comes back from [`ResponseBody::take_connection`] when it can carry
-    /// another request.
-    ///
-    /// The request is sent as it is (the target in origin form, its `Host` as given).
-    pub async fn send<B>(
-        mut self,
+impl<T: Io> Conn<T> {
+    async fn send<B>(
+        mut self: Box<Self>,
         req: Request<B>,
     ) -> Result<Response<ResponseBody<T, B>>, SendError<B>>
     where
@@ -581,7 +610,7 @@ enum Decode {
 /// The body of a response, read off the connection as it is polled. See the
 /// [module docs](self).
 pub struct ResponseBody<T, B> {
-    conn: Option<Connection<T>>,
+    conn: Option<Box<Conn<T>>>,
     sending: Option<Sending<B>>,
     decoder: Option<Decode>,
     reusable: bool,
@@ -628,7 +657,7 @@ impl<T, B> ResponseBody<T, B> {
             if std::mem::take(&mut conn.grown) {
                 conn.rbuf = BytesMut::new();
             }
-            Some(conn)
+            Some(Connection(conn))
         } else {
             None
         }
@@ -784,22 +813,22 @@ mod tests {
         // A small answer is read with a head's room, which stays for the next one.
         let (got, conn) = get(conn).await;
         assert_eq!(got, 5);
-        assert!(conn.rbuf.capacity() <= HEAD_READ);
+        assert!(conn.0.rbuf.capacity() <= HEAD_READ);
         // A large one grows the buffer to the read size while it streams; idle, the
         // connection gives it back.
         let (got, conn) = get(conn).await;
         assert_eq!(got, 200_000);
-        assert_eq!(conn.rbuf.capacity(), 0);
+        assert_eq!(conn.0.rbuf.capacity(), 0);
         // So the next head is read with room for another large body; a small answer
         // sets that back, and gives the room back too.
-        assert!(conn.large);
+        assert!(conn.0.large);
         let (got, conn) = get(conn).await;
         assert_eq!(got, 5);
-        assert!(!conn.large);
-        assert_eq!(conn.rbuf.capacity(), 0);
+        assert!(!conn.0.large);
+        assert_eq!(conn.0.rbuf.capacity(), 0);
         let (got, conn) = get(conn).await;
         assert_eq!(got, 5);
-        assert!(conn.rbuf.capacity() <= HEAD_READ);
+        assert!(conn.0.rbuf.capacity() <= HEAD_READ);
     }
 
     #[test]

@@ -180,7 +180,19 @@ fn next_cr_or_lf(buf: &[u8], from: usize) -> Option<usize> {
 pub struct HeadParser {
     limits: Limits,
     scan: LineScan,
+    /// The field names of the last response head, by position, as sent and as parsed: a
+    /// backend sends the same fields in the same order and case response after response,
+    /// so the name at each position is compared byte for byte with the one before and,
+    /// when equal, cloned instead of parsed (a name `http` does not know, such as
+    /// `x-backend`, would otherwise be allocated each time).
+    names: Names,
 }
+
+/// Field names as sent and as parsed, by position in their head.
+type Names = Vec<(Box<[u8]>, HeaderName)>;
+
+/// The most response field names [`HeadParser`] remembers.
+const REMEMBERED_NAMES: usize = 32;
 
 impl HeadParser {
     /// A parser with these limits.
@@ -188,6 +200,7 @@ impl HeadParser {
         Self {
             limits,
             scan: LineScan::default(),
+            names: Vec::new(),
         }
     }
 
@@ -258,7 +271,7 @@ impl HeadParser {
         } else {
             Version::HTTP_10
         };
-        let (headers, fields) = build_headers(&head, req.headers, false, REQUEST_ROOM)?;
+        let (headers, fields) = build_headers(&head, req.headers, false, REQUEST_ROOM, None)?;
 
         let http11 = version == Version::HTTP_11;
         let framing = match (fields.te, fields.content_length) {
@@ -331,7 +344,8 @@ impl HeadParser {
         } else {
             Version::HTTP_10
         };
-        let (headers, fields) = build_headers(&head, res.headers, true, RESPONSE_ROOM)?;
+        let names = Some(&mut self.names);
+        let (headers, fields) = build_headers(&head, res.headers, true, RESPONSE_ROOM, names)?;
 
         let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
         let no_body = *method == Method::HEAD
@@ -473,7 +487,7 @@ pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
 }
 
 /// Decimal digits only: no sign, no whitespace, no overflow.
-fn parse_decimal(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
@@ -501,18 +515,19 @@ const RESPONSE_ROOM: usize = 4;
 /// Builds the header map, slicing values out of `head`, and notes the framing fields.
 /// `cl_lists`: accept `Content-Length: 5, 5` (responses, as hyper's client does);
 /// requests accept only repeated lines with the same value. `room`: capacity beyond the
-/// fields parsed.
+/// fields parsed. `names`: the names of the last head parsed, by position, reused where
+/// they match and updated where they do not.
 fn build_headers(
     head: &Bytes,
     raw: &[httparse::Header<'_>],
     cl_lists: bool,
     room: usize,
+    mut names: Option<&mut Names>,
 ) -> Result<(HeaderMap, Fields), ParseError> {
     let mut headers = HeaderMap::with_capacity(raw.len() + room);
     let mut fields = Fields::default();
-    for h in raw {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| ParseError::new(ParseKind::HeaderName))?;
+    for (i, h) in raw.iter().enumerate() {
+        let name = field_name(h.name.as_bytes(), i, names.as_deref_mut())?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| ParseError::new(ParseKind::HeaderValue))?;
         let bytes = value.as_bytes();
@@ -552,6 +567,28 @@ fn build_headers(
         headers.append(name, value);
     }
     Ok((headers, fields))
+}
+
+/// The field name `raw`, at position `i` of its head: the name at `i` in `names` when it
+/// was sent as the same bytes, else parsed, and remembered at `i`.
+fn field_name(raw: &[u8], i: usize, names: Option<&mut Names>) -> Result<HeaderName, ParseError> {
+    let parse =
+        |raw| HeaderName::from_bytes(raw).map_err(|_| ParseError::new(ParseKind::HeaderName));
+    let Some(names) = names else {
+        return parse(raw);
+    };
+    match names.get(i) {
+        Some((sent, name)) if **sent == *raw => return Ok(name.clone()),
+        _ => {}
+    }
+    let name = parse(raw)?;
+    let entry = (Box::from(raw), name.clone());
+    if i < names.len() {
+        names[i] = entry;
+    } else if i == names.len() && i < REMEMBERED_NAMES {
+        names.push(entry);
+    }
+    Ok(name)
 }
 
 /// Header fields for trailers: the same zero-copy slicing as heads, minus the fields a
@@ -701,5 +738,33 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.status(), 400);
+    }
+
+    #[test]
+    fn remembered_names_are_reused_only_where_they_match() {
+        let mut parser = HeadParser::default();
+        let mut names = |bytes: &[u8]| {
+            let parsed = parser.parse_response(&mut BytesMut::from(bytes), &Method::GET);
+            let headers = parsed.map(|r| r.unwrap().parts.headers);
+            headers.map(|h| {
+                h.iter()
+                    .map(|(n, v)| format!("{n}={v:?}"))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let first = names(b"HTTP/1.1 200 OK\r\nX-Backend: a\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(first.unwrap(), ["x-backend=\"a\"", "content-length=\"0\""]);
+        // The same names in another case, then in another order, then one more.
+        let again = names(b"HTTP/1.1 200 OK\r\nx-BACKEND: b\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(again.unwrap(), ["x-backend=\"b\"", "content-length=\"0\""]);
+        let swapped =
+            names(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Other: c\r\nX-Backend: d\r\n\r\n");
+        assert_eq!(
+            swapped.unwrap(),
+            ["content-length=\"0\"", "x-other=\"c\"", "x-backend=\"d\""]
+        );
+        // A name that is not a token is refused wherever a valid one was remembered.
+        let bad = names(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Oth\x01r: c\r\n\r\n");
+        assert!(bad.is_err());
     }
 }

@@ -798,7 +798,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 fn content_length(headers: &mut http::HeaderMap) -> Option<u64> {
     let mut value = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
-        let n = v.to_str().ok()?.trim().parse::<u64>().ok()?;
+        let n = crate::parse::parse_decimal(crate::parse::trim_ows(v.as_bytes()))?;
         if value.is_some_and(|prev| prev != n) {
             value = None;
             break;

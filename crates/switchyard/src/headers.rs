@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -167,18 +167,23 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Appends the client's address (in header form) to `X-Forwarded-For`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
-    let value = if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut value = Vec::new();
-        for prior in headers.get_all(&X_FORWARDED_FOR) {
-            value.extend_from_slice(prior.as_bytes());
-            value.extend_from_slice(b", ");
+    // One lookup (the name hashed once) whether or not the client sent one.
+    match headers.entry(X_FORWARDED_FOR.clone()) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(ip.clone());
         }
-        value.extend_from_slice(ip.as_bytes());
-        HeaderValue::from_bytes(&value).unwrap_or_else(|_| ip.clone())
-    } else {
-        ip.clone()
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), value);
+        Entry::Occupied(mut occupied) => {
+            let mut value = Vec::new();
+            for prior in occupied.iter() {
+                value.extend_from_slice(prior.as_bytes());
+                value.extend_from_slice(b", ");
+            }
+            value.extend_from_slice(ip.as_bytes());
+            let joined = HeaderValue::from_bytes(&value).unwrap_or_else(|_| ip.clone());
+            // Replaces every prior line with the one joined value.
+            occupied.insert(joined);
+        }
+    }
 }
 
 fn via(version: Version) -> HeaderValue {
@@ -201,10 +206,13 @@ pub fn prepare_request<B>(req: &mut Request<B>, preserve_host: bool) {
     let header = || req.headers().get(header::HOST).cloned();
     // HTTP/2 and later name the host in `:authority`; a `host` beside it does not win
     // (RFC 9113 §8.3.1).
-    let host = if req.version() >= Version::HTTP_2 {
-        authority().or_else(header)
+    let (host, in_place) = if req.version() >= Version::HTTP_2 {
+        (authority().or_else(header), false)
     } else {
-        header().or_else(authority)
+        match header() {
+            Some(host) => (Some(host), true),
+            None => (authority(), false),
+        }
     };
     let proto = HeaderValue::from_static(match req.uri().scheme_str() {
         Some("https") => "https",
@@ -229,6 +237,8 @@ pub fn prepare_request<B>(req: &mut Request<B>, preserve_host: bool) {
     }
     headers.append(header::VIA, via(version));
     match host {
+        // The client's own `Host` (one at most: the server refuses more) is already there.
+        Some(_) if preserve_host && in_place => {}
         Some(host) if preserve_host => {
             headers.insert(header::HOST, host);
         }
