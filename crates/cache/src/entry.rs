@@ -78,6 +78,9 @@ impl Times {
     }
 }
 
+/// The fields a response served from the store gets beside the stored ones.
+const SERVED_FIELDS: usize = 4;
+
 impl Head {
     /// The head of a response to store, under `config`'s heuristic freshness and
     /// targeted fields.
@@ -89,7 +92,9 @@ impl Head {
         config: &CacheConfig,
     ) -> Self {
         let directives = ResponseDirectives::parse(headers, &config.targeted_fields);
-        let mut stored = HeaderMap::with_capacity(headers.keys_len());
+        // Room for what serving it adds (`Age`, `Cache-Status`, the proxy's `Via` and
+        // `Date`): a hit's copy of the map then takes them without growing and rehashing.
+        let mut stored = HeaderMap::with_capacity(headers.keys_len() + SERVED_FIELDS);
         copy_storable(headers, &mut stored);
         let initial_age = initial_age(headers, times);
         ensure_date(&mut stored, times.wall);
