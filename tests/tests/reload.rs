@@ -553,3 +553,60 @@ async fn sighup_moves_the_listener_and_keeps_its_connections() {
     assert_eq!(shown(&proxy).await["listen"], new.to_string());
     assert_eq!(get_on(&mut kept, "/").await, 200);
 }
+
+/// A new access log format applies to the requests that start after the reload, under
+/// steady load and without a failed request: the text log (a `tracing` event, off at
+/// `RUST_LOG=info`) prints nothing on standard output, the JSON one a line per request,
+/// and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_switches_the_access_log_format_under_load() {
+    let (good, _, _) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let format = |format: &str| {
+        good_only(listen, admin, good, "") + &format!("[access_log]\nformat = \"{format}\"\n")
+    };
+    let config = write_config("reload-access-log.toml", &format("text"));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    assert_eq!(get(listen, "/text-first").await.0, 200);
+
+    let steady = tokio::spawn(async move {
+        let spec = Load {
+            duration: Duration::from_secs(3),
+            max_requests: 100_000,
+            ..Load::new(listen, "/steady")
+        };
+        load(&spec).await
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(&config, format("json")).unwrap();
+    hup_applies(&mut proxy, "applied access_log").await;
+    let report = steady.await.unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    assert_eq!(get(listen, "/json-first").await.0, 200);
+    let printed = proxy.printed("/json-first").await;
+    assert!(
+        printed.last().is_some_and(|l| l.contains("/json-first")),
+        "{printed:?}"
+    );
+    assert!(printed.len() > 10, "the load's requests after the reload");
+    for line in &printed {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            entry["status"] == 200 && entry["time"].is_string(),
+            "{line}"
+        );
+        assert!(entry["path"] != "/text-first", "{line}");
+    }
+    assert_eq!(shown(&proxy).await["access_log"]["format"], "json");
+
+    // Back to text: nothing printed for a request before the next change to JSON.
+    std::fs::write(&config, format("text")).unwrap();
+    hup_applies(&mut proxy, "applied access_log").await;
+    assert_eq!(get(listen, "/text-again").await.0, 200);
+    std::fs::write(&config, format("json")).unwrap();
+    hup_applies(&mut proxy, "applied access_log").await;
+    assert_eq!(get(listen, "/json-again").await.0, 200);
+    let printed = proxy.printed("/json-again").await;
+    assert_eq!(printed.len(), 1, "{printed:?}");
+}

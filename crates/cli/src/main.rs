@@ -261,7 +261,9 @@ async fn serve(
     if proxy.list_backends().is_empty() {
         tracing::warn!("no backends configured: every request will get 503");
     }
-    let (listen, mut moves) = reload::Listen::new();
+    // One access log for every server, those a reload starts included.
+    let access_log = switchyard_server::AccessLog::new(file.access_log.format);
+    let (listen, mut moves) = reload::Listen::new(access_log.clone());
     let live = match reread {
         Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, {
             move |proxy: &Proxy, old: &FileConfig, new: &mut FileConfig| {
@@ -288,10 +290,7 @@ async fn serve(
     });
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
-    let server = switchyard_server::ServerConfig {
-        access_log: file.access_log.format,
-        ..file.server
-    };
+    let server = file.server;
     // Every listener, the current one and those a reload moved away from, stops at once.
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let stop = handed.clone().or_signal();
@@ -322,6 +321,7 @@ async fn serve(
             listener,
             proxy.clone(),
             server.clone(),
+            access_log.clone(),
             moved,
             shutdown(),
         ));
@@ -354,10 +354,7 @@ async fn serve(
             }
         }
         if let Some(settings) = moved.server {
-            server = switchyard_server::ServerConfig {
-                access_log: server.access_log,
-                ..settings
-            };
+            server = settings;
         }
         let _ = replace.send(());
         replaced.push(serving);
