@@ -490,6 +490,17 @@ async fn get_on(
         .expect("within 10 s")
 }
 
+/// Whether connections to `addr` are refused within 2 s.
+async fn refuses(addr: SocketAddr) -> bool {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// A new `listen` address: the proxy listens there at once and no longer on the old
 /// one, whose connections are still answered. New `[server]` settings: a new server on the
 /// same socket.
@@ -514,14 +525,7 @@ async fn sighup_moves_the_listener_and_keeps_its_connections() {
         200,
         "the old connection is served"
     );
-    let mut refused = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(old).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = refuses(old).await;
     assert!(refused, "the old address still takes connections");
     assert_eq!(get_on(&mut kept, "/four").await, 200, "and after it closed");
     for path in ["/one", "/two", "/three", "/four"] {
@@ -609,4 +613,79 @@ async fn sighup_switches_the_access_log_format_under_load() {
     assert_eq!(get(listen, "/json-again").await.0, 200);
     let printed = proxy.printed("/json-again").await;
     assert_eq!(printed.len(), 1, "{printed:?}");
+}
+
+/// `method path` on the admin API at `addr` with `token` as bearer (none: `None`): the
+/// status.
+async fn admin_status(addr: SocketAddr, path: &str, token: Option<&str>) -> u16 {
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\n{auth}connection: close\r\n\r\n");
+    switchyard_tests::raw_exchange(addr, request.as_bytes())
+        .await
+        .0
+}
+
+/// A new `admin.listen` is bound at once and the old address refuses connections, while a
+/// live tail opened on it goes on; a new token applies at once. An address that cannot be
+/// bound leaves the admin API where it is, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_moves_the_admin_api_and_applies_its_token() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let (good, _, _) = origin().await;
+    let (listen, old, new) = (free_addr(), free_addr(), free_addr());
+    let traced = "trace_enabled = true\n";
+    let config = write_config("reload-admin.toml", &good_only(listen, old, good, traced));
+    let mut proxy = Switchyard::serve(&config, old, &[]).await;
+    let mut tail = tokio::net::TcpStream::connect(old).await.unwrap();
+    let head = "GET /requests/tail?path=/tailed HTTP/1.1\r\nhost: admin\r\n\r\n";
+    tail.write_all(head.as_bytes()).await.unwrap();
+    let mut tail = tokio::io::BufReader::new(tail).lines();
+    let status = tail.next_line().await.unwrap().unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+
+    let moved = good_only(listen, new, good, traced).replace(
+        &format!("listen = \"{new}\"\n"),
+        &format!("listen = \"{new}\"\ntoken = \"s3cret\"\n"),
+    );
+    std::fs::write(&config, &moved).unwrap();
+    hup_applies(&mut proxy, "applied admin").await;
+    assert_eq!(admin_status(new, "/healthz", Some("s3cret")).await, 200);
+    assert_eq!(
+        admin_status(new, "/healthz", None).await,
+        401,
+        "the new token"
+    );
+    assert_eq!(admin_status(new, "/healthz", Some("other")).await, 401);
+    let refused = refuses(old).await;
+    assert!(refused, "the old admin address still takes connections");
+    // The tail opened before the move goes on.
+    assert_eq!(get(listen, "/tailed/after").await.0, 200);
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = tail.next_line().await.unwrap().expect("the tail is open");
+            if let Some(data) = line.strip_prefix("data: ") {
+                return serde_json::from_str::<Value>(data).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("an event within 10 s");
+    assert_eq!(event["path"], "/tailed/after");
+
+    // An address that cannot be bound (the proxy's own) leaves the admin API where it is.
+    let taken = moved.replace(
+        &format!("listen = \"{new}\""),
+        &format!("listen = \"{listen}\""),
+    );
+    std::fs::write(&config, taken).unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.logged("configuration reloaded").await.unwrap();
+    assert!(
+        reloaded.contains("admin.listen") && reloaded.contains("restart"),
+        "{reloaded}"
+    );
+    assert_eq!(admin_status(new, "/healthz", Some("s3cret")).await, 200);
+    assert_eq!(admin_status(new, "/config", Some("s3cret")).await, 200);
+    assert_eq!(get(listen, "/").await.0, 200, "the proxy still serves");
 }
