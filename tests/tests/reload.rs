@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use switchyard_tests::binary::{free_addr, write_config, Switchyard};
-use switchyard_tests::{load, serve_on_loopback, Load};
+use switchyard_tests::{load, serve_on_loopback, tls_backend, Load, TestCa};
 use tokio::sync::watch;
 
 /// Requests a [`origin`] received, per path.
@@ -688,4 +688,72 @@ async fn sighup_moves_the_admin_api_and_applies_its_token() {
     assert_eq!(admin_status(new, "/healthz", Some("s3cret")).await, 200);
     assert_eq!(admin_status(new, "/config", Some("s3cret")).await, 200);
     assert_eq!(get(listen, "/").await.0, 200, "the proxy still serves");
+}
+
+/// New backend TLS settings apply to the connections dialled after the reload, under load
+/// and without a failed request: a backend whose certificate only the new CA signed is
+/// reached, the connections pooled before are not reused (back to the old CA, requests
+/// fail), and a new HTTP/1.1 engine dials new connections in the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_backend_tls_and_engine_to_new_connections_under_load() {
+    let (old_ca, new_ca) = (TestCa::new(), TestCa::new());
+    let secure = tls_backend("secure", &new_ca).await;
+    let old_pem = write_config("reload-old-ca.pem", &old_ca.ca_pem);
+    let new_pem = write_config("reload-new-ca.pem", &new_ca.ca_pem);
+    let (listen, admin) = (free_addr(), free_addr());
+    let file = |ca: &std::path::Path, engine: &str| {
+        format!(
+            "listen = \"{listen}\"\n\n[admin]\nlisten = \"{admin}\"\n\n[proxy]\n\
+             health_check_enabled = false\nmax_retries = 0\ncircuit_breaker_threshold = 1000\n\
+             backend_ca_file = \"{}\"\nbackend_http1 = \"{engine}\"\n\n\
+             [[backends]]\nid = \"secure\"\nurl = \"{}\"\n",
+            ca.display(),
+            secure.url()
+        )
+    };
+    let config = write_config("reload-tls.toml", &file(&old_pem, "native"));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    assert_eq!(get(listen, "/").await.0, 502, "the old CA did not sign it");
+
+    std::fs::write(&config, file(&new_pem, "native")).unwrap();
+    hup_applies(&mut proxy, "applied backend TLS").await;
+    let steady = |path: &'static str| {
+        tokio::spawn(async move {
+            let spec = Load {
+                duration: Duration::from_secs(2),
+                max_requests: 100_000,
+                ..Load::new(listen, path)
+            };
+            load(&spec).await
+        })
+    };
+    let report = steady("/").await.unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    let evicted = |b: &Value| b["pool"]["closed"]["evicted"].as_u64().unwrap_or(0);
+
+    // A new engine, under load: new connections, the old ones drained.
+    let running = steady("/");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (accepted, before) = (secure.accepted(), evicted(&backend(&proxy, "secure").await));
+    std::fs::write(&config, file(&new_pem, "hyper")).unwrap();
+    hup_applies(&mut proxy, "applied backend_http1").await;
+    let report = running.await.unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    assert!(
+        secure.accepted() > accepted,
+        "no connection dialled after the reload"
+    );
+    let pool = backend(&proxy, "secure").await;
+    assert!(evicted(&pool) > before, "{pool}");
+    assert_eq!(shown(&proxy).await["proxy"]["backend_http1"], "hyper");
+
+    // Back to the old CA: the connections pooled under the new one are not reused.
+    std::fs::write(&config, file(&old_pem, "hyper")).unwrap();
+    hup_applies(&mut proxy, "applied backend TLS").await;
+    assert_eq!(get(listen, "/").await.0, 502);
+    std::fs::write(&config, file(&new_pem, "hyper")).unwrap();
+    hup_applies(&mut proxy, "applied backend TLS").await;
+    assert_eq!(get(listen, "/").await.0, 200);
 }

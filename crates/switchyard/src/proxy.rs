@@ -12,9 +12,7 @@ use switchyard_balance::Balance;
 use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
 use switchyard_core::{AttemptSlot, BoxError, Deadline, RouteHint};
-use switchyard_health::{
-    AdminState, Drain, HealthEvent, HealthReport, HttpChecker, Registry, Tracked,
-};
+use switchyard_health::{AdminState, Drain, HealthEvent, HealthReport, Registry, Tracked};
 use switchyard_metrics::{
     CacheCounters, Metrics, MetricsLayer, MetricsRegistry, MetricsSnapshot, TextFormat,
 };
@@ -25,7 +23,7 @@ use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
 use crate::collector::{BackendState, SharedTierMetrics, TunnelGauge};
-use crate::registry::{self as reg, EndpointService, HttpEndpoints};
+use crate::registry::{self as reg, EndpointService, HttpEndpoints, SameTls};
 use crate::trace::{RequestTrace, RequestTraceLayer, Traces};
 use crate::{
     Backend, BackendError, ConfigProblem, ErrorResponse, ErrorResponseLayer, ProxyConfig,
@@ -176,10 +174,12 @@ impl Proxy {
             }),
             breakers: CircuitBreakers::new(config.breaker.clone()),
             metrics: config.metrics.then(|| metrics.clone()),
+            checker: SameTls::new(tls),
         };
         // Health checks trust what requests trust.
+        let checker = endpoints.checker.clone();
         let (registry, discovery) = Registry::builder(config.health.clone(), endpoints)
-            .checker(HttpChecker::with_tls(tls))
+            .checker(checker)
             .build();
         crate::registry::follow_breakers(&registry);
         let balance = Balance::weighted_with(discovery, config.balance.clone())
@@ -254,11 +254,15 @@ impl Proxy {
     /// The retry, breaker, cache, timeout, host, upgrade and balancer-policy settings apply
     /// at once, and so do the connection pools' limits and timeouts: new connections and
     /// new checkouts follow them, a lower idle limit closes the idle connections beyond it
-    /// (see [`switchyard_pool::Pool::reconfigure`]). The health checks take their new
+    /// (see [`switchyard_pool::Pool::reconfigure`]). New backend TLS settings (CA and
+    /// client certificate files, `pool.tls`) or a new HTTP/1.1 engine apply to the
+    /// connections dialled from now on, and to the health checks: the pooled connections
+    /// made before take no new request (the idle ones close now, the busy ones once their
+    /// response ends). The health checks take their new
     /// settings at their next round, keeping every backend's health
     /// ([`Registry::reconfigure`](switchyard_health::Registry::reconfigure)), and a new
-    /// slow start applies to the ramps under way and to come. The backend TLS and HTTP/1.1
-    /// engine, whether health checks run at all, the name server and the metrics settings
+    /// slow start applies to the ramps under way and to come. Whether health checks run at
+    /// all, the name server and the metrics settings
     /// are read when the proxy is built: those that changed are kept as they were and
     /// listed in [`Reconfigured::need_restart`]. A configuration that does not validate changes
     /// nothing and comes back with every problem.
@@ -286,8 +290,11 @@ impl Proxy {
                 .registry
                 .reconfigure(self.config().health.clone());
         }
-        if done.applied.contains(&"connection pool") {
-            HttpEndpoints::reconfigure_pools(&self.shared.registry, &self.config().pool);
+        let pools = ["connection pool", "backend_http1", "backend TLS"];
+        if pools.iter().any(|p| done.applied.contains(p)) {
+            let config = self.config();
+            let tls = (done.applied.contains(&"backend TLS")).then(|| config.tls_config());
+            HttpEndpoints::reconfigure_pools(&self.shared.registry, &config.pool, tls);
         }
         if done.applied.contains(&"circuit_breaker") {
             let breaker = self.config().breaker.clone();
