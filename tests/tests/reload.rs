@@ -757,3 +757,52 @@ async fn sighup_applies_backend_tls_and_engine_to_new_connections_under_load() {
     hup_applies(&mut proxy, "applied backend TLS").await;
     assert_eq!(get(listen, "/").await.0, 200);
 }
+
+/// Health checks turned on by a reload start at once: the dead backend is found unhealthy
+/// and taken out of rotation; turned off, they stop and every backend is routable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_turns_health_checks_on_and_off() {
+    let (good, counts, _) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = write_config("reload-checks.toml", &file(listen, admin, good, ""));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(checked(&proxy, "dead").await, ("unknown".into(), 0, 0));
+    assert_eq!(count(&counts, "/checked"), 0, "no checks");
+
+    let on = "health_check_enabled = true\nhealth_check_interval = \"100ms\"\n\
+              health_check_path = \"/checked\"\nhealth_check_fall = 1\nhealth_check_rise = 1\n";
+    std::fs::write(&config, file(listen, admin, good, on)).unwrap();
+    hup_applies(&mut proxy, "applied health_check").await;
+    for _ in 0..100 {
+        if checked(&proxy, "dead").await.0 == "unhealthy"
+            && checked(&proxy, "good").await.0 == "healthy"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(checked(&proxy, "dead").await.0, "unhealthy");
+    assert!(!routed(&proxy, "dead").await, "out of rotation");
+    assert_eq!(checked(&proxy, "good").await.0, "healthy");
+    assert!(count(&counts, "/checked") > 0);
+    assert_eq!(shown(&proxy).await["proxy"]["health_check_enabled"], true);
+
+    std::fs::write(&config, file(listen, admin, good, "")).unwrap();
+    hup_applies(&mut proxy, "health_check_enabled").await;
+    let (dead, good_now) = (checked(&proxy, "dead").await, checked(&proxy, "good").await);
+    assert_eq!((dead.0.as_str(), dead.2), ("unknown", 0), "{dead:?}");
+    assert_eq!(good_now.0, "unknown", "{good_now:?}");
+    let checks = count(&counts, "/checked");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        count(&counts, "/checked") <= checks + 1,
+        "the checks stopped"
+    );
+    assert!(routed(&proxy, "dead").await, "routable again");
+}
+
+/// Whether the balancer routes to backend `id`'s endpoint.
+async fn routed(proxy: &Switchyard, id: &str) -> bool {
+    backend(proxy, id).await["health"]["endpoints"][0]["routed"] == true
+}

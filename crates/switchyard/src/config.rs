@@ -328,8 +328,8 @@ pub struct Reconfigured {
 
 impl ProxyConfig {
     /// The configuration to put in force when `new` replaces `self` on a running proxy:
-    /// `new`, but for the settings read only when the proxy is built (whether health
-    /// checks run, the name server, metrics), which stay as they are; and what changed.
+    /// `new`, but for the settings read only when the proxy is built (the name server,
+    /// metrics), which stay as they are; and what changed.
     pub(crate) fn carry_over(&self, new: ProxyConfig) -> (ProxyConfig, Reconfigured) {
         let mut done = Reconfigured::default();
         let mut note = |changed: bool, name: &'static str, live: bool| {
@@ -380,9 +380,7 @@ impl ProxyConfig {
             &new.pool.tls,
         );
         note(tls, "backend TLS", true);
-        // The checks' settings; whether there are checks at all, and the name server,
-        // are the registry's for good.
-        let fixed = |h: &HealthConfig| (h.enabled, h.dns_server);
+        // The checks' settings; the name server is the registry's for good.
         let checks = |h: &HealthConfig| HealthConfig {
             enabled: false,
             dns_server: None,
@@ -396,7 +394,7 @@ impl ProxyConfig {
         note(
             self.health.enabled != new.health.enabled,
             "health_check_enabled",
-            false,
+            true,
         );
         note(
             self.health.dns_server != new.health.dns_server,
@@ -410,11 +408,9 @@ impl ProxyConfig {
             "slow_start",
             true,
         );
-        let (enabled, dns_server) = fixed(&self.health);
         let kept = ProxyConfig {
             health: HealthConfig {
-                enabled,
-                dns_server,
+                dns_server: self.health.dns_server,
                 ..new.health.clone()
             },
             metrics: self.metrics,
@@ -944,6 +940,7 @@ mod tests {
         new.backend_ca_file = Some("ca.pem".into());
         new.health.rise = 4;
         new.health.enabled = !old.health.enabled;
+        new.health.dns_server = Some("127.0.0.1:8600".parse().unwrap());
         let (kept, done) = old.carry_over(new.clone());
         assert_eq!(
             done.applied,
@@ -953,22 +950,28 @@ mod tests {
                 "connection pool",
                 "backend_http1",
                 "backend TLS",
-                "health_check"
+                "health_check",
+                "health_check_enabled"
             ]
         );
-        assert_eq!(done.need_restart, ["health_check_enabled"]);
+        assert_eq!(done.need_restart, ["dns_server"]);
         assert_eq!(
             done.to_string(),
             "applied retry, request_timeout, connection pool, backend_http1, backend TLS, \
-             health_check; changes to health_check_enabled take effect after a restart"
+             health_check, health_check_enabled; changes to dns_server take effect after a \
+             restart"
         );
         assert_eq!(kept.retry.max_retries, 0);
         assert_eq!(kept.request_timeout, Duration::from_secs(1));
         assert_eq!(kept.pool, new.pool);
         assert_eq!(kept.backend_ca_file, new.backend_ca_file);
         assert_eq!(
-            (kept.health.rise, kept.health.enabled),
-            (4, old.health.enabled)
+            (
+                kept.health.rise,
+                kept.health.enabled,
+                kept.health.dns_server
+            ),
+            (4, new.health.enabled, old.health.dns_server)
         );
         let (_, none) = kept.carry_over(kept.clone());
         assert_eq!(none.to_string(), "no proxy setting changed");

@@ -260,9 +260,11 @@ impl Proxy {
     /// made before take no new request (the idle ones close now, the busy ones once their
     /// response ends). The health checks take their new
     /// settings at their next round, keeping every backend's health
-    /// ([`Registry::reconfigure`](switchyard_health::Registry::reconfigure)), and a new
-    /// slow start applies to the ramps under way and to come. Whether health checks run at
-    /// all, the name server and the metrics settings
+    /// ([`Registry::reconfigure`](switchyard_health::Registry::reconfigure)): checks turned
+    /// on start at each backend's next round, turned off they stop and every backend's
+    /// health is forgotten (routable). A new
+    /// slow start applies to the ramps under way and to come. The name server and the
+    /// metrics settings
     /// are read when the proxy is built: those that changed are kept as they were and
     /// listed in [`Reconfigured::need_restart`]. A configuration that does not validate changes
     /// nothing and comes back with every problem.
@@ -285,7 +287,8 @@ impl Proxy {
             let window = self.config().balance.slow_start;
             self.shared.parts.balance.set_slow_start(window);
         }
-        if done.applied.contains(&"health_check") {
+        let checks = ["health_check", "health_check_enabled"];
+        if checks.iter().any(|c| done.applied.contains(c)) {
             self.shared
                 .registry
                 .reconfigure(self.config().health.clone());

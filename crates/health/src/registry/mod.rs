@@ -337,19 +337,23 @@ impl<E: Endpoints> Registry<E> {
     /// `fall`. A new `panic_mode` is applied at once, new DNS bounds at the next
     /// resolution, a new `max_concurrent` to the checks that start from now on.
     ///
-    /// `enabled` and `dns_server` are read when the registry is built: they stay as they
-    /// are. Returns whether anything changed.
+    /// Checks turned on (`enabled`) start at each check loop's next round, every endpoint
+    /// routable as it is until they judge it; turned off, they stop, and every endpoint's
+    /// health is forgotten (`unknown`, routable: its circuit breaker still guards it).
+    ///
+    /// `dns_server` is read when the registry is built: it stays as it is. Returns whether
+    /// anything changed.
     pub fn reconfigure(&self, config: HealthConfig) -> bool {
         let inner = &self.inner;
         let old = inner.config();
         let config = HealthConfig {
-            enabled: old.enabled,
             dns_server: old.dns_server,
             ..config
         };
         if *old == config {
             return false;
         }
+        let stopped = old.enabled && !config.enabled;
         let (was, now) = (old.max_concurrent.max(1), config.max_concurrent.max(1));
         if now > was {
             inner.permits.add_permits(now - was);
@@ -365,6 +369,9 @@ impl<E: Endpoints> Registry<E> {
         }
         inner.config.send_replace(Arc::new(config));
         let mut state = inner.lock();
+        if stopped {
+            inner.forget_health(&mut state);
+        }
         inner.reconcile(&mut state);
         true
     }
@@ -524,6 +531,29 @@ impl<E: Endpoints> Inner<E> {
     /// The settings in force.
     fn config(&self) -> Arc<HealthConfig> {
         self.config.borrow().clone()
+    }
+
+    /// Checks were turned off: no endpoint keeps a health they judged, nor a run of
+    /// results.
+    fn forget_health(&self, state: &mut State<E::Service>) {
+        let now = Instant::now();
+        for member in &mut state.members {
+            for ep in &mut member.endpoints {
+                let before = ep.health;
+                (ep.consecutive_failures, ep.consecutive_successes) = (0, 0);
+                if before == Health::Unknown {
+                    continue;
+                }
+                ep.health = Health::Unknown;
+                ep.last_transition = Some(now);
+                let _ = self.events.send(HealthEvent::Transition {
+                    backend: member.spec.id.clone(),
+                    addr: ep.addr,
+                    from: before,
+                    to: Health::Unknown,
+                });
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<E::Service>> {
