@@ -17,7 +17,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use switchyard_tests::binary::{free_addr, write_config, Switchyard};
-use switchyard_tests::{load, serve_on_loopback, tls_backend, Load, TestCa};
+use switchyard_tests::dnsmasq::{srv, Dnsmasq, NAME};
+use switchyard_tests::{
+    load, serve_on_loopback, tls_backend, FaultBackend, Load, LoadReport, TestCa,
+};
 use tokio::sync::watch;
 
 /// Requests a [`origin`] received, per path.
@@ -101,6 +104,23 @@ async fn origin() -> (SocketAddr, Counts, Arc<Conns>) {
     })
     .await;
     (addr, counts, conns)
+}
+
+/// A steady load of `GET path` on `listen` ([`Load::new`]'s) for `duration`, on a task:
+/// what it got.
+fn steady_load(
+    listen: SocketAddr,
+    path: &'static str,
+    duration: Duration,
+) -> tokio::task::JoinHandle<LoadReport> {
+    tokio::spawn(async move {
+        let spec = Load {
+            duration,
+            max_requests: 100_000,
+            ..Load::new(listen, path)
+        };
+        load(&spec).await
+    })
 }
 
 fn count(counts: &Counts, path: &str) -> usize {
@@ -231,14 +251,7 @@ async fn sighup_applies_the_proxy_settings_under_load_and_keeps_breakers_and_cac
     assert_eq!(count(&counts, "/fresh"), 1);
 
     // Under load, the new file and SIGHUP.
-    let steady = tokio::spawn(async move {
-        let spec = Load {
-            duration: Duration::from_secs(3),
-            max_requests: 100_000,
-            ..Load::new(listen, "/")
-        };
-        load(&spec).await
-    });
+    let steady = steady_load(listen, "/", Duration::from_secs(3));
     tokio::time::sleep(Duration::from_secs(1)).await;
     std::fs::write(&config, file(listen, admin, good, AFTER)).unwrap();
     proxy.signal("HUP");
@@ -573,14 +586,7 @@ async fn sighup_switches_the_access_log_format_under_load() {
     let mut proxy = Switchyard::serve(&config, admin, &[]).await;
     assert_eq!(get(listen, "/text-first").await.0, 200);
 
-    let steady = tokio::spawn(async move {
-        let spec = Load {
-            duration: Duration::from_secs(3),
-            max_requests: 100_000,
-            ..Load::new(listen, "/steady")
-        };
-        load(&spec).await
-    });
+    let steady = steady_load(listen, "/steady", Duration::from_secs(3));
     tokio::time::sleep(Duration::from_secs(1)).await;
     std::fs::write(&config, format("json")).unwrap();
     hup_applies(&mut proxy, "applied access_log").await;
@@ -717,16 +723,7 @@ async fn sighup_applies_backend_tls_and_engine_to_new_connections_under_load() {
 
     std::fs::write(&config, file(&new_pem, "native")).unwrap();
     hup_applies(&mut proxy, "applied backend TLS").await;
-    let steady = |path: &'static str| {
-        tokio::spawn(async move {
-            let spec = Load {
-                duration: Duration::from_secs(2),
-                max_requests: 100_000,
-                ..Load::new(listen, path)
-            };
-            load(&spec).await
-        })
-    };
+    let steady = |path| steady_load(listen, path, Duration::from_secs(2));
     let report = steady("/").await.unwrap();
     assert_eq!(report.errors, 0, "{report:?}");
     assert_eq!(report.count(200), report.responses(), "{report:?}");
@@ -805,4 +802,65 @@ async fn sighup_turns_health_checks_on_and_off() {
 /// Whether the balancer routes to backend `id`'s endpoint.
 async fn routed(proxy: &Switchyard, id: &str) -> bool {
     backend(proxy, id).await["health"]["endpoints"][0]["routed"] == true
+}
+
+/// The backend that answers `GET /` through the proxy at `addr` (its `x-backend`), or the
+/// status when it fails.
+async fn served_by(addr: SocketAddr) -> String {
+    let request = "GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+    let (status, head) = switchyard_tests::raw_exchange(addr, request.as_bytes()).await;
+    let backend = head.lines().find_map(|l| l.strip_prefix("x-backend: "));
+    backend.map_or_else(|| status.to_string(), str::to_owned)
+}
+
+/// A new `dns_server` resolves every name again at once, not at its next resolution: a
+/// `dns+srv://` backend takes the targets the new name server gives, under load and
+/// without a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_asks_a_new_name_server_at_once_under_load() {
+    let [a, b] = FaultBackend::start_all(["a", "b"]).await;
+    let (dns_a, dns_b) = (
+        Dnsmasq::start(&[srv("a", &a, 1, 1)]).await,
+        Dnsmasq::start(&[srv("a", &a, 1, 1), srv("b", &b, 1, 1)]).await,
+    );
+    let (listen, admin) = (free_addr(), free_addr());
+    // Answers are kept 30 s: only a new resolution now reaches b within the test.
+    let file = |dns: &Dnsmasq| {
+        format!(
+            "listen = \"{listen}\"\n\n[admin]\nlisten = \"{admin}\"\n\n[proxy]\n\
+             health_check_enabled = false\ndns_server = \"{}\"\n\
+             dns_min_ttl = \"30s\"\ndns_max_ttl = \"60s\"\n\n\
+             [[backends]]\nid = \"web\"\nurl = \"dns+srv://{NAME}\"\n",
+            dns.addr
+        )
+    };
+    let config = write_config("reload-dns.toml", &file(&dns_a));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    let mut first = String::new();
+    for _ in 0..100 {
+        first = served_by(listen).await;
+        if first == "a" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(first, "a", "the first name server's target");
+
+    let steady = steady_load(listen, "/", Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(&config, file(&dns_b)).unwrap();
+    hup_applies(&mut proxy, "applied dns_server").await;
+    let report = steady.await.unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    assert!(
+        b.total_requests() > 0,
+        "the new name server's target took requests"
+    );
+    let answers: Vec<String> = futures::future::join_all((0..4).map(|_| served_by(listen))).await;
+    assert!(answers.iter().all(|b| b == "a" || b == "b"), "{answers:?}");
+    assert_eq!(
+        shown(&proxy).await["proxy"]["dns_server"],
+        dns_b.addr.to_string()
+    );
 }

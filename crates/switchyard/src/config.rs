@@ -328,8 +328,8 @@ pub struct Reconfigured {
 
 impl ProxyConfig {
     /// The configuration to put in force when `new` replaces `self` on a running proxy:
-    /// `new`, but for the settings read only when the proxy is built (the name server,
-    /// metrics), which stay as they are; and what changed.
+    /// `new`, but for the metrics setting, read only when the proxy is built, which stays
+    /// as it is; and what changed.
     pub(crate) fn carry_over(&self, new: ProxyConfig) -> (ProxyConfig, Reconfigured) {
         let mut done = Reconfigured::default();
         let mut note = |changed: bool, name: &'static str, live: bool| {
@@ -380,7 +380,7 @@ impl ProxyConfig {
             &new.pool.tls,
         );
         note(tls, "backend TLS", true);
-        // The checks' settings; the name server is the registry's for good.
+        // The checks' settings, apart from whether they run and the name server.
         let checks = |h: &HealthConfig| HealthConfig {
             enabled: false,
             dns_server: None,
@@ -399,7 +399,7 @@ impl ProxyConfig {
         note(
             self.health.dns_server != new.health.dns_server,
             "dns_server",
-            false,
+            true,
         );
         note(self.metrics != new.metrics, "metrics_enabled", false);
         note(self.balance.policy != new.balance.policy, "balancer", true);
@@ -409,10 +409,6 @@ impl ProxyConfig {
             true,
         );
         let kept = ProxyConfig {
-            health: HealthConfig {
-                dns_server: self.health.dns_server,
-                ..new.health.clone()
-            },
             metrics: self.metrics,
             ..new
         };
@@ -941,6 +937,7 @@ mod tests {
         new.health.rise = 4;
         new.health.enabled = !old.health.enabled;
         new.health.dns_server = Some("127.0.0.1:8600".parse().unwrap());
+        new.metrics = !old.metrics;
         let (kept, done) = old.carry_over(new.clone());
         assert_eq!(
             done.applied,
@@ -951,28 +948,23 @@ mod tests {
                 "backend_http1",
                 "backend TLS",
                 "health_check",
-                "health_check_enabled"
+                "health_check_enabled",
+                "dns_server"
             ]
         );
-        assert_eq!(done.need_restart, ["dns_server"]);
+        assert_eq!(done.need_restart, ["metrics_enabled"]);
         assert_eq!(
             done.to_string(),
             "applied retry, request_timeout, connection pool, backend_http1, backend TLS, \
-             health_check, health_check_enabled; changes to dns_server take effect after a \
-             restart"
+             health_check, health_check_enabled, dns_server; changes to metrics_enabled take \
+             effect after a restart"
         );
         assert_eq!(kept.retry.max_retries, 0);
         assert_eq!(kept.request_timeout, Duration::from_secs(1));
         assert_eq!(kept.pool, new.pool);
         assert_eq!(kept.backend_ca_file, new.backend_ca_file);
-        assert_eq!(
-            (
-                kept.health.rise,
-                kept.health.enabled,
-                kept.health.dns_server
-            ),
-            (4, new.health.enabled, old.health.dns_server)
-        );
+        assert_eq!(kept.health, new.health);
+        assert_eq!(kept.metrics, old.metrics);
         let (_, none) = kept.carry_over(kept.clone());
         assert_eq!(none.to_string(), "no proxy setting changed");
     }

@@ -262,11 +262,10 @@ impl Proxy {
     /// settings at their next round, keeping every backend's health
     /// ([`Registry::reconfigure`](switchyard_health::Registry::reconfigure)): checks turned
     /// on start at each backend's next round, turned off they stop and every backend's
-    /// health is forgotten (routable). A new
-    /// slow start applies to the ramps under way and to come. The name server and the
-    /// metrics settings
-    /// are read when the proxy is built: those that changed are kept as they were and
-    /// listed in [`Reconfigured::need_restart`]. A configuration that does not validate changes
+    /// health is forgotten (routable); a new name server resolves every name again at once.
+    /// A new slow start applies to the ramps under way and to come. The metrics setting
+    /// is read when the proxy is built: a change is kept as it was and listed in
+    /// [`Reconfigured::need_restart`]. A configuration that does not validate changes
     /// nothing and comes back with every problem.
     pub fn reconfigure(&self, config: ProxyConfig) -> Result<Reconfigured, Vec<ConfigProblem>> {
         let problems = config.validate();
@@ -287,7 +286,7 @@ impl Proxy {
             let window = self.config().balance.slow_start;
             self.shared.parts.balance.set_slow_start(window);
         }
-        let checks = ["health_check", "health_check_enabled"];
+        let checks = ["health_check", "health_check_enabled", "dns_server"];
         if checks.iter().any(|c| done.applied.contains(c)) {
             self.shared
                 .registry
