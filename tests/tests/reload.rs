@@ -699,7 +699,8 @@ async fn sighup_moves_the_admin_api_and_applies_its_token() {
 /// New backend TLS settings apply to the connections dialled after the reload, under load
 /// and without a failed request: a backend whose certificate only the new CA signed is
 /// reached, the connections pooled before are not reused (back to the old CA, requests
-/// fail), and a new HTTP/1.1 engine dials new connections in the same way.
+/// fail), a CA file rewritten in place is read again, and a new HTTP/1.1 engine dials new
+/// connections in the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_backend_tls_and_engine_to_new_connections_under_load() {
     let (old_ca, new_ca) = (TestCa::new(), TestCa::new());
@@ -750,7 +751,8 @@ async fn sighup_applies_backend_tls_and_engine_to_new_connections_under_load() {
     std::fs::write(&config, file(&old_pem, "hyper")).unwrap();
     hup_applies(&mut proxy, "applied backend TLS").await;
     assert_eq!(get(listen, "/").await.0, 502);
-    std::fs::write(&config, file(&new_pem, "hyper")).unwrap();
+    // The same file rewritten with the new CA (a renewal in place) is read again.
+    std::fs::write(&old_pem, &new_ca.ca_pem).unwrap();
     hup_applies(&mut proxy, "applied backend TLS").await;
     assert_eq!(get(listen, "/").await.0, 200);
 }

@@ -167,6 +167,28 @@ impl ProxyConfig {
         tls
     }
 
+    /// A digest of what the backend TLS files hold now (zero when `pool.tls` stands in
+    /// for them): it changes when one of them is rewritten, so that a reload of the same
+    /// paths can tell a renewed certificate.
+    pub(crate) fn tls_files(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        if self.pool.tls.is_some() {
+            return 0;
+        }
+        let mut digest = std::collections::hash_map::DefaultHasher::new();
+        for file in [
+            &self.backend_ca_file,
+            &self.backend_client_cert_file,
+            &self.backend_client_key_file,
+        ] {
+            file.as_deref()
+                .map(std::fs::read)
+                .map(Result::ok)
+                .hash(&mut digest);
+        }
+        digest.finish()
+    }
+
     /// The TLS settings, and what kept any file of them from loading.
     fn load_tls(&self) -> (TlsConfig, Vec<ConfigProblem>) {
         if let Some(tls) = &self.pool.tls {

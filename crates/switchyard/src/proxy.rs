@@ -1,6 +1,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -86,6 +87,9 @@ struct Shared {
     /// backends, breakers and pools), the same tunnels, metrics and decision traces.
     parts: Parts,
     current: ArcSwap<Generation>,
+    /// What the backend TLS files held when they were last loaded (see
+    /// [`ProxyConfig::tls_files`]): a reload that finds them rewritten loads them again.
+    tls_files: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -167,6 +171,7 @@ impl Proxy {
     pub fn new(config: ProxyConfig) -> Self {
         let metrics = MetricsRegistry::new();
         let tls = config.tls_config();
+        let tls_files = AtomicU64::new(config.tls_files());
         let endpoints = HttpEndpoints {
             pool: ArcSwap::from_pointee(PoolConfig {
                 tls: Some(tls.clone()),
@@ -231,6 +236,7 @@ impl Proxy {
                 tunnels,
                 parts,
                 current: ArcSwap::new(first),
+                tls_files,
             }),
         }
     }
@@ -255,7 +261,8 @@ impl Proxy {
     /// at once, and so do the connection pools' limits and timeouts: new connections and
     /// new checkouts follow them, a lower idle limit closes the idle connections beyond it
     /// (see [`switchyard_pool::Pool::reconfigure`]). New backend TLS settings (CA and
-    /// client certificate files, `pool.tls`) or a new HTTP/1.1 engine apply to the
+    /// client certificate files, those files rewritten in place, `pool.tls`) or a new
+    /// HTTP/1.1 engine apply to the
     /// connections dialled from now on, and to the health checks: the pooled connections
     /// made before take no new request (the idle ones close now, the busy ones once their
     /// response ends). The health checks take their new
@@ -278,6 +285,13 @@ impl Proxy {
             done = changes;
             Arc::new(Generation::build(config, &self.shared.parts, Some(now)))
         });
+        // The same files, rewritten in place (a renewed client certificate), are new
+        // settings too.
+        let files = self.config().tls_files();
+        let rewritten = self.shared.tls_files.swap(files, Ordering::Relaxed) != files;
+        if rewritten && !done.applied.contains(&"backend TLS") {
+            done.applied.push("backend TLS");
+        }
         if done.applied.contains(&"balancer") {
             let policy = self.config().balance.policy;
             self.shared.parts.balance.set_policy(policy);
