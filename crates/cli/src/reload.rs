@@ -109,10 +109,11 @@ impl Listen {
     }
 
     /// [`apply`], a changed `[access_log]` put in force for the requests that start from
-    /// now on, a changed `[admin]` applied (see [`Listen::apply_admin`]), and a changed
-    /// `listen` bound and a changed `[server]` handed over: listed as applied. An address
-    /// that cannot be bound is logged, the proxy keeps listening where it did, and `listen`
-    /// is listed as needing a restart.
+    /// now on, a changed `[admin]` applied (its token at once, a new address bound and
+    /// handed over, the admin API turned on or off), and a changed `listen` bound and a
+    /// changed `[server]` handed over: listed as applied. An address that cannot be bound
+    /// is logged, the proxy (or the admin API) keeps listening where it did, and `listen`
+    /// (or `admin.listen`) is listed as needing a restart.
     pub fn apply(&self, proxy: &Proxy, old: &FileConfig, new: &mut FileConfig) -> Reloaded {
         let (listen, server) = (new.listen, new.server.clone());
         let (access_log, admin) = (new.access_log.clone(), new.admin.clone());
@@ -164,6 +165,7 @@ impl Listen {
         }
         done
     }
+
     /// Puts the admin settings `new` in force in place of `old`: the token at once (for
     /// the next request on every admin connection, and for `Switchyard-Trace`); a new
     /// address, or the admin API turned on, bound and handed over; the admin API turned off
