@@ -58,6 +58,8 @@ pub fn write_config(name: &str, text: &str) -> PathBuf {
 pub struct Switchyard {
     child: Child,
     log: mpsc::UnboundedReceiver<String>,
+    /// Its standard output (the JSON access log), line by line.
+    printed: mpsc::UnboundedReceiver<String>,
     /// The admin API's address.
     pub admin: SocketAddr,
 }
@@ -71,19 +73,19 @@ impl Switchyard {
             .arg(config)
             .args(extra)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("the switchyard binary starts");
-        let (tx, log) = mpsc::unbounded_channel();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = tx.send(line);
-            }
-        });
-        let proxy = Self { child, log, admin };
+        let log = lines_of(child.stderr.take().unwrap());
+        let printed = lines_of(child.stdout.take().unwrap());
+        let proxy = Self {
+            child,
+            log,
+            printed,
+            admin,
+        };
         for _ in 0..500 {
             if admin_call(admin, "GET", "/healthz").await.is_some() {
                 return proxy;
@@ -118,6 +120,21 @@ impl Switchyard {
         None
     }
 
+    /// Waits up to 10 s for a line on standard output containing `what`: the lines printed
+    /// since the last call, that one last (every one printed within the 10 s if none does).
+    pub async fn printed(&mut self, what: &str) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut lines = Vec::new();
+        while let Ok(Some(line)) = tokio::time::timeout_at(deadline, self.printed.recv()).await {
+            let found = line.contains(what);
+            lines.push(line);
+            if found {
+                break;
+            }
+        }
+        lines
+    }
+
     /// `method path` on the admin API: status and body.
     pub async fn admin(&self, method: &str, path: &str) -> (u16, String) {
         admin_call(self.admin, method, path)
@@ -130,6 +147,21 @@ impl Switchyard {
         let status = tokio::time::timeout(within, self.child.wait()).await.ok()?;
         Some(status.ok()?.code())
     }
+}
+
+/// The lines `out` gives, as they come (read as long as it is open, so that the process
+/// never waits for a full pipe).
+fn lines_of(
+    out: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut lines = BufReader::new(out).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
 
 /// `method path` with an empty body on a fresh connection to the admin API at `addr`:

@@ -10,7 +10,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use switchyard::{Backend, ErrorKind};
 use switchyard_pool::{
-    ConnectError, ConnectErrorKind, Pool, PoolConfig, PoolStats, PoolTimeout, Protocol,
+    ConnectError, ConnectErrorKind, Http1Engine, Pool, PoolConfig, PoolStats, PoolTimeout, Protocol,
 };
 use switchyard_server::ServerConfig;
 use switchyard_tests::{
@@ -144,6 +144,46 @@ async fn reconfigured_limits_apply_to_the_open_pool() {
     let stats = pool.stats();
     assert_eq!((stats.open, stats.created), (3, 8), "no new connection");
     assert_eq!(pool.config().max_connections, 3);
+}
+
+/// A new HTTP/1.1 engine drains the pool: its idle connections close at once, a request
+/// in flight finishes on its connection, which then closes, and new requests get new
+/// connections on the new engine, which are reused.
+#[tokio::test]
+async fn a_new_engine_drains_the_connections_made_before() {
+    let a = backend("a").await;
+    let engine = |http1| PoolConfig {
+        http1,
+        ..PoolConfig::default()
+    };
+    let pool = pool(&a, engine(Http1Engine::Native));
+    let burst = |n| join_all((0..n).map(|_| fetch(&pool, "/delay/20")));
+    assert!(burst(3).await.iter().all(|r| r.is_ok()));
+    let slow = tokio::spawn({
+        let pool = pool.clone();
+        async move { fetch(&pool, "/delay/300").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!((pool.stats().open, pool.stats().idle), (3, 2));
+
+    pool.reconfigure(engine(Http1Engine::Hyper));
+    let stats = pool.stats();
+    assert_eq!((stats.open, stats.idle, stats.closed.evicted), (1, 0, 2));
+    assert_eq!(
+        a.wait_closed(2).await,
+        2,
+        "the backend saw the idle ones close"
+    );
+    fetch_ok(&pool, "/", 2).await;
+    assert_eq!(a.accepted(), 4, "one new connection, reused");
+    assert_eq!(
+        slow.await.unwrap().unwrap().0,
+        StatusCode::OK,
+        "in flight, finished"
+    );
+    let stats = pool.stats();
+    assert_eq!((stats.open, stats.idle, stats.closed.evicted), (1, 1, 3));
+    assert_eq!(pool.config().http1, Http1Engine::Hyper);
 }
 
 #[tokio::test]

@@ -17,7 +17,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use switchyard_tests::binary::{free_addr, write_config, Switchyard};
-use switchyard_tests::{load, serve_on_loopback, Load};
+use switchyard_tests::dnsmasq::{srv, Dnsmasq, NAME};
+use switchyard_tests::{
+    load, serve_on_loopback, tls_backend, FaultBackend, Load, LoadReport, TestCa,
+};
 use tokio::sync::watch;
 
 /// Requests a [`origin`] received, per path.
@@ -101,6 +104,23 @@ async fn origin() -> (SocketAddr, Counts, Arc<Conns>) {
     })
     .await;
     (addr, counts, conns)
+}
+
+/// A steady load of `GET path` on `listen` ([`Load::new`]'s) for `duration`, on a task:
+/// what it got.
+fn steady_load(
+    listen: SocketAddr,
+    path: &'static str,
+    duration: Duration,
+) -> tokio::task::JoinHandle<LoadReport> {
+    tokio::spawn(async move {
+        let spec = Load {
+            duration,
+            max_requests: 100_000,
+            ..Load::new(listen, path)
+        };
+        load(&spec).await
+    })
 }
 
 fn count(counts: &Counts, path: &str) -> usize {
@@ -231,14 +251,7 @@ async fn sighup_applies_the_proxy_settings_under_load_and_keeps_breakers_and_cac
     assert_eq!(count(&counts, "/fresh"), 1);
 
     // Under load, the new file and SIGHUP.
-    let steady = tokio::spawn(async move {
-        let spec = Load {
-            duration: Duration::from_secs(3),
-            max_requests: 100_000,
-            ..Load::new(listen, "/")
-        };
-        load(&spec).await
-    });
+    let steady = steady_load(listen, "/", Duration::from_secs(3));
     tokio::time::sleep(Duration::from_secs(1)).await;
     std::fs::write(&config, file(listen, admin, good, AFTER)).unwrap();
     proxy.signal("HUP");
@@ -490,6 +503,17 @@ async fn get_on(
         .expect("within 10 s")
 }
 
+/// Whether connections to `addr` are refused within 2 s.
+async fn refuses(addr: SocketAddr) -> bool {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// A new `listen` address: the proxy listens there at once and no longer on the old
 /// one, whose connections are still answered. New `[server]` settings: a new server on the
 /// same socket.
@@ -514,14 +538,7 @@ async fn sighup_moves_the_listener_and_keeps_its_connections() {
         200,
         "the old connection is served"
     );
-    let mut refused = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(old).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = refuses(old).await;
     assert!(refused, "the old address still takes connections");
     assert_eq!(get_on(&mut kept, "/four").await, 200, "and after it closed");
     for path in ["/one", "/two", "/three", "/four"] {
@@ -552,4 +569,300 @@ async fn sighup_moves_the_listener_and_keeps_its_connections() {
     assert_eq!(get(new, "/").await.0, 200, "still listening where it was");
     assert_eq!(shown(&proxy).await["listen"], new.to_string());
     assert_eq!(get_on(&mut kept, "/").await, 200);
+}
+
+/// A new access log format applies to the requests that start after the reload, under
+/// steady load and without a failed request: the text log (a `tracing` event, off at
+/// `RUST_LOG=info`) prints nothing on standard output, the JSON one a line per request,
+/// and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_switches_the_access_log_format_under_load() {
+    let (good, _, _) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let format = |format: &str| {
+        good_only(listen, admin, good, "") + &format!("[access_log]\nformat = \"{format}\"\n")
+    };
+    let config = write_config("reload-access-log.toml", &format("text"));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    assert_eq!(get(listen, "/text-first").await.0, 200);
+
+    let steady = steady_load(listen, "/steady", Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(&config, format("json")).unwrap();
+    hup_applies(&mut proxy, "applied access_log").await;
+    let report = steady.await.unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    assert_eq!(get(listen, "/json-first").await.0, 200);
+    let printed = proxy.printed("/json-first").await;
+    assert!(
+        printed.last().is_some_and(|l| l.contains("/json-first")),
+        "{printed:?}"
+    );
+    assert!(printed.len() > 10, "the load's requests after the reload");
+    for line in &printed {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            entry["status"] == 200 && entry["time"].is_string(),
+            "{line}"
+        );
+        assert!(entry["path"] != "/text-first", "{line}");
+    }
+    assert_eq!(shown(&proxy).await["access_log"]["format"], "json");
+
+    // Back to text: nothing printed for a request before the next change to JSON.
+    std::fs::write(&config, format("text")).unwrap();
+    hup_applies(&mut proxy, "applied access_log").await;
+    assert_eq!(get(listen, "/text-again").await.0, 200);
+    std::fs::write(&config, format("json")).unwrap();
+    hup_applies(&mut proxy, "applied access_log").await;
+    assert_eq!(get(listen, "/json-again").await.0, 200);
+    let printed = proxy.printed("/json-again").await;
+    assert_eq!(printed.len(), 1, "{printed:?}");
+}
+
+/// `method path` on the admin API at `addr` with `token` as bearer (none: `None`): the
+/// status.
+async fn admin_status(addr: SocketAddr, path: &str, token: Option<&str>) -> u16 {
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\n{auth}connection: close\r\n\r\n");
+    switchyard_tests::raw_exchange(addr, request.as_bytes())
+        .await
+        .0
+}
+
+/// A new `admin.listen` is bound at once and the old address refuses connections, while a
+/// live tail opened on it goes on; a new token applies at once. An address that cannot be
+/// bound leaves the admin API where it is, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_moves_the_admin_api_and_applies_its_token() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let (good, _, _) = origin().await;
+    let (listen, old, new) = (free_addr(), free_addr(), free_addr());
+    let traced = "trace_enabled = true\n";
+    let config = write_config("reload-admin.toml", &good_only(listen, old, good, traced));
+    let mut proxy = Switchyard::serve(&config, old, &[]).await;
+    let mut tail = tokio::net::TcpStream::connect(old).await.unwrap();
+    let head = "GET /requests/tail?path=/tailed HTTP/1.1\r\nhost: admin\r\n\r\n";
+    tail.write_all(head.as_bytes()).await.unwrap();
+    let mut tail = tokio::io::BufReader::new(tail).lines();
+    let status = tail.next_line().await.unwrap().unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+
+    let moved = good_only(listen, new, good, traced).replace(
+        &format!("listen = \"{new}\"\n"),
+        &format!("listen = \"{new}\"\ntoken = \"s3cret\"\n"),
+    );
+    std::fs::write(&config, &moved).unwrap();
+    hup_applies(&mut proxy, "applied admin").await;
+    assert_eq!(admin_status(new, "/healthz", Some("s3cret")).await, 200);
+    assert_eq!(
+        admin_status(new, "/healthz", None).await,
+        401,
+        "the new token"
+    );
+    assert_eq!(admin_status(new, "/healthz", Some("other")).await, 401);
+    let refused = refuses(old).await;
+    assert!(refused, "the old admin address still takes connections");
+    // The tail opened before the move goes on.
+    assert_eq!(get(listen, "/tailed/after").await.0, 200);
+    let event = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = tail.next_line().await.unwrap().expect("the tail is open");
+            if let Some(data) = line.strip_prefix("data: ") {
+                return serde_json::from_str::<Value>(data).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("an event within 10 s");
+    assert_eq!(event["path"], "/tailed/after");
+
+    // An address that cannot be bound (the proxy's own) leaves the admin API where it is.
+    let taken = moved.replace(
+        &format!("listen = \"{new}\""),
+        &format!("listen = \"{listen}\""),
+    );
+    std::fs::write(&config, taken).unwrap();
+    proxy.signal("HUP");
+    let reloaded = proxy.logged("configuration reloaded").await.unwrap();
+    assert!(
+        reloaded.contains("admin.listen") && reloaded.contains("restart"),
+        "{reloaded}"
+    );
+    assert_eq!(admin_status(new, "/healthz", Some("s3cret")).await, 200);
+    assert_eq!(admin_status(new, "/config", Some("s3cret")).await, 200);
+    assert_eq!(get(listen, "/").await.0, 200, "the proxy still serves");
+}
+
+/// New backend TLS settings apply to the connections dialled after the reload, under load
+/// and without a failed request: a backend whose certificate only the new CA signed is
+/// reached, the connections pooled before are not reused (back to the old CA, requests
+/// fail), a CA file rewritten in place is read again, and a new HTTP/1.1 engine dials new
+/// connections in the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_backend_tls_and_engine_to_new_connections_under_load() {
+    let (old_ca, new_ca) = (TestCa::new(), TestCa::new());
+    let secure = tls_backend("secure", &new_ca).await;
+    let old_pem = write_config("reload-old-ca.pem", &old_ca.ca_pem);
+    let new_pem = write_config("reload-new-ca.pem", &new_ca.ca_pem);
+    let (listen, admin) = (free_addr(), free_addr());
+    let file = |ca: &std::path::Path, engine: &str| {
+        format!(
+            "listen = \"{listen}\"\n\n[admin]\nlisten = \"{admin}\"\n\n[proxy]\n\
+             health_check_enabled = false\nmax_retries = 0\ncircuit_breaker_threshold = 1000\n\
+             backend_ca_file = \"{}\"\nbackend_http1 = \"{engine}\"\n\n\
+             [[backends]]\nid = \"secure\"\nurl = \"{}\"\n",
+            ca.display(),
+            secure.url()
+        )
+    };
+    let config = write_config("reload-tls.toml", &file(&old_pem, "native"));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    assert_eq!(get(listen, "/").await.0, 502, "the old CA did not sign it");
+
+    std::fs::write(&config, file(&new_pem, "native")).unwrap();
+    hup_applies(&mut proxy, "applied backend TLS").await;
+    let steady = |path| steady_load(listen, path, Duration::from_secs(2));
+    let report = steady("/").await.unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    let evicted = |b: &Value| b["pool"]["closed"]["evicted"].as_u64().unwrap_or(0);
+
+    // A new engine, under load: new connections, the old ones drained.
+    let running = steady("/");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (accepted, before) = (secure.accepted(), evicted(&backend(&proxy, "secure").await));
+    std::fs::write(&config, file(&new_pem, "hyper")).unwrap();
+    hup_applies(&mut proxy, "applied backend_http1").await;
+    let report = running.await.unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    assert!(
+        secure.accepted() > accepted,
+        "no connection dialled after the reload"
+    );
+    let pool = backend(&proxy, "secure").await;
+    assert!(evicted(&pool) > before, "{pool}");
+    assert_eq!(shown(&proxy).await["proxy"]["backend_http1"], "hyper");
+
+    // Back to the old CA: the connections pooled under the new one are not reused.
+    std::fs::write(&config, file(&old_pem, "hyper")).unwrap();
+    hup_applies(&mut proxy, "applied backend TLS").await;
+    assert_eq!(get(listen, "/").await.0, 502);
+    // The same file rewritten with the new CA (a renewal in place) is read again.
+    std::fs::write(&old_pem, &new_ca.ca_pem).unwrap();
+    hup_applies(&mut proxy, "applied backend TLS").await;
+    assert_eq!(get(listen, "/").await.0, 200);
+}
+
+/// Health checks turned on by a reload start at once: the dead backend is found unhealthy
+/// and taken out of rotation; turned off, they stop and every backend is routable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_turns_health_checks_on_and_off() {
+    let (good, counts, _) = origin().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = write_config("reload-checks.toml", &file(listen, admin, good, ""));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(checked(&proxy, "dead").await, ("unknown".into(), 0, 0));
+    assert_eq!(count(&counts, "/checked"), 0, "no checks");
+
+    let on = "health_check_enabled = true\nhealth_check_interval = \"100ms\"\n\
+              health_check_path = \"/checked\"\nhealth_check_fall = 1\nhealth_check_rise = 1\n";
+    std::fs::write(&config, file(listen, admin, good, on)).unwrap();
+    hup_applies(&mut proxy, "applied health_check").await;
+    for _ in 0..100 {
+        if checked(&proxy, "dead").await.0 == "unhealthy"
+            && checked(&proxy, "good").await.0 == "healthy"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(checked(&proxy, "dead").await.0, "unhealthy");
+    assert!(!routed(&proxy, "dead").await, "out of rotation");
+    assert_eq!(checked(&proxy, "good").await.0, "healthy");
+    assert!(count(&counts, "/checked") > 0);
+    assert_eq!(shown(&proxy).await["proxy"]["health_check_enabled"], true);
+
+    std::fs::write(&config, file(listen, admin, good, "")).unwrap();
+    hup_applies(&mut proxy, "health_check_enabled").await;
+    let (dead, good_now) = (checked(&proxy, "dead").await, checked(&proxy, "good").await);
+    assert_eq!((dead.0.as_str(), dead.2), ("unknown", 0), "{dead:?}");
+    assert_eq!(good_now.0, "unknown", "{good_now:?}");
+    let checks = count(&counts, "/checked");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        count(&counts, "/checked") <= checks + 1,
+        "the checks stopped"
+    );
+    assert!(routed(&proxy, "dead").await, "routable again");
+}
+
+/// Whether the balancer routes to backend `id`'s endpoint.
+async fn routed(proxy: &Switchyard, id: &str) -> bool {
+    backend(proxy, id).await["health"]["endpoints"][0]["routed"] == true
+}
+
+/// The backend that answers `GET /` through the proxy at `addr` (its `x-backend`), or the
+/// status when it fails.
+async fn served_by(addr: SocketAddr) -> String {
+    let request = "GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+    let (status, head) = switchyard_tests::raw_exchange(addr, request.as_bytes()).await;
+    let backend = head.lines().find_map(|l| l.strip_prefix("x-backend: "));
+    backend.map_or_else(|| status.to_string(), str::to_owned)
+}
+
+/// A new `dns_server` resolves every name again at once, not at its next resolution: a
+/// `dns+srv://` backend takes the targets the new name server gives, under load and
+/// without a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_asks_a_new_name_server_at_once_under_load() {
+    let [a, b] = FaultBackend::start_all(["a", "b"]).await;
+    let (dns_a, dns_b) = (
+        Dnsmasq::start(&[srv("a", &a, 1, 1)]).await,
+        Dnsmasq::start(&[srv("a", &a, 1, 1), srv("b", &b, 1, 1)]).await,
+    );
+    let (listen, admin) = (free_addr(), free_addr());
+    // Answers are kept 30 s: only a new resolution now reaches b within the test.
+    let file = |dns: &Dnsmasq| {
+        format!(
+            "listen = \"{listen}\"\n\n[admin]\nlisten = \"{admin}\"\n\n[proxy]\n\
+             health_check_enabled = false\ndns_server = \"{}\"\n\
+             dns_min_ttl = \"30s\"\ndns_max_ttl = \"60s\"\n\n\
+             [[backends]]\nid = \"web\"\nurl = \"dns+srv://{NAME}\"\n",
+            dns.addr
+        )
+    };
+    let config = write_config("reload-dns.toml", &file(&dns_a));
+    let mut proxy = Switchyard::serve(&config, admin, &[]).await;
+    let mut first = String::new();
+    for _ in 0..100 {
+        first = served_by(listen).await;
+        if first == "a" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(first, "a", "the first name server's target");
+
+    let steady = steady_load(listen, "/", Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(&config, file(&dns_b)).unwrap();
+    hup_applies(&mut proxy, "applied dns_server").await;
+    let report = steady.await.unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!(report.count(200), report.responses(), "{report:?}");
+    assert!(
+        b.total_requests() > 0,
+        "the new name server's target took requests"
+    );
+    let answers: Vec<String> = futures::future::join_all((0..4).map(|_| served_by(listen))).await;
+    assert!(answers.iter().all(|b| b == "a" || b == "b"), "{answers:?}");
+    assert_eq!(
+        shown(&proxy).await["proxy"]["dns_server"],
+        dns_b.addr.to_string()
+    );
 }

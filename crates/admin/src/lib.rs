@@ -1,6 +1,7 @@
 //! The admin API and dashboard of a running [`Proxy`], on their own listener: change the
 //! backends without a restart, look at their health, breakers, pools and metrics, purge
-//! the cache. [`router`] builds it as an axum `Router`; [`serve`] serves it.
+//! the cache. [`router`] builds it as an axum `Router` ([`live_router`] with a token that
+//! can change while it serves, [`AdminToken`]); [`serve`] serves it.
 //! [`apply_backends`] applies a new list of backends, as from a configuration file read
 //! again, without undoing what the API changed.
 //!
@@ -34,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -62,8 +64,44 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 #[derive(Clone)]
 pub(crate) struct Admin {
     proxy: Proxy,
-    token: Option<Arc<str>>,
+    token: AdminToken,
     config: LiveConfig,
+}
+
+/// The admin token in force: the one every admin request must carry (see the crate docs),
+/// and the one a proxied request sends in `Switchyard-Trace` to get its trace. Cheap to
+/// clone; clones share it, so that [`AdminToken::set`] applies at once to the router
+/// built with it (to the next request on every admin connection) and to the proxy.
+#[derive(Clone)]
+pub struct AdminToken {
+    token: Arc<ArcSwapOption<String>>,
+    proxy: Proxy,
+}
+
+impl AdminToken {
+    /// `token` for the admin API over `proxy`, and for its traces.
+    pub fn new(proxy: &Proxy, token: Option<&str>) -> Self {
+        let admin = Self {
+            token: Arc::default(),
+            proxy: proxy.clone(),
+        };
+        admin.set(token);
+        admin
+    }
+
+    /// Puts `token` in force from now on; `None`: no token (loopback clients only, and no
+    /// proxied request gets its trace).
+    pub fn set(&self, token: Option<&str>) {
+        self.token.store(token.map(|t| Arc::new(t.to_owned())));
+        self.proxy.traces().set_token(token);
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.token.load().is_some();
+        f.debug_struct("AdminToken").field("set", &set).finish()
+    }
 }
 
 switchyard_core::with_defaults! {
@@ -98,17 +136,16 @@ impl AdminConfig {
 /// The admin API over `proxy`, with `admin`'s token, showing `config` at `GET /config`
 /// (the whole configuration, in which `admin.token`, the token, is redacted).
 pub fn router(proxy: Proxy, admin: &AdminConfig, config: &impl Serialize) -> Router {
-    live_router(proxy, admin, LiveConfig::fixed(config))
+    let token = AdminToken::new(&proxy, admin.token.as_deref());
+    live_router(proxy, &token, LiveConfig::fixed(config))
 }
 
-/// The admin API over `proxy`, with `admin`'s token, showing `config` at `GET /config`
-/// and reading it again at `POST /config/reload`.
-pub fn live_router(proxy: Proxy, admin: &AdminConfig, config: LiveConfig) -> Router {
-    // The admin token also asks a proxied request for its trace (`Switchyard-Trace`).
-    proxy.traces().set_token(admin.token.as_deref());
+/// The admin API over `proxy`, with `token` (which may change while it serves), showing
+/// `config` at `GET /config` and reading it again at `POST /config/reload`.
+pub fn live_router(proxy: Proxy, token: &AdminToken, config: LiveConfig) -> Router {
     let admin = Admin {
         proxy,
-        token: admin.token.as_deref().map(Arc::from),
+        token: token.clone(),
         config,
     };
     Router::new()
@@ -157,7 +194,7 @@ async fn authorize(
     req: Request,
     next: Next,
 ) -> Response {
-    match &admin.token {
+    match admin.token.token.load().as_deref() {
         None if !peer.ip().is_loopback() => {
             return error(
                 StatusCode::FORBIDDEN,

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::{Backend, ParseBackendError, Proxy, SharedConfig};
-use switchyard_admin::LiveConfig;
+use switchyard_admin::{AdminToken, LiveConfig};
 use switchyard_cli::error::{Listener, StartError};
 use switchyard_cli::{demo, reload, FileConfig};
 use switchyard_server::shutdown_signal;
-use switchyard_server::upgrade::{self, Sockets};
+use switchyard_server::upgrade::{self, HandedOver, Sockets};
 use tokio::net::TcpListener;
 
 // A proxy allocates and frees small buffers and futures on every request; mimalloc's
@@ -261,7 +261,13 @@ async fn serve(
     if proxy.list_backends().is_empty() {
         tracing::warn!("no backends configured: every request will get 503");
     }
-    let (listen, mut moves) = reload::Listen::new();
+    // One access log for every server, those a reload starts included.
+    let access_log = switchyard_server::AccessLog::new(file.access_log.format);
+    // The admin token the admin API checks, and `Switchyard-Trace` asks for.
+    let token = file.admin.token.as_deref().filter(|_| file.admin.enabled);
+    let token = AdminToken::new(&proxy, token);
+    let (listen, moving) = reload::Listen::new(access_log.clone(), token.clone());
+    let mut moves = moving.server;
     let live = match reread {
         Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, {
             move |proxy: &Proxy, old: &FileConfig, new: &mut FileConfig| {
@@ -275,12 +281,8 @@ async fn serve(
     // a SIGHUP would end the process (its default action).
     let hangup = tokio::signal::unix::SignalKind::hangup();
     let mut hangups = tokio::signal::unix::signal(hangup).map_err(StartError::Signal)?;
-    if let Some(listener) = admin {
-        let router = switchyard_admin::live_router(proxy.clone(), &file.admin, live.clone());
-        let stop = handed.clone().or_signal();
-        tokio::spawn(switchyard_admin::serve(listener, router, stop));
-        tracing::info!(admin = %file.admin.listen, "admin API and dashboard listening");
-    }
+    let admin_api = (proxy.clone(), token, live.clone());
+    tokio::spawn(serve_admin(admin, admin_api, handed.clone(), moving.admin));
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             live.reload().await;
@@ -288,10 +290,7 @@ async fn serve(
     });
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
-    let server = switchyard_server::ServerConfig {
-        access_log: file.access_log.format,
-        ..file.server
-    };
+    let server = file.server;
     // Every listener, the current one and those a reload moved away from, stops at once.
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let stop = handed.clone().or_signal();
@@ -322,6 +321,7 @@ async fn serve(
             listener,
             proxy.clone(),
             server.clone(),
+            access_log.clone(),
             moved,
             shutdown(),
         ));
@@ -354,10 +354,7 @@ async fn serve(
             }
         }
         if let Some(settings) = moved.server {
-            server = switchyard_server::ServerConfig {
-                access_log: server.access_log,
-                ..settings
-            };
+            server = settings;
         }
         let _ = replace.send(());
         replaced.push(serving);
@@ -370,6 +367,61 @@ async fn serve(
         let _ = serving.await;
     }
     Ok(())
+}
+
+/// Serves the admin API over `proxy` (its router built with `token` and `live`) on
+/// `listener`, and on each listener a reload hands over in its place (`None`: the admin
+/// API turned off): the previous one stops accepting, while its connections (a live tail
+/// of requests…) may finish. Everything stops when the sockets are handed over or on
+/// SIGINT or SIGTERM.
+async fn serve_admin(
+    listener: Option<TcpListener>,
+    (proxy, token, live): (Proxy, AdminToken, LiveConfig),
+    handed: HandedOver,
+    mut moves: tokio::sync::mpsc::UnboundedReceiver<reload::AdminMoved>,
+) {
+    let router = switchyard_admin::live_router(proxy, &token, live);
+    let mut listener = listener;
+    loop {
+        let mut replace = None;
+        if let Some(listener) = listener.take() {
+            let addr = listener.local_addr().ok();
+            let (replacing, replaced) = tokio::sync::oneshot::channel::<()>();
+            let stop = handed.clone().or_signal();
+            // A dropped sender (this loop gone) leaves it serving until the stop.
+            let stop = async move {
+                tokio::select! {
+                    () = stop => {}
+                    Ok(()) = replaced => {}
+                }
+            };
+            tokio::spawn(switchyard_admin::serve(listener, router.clone(), stop));
+            tracing::info!(admin = ?addr, "admin API and dashboard listening");
+            replace = Some(replacing);
+        }
+        let Some(moved) = moves.recv().await else {
+            return;
+        };
+        if let Some(replacing) = replace {
+            let _ = replacing.send(());
+        }
+        let Some(next) = moved else {
+            tracing::info!("admin API turned off");
+            continue;
+        };
+        listener = match TcpListener::from_std(next) {
+            Ok(next) => Some(next),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the reloaded admin listener");
+                continue;
+            }
+        };
+        if let Some(next) = &listener {
+            if let Err(e) = handed.reoffer("admin", next) {
+                tracing::warn!(error = %e, "a binary upgrade would take the old admin listener");
+            }
+        }
+    }
 }
 
 async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), StartError> {

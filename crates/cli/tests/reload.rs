@@ -14,23 +14,23 @@ async fn settings_read_only_at_start_are_reported() {
     new.proxy.retry.max_retries += 1;
     new.server.http2 = false;
     new.proxy.health.interval *= 2;
-    new.proxy.health.enabled = true;
+    new.proxy.metrics = !old.proxy.metrics;
     new.access_log.format = switchyard_server::AccessLogFormat::Json;
     let done = apply(&proxy, &old, &mut new);
     assert_eq!(done.applied, ["retry", "health_check"]);
     assert_eq!(
         done.need_restart,
-        ["access_log", "server", "health_check_enabled"]
+        ["access_log", "server", "metrics_enabled"]
     );
     assert_eq!(
         done.to_string(),
-        "applied retry, health_check; changes to access_log, server, health_check_enabled \
+        "applied retry, health_check; changes to access_log, server, metrics_enabled \
          take effect after a restart"
     );
     let in_force = proxy.config();
     assert_eq!(in_force.retry.max_retries, new.proxy.retry.max_retries);
     assert_eq!(in_force.health.interval, new.proxy.health.interval);
-    assert!(!in_force.health.enabled);
+    assert_eq!(in_force.metrics, old.proxy.metrics);
     assert_eq!(new.server, old.server, "shown as in force");
     assert_eq!(new.access_log, old.access_log);
 }

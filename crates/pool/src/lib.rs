@@ -38,7 +38,9 @@
 //! - **Limits that change live**: [`Pool::reconfigure`] applies a new cap, idle limit and
 //!   timeouts to a pool that has connections (a configuration reload): new connections and
 //!   checkouts follow them at once, idle connections beyond a lower limit close, requests
-//!   in flight finish.
+//!   in flight finish. A new HTTP/1.1 engine or new TLS settings apply to the connections
+//!   dialled from then on: those made before take no new request (the idle ones close at
+//!   once, the busy ones when their response ends).
 //!
 //! A pool belongs to one backend instance: a backend removed and added again gets a new
 //! pool, never the old connections. [`Pool::close`] drains it: idle connections close at

@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::header::{HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -42,10 +42,16 @@ struct Inner<B> {
     /// Connect here instead of resolving `authority` (an address resolved by discovery).
     addr: Option<SocketAddr>,
     host: HeaderValue,
-    /// `Some` for an `https` backend.
-    tls: Option<connect::Tls>,
-    /// Its protocol, engine and TLS are fixed when the pool is made; its limits and
-    /// timeouts change with [`Pool::reconfigure`] and are read where they apply.
+    /// `Some` for an `https` backend; new settings come with [`Pool::reconfigure`], and
+    /// are read when a connection is dialled.
+    tls: ArcSwapOption<connect::Tls>,
+    /// An `https` backend: fixed when the pool is made.
+    https: bool,
+    /// Counts the changes of TLS settings or HTTP/1.1 engine: a connection made under an
+    /// earlier one is not used for another request.
+    generation: AtomicU64,
+    /// Its protocol is fixed when the pool is made; its limits, timeouts, engine and TLS
+    /// change with [`Pool::reconfigure`] and are read where they apply.
     config: ArcSwap<PoolConfig>,
     counters: Counters,
     closed: AtomicBool,
@@ -71,6 +77,8 @@ struct Inner<B> {
 struct Idle<B> {
     sender: H1Conn<B>,
     since: Instant,
+    /// The pool's generation when it was dialled.
+    generation: u64,
 }
 
 /// A native HTTP/1.1 backend connection.
@@ -136,18 +144,16 @@ where
         config.h2_max_streams = config.h2_max_streams.max(1);
         let host = HeaderValue::from_str(authority.as_str())
             .expect("an authority is a valid header value");
-        let tls = config.tls.as_ref().map(|tls| connect::Tls {
-            connector: tls.connector(config.protocol),
-            name: crate::tls::server_name(authority.host()).map_err(|e| e.to_string()),
-            h2: config.protocol == Protocol::Http2,
-        });
+        let tls = dial_tls(&authority, &config);
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<B>>| {
             let reaper = tokio::spawn(reap(weak.clone()));
             Inner {
                 authority,
                 addr,
                 host,
-                tls,
+                https: tls.is_some(),
+                tls: ArcSwapOption::from(tls.map(Arc::new)),
+                generation: AtomicU64::new(0),
                 permits: Arc::new(Semaphore::new(config.max_connections)),
                 idle: IdleSet::new(idle_capacity(&config)),
                 idle_low: AtomicUsize::new(0),
@@ -176,31 +182,44 @@ impl<B> Pool<B> {
         self.inner.config.load_full()
     }
 
-    /// Applies the limits and timeouts of `config` from now on, keeping the connections:
-    /// `max_connections`, `max_idle`, `connect_timeout`, `wait_timeout`, `idle_timeout` and
-    /// `h2_max_streams`. The protocol, HTTP/1.1 engine and TLS settings stay those the
-    /// pool was made with.
+    /// Applies `config` from now on: its limits and timeouts (`max_connections`,
+    /// `max_idle`, `connect_timeout`, `wait_timeout`, `idle_timeout` and `h2_max_streams`)
+    /// keeping the connections, and its HTTP/1.1 engine and TLS settings (for a pool that
+    /// speaks TLS; `tls: None` keeps its settings) draining them. The protocol stays the one
+    /// the pool was made with.
     ///
     /// A new connection and a request that starts waiting for one see the new values at
     /// once. A lower `max_connections` lets no new request in until fewer than it are in
     /// flight; requests in flight finish. A lower `max_idle` (or cap) closes the idle
     /// connections beyond it now, the oldest first.
+    ///
+    /// A new engine or new TLS settings (compared as [`TlsConfig`](crate::TlsConfig)
+    /// values: the same settings loaded again are new ones) apply to the connections dialled
+    /// from now on. Those made before take no new request: the idle ones close now, the busy
+    /// ones once their response ends (requests in flight finish on them).
     pub fn reconfigure(&self, config: PoolConfig) {
         let inner = &self.inner;
         let mut next = None;
         let old = inner.config.rcu(|now| {
+            let tls = match (&now.tls, &config.tls) {
+                (Some(_), Some(tls)) => Some(tls.clone()),
+                _ => now.tls.clone(),
+            };
             let config = PoolConfig {
                 max_connections: config.max_connections.max(1),
                 h2_max_streams: config.h2_max_streams.max(1),
                 protocol: now.protocol,
-                http1: now.http1,
-                tls: now.tls.clone(),
+                tls,
                 ..config.clone()
             };
             next = Some(config.clone());
             config
         });
         let Some(new) = next else { return };
+        let engine = new.protocol == Protocol::Http1 && new.http1 != old.http1;
+        if engine || new.tls != old.tls {
+            inner.renew(&new);
+        }
         if new.max_connections > old.max_connections {
             inner
                 .permits
@@ -259,14 +278,7 @@ impl<B> Pool<B> {
     pub fn close(&self) {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::SeqCst);
-        while let Some(idle) = inner.idle.pop() {
-            drop(idle);
-            inner.counters.closed(Closed::Evicted);
-        }
-        let h2 = inner.h2.swap(Arc::new(Vec::new()));
-        for _ in h2.iter() {
-            inner.counters.closed(Closed::Evicted);
-        }
+        inner.evict_all();
     }
 }
 
@@ -331,6 +343,8 @@ enum Held<B> {
     H1 {
         sender: Option<H1Conn<B>>,
         _permit: OwnedSemaphorePermit,
+        /// The pool's generation when the connection was dialled.
+        generation: u64,
     },
     H2 {
         conn: Arc<H2Conn<B>>,
@@ -367,7 +381,9 @@ impl<B> Release<B> {
         let held = self.held.take()?;
         self.inner.counters.in_use.fetch_sub(1, Ordering::Relaxed);
         match held {
-            Held::H1 { sender, _permit } => {
+            Held::H1 {
+                sender, _permit, ..
+            } => {
                 drop(sender);
                 self.inner.counters.closed(why);
                 Some(_permit)
@@ -384,7 +400,11 @@ impl<B> Release<B> {
     pub(crate) fn done(mut self, native: Option<NativeConn>) {
         self.inner.counters.in_use.fetch_sub(1, Ordering::Relaxed);
         match self.held.take() {
-            Some(Held::H1 { sender, _permit }) => {
+            Some(Held::H1 {
+                sender,
+                _permit,
+                generation,
+            }) => {
                 let Some(sender) = sender.or(native.map(H1Conn::Native)) else {
                     // The backend ended the connection with the response.
                     self.inner.counters.closed(Closed::Backend);
@@ -394,13 +414,16 @@ impl<B> Release<B> {
                 // let in by that permit finds it there instead of dialling.
                 let inner = &self.inner;
                 let evicted = |_| inner.counters.closed(Closed::Evicted);
-                match inner.closed.load(Ordering::Relaxed) {
+                match inner.closed.load(Ordering::Relaxed) || !inner.current(generation) {
                     true => evicted(sender),
                     false => {
                         let since = Instant::now();
-                        inner
-                            .idle
-                            .push(Idle { sender, since }, |idle| evicted(idle.sender));
+                        let idle = Idle {
+                            sender,
+                            since,
+                            generation,
+                        };
+                        inner.idle.push(idle, |idle| evicted(idle.sender));
                     }
                 }
             }
@@ -423,6 +446,42 @@ impl<B> Drop for Release<B> {
 }
 
 impl<B> Inner<B> {
+    /// The generation a connection dialled now belongs to. Read before the TLS settings it
+    /// is dialled with: those are stored before the generation changes.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a connection of `generation` may take another request.
+    fn current(&self, generation: u64) -> bool {
+        generation == self.generation()
+    }
+
+    /// Puts the engine and TLS settings of `config` in force: the TLS settings for the
+    /// connections dialled from now on, then a new generation, so that those made before
+    /// take no new request; the idle ones close now.
+    fn renew(&self, config: &PoolConfig) {
+        if self.https {
+            self.tls
+                .store(dial_tls(&self.authority, config).map(Arc::new));
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.evict_all();
+    }
+
+    /// Closes the idle HTTP/1.1 connections and takes the HTTP/2 ones out of use (their
+    /// streams in flight finish).
+    fn evict_all(&self) {
+        while let Some(idle) = self.idle.pop() {
+            drop(idle);
+            self.counters.closed(Closed::Evicted);
+        }
+        let h2 = self.h2.swap(Arc::new(Vec::new()));
+        for _ in h2.iter() {
+            self.counters.closed(Closed::Evicted);
+        }
+    }
+
     fn idle_for(&self, since: Instant, now: Instant) -> bool {
         now.saturating_duration_since(since) >= self.config.load().idle_timeout
     }
@@ -453,17 +512,22 @@ impl<B> Inner<B> {
         }
     }
 
-    /// Takes a usable idle connection, closing the expired and the dead on the way.
-    fn pop_idle(&self) -> Option<H1Conn<B>> {
+    /// Takes a usable idle connection of `engine` and its generation, closing the
+    /// expired, the dead, those of an earlier generation and those of the other engine (a
+    /// request that started before the engine changed dialled it) on the way.
+    fn pop_idle(&self, engine: Http1Engine) -> Option<(H1Conn<B>, u64)> {
         let now = Instant::now();
         while let Some(mut idle) = self.idle.pop() {
+            let native = matches!(idle.sender, H1Conn::Native(_));
             if idle.sender.is_closed() {
                 self.counters.closed(Closed::Backend);
             } else if self.idle_for(idle.since, now) {
                 self.counters.closed(Closed::IdleTimeout);
+            } else if !self.current(idle.generation) || native != (engine == Http1Engine::Native) {
+                self.counters.closed(Closed::Evicted);
             } else {
                 self.note_idle_left();
-                return Some(idle.sender);
+                return Some((idle.sender, idle.generation));
             }
         }
         self.note_idle_left();
@@ -559,6 +623,15 @@ impl<B> Inner<B> {
 }
 
 /// The idle set's capacity: `max_idle`, and never more than can be open.
+/// What dialling the backend at `authority` over TLS takes, when `config` has TLS.
+fn dial_tls(authority: &Authority, config: &PoolConfig) -> Option<connect::Tls> {
+    config.tls.as_ref().map(|tls| connect::Tls {
+        connector: tls.connector(config.protocol),
+        name: crate::tls::server_name(authority.host()).map_err(|e| e.to_string()),
+        h2: config.protocol == Protocol::Http2,
+    })
+}
+
 fn idle_capacity(config: &PoolConfig) -> usize {
     config.max_idle.min(config.max_connections)
 }
@@ -666,7 +739,8 @@ async fn acquire<B>(inner: &Inner<B>) -> Result<OwnedSemaphorePermit, BoxError> 
 /// error.
 async fn connect<B>(inner: &Inner<B>) -> Result<Stream, BoxError> {
     let timeout = inner.config.load().connect_timeout;
-    connect::dial(&inner.authority, inner.addr, timeout, inner.tls.as_ref())
+    let tls = inner.tls.load_full();
+    connect::dial(&inner.authority, inner.addr, timeout, tls.as_deref())
         .await
         .map_err(|e| {
             Counters::bump(&inner.counters.connect_errors);
@@ -732,18 +806,22 @@ where
     prepare_h1(&mut req, &inner.host);
     let mut permit = acquire(&inner).await?;
     loop {
-        let (sender, reused) = match inner.pop_idle() {
-            Some(H1Conn::Hyper(sender)) => (sender, true),
-            Some(H1Conn::Native(_)) => unreachable!("a pool has one HTTP/1.1 engine"),
+        let (sender, reused, generation) = match inner.pop_idle(Http1Engine::Hyper) {
+            Some((H1Conn::Hyper(sender), generation)) => (sender, true, generation),
+            Some((H1Conn::Native(_), _)) => unreachable!("taken for the hyper engine"),
             // Boxed: dialling is the rare path, and inline it would make every request's
             // future as large as a TCP connect plus a handshake.
-            None => (Box::pin(dial_h1(&inner)).await?, false),
+            None => {
+                let generation = inner.generation();
+                (Box::pin(dial_h1(&inner)).await?, false, generation)
+            }
         };
         let mut conn = Release::new(
             inner.clone(),
             Held::H1 {
                 sender: Some(H1Conn::Hyper(sender)),
                 _permit: permit,
+                generation,
             },
         );
         // A reused connection finishes its previous exchange first; a closed one is dropped.
@@ -826,16 +904,20 @@ where
     prepare_h1(&mut req, &inner.host);
     let mut permit = acquire(&inner).await?;
     loop {
-        let (conn, reused) = match inner.pop_idle() {
-            Some(H1Conn::Native(conn)) => (conn, true),
-            Some(H1Conn::Hyper(_)) => unreachable!("a pool has one HTTP/1.1 engine"),
-            None => (Box::pin(dial_native(&inner)).await?, false),
+        let (conn, reused, generation) = match inner.pop_idle(Http1Engine::Native) {
+            Some((H1Conn::Native(conn), generation)) => (conn, true, generation),
+            Some((H1Conn::Hyper(_), _)) => unreachable!("taken for the native engine"),
+            None => {
+                let generation = inner.generation();
+                (Box::pin(dial_native(&inner)).await?, false, generation)
+            }
         };
         let release = Release::new(
             inner.clone(),
             Held::H1 {
                 sender: None,
                 _permit: permit,
+                generation,
             },
         );
         match conn.send(req).await {
@@ -867,7 +949,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    prepare_h2(&mut req, &inner.authority, inner.tls.is_some());
+    prepare_h2(&mut req, &inner.authority, inner.https);
     let conn = h2_stream(&inner).await?;
     let mut sender = conn.sender.clone();
     // From here the stream is accounted for, however the request ends.
@@ -919,6 +1001,7 @@ where
             if !Arc::ptr_eq(&conns, &inner.h2.load_full()) {
                 continue; // someone else changed the set meanwhile: look again
             }
+            let generation = inner.generation();
             let sender = Box::pin(dial_h2(inner)).await;
             let sender = match sender {
                 Ok(sender) => sender,
@@ -929,6 +1012,11 @@ where
                     return Err(e);
                 }
             };
+            if !inner.current(generation) {
+                // Dialled with the settings a reconfiguration replaced meanwhile.
+                inner.counters.closed(Closed::Evicted);
+                continue;
+            }
             let fresh = Arc::new(H2Conn {
                 sender,
                 streams: AtomicUsize::new(0),

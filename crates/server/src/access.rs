@@ -1,4 +1,4 @@
-//! The access log: one line per request, when its response head is out.
+//! The access log: one line per request, once its response is sent.
 //!
 //! `text` (the default) is a `tracing` event (`switchyard::access` at `DEBUG`, so
 //! `RUST_LOG` turns it on). `json` writes one JSON object per line to standard output:
@@ -6,13 +6,17 @@
 //! request's decision trace (see [`switchyard::trace_json`]), and the response body's
 //! bytes as sent (`body_bytes`, and `body_complete`: false when the client left or the
 //! backend broke off before its end). A request's line is queued when its body ends (or
-//! is dropped). Requests hand their line to a writer task over a bounded channel: a request never waits for the output, and when
-//! the writer falls 4096 lines behind, lines are dropped (and counted in a warning).
+//! is dropped). Requests hand their line to a writer task over a bounded channel: a
+//! request never waits for the output, and when the writer falls 4096 lines behind, lines
+//! are dropped (and counted in a warning).
+//!
+//! The format can change while the proxy serves ([`AccessLog::set_format`], a reload): each
+//! request reads it as it starts.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -41,6 +45,66 @@ pub enum AccessLogFormat {
     Text,
     /// One JSON object per line on standard output, with the decision trace.
     Json,
+}
+
+/// The access log of a process's servers, those a reload starts included: its format is
+/// read by each request as it starts, so that [`AccessLog::set_format`] applies to the
+/// requests from then on. Cheap to clone; clones share the format and the JSON writer
+/// (one for the process, spawned the first time the format is `json`, so that the lines of
+/// two writers never interleave).
+#[derive(Clone, Default)]
+pub struct AccessLog {
+    shared: Arc<LogShared>,
+}
+
+#[derive(Default)]
+struct LogShared {
+    json: AtomicBool,
+    writer: OnceLock<JsonLog>,
+}
+
+impl AccessLog {
+    /// An access log in `format`; a `json` one spawns its writer (within a tokio runtime).
+    pub fn new(format: AccessLogFormat) -> Self {
+        let log = Self::default();
+        log.set_format(format);
+        log
+    }
+
+    /// Writes the lines of the requests that start from now on in `format`; those already
+    /// started keep theirs. The first change to `json` spawns the writer (within a tokio
+    /// runtime).
+    pub fn set_format(&self, format: AccessLogFormat) {
+        let json = format == AccessLogFormat::Json;
+        if json {
+            (self.shared.writer).get_or_init(|| JsonLog::spawn(tokio::io::stdout()));
+        }
+        self.shared.json.store(json, Ordering::Release);
+    }
+
+    /// The format in force.
+    pub fn format(&self) -> AccessLogFormat {
+        match self.shared.json.load(Ordering::Acquire) {
+            true => AccessLogFormat::Json,
+            false => AccessLogFormat::Text,
+        }
+    }
+
+    /// Where a request starting now sends its JSON line, when the format is `json`.
+    pub(crate) fn json(&self) -> Option<&JsonLog> {
+        match self.shared.json.load(Ordering::Acquire) {
+            true => self.shared.writer.get(),
+            false => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("format", &self.format())
+            .finish()
+    }
 }
 
 /// How many lines may wait for the writer.

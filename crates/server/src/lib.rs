@@ -7,7 +7,8 @@
 //! bounds how long a client may take to send a request's header, fills in the client's
 //! address ([`switchyard::ClientAddr`]) for the proxy's `X-Forwarded-For`, writes the
 //! access log (`switchyard::access` at `DEBUG`, or JSON lines with each request's
-//! decision trace: [`AccessLogFormat`]), and shuts down gracefully, upgraded
+//! decision trace: [`AccessLogFormat`], a format that [`AccessLog`] can change while it
+//! serves), and shuts down gracefully, upgraded
 //! connections (WebSockets) included. [`demo`] has the small backends of `switchyard demo`.
 
 mod access;
@@ -19,6 +20,6 @@ mod tls;
 #[cfg(unix)]
 pub mod upgrade;
 
-pub use access::{AccessLogConfig, AccessLogFormat};
+pub use access::{AccessLog, AccessLogConfig, AccessLogFormat};
 pub use server::{serve, serve_until_replaced, shutdown_signal, Http1Engine, ServerConfig};
 pub use tls::{CertFiles, ListenerOptions, ListenerTls};

@@ -38,7 +38,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::util::{Oneshot, ServiceExt};
 
-use crate::access::{AccessLogFormat, Entry, JsonLog};
+use crate::access::{AccessLog, Entry, JsonLog};
 use crate::drain::Drain;
 use crate::proxy_protocol;
 use crate::tls::{CertFiles, ListenerOptions, ListenerTls};
@@ -94,10 +94,6 @@ switchyard_core::with_defaults! {
         pub tls_reload_interval: Duration = Duration::from_secs(60),
         /// Which engine serves HTTP/1.1 connections; HTTP/2 is always hyper's.
         pub http1: Http1Engine = Http1Engine::default(),
-        /// The access log's format: the file's `access_log.format` (its own table, so not a
-        /// `server` key).
-        #[serde(skip)]
-        pub access_log: AccessLogFormat = AccessLogFormat::default(),
     }
 }
 
@@ -336,23 +332,35 @@ pub(crate) fn problem(key: &str, message: impl Into<String>) -> ConfigProblem {
 /// or broken client holds up no one else, and the
 /// certificate is reloaded when its files change (see
 /// [`ServerConfig::tls_reload_interval`]). A certificate that cannot be loaded (which
-/// [`ServerConfig::validate`] reports) is logged, and nothing is served.
+/// [`ServerConfig::validate`] reports) is logged, and nothing is served. The access log is
+/// the text one ([`serve_until_replaced`] takes any).
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_until_replaced(listener, proxy, config, std::future::pending(), shutdown).await;
+    let log = AccessLog::default();
+    serve_until_replaced(
+        listener,
+        proxy,
+        config,
+        log,
+        std::future::pending(),
+        shutdown,
+    )
+    .await;
 }
 
-/// [`serve`], for a listener that another may replace (a new `listen` address): once
-/// `replaced` resolves it stops accepting and closes, while the connections it accepted go
-/// on being served until `shutdown`, which stops them gracefully as [`serve`] does.
+/// [`serve`], writing `access_log` (whose format may change while it serves), for a
+/// listener that another may replace (a new `listen` address): once `replaced` resolves it
+/// stops accepting and closes, while the connections it accepted go on being served until
+/// `shutdown`, which stops them gracefully as [`serve`] does.
 pub async fn serve_until_replaced(
     listener: TcpListener,
     proxy: Proxy,
     config: ServerConfig,
+    access_log: AccessLog,
     replaced: impl Future<Output = ()>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -377,8 +385,6 @@ pub async fn serve_until_replaced(
         stop: stop.clone(),
     });
     let max_body = config.max_request_body.map(|b| b.bytes());
-    let json_log =
-        (config.access_log == AccessLogFormat::Json).then(|| JsonLog::spawn(tokio::io::stdout()));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     tokio::pin!(replaced);
@@ -406,7 +412,7 @@ pub async fn serve_until_replaced(
             client: ClientAddr::new(remote),
             max_body,
             tls: tls.is_some(),
-            json_log: json_log.clone(),
+            access_log: access_log.clone(),
         };
         if tls.is_none() && !config.proxy_protocol {
             let watcher = graceful.watcher();
@@ -645,14 +651,14 @@ struct Connection {
     max_body: Option<u64>,
     /// The connection is TLS: HTTP/1.1 requests are `https` ones.
     tls: bool,
-    /// The JSON access log, when the format is `json`.
-    json_log: Option<JsonLog>,
+    /// The access log, whose format each request reads as it starts.
+    access_log: AccessLog,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Either<Ready, AccessLog<Call>>;
+    type Future = Either<Ready, Logged<Call>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         if req.version() <= http::Version::HTTP_11 {
@@ -666,7 +672,7 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
 impl tower::Service<Request<RecvBody>> for Connection {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Either<Ready, AccessLog<Call>>;
+    type Future = Either<Ready, Logged<Call>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -680,7 +686,7 @@ impl tower::Service<Request<RecvBody>> for Connection {
 /// One request: the client's address for [`ProxyHeaders`](switchyard::ProxyHeaders), the
 /// body limit, and the access log line. No async block: the future is the proxy's own
 /// (readied, then called), wrapped once.
-fn handle<B>(conn: &Connection, mut req: Request<B>) -> Either<Ready, AccessLog<Call>>
+fn handle<B>(conn: &Connection, mut req: Request<B>) -> Either<Ready, Logged<Call>>
 where
     B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
     B::Error: Into<switchyard::BoxError>,
@@ -711,7 +717,8 @@ where
     }
     let text = tracing::enabled!(target: "switchyard::access", tracing::Level::DEBUG);
     // A JSON line is the request's trace, when the proxy keeps one.
-    let untraced = conn.json_log.is_some() && !conn.proxy.config().trace;
+    let json = conn.access_log.json().cloned();
+    let untraced = json.is_some() && !conn.proxy.config().trace;
     let log = (text || untraced).then(|| {
         Box::new(LogLine {
             remote: client.addr(),
@@ -721,14 +728,13 @@ where
             text,
         })
     });
-    let json = conn.json_log.clone();
     // ProxyHeaders takes the client's address (and certificate) from here, after it has
     // removed the hop-by-hop headers: a client cannot strip them by listing them in
     // `Connection`.
     req.extensions_mut().insert(client.clone());
     let req = limit(req, max_body);
     let inner = conn.proxy.clone().oneshot(req);
-    Either::Right(AccessLog { inner, log, json })
+    Either::Right(Logged { inner, log, json })
 }
 
 /// Boxes the request body, under `max_body` when there is one.
@@ -757,7 +763,7 @@ struct LogLine {
 
 pin_project! {
     /// Logs one line when the response head is ready, if access logging is on.
-    struct AccessLog<F> {
+    struct Logged<F> {
         #[pin]
         inner: F,
         log: Option<Box<LogLine>>,
@@ -765,7 +771,7 @@ pin_project! {
     }
 }
 
-impl<F> Future for AccessLog<F>
+impl<F> Future for Logged<F>
 where
     F: Future<Output = Result<Response<Body>, Infallible>>,
 {

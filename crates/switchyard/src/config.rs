@@ -167,6 +167,28 @@ impl ProxyConfig {
         tls
     }
 
+    /// A digest of what the backend TLS files hold now (zero when `pool.tls` stands in
+    /// for them): it changes when one of them is rewritten, so that a reload of the same
+    /// paths can tell a renewed certificate.
+    pub(crate) fn tls_files(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        if self.pool.tls.is_some() {
+            return 0;
+        }
+        let mut digest = std::collections::hash_map::DefaultHasher::new();
+        for file in [
+            &self.backend_ca_file,
+            &self.backend_client_cert_file,
+            &self.backend_client_key_file,
+        ] {
+            file.as_deref()
+                .map(std::fs::read)
+                .map(Result::ok)
+                .hash(&mut digest);
+        }
+        digest.finish()
+    }
+
     /// The TLS settings, and what kept any file of them from loading.
     fn load_tls(&self) -> (TlsConfig, Vec<ConfigProblem>) {
         if let Some(tls) = &self.pool.tls {
@@ -328,9 +350,8 @@ pub struct Reconfigured {
 
 impl ProxyConfig {
     /// The configuration to put in force when `new` replaces `self` on a running proxy:
-    /// `new`, but for the settings read only when the proxy is built (the HTTP/1.1 engine,
-    /// backend TLS, whether health checks run, the name server, metrics), which stay as
-    /// they are; and what changed.
+    /// `new`, but for the metrics setting, read only when the proxy is built, which stays
+    /// as it is; and what changed.
     pub(crate) fn carry_over(&self, new: ProxyConfig) -> (ProxyConfig, Reconfigured) {
         let mut done = Reconfigured::default();
         let mut note = |changed: bool, name: &'static str, live: bool| {
@@ -357,7 +378,7 @@ impl ProxyConfig {
         let upgrades = (self.upgrade_idle_timeout, &self.upgrade_protocols)
             != (new.upgrade_idle_timeout, &new.upgrade_protocols);
         note(upgrades, "upgrade", true);
-        // The limits and timeouts; the engine and TLS are each pool's own for good.
+        // The limits and timeouts; a new engine or TLS drains the pools' connections.
         let limits = |pool: &PoolConfig| PoolConfig {
             tls: None,
             http1: Http1Engine::default(),
@@ -368,20 +389,20 @@ impl ProxyConfig {
             "connection pool",
             true,
         );
-        note(self.pool.http1 != new.pool.http1, "backend_http1", false);
+        note(self.pool.http1 != new.pool.http1, "backend_http1", true);
         let tls = (
             &self.backend_ca_file,
             &self.backend_client_cert_file,
             &self.backend_client_key_file,
+            &self.pool.tls,
         ) != (
             &new.backend_ca_file,
             &new.backend_client_cert_file,
             &new.backend_client_key_file,
+            &new.pool.tls,
         );
-        note(tls, "backend TLS", false);
-        // The checks' settings; whether there are checks at all, and the name server,
-        // are the registry's for good.
-        let fixed = |h: &HealthConfig| (h.enabled, h.dns_server);
+        note(tls, "backend TLS", true);
+        // The checks' settings, apart from whether they run and the name server.
         let checks = |h: &HealthConfig| HealthConfig {
             enabled: false,
             dns_server: None,
@@ -395,12 +416,12 @@ impl ProxyConfig {
         note(
             self.health.enabled != new.health.enabled,
             "health_check_enabled",
-            false,
+            true,
         );
         note(
             self.health.dns_server != new.health.dns_server,
             "dns_server",
-            false,
+            true,
         );
         note(self.metrics != new.metrics, "metrics_enabled", false);
         note(self.balance.policy != new.balance.policy, "balancer", true);
@@ -409,22 +430,8 @@ impl ProxyConfig {
             "slow_start",
             true,
         );
-        let (enabled, dns_server) = fixed(&self.health);
         let kept = ProxyConfig {
-            pool: PoolConfig {
-                tls: self.pool.tls.clone(),
-                http1: self.pool.http1,
-                ..new.pool.clone()
-            },
-            health: HealthConfig {
-                enabled,
-                dns_server,
-                ..new.health.clone()
-            },
             metrics: self.metrics,
-            backend_ca_file: self.backend_ca_file.clone(),
-            backend_client_cert_file: self.backend_client_cert_file.clone(),
-            backend_client_key_file: self.backend_client_key_file.clone(),
             ..new
         };
         (kept, done)
@@ -948,32 +955,38 @@ mod tests {
             Http1Engine::Native => Http1Engine::Hyper,
             Http1Engine::Hyper => Http1Engine::Native,
         };
+        new.backend_ca_file = Some("ca.pem".into());
         new.health.rise = 4;
         new.health.enabled = !old.health.enabled;
-        let (kept, done) = old.carry_over(new);
+        new.health.dns_server = Some("127.0.0.1:8600".parse().unwrap());
+        new.metrics = !old.metrics;
+        let (kept, done) = old.carry_over(new.clone());
         assert_eq!(
             done.applied,
             [
                 "retry",
                 "request_timeout",
                 "connection pool",
-                "health_check"
+                "backend_http1",
+                "backend TLS",
+                "health_check",
+                "health_check_enabled",
+                "dns_server"
             ]
         );
-        assert_eq!(done.need_restart, ["backend_http1", "health_check_enabled"]);
+        assert_eq!(done.need_restart, ["metrics_enabled"]);
         assert_eq!(
             done.to_string(),
-            "applied retry, request_timeout, connection pool, health_check; changes to \
-             backend_http1, health_check_enabled take effect after a restart"
+            "applied retry, request_timeout, connection pool, backend_http1, backend TLS, \
+             health_check, health_check_enabled, dns_server; changes to metrics_enabled take \
+             effect after a restart"
         );
         assert_eq!(kept.retry.max_retries, 0);
         assert_eq!(kept.request_timeout, Duration::from_secs(1));
-        assert_eq!(kept.pool.max_connections, 5);
-        assert_eq!(kept.pool.http1, old.pool.http1);
-        assert_eq!(
-            (kept.health.rise, kept.health.enabled),
-            (4, old.health.enabled)
-        );
+        assert_eq!(kept.pool, new.pool);
+        assert_eq!(kept.backend_ca_file, new.backend_ca_file);
+        assert_eq!(kept.health, new.health);
+        assert_eq!(kept.metrics, old.metrics);
         let (_, none) = kept.carry_over(kept.clone());
         assert_eq!(none.to_string(), "no proxy setting changed");
     }

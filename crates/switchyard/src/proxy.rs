@@ -1,6 +1,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -12,9 +13,7 @@ use switchyard_balance::Balance;
 use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
 use switchyard_core::{AttemptSlot, BoxError, Deadline, RouteHint};
-use switchyard_health::{
-    AdminState, Drain, HealthEvent, HealthReport, HttpChecker, Registry, Tracked,
-};
+use switchyard_health::{AdminState, Drain, HealthEvent, HealthReport, Registry, Tracked};
 use switchyard_metrics::{
     CacheCounters, Metrics, MetricsLayer, MetricsRegistry, MetricsSnapshot, TextFormat,
 };
@@ -25,7 +24,7 @@ use tower::{Layer, Service, ServiceBuilder};
 
 use crate::body::{self, Body};
 use crate::collector::{BackendState, SharedTierMetrics, TunnelGauge};
-use crate::registry::{self as reg, EndpointService, HttpEndpoints};
+use crate::registry::{self as reg, EndpointService, HttpEndpoints, SameTls};
 use crate::trace::{RequestTrace, RequestTraceLayer, Traces};
 use crate::{
     Backend, BackendError, ConfigProblem, ErrorResponse, ErrorResponseLayer, ProxyConfig,
@@ -88,6 +87,9 @@ struct Shared {
     /// backends, breakers and pools), the same tunnels, metrics and decision traces.
     parts: Parts,
     current: ArcSwap<Generation>,
+    /// What the backend TLS files held when they were last loaded (see
+    /// [`ProxyConfig::tls_files`]): a reload that finds them rewritten loads them again.
+    tls_files: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -169,6 +171,7 @@ impl Proxy {
     pub fn new(config: ProxyConfig) -> Self {
         let metrics = MetricsRegistry::new();
         let tls = config.tls_config();
+        let tls_files = AtomicU64::new(config.tls_files());
         let endpoints = HttpEndpoints {
             pool: ArcSwap::from_pointee(PoolConfig {
                 tls: Some(tls.clone()),
@@ -176,10 +179,12 @@ impl Proxy {
             }),
             breakers: CircuitBreakers::new(config.breaker.clone()),
             metrics: config.metrics.then(|| metrics.clone()),
+            checker: SameTls::new(tls),
         };
         // Health checks trust what requests trust.
+        let checker = endpoints.checker.clone();
         let (registry, discovery) = Registry::builder(config.health.clone(), endpoints)
-            .checker(HttpChecker::with_tls(tls))
+            .checker(checker)
             .build();
         crate::registry::follow_breakers(&registry);
         let balance = Balance::weighted_with(discovery, config.balance.clone())
@@ -231,6 +236,7 @@ impl Proxy {
                 tunnels,
                 parts,
                 current: ArcSwap::new(first),
+                tls_files,
             }),
         }
     }
@@ -254,13 +260,19 @@ impl Proxy {
     /// The retry, breaker, cache, timeout, host, upgrade and balancer-policy settings apply
     /// at once, and so do the connection pools' limits and timeouts: new connections and
     /// new checkouts follow them, a lower idle limit closes the idle connections beyond it
-    /// (see [`switchyard_pool::Pool::reconfigure`]). The health checks take their new
+    /// (see [`switchyard_pool::Pool::reconfigure`]). New backend TLS settings (CA and
+    /// client certificate files, those files rewritten in place, `pool.tls`) or a new
+    /// HTTP/1.1 engine apply to the
+    /// connections dialled from now on, and to the health checks: the pooled connections
+    /// made before take no new request (the idle ones close now, the busy ones once their
+    /// response ends). The health checks take their new
     /// settings at their next round, keeping every backend's health
-    /// ([`Registry::reconfigure`](switchyard_health::Registry::reconfigure)), and a new
-    /// slow start applies to the ramps under way and to come. The backend TLS and HTTP/1.1
-    /// engine, whether health checks run at all, the name server and the metrics settings
-    /// are read when the proxy is built: those that changed are kept as they were and
-    /// listed in [`Reconfigured::need_restart`]. A configuration that does not validate changes
+    /// ([`Registry::reconfigure`](switchyard_health::Registry::reconfigure)): checks turned
+    /// on start at each backend's next round, turned off they stop and every backend's
+    /// health is forgotten (routable); a new name server resolves every name again at once.
+    /// A new slow start applies to the ramps under way and to come. The metrics setting
+    /// is read when the proxy is built: a change is kept as it was and listed in
+    /// [`Reconfigured::need_restart`]. A configuration that does not validate changes
     /// nothing and comes back with every problem.
     pub fn reconfigure(&self, config: ProxyConfig) -> Result<Reconfigured, Vec<ConfigProblem>> {
         let problems = config.validate();
@@ -273,6 +285,13 @@ impl Proxy {
             done = changes;
             Arc::new(Generation::build(config, &self.shared.parts, Some(now)))
         });
+        // The same files, rewritten in place (a renewed client certificate), are new
+        // settings too.
+        let files = self.config().tls_files();
+        let rewritten = self.shared.tls_files.swap(files, Ordering::Relaxed) != files;
+        if rewritten && !done.applied.contains(&"backend TLS") {
+            done.applied.push("backend TLS");
+        }
         if done.applied.contains(&"balancer") {
             let policy = self.config().balance.policy;
             self.shared.parts.balance.set_policy(policy);
@@ -281,13 +300,17 @@ impl Proxy {
             let window = self.config().balance.slow_start;
             self.shared.parts.balance.set_slow_start(window);
         }
-        if done.applied.contains(&"health_check") {
+        let checks = ["health_check", "health_check_enabled", "dns_server"];
+        if checks.iter().any(|c| done.applied.contains(c)) {
             self.shared
                 .registry
                 .reconfigure(self.config().health.clone());
         }
-        if done.applied.contains(&"connection pool") {
-            HttpEndpoints::reconfigure_pools(&self.shared.registry, &self.config().pool);
+        let pools = ["connection pool", "backend_http1", "backend TLS"];
+        if pools.iter().any(|p| done.applied.contains(p)) {
+            let config = self.config();
+            let tls = (done.applied.contains(&"backend TLS")).then(|| config.tls_config());
+            HttpEndpoints::reconfigure_pools(&self.shared.registry, &config.pool, tls);
         }
         if done.applied.contains(&"circuit_breaker") {
             let breaker = self.config().breaker.clone();

@@ -2,14 +2,20 @@
 //! breaker over a connection pool.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
+use http::StatusCode;
 
 use switchyard_breaker::{CircuitBreaker, CircuitBreakers, HttpClassifier};
 use switchyard_core::BoxError;
-use switchyard_health::{AdminState, BackendSpec, Endpoints, Listed, Registry};
+use switchyard_health::{
+    AdminState, BackendSpec, CheckError, CheckTarget, Checker, Endpoints, HttpChecker, Listed,
+    Registry,
+};
 use switchyard_metrics::{Metrics, MetricsRegistry};
-use switchyard_pool::{PoolConfig, PoolStats, Protocol};
+use switchyard_pool::{PoolConfig, PoolStats, Protocol, TlsConfig};
 use tower::Layer;
 
 use crate::body::Body;
@@ -35,24 +41,60 @@ pub(crate) struct HttpEndpoints {
     pub(crate) breakers: CircuitBreakers,
     /// `None` when metrics are off.
     pub(crate) metrics: Option<MetricsRegistry>,
+    /// The health checks' TLS settings: the pools'.
+    pub(crate) checker: SameTls,
 }
 
 impl HttpEndpoints {
-    /// Applies the limits and timeouts of `pool` to the endpoints made from now on and to
-    /// those of `registry` (see [`switchyard_pool::Pool::reconfigure`]); the TLS settings
-    /// stay.
-    pub(crate) fn reconfigure_pools(registry: &Registry<Self>, pool: &PoolConfig) {
+    /// Applies `pool` to the endpoints made from now on and to those of `registry` (see
+    /// [`switchyard_pool::Pool::reconfigure`]): its limits, timeouts and HTTP/1.1 engine,
+    /// and `tls` when given (for `https` backends, and the health checks), else the TLS
+    /// settings in force.
+    pub(crate) fn reconfigure_pools(
+        registry: &Registry<Self>,
+        pool: &PoolConfig,
+        tls: Option<TlsConfig>,
+    ) {
         let endpoints = registry.endpoints();
-        endpoints.pool.rcu(|now| PoolConfig {
-            tls: now.tls.clone(),
-            ..pool.clone()
+        let mut next = pool.clone();
+        endpoints.pool.rcu(|now| {
+            next = PoolConfig {
+                tls: tls.clone().or_else(|| now.tls.clone()),
+                ..pool.clone()
+            };
+            next.clone()
         });
+        if let Some(tls) = tls {
+            endpoints.checker.set(tls);
+        }
         // After the swap: an endpoint made since has the new settings already.
         for backend in registry.list() {
             for (_, service) in registry.services(&backend.spec.id) {
-                pool_of(&service).reconfigure(pool.clone());
+                pool_of(&service).reconfigure(next.clone());
             }
         }
+    }
+}
+
+/// The health checker of the proxy's registry: an [`HttpChecker`] with the TLS settings
+/// the pools use, changed with them. Cheap to clone; clones share it.
+#[derive(Debug, Clone)]
+pub(crate) struct SameTls(Arc<ArcSwap<HttpChecker>>);
+
+impl SameTls {
+    pub(crate) fn new(tls: TlsConfig) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(HttpChecker::with_tls(tls))))
+    }
+
+    /// Checks from now on trust `tls`.
+    fn set(&self, tls: TlsConfig) {
+        self.0.store(Arc::new(HttpChecker::with_tls(tls)));
+    }
+}
+
+impl Checker for SameTls {
+    fn check(&self, target: CheckTarget) -> BoxFuture<'static, Result<StatusCode, CheckError>> {
+        self.0.load().check(target)
     }
 }
 

@@ -100,8 +100,9 @@ impl<E: Endpoints> Registry<E> {
             let task = tokio::spawn(srv_loop(weak.clone(), id.clone(), generation, name, lookup));
             member.tasks.push(task.abort_handle());
         }
-        // A `dns+srv://` backend has no endpoint of its own to check: its targets do.
-        if inner.config().enabled && srv_name.is_none() {
+        // A `dns+srv://` backend has no endpoint of its own to check: its targets do. The
+        // loop runs with checks off too, checking nothing until they are turned on.
+        if srv_name.is_none() {
             // A random phase within the first interval spreads the checks of many
             // backends over the interval; each keeps its phase afterwards.
             let offset = inner.config().interval.mul_f64(1.0 - fastrand::f64());

@@ -172,9 +172,9 @@ impl<E: Endpoints> Inner<E> {
     }
 }
 
-/// Checks one backend incarnation's endpoints every interval, from a random phase. A new
-/// interval ([`Registry::reconfigure`]) applies at once: the next round comes one new
-/// interval after the last.
+/// Checks one backend incarnation's endpoints every interval, from a random phase, while
+/// checks are enabled. A new interval ([`Registry::reconfigure`]) applies at once: the
+/// next round comes one new interval after the last.
 pub(super) async fn check_loop<E: Endpoints>(
     registry: Weak<Inner<E>>,
     id: Arc<str>,
@@ -192,9 +192,11 @@ pub(super) async fn check_loop<E: Endpoints>(
                     return; // the registry is gone
                 }
                 let interval = configs.borrow_and_update().interval;
-                if let Some(last) = last {
-                    next = Instant::now().max(last + interval);
-                }
+                next = match last {
+                    Some(last) => Instant::now().max(last + interval),
+                    // No round yet: the first comes within one new interval.
+                    None => next.min(Instant::now() + interval),
+                };
                 continue;
             }
         }
@@ -202,8 +204,10 @@ pub(super) async fn check_loop<E: Endpoints>(
             return;
         };
         last = Some(next);
-        let targets = inner.targets(Some((&id, generation)));
-        inner.run_checks(targets).await;
+        if inner.config().enabled {
+            let targets = inner.targets(Some((&id, generation)));
+            inner.run_checks(targets).await;
+        }
         let interval = inner.config().interval;
         next += interval;
         // A round that overran its interval does not make the next ones bunch up.

@@ -90,7 +90,7 @@ impl<E: Endpoints> Inner<E> {
 }
 
 /// Resolves one backend incarnation's name, again and again, with `resolver` or else the
-/// registry's.
+/// registry's (at once again when the registry's changes).
 pub(super) async fn resolve_loop<E: Endpoints>(
     registry: Weak<Inner<E>>,
     id: Arc<str>,
@@ -103,7 +103,9 @@ pub(super) async fn resolve_loop<E: Endpoints>(
         let Some(inner) = registry.upgrade() else {
             return;
         };
-        let lookup = (resolver.as_ref().unwrap_or(&inner.resolver)).resolve(host.clone(), port);
+        let mut changes = inner.resolvers.subscribe();
+        let names = changes.borrow_and_update().names.clone();
+        let lookup = (resolver.as_ref().unwrap_or(&names)).resolve(host.clone(), port);
         let bound = inner.config().timeout.max(Duration::from_secs(5));
         let outcome = tokio::time::timeout(bound, lookup)
             .await
@@ -112,6 +114,10 @@ pub(super) async fn resolve_loop<E: Endpoints>(
             return;
         };
         drop(inner);
-        tokio::time::sleep(delay).await;
+        let own = resolver.is_some();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            Ok(()) = changes.changed(), if !own => {}
+        }
     }
 }

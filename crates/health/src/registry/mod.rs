@@ -163,23 +163,18 @@ impl<E: Endpoints> RegistryBuilder<E> {
     pub fn build(self) -> (Registry<E>, Discovery<E::Service>) {
         let (changes, rx) = mpsc::unbounded_channel();
         let (progress, _) = watch::channel(Progress::default());
-        let server = self.config.dns_server;
-        let resolver = self.resolver.or_else(|| {
-            server.map(|addr| Arc::new(HickoryResolver::with_server(addr)) as Arc<dyn Resolver>)
-        });
-        // SRV names need a resolver that speaks DNS: the system's name servers, read when
-        // the first SRV backend is added, unless one is given.
-        let srv = OnceLock::new();
-        if let Some(resolver) = &resolver {
-            let _ = srv.set(resolver.clone());
-        }
+        let own_resolver = self.resolver.is_some();
+        let resolvers = match self.resolver {
+            Some(resolver) => Resolvers::new(Some(resolver)),
+            None => Resolvers::of_server(self.config.dns_server),
+        };
         let inner = Inner {
             permits: Arc::new(Semaphore::new(self.config.max_concurrent.max(1))),
             config: watch::Sender::new(Arc::new(self.config)),
             factory: self.factory,
             checker: self.checker,
-            resolver: resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
-            srv,
+            resolvers: watch::Sender::new(Arc::new(resolvers)),
+            own_resolver,
             resolve_failures: AtomicU64::new(0),
             state: AdminLock::new(State {
                 members: Vec::new(),
@@ -212,9 +207,10 @@ struct Inner<E: Endpoints> {
     config: watch::Sender<Arc<HealthConfig>>,
     factory: E,
     checker: Arc<dyn Checker>,
-    resolver: Arc<dyn Resolver>,
-    /// Resolves `dns+srv://` names.
-    srv: OnceLock<Arc<dyn Resolver>>,
+    /// The name servers in force; the resolution loops follow their changes.
+    resolvers: watch::Sender<Arc<Resolvers>>,
+    /// The builder was given a resolver: `dns_server` does not replace it.
+    own_resolver: bool,
     /// Failed resolutions, A/AAAA and SRV.
     resolve_failures: AtomicU64,
     state: AdminLock<State<E::Service>>,
@@ -224,6 +220,34 @@ struct Inner<E: Endpoints> {
     permits: Arc<Semaphore>,
     progress: watch::Sender<Progress>,
     generations: AtomicU64,
+}
+
+/// How names are resolved.
+pub(super) struct Resolvers {
+    /// A and AAAA lookups.
+    pub(super) names: Arc<dyn Resolver>,
+    /// SRV lookups, which need a resolver that speaks DNS: `names` when it was given, else
+    /// the system's name servers, read when the first SRV name is resolved.
+    pub(super) srv: OnceLock<Arc<dyn Resolver>>,
+}
+
+impl Resolvers {
+    /// With `resolver`, or the system's.
+    fn new(resolver: Option<Arc<dyn Resolver>>) -> Self {
+        let srv = OnceLock::new();
+        if let Some(resolver) = &resolver {
+            let _ = srv.set(resolver.clone());
+        }
+        Self {
+            names: resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
+            srv,
+        }
+    }
+
+    /// Asking the name server at `server`, or the system's.
+    fn of_server(server: Option<SocketAddr>) -> Self {
+        Self::new(server.map(|addr| Arc::new(HickoryResolver::with_server(addr)) as _))
+    }
 }
 
 struct State<S> {
@@ -337,19 +361,23 @@ impl<E: Endpoints> Registry<E> {
     /// `fall`. A new `panic_mode` is applied at once, new DNS bounds at the next
     /// resolution, a new `max_concurrent` to the checks that start from now on.
     ///
-    /// `enabled` and `dns_server` are read when the registry is built: they stay as they
-    /// are. Returns whether anything changed.
+    /// Checks turned on (`enabled`) start at each check loop's next round, every endpoint
+    /// routable as it is until they judge it; turned off, they stop, and every endpoint's
+    /// health is forgotten (`unknown`, routable: its circuit breaker still guards it).
+    ///
+    /// A new `dns_server` (unless the builder was given a resolver) resolves every name
+    /// at once, and from then on: a backend's addresses, and a `dns+srv://` backend's
+    /// targets, change with its answers (a name or URL with a name server of its own keeps
+    /// it). Returns whether anything changed.
     pub fn reconfigure(&self, config: HealthConfig) -> bool {
         let inner = &self.inner;
         let old = inner.config();
-        let config = HealthConfig {
-            enabled: old.enabled,
-            dns_server: old.dns_server,
-            ..config
-        };
         if *old == config {
             return false;
         }
+        let stopped = old.enabled && !config.enabled;
+        let server = (old.dns_server != config.dns_server && !inner.own_resolver)
+            .then_some(config.dns_server);
         let (was, now) = (old.max_concurrent.max(1), config.max_concurrent.max(1));
         if now > was {
             inner.permits.add_permits(now - was);
@@ -364,7 +392,15 @@ impl<E: Endpoints> Registry<E> {
             });
         }
         inner.config.send_replace(Arc::new(config));
+        if let Some(server) = server {
+            inner
+                .resolvers
+                .send_replace(Arc::new(Resolvers::of_server(server)));
+        }
         let mut state = inner.lock();
+        if stopped {
+            inner.forget_health(&mut state);
+        }
         inner.reconcile(&mut state);
         true
     }
@@ -524,6 +560,29 @@ impl<E: Endpoints> Inner<E> {
     /// The settings in force.
     fn config(&self) -> Arc<HealthConfig> {
         self.config.borrow().clone()
+    }
+
+    /// Checks were turned off: no endpoint keeps a health they judged, nor a run of
+    /// results.
+    fn forget_health(&self, state: &mut State<E::Service>) {
+        let now = Instant::now();
+        for member in &mut state.members {
+            for ep in &mut member.endpoints {
+                let before = ep.health;
+                (ep.consecutive_failures, ep.consecutive_successes) = (0, 0);
+                if before == Health::Unknown {
+                    continue;
+                }
+                ep.health = Health::Unknown;
+                ep.last_transition = Some(now);
+                let _ = self.events.send(HealthEvent::Transition {
+                    backend: member.spec.id.clone(),
+                    addr: ep.addr,
+                    from: before,
+                    to: Health::Unknown,
+                });
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<E::Service>> {

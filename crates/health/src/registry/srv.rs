@@ -358,7 +358,8 @@ pub(super) struct Lookup {
     pub(super) resolver: Option<Arc<dyn Resolver>>,
 }
 
-/// Resolves one `dns+srv://` backend incarnation's name, again and again.
+/// Resolves one `dns+srv://` backend incarnation's name, again and again (at once again
+/// when the registry's name server changes, unless the URL names its own).
 pub(super) async fn srv_loop<E: Endpoints>(
     registry: Weak<Inner<E>>,
     id: Arc<str>,
@@ -370,9 +371,12 @@ pub(super) async fn srv_loop<E: Endpoints>(
         let Some(inner) = registry.upgrade() else {
             return;
         };
+        let mut changes = inner.resolvers.subscribe();
         let resolver = match &lookup.resolver {
             Some(own) => own.clone(),
-            None => inner.srv.get_or_init(system_srv).clone(),
+            None => (changes.borrow_and_update().srv)
+                .get_or_init(system_srv)
+                .clone(),
         };
         let bound = inner.config().timeout.max(Duration::from_secs(5));
         let outcome = tokio::time::timeout(bound, resolver.resolve_srv(name.clone()))
@@ -383,7 +387,11 @@ pub(super) async fn srv_loop<E: Endpoints>(
             return;
         };
         drop(registry_now);
-        tokio::time::sleep(delay).await;
+        let own = lookup.resolver.is_some();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            Ok(()) = changes.changed(), if !own => {}
+        }
     }
 }
 
