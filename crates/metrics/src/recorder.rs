@@ -14,7 +14,7 @@
 //! finished also sees it started: in-flight (started − answered − cancelled) never goes
 //! negative.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,16 +71,26 @@ pub(crate) struct Recorder {
     stripes: Box<[Arc<Stripe>]>,
     /// `stripes.len() - 1`; the length is a power of two.
     mask: usize,
+    /// Whether requests are recorded: its registry's switch, shared by all its recorders.
+    on: Arc<AtomicBool>,
 }
 
 impl Recorder {
-    /// A recorder of `stripes` stripes (rounded up to a power of two, at least one).
-    pub(crate) fn new(stripes: usize) -> Self {
+    /// A recorder of `stripes` stripes (rounded up to a power of two, at least one),
+    /// recording while `on`.
+    pub(crate) fn new(stripes: usize, on: Arc<AtomicBool>) -> Self {
         let n = stripes.max(1).next_power_of_two();
         Self {
             stripes: (0..n).map(|_| Arc::new(Stripe::new())).collect(),
             mask: n - 1,
+            on,
         }
+    }
+
+    /// Whether requests are recorded now.
+    #[inline]
+    pub(crate) fn is_on(&self) -> bool {
+        self.on.load(Relaxed)
     }
 
     /// Records a request's start; the returned guard records how it ends.
@@ -211,14 +221,14 @@ mod tests {
 
     #[test]
     fn stripes_round_up_to_a_power_of_two() {
-        assert_eq!(Recorder::new(0).stripes.len(), 1);
-        assert_eq!(Recorder::new(3).stripes.len(), 4);
-        assert_eq!(Recorder::new(8).stripes.len(), 8);
+        assert_eq!(Recorder::new(0, Arc::default()).stripes.len(), 1);
+        assert_eq!(Recorder::new(3, Arc::default()).stripes.len(), 4);
+        assert_eq!(Recorder::new(8, Arc::default()).stripes.len(), 8);
     }
 
     #[test]
     fn threads_on_several_stripes_sum_up() {
-        let rec = Recorder::new(4);
+        let rec = Recorder::new(4, Arc::default());
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -40,6 +41,8 @@ pub struct MetricsRegistry {
 
 pub(crate) struct Inner {
     stripes: usize,
+    /// Whether the recorders record ([`MetricsRegistry::set_enabled`]).
+    on: Arc<AtomicBool>,
     pub(crate) proxy: Arc<Recorder>,
     pub(crate) backends: ArcSwap<BTreeMap<Arc<str>, Arc<Recorder>>>,
     pub(crate) hooks: ArcSwap<Hooks>,
@@ -74,14 +77,36 @@ impl MetricsRegistry {
     /// stripe costs 11 KiB per recorder (the proxy's and each backend's).
     pub fn with_stripes(stripes: usize) -> Self {
         let stripes = stripes.clamp(1, 64).next_power_of_two();
+        let on = Arc::new(AtomicBool::new(true));
         Self {
             inner: Arc::new(Inner {
                 stripes,
-                proxy: Arc::new(Recorder::new(stripes)),
+                proxy: Arc::new(Recorder::new(stripes, on.clone())),
+                on,
                 backends: ArcSwap::default(),
                 hooks: ArcSwap::default(),
             }),
         }
+    }
+
+    /// Turns recording on or off for every layer of this registry (the proxy's and every
+    /// backend's), from their next request on; on by default. While off, requests pass
+    /// through the layers unrecorded (one relaxed load each), and snapshots and the
+    /// Prometheus output are those of an empty registry: no backends, no sources, no
+    /// collectors, all zero. Turned on again, the numbers go on from where they stood
+    /// (what happened meanwhile was not counted).
+    pub fn set_enabled(&self, on: bool) {
+        self.inner.on.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether recording is on (see [`set_enabled`](Self::set_enabled)).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.on.load(Ordering::Relaxed)
+    }
+
+    /// What snapshots and the Prometheus output show while recording is off.
+    fn off() -> Self {
+        Self::with_stripes(1)
     }
 
     pub(crate) fn proxy_recorder(&self) -> &Arc<Recorder> {
@@ -101,9 +126,9 @@ impl MetricsRegistry {
             let mut chosen = None;
             self.inner.backends.rcu(|map| {
                 let mut map = BTreeMap::clone(map);
-                let recorder = map
-                    .entry(Arc::from(id))
-                    .or_insert_with(|| Arc::new(Recorder::new(self.inner.stripes)));
+                let recorder = map.entry(Arc::from(id)).or_insert_with(|| {
+                    Arc::new(Recorder::new(self.inner.stripes, self.inner.on.clone()))
+                });
                 chosen = Some(recorder.clone());
                 map
             });
@@ -166,6 +191,9 @@ impl MetricsRegistry {
 
     /// All the numbers now.
     pub fn snapshot(&self) -> MetricsSnapshot {
+        if !self.is_enabled() {
+            return Self::off().snapshot();
+        }
         let proxy = self.inner.proxy.read();
         let hooks = self.inner.hooks.load_full();
         let cache = hooks.cache().unwrap_or_default();
@@ -199,6 +227,9 @@ impl MetricsRegistry {
 
     /// The metrics in `format`.
     pub fn encode(&self, format: TextFormat) -> String {
+        if !self.is_enabled() {
+            return Self::off().encode(format);
+        }
         prometheus::encode(&self.inner, format)
     }
 }

@@ -68,7 +68,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // Started before the inner `call`, which may do work of its own.
-        let in_flight = self.recorder.as_ref().map(|r| r.start());
+        let in_flight = (self.recorder.as_ref())
+            .filter(|r| r.is_on())
+            .map(|r| r.start());
         ResponseFuture {
             inner: self.inner.call(req),
             in_flight,

@@ -468,6 +468,42 @@ async fn a_removed_backend_disappears() {
     assert_eq!(metrics.snapshot().backend_metrics["a"].requests, 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn turned_off_nothing_is_recorded_or_shown_and_turned_on_it_goes_on() {
+    let metrics = MetricsRegistry::new();
+    metrics.cache_source(|| CacheCounters { hits: 7, misses: 1 });
+    let mut svc = proxy(&metrics);
+    for _ in 0..4 {
+        send(&mut svc, "/ok").await.unwrap();
+    }
+    assert!(metrics.is_enabled());
+
+    metrics.set_enabled(false);
+    for _ in 0..3 {
+        send(&mut svc, "/ok").await.unwrap();
+    }
+    // Off: what an empty registry shows, sources and backends left out.
+    let off = metrics.snapshot();
+    assert_eq!((off.total_requests, off.cache_hits), (0, 0));
+    assert!(off.backend_metrics.is_empty(), "{off:?}");
+    assert_eq!(
+        metrics.encode_prometheus(),
+        MetricsRegistry::new().encode_prometheus()
+    );
+
+    // On again: the four from before, not the three sent while off, then one more.
+    metrics.set_enabled(true);
+    send(&mut svc, "/ok").await.unwrap();
+    let on = metrics.snapshot();
+    assert_eq!((on.total_requests, on.cache_hits), (5, 7));
+    let per_backend: u64 = on.backend_metrics.values().map(|b| b.requests).sum();
+    assert_eq!(per_backend, 5);
+    assert_eq!(
+        scrape(&metrics)["switchyard_requests_total{outcome=\"success\"}"],
+        5.0
+    );
+}
+
 /// One request through `backend`'s layer over a service that answers 200 at once.
 async fn one_request(backend: BackendMetrics) {
     let ok = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });

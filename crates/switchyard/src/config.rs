@@ -344,52 +344,41 @@ pub struct Reconfigured {
     /// Settings in force for new requests.
     pub applied: Vec<&'static str>,
     /// Settings that changed and were kept as they were: they take effect after a restart
-    /// (or a binary upgrade).
+    /// (or a binary upgrade). Every `[proxy]` setting applies while the proxy runs, so
+    /// [`Proxy::reconfigure`](crate::Proxy::reconfigure) leaves it empty; a caller that
+    /// reloads more (a listener, say) lists there what it could not apply.
     pub need_restart: Vec<&'static str>,
 }
 
 impl ProxyConfig {
-    /// The configuration to put in force when `new` replaces `self` on a running proxy:
-    /// `new`, but for the metrics setting, read only when the proxy is built, which stays
-    /// as it is; and what changed.
+    /// The configuration to put in force when `new` replaces `self` on a running proxy
+    /// (all of `new`: every setting applies while the proxy runs), and what changed.
     pub(crate) fn carry_over(&self, new: ProxyConfig) -> (ProxyConfig, Reconfigured) {
         let mut done = Reconfigured::default();
-        let mut note = |changed: bool, name: &'static str, live: bool| {
+        let mut note = |changed: bool, name: &'static str| {
             if changed {
-                match live {
-                    true => done.applied.push(name),
-                    false => done.need_restart.push(name),
-                }
+                done.applied.push(name);
             }
         };
-        note(self.retry != new.retry, "retry", true);
-        note(self.breaker != new.breaker, "circuit_breaker", true);
-        note(self.cache != new.cache, "cache", true);
+        note(self.retry != new.retry, "retry");
+        note(self.breaker != new.breaker, "circuit_breaker");
+        note(self.cache != new.cache, "cache");
         note(
             self.request_timeout != new.request_timeout,
             "request_timeout",
-            true,
         );
-        note(
-            self.preserve_host != new.preserve_host,
-            "preserve_host",
-            true,
-        );
+        note(self.preserve_host != new.preserve_host, "preserve_host");
         let upgrades = (self.upgrade_idle_timeout, &self.upgrade_protocols)
             != (new.upgrade_idle_timeout, &new.upgrade_protocols);
-        note(upgrades, "upgrade", true);
+        note(upgrades, "upgrade");
         // The limits and timeouts; a new engine or TLS drains the pools' connections.
         let limits = |pool: &PoolConfig| PoolConfig {
             tls: None,
             http1: Http1Engine::default(),
             ..pool.clone()
         };
-        note(
-            limits(&self.pool) != limits(&new.pool),
-            "connection pool",
-            true,
-        );
-        note(self.pool.http1 != new.pool.http1, "backend_http1", true);
+        note(limits(&self.pool) != limits(&new.pool), "connection pool");
+        note(self.pool.http1 != new.pool.http1, "backend_http1");
         let tls = (
             &self.backend_ca_file,
             &self.backend_client_cert_file,
@@ -401,40 +390,29 @@ impl ProxyConfig {
             &new.backend_client_key_file,
             &new.pool.tls,
         );
-        note(tls, "backend TLS", true);
+        note(tls, "backend TLS");
         // The checks' settings, apart from whether they run and the name server.
         let checks = |h: &HealthConfig| HealthConfig {
             enabled: false,
             dns_server: None,
             ..h.clone()
         };
-        note(
-            checks(&self.health) != checks(&new.health),
-            "health_check",
-            true,
-        );
+        note(checks(&self.health) != checks(&new.health), "health_check");
         note(
             self.health.enabled != new.health.enabled,
             "health_check_enabled",
-            true,
         );
         note(
             self.health.dns_server != new.health.dns_server,
             "dns_server",
-            true,
         );
-        note(self.metrics != new.metrics, "metrics_enabled", false);
-        note(self.balance.policy != new.balance.policy, "balancer", true);
+        note(self.metrics != new.metrics, "metrics_enabled");
+        note(self.balance.policy != new.balance.policy, "balancer");
         note(
             self.balance.slow_start != new.balance.slow_start,
             "slow_start",
-            true,
         );
-        let kept = ProxyConfig {
-            metrics: self.metrics,
-            ..new
-        };
-        (kept, done)
+        (new, done)
     }
 }
 
@@ -943,9 +921,9 @@ mod tests {
         assert_eq!(kept.balance, new.balance);
     }
 
-    /// A reload applies what a running proxy can change and keeps the rest, naming both.
+    /// A reload applies every setting, naming each that changed.
     #[test]
-    fn carry_over_keeps_what_is_read_at_start() {
+    fn carry_over_applies_every_setting() {
         let old = ProxyConfig::default();
         let mut new = old.clone();
         new.retry.max_retries = 0;
@@ -971,22 +949,22 @@ mod tests {
                 "backend TLS",
                 "health_check",
                 "health_check_enabled",
-                "dns_server"
+                "dns_server",
+                "metrics_enabled"
             ]
         );
-        assert_eq!(done.need_restart, ["metrics_enabled"]);
+        assert!(done.need_restart.is_empty(), "{done:?}");
         assert_eq!(
             done.to_string(),
             "applied retry, request_timeout, connection pool, backend_http1, backend TLS, \
-             health_check, health_check_enabled, dns_server; changes to metrics_enabled take \
-             effect after a restart"
+             health_check, health_check_enabled, dns_server, metrics_enabled"
         );
         assert_eq!(kept.retry.max_retries, 0);
         assert_eq!(kept.request_timeout, Duration::from_secs(1));
         assert_eq!(kept.pool, new.pool);
         assert_eq!(kept.backend_ca_file, new.backend_ca_file);
         assert_eq!(kept.health, new.health);
-        assert_eq!(kept.metrics, old.metrics);
+        assert_eq!(kept.metrics, new.metrics);
         let (_, none) = kept.carry_over(kept.clone());
         assert_eq!(none.to_string(), "no proxy setting changed");
     }

@@ -178,7 +178,7 @@ impl Proxy {
                 ..config.pool.clone()
             }),
             breakers: CircuitBreakers::new(config.breaker.clone()),
-            metrics: config.metrics.then(|| metrics.clone()),
+            metrics: Some(metrics.clone()),
             checker: SameTls::new(tls),
         };
         // Health checks trust what requests trust.
@@ -193,10 +193,10 @@ impl Proxy {
         let endpoints = balance.endpoint_count();
         let headers = ProxyHeadersLayer::new();
         let tunnels = headers.tunnels().clone();
-        let top = match config.metrics {
-            true => MetricsLayer::new(&metrics),
-            false => MetricsLayer::off(),
-        };
+        // Always in place, recording while `metrics` is on: it can be turned on and off
+        // while the proxy runs (`MetricsRegistry::set_enabled`).
+        metrics.set_enabled(config.metrics);
+        let top = MetricsLayer::new(&metrics);
         let parts = Parts {
             balance,
             headers,
@@ -204,7 +204,7 @@ impl Proxy {
             traces: Traces::default(),
         };
         let first = Generation::build(config, &parts, None);
-        if first.config.metrics {
+        {
             // Later generations share these counters (see `Generation::build`).
             let retries = first.retry.clone();
             metrics.retry_source(move || retries.stats().retries);
@@ -270,10 +270,10 @@ impl Proxy {
     /// ([`Registry::reconfigure`](switchyard_health::Registry::reconfigure)): checks turned
     /// on start at each backend's next round, turned off they stop and every backend's
     /// health is forgotten (routable); a new name server resolves every name again at once.
-    /// A new slow start applies to the ramps under way and to come. The metrics setting
-    /// is read when the proxy is built: a change is kept as it was and listed in
-    /// [`Reconfigured::need_restart`]. A configuration that does not validate changes
-    /// nothing and comes back with every problem.
+    /// A new slow start applies to the ramps under way and to come. Metrics turned off
+    /// stop recording at once (snapshots and `/metrics` then show nothing recorded);
+    /// turned on, they go on from the numbers they stood at. A configuration that does
+    /// not validate changes nothing and comes back with every problem.
     pub fn reconfigure(&self, config: ProxyConfig) -> Result<Reconfigured, Vec<ConfigProblem>> {
         let problems = config.validate();
         if !problems.is_empty() {
@@ -311,6 +311,9 @@ impl Proxy {
             let config = self.config();
             let tls = (done.applied.contains(&"backend TLS")).then(|| config.tls_config());
             HttpEndpoints::reconfigure_pools(&self.shared.registry, &config.pool, tls);
+        }
+        if done.applied.contains(&"metrics_enabled") {
+            self.shared.metrics.set_enabled(self.config().metrics);
         }
         if done.applied.contains(&"circuit_breaker") {
             let breaker = self.config().breaker.clone();
