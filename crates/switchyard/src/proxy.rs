@@ -178,7 +178,7 @@ impl Proxy {
                 ..config.pool.clone()
             }),
             breakers: CircuitBreakers::new(config.breaker.clone()),
-            metrics: Some(metrics.clone()),
+            metrics: metrics.clone(),
             checker: SameTls::new(tls),
         };
         // Health checks trust what requests trust.

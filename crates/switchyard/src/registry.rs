@@ -39,8 +39,8 @@ pub(crate) struct HttpEndpoints {
     /// [`HttpEndpoints::reconfigure_pools`]; read when an endpoint is made.
     pub(crate) pool: ArcSwap<PoolConfig>,
     pub(crate) breakers: CircuitBreakers,
-    /// `None` when metrics are off.
-    pub(crate) metrics: Option<MetricsRegistry>,
+    /// The backends' numbers, recorded while the registry's switch is on.
+    pub(crate) metrics: MetricsRegistry,
     /// The health checks' TLS settings: the pools'.
     pub(crate) checker: SameTls,
 }
@@ -109,10 +109,7 @@ impl Endpoints for HttpEndpoints {
         let endpoint = HttpEndpoint::with_address(&backend.url, addr, pool)?;
         let breaker = self.breakers.breaker(&backend.id);
         let guarded = CircuitBreaker::new(endpoint, breaker, HttpClassifier::new());
-        Ok(match &self.metrics {
-            Some(metrics) => metrics.backend(&backend.id).layer(guarded),
-            None => Metrics::off(guarded),
-        })
+        Ok(self.metrics.backend(&backend.id).layer(guarded))
     }
 
     fn retire(&self, _: &BackendSpec, service: &EndpointService) {
@@ -122,9 +119,7 @@ impl Endpoints for HttpEndpoints {
 
     fn removed(&self, backend: &BackendSpec) {
         self.breakers.remove(&backend.id);
-        if let Some(metrics) = &self.metrics {
-            metrics.remove_backend(&backend.id);
-        }
+        self.metrics.remove_backend(&backend.id);
     }
 
     fn resolve_failed(&self, backend: &BackendSpec, _: &str) {
