@@ -141,10 +141,15 @@
 //!
 //! While partial, the stored response answers, while fresh, a GET whose ranges it holds
 //! (`206`, or `multipart/byteranges`, cut from the parts without a copy) or knows none
-//! is satisfiable (`416`: it knows the length). Anything else (a range not held, a full
-//! GET or HEAD, an `If-Range` that does not match, a stale part) goes upstream, as a miss
-//! would (`fwd=partial`): parts are not revalidated, and the answer is stored by the
-//! rules above. Parts count against `max_size` like any stored response (their bytes,
+//! is satisfiable (`416`: it knows the length). Stale (or to be validated, as
+//! `no-cache` asks), parts that hold what is asked are revalidated: the range goes to the
+//! origin with their strong validator in `If-None-Match` (`fwd=stale`); a `304` freshens
+//! them and they answer, and an origin that fails (an error, or 500, 502, 503, 504)
+//! within `stale-if-error` gets them served stale (`detail=stale-if-error`). They are
+//! not served stale while revalidating (`stale-while-revalidate` applies to complete
+//! responses only). Anything else (a range not held, a full GET or HEAD, an `If-Range`
+//! that does not match) goes upstream, as a miss would (`fwd=partial`), and the answer
+//! is stored by the rules above. Parts count against `max_size` like any stored response (their bytes,
 //! fields and a little per run). Two parts arriving at the same moment may race, the
 //! later one's store winning (no lock is taken for them): the other is fetched again
 //! when asked for.

@@ -199,15 +199,32 @@ pub(crate) fn serve_part<B>(
     config: &CacheConfig,
     status: CacheStatus,
 ) -> Option<Response<CacheBody<B>>> {
-    let parts = entry.parts()?;
-    let age = entry.age(now);
-    if decide(entry, age, directives, config) != Use::Fresh {
+    if decide(entry, entry.age(now), directives, config) != Use::Fresh {
         return None;
     }
+    answer_part(entry, now, req_headers, status)
+}
+
+/// The answer to a GET with `req_headers` from `entry`, a stored partial response, fresh
+/// or not: a `206` of the range(s) asked for, or a `416`; `None` when the parts do not
+/// hold what is asked.
+pub(crate) fn answer_part<B>(
+    entry: &Entry,
+    now: Instant,
+    req_headers: &HeaderMap,
+    status: CacheStatus,
+) -> Option<Response<CacheBody<B>>> {
+    let parts = entry.parts()?;
     let mut res = Response::new(());
     *res.headers_mut() = entry.headers().clone();
     let body = range::answer_parts(req_headers, &mut res, parts)?;
-    Some(with_age(entry, age, status, res, CacheBody::full(body)))
+    Some(with_age(
+        entry,
+        entry.age(now),
+        status,
+        res,
+        CacheBody::full(body),
+    ))
 }
 
 /// `response` with `body`, and the `Age` and `Cache-Status` of `entry` at `age`.

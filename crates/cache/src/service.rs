@@ -13,7 +13,7 @@ use crate::body::CacheBody;
 use crate::directives::RequestDirectives;
 use crate::future::ResponseFuture;
 use crate::key::primary_key;
-use crate::policy::{decide, serve, serve_part, Use, STALE_WHILE_REVALIDATE};
+use crate::policy::{answer_part, decide, serve, serve_part, Use, STALE_WHILE_REVALIDATE};
 use crate::shared::Shared;
 use crate::stats::bump;
 use crate::status::{CacheStatus, Fwd};
@@ -121,8 +121,12 @@ where
         };
         let mut candidate = None;
         if let Some(entry) = lookup.entry.as_ref().filter(|e| e.is_partial()) {
-            // A partial response answers only the ranges it holds, only while fresh; it is
-            // never revalidated (the request goes upstream as a miss would).
+            // A partial response answers only the ranges it holds, while fresh. Stale (or
+            // to be validated), and holding what is asked, it is revalidated with its
+            // strong validator (a 304 freshens it and it answers) and served stale if the
+            // origin fails within `stale-if-error`; otherwise the request goes upstream
+            // as a miss would.
+            fwd = Fwd::Partial;
             if *method == Method::GET {
                 let (headers, config) = (req.headers(), &shared.config);
                 let hit = serve_part(entry, now, headers, &directives, config, CacheStatus::hit());
@@ -130,8 +134,15 @@ where
                     bump(&shared.stats.hits);
                     return ResponseFuture::ready(res);
                 }
+                let held = answer_part::<RB>(entry, now, headers, CacheStatus::hit()).is_some();
+                if held {
+                    fwd = match decide(entry, entry.age(now), &directives, config) {
+                        Use::Validate { stale: false } => Fwd::Request,
+                        _ => Fwd::Stale,
+                    };
+                    candidate = Some(entry.clone());
+                }
             }
-            fwd = Fwd::Partial;
         } else if let Some(entry) = lookup.entry {
             let decision = decide(&entry, entry.age(now), &directives, &shared.config);
             let status = match decision {

@@ -19,8 +19,8 @@ use crate::entry::{Head, Times};
 use crate::flight::{FlightGuard, Join};
 use crate::key::{resolve_same_origin, vary_values};
 use crate::policy::{
-    decide, is_failure, serve, serve_part, stale_if_error, storable, worth_storing, Use,
-    STALE_IF_ERROR,
+    answer_part, decide, is_failure, serve, serve_part, stale_if_error, storable, worth_storing,
+    Use, STALE_IF_ERROR,
 };
 use crate::range;
 use crate::shared::Shared;
@@ -268,7 +268,12 @@ impl<S> Forward<S> {
             ..CacheStatus::fwd(Fwd::Stale)
         }
         .detail(STALE_IF_ERROR);
-        serve(stale, times.response, &Method::GET, req_headers, status)
+        match stale.is_partial() {
+            // Chosen as a candidate only when its parts held what is asked.
+            true => answer_part(stale, times.response, req_headers, status)
+                .expect("the parts held the range when the request went upstream"),
+            false => serve(stale, times.response, &Method::GET, req_headers, status),
+        }
     }
 
     /// Updates the stored response from a `304 Not Modified` and answers from it.
@@ -288,7 +293,10 @@ impl<S> Forward<S> {
         // A cookie in the 304 is for this client (below) and never stored: the stored
         // response was chosen without it, as a stored 200 is kept without its cookie.
         let keep = !(head.directives.no_store || head.directives.private);
-        let entry = Arc::new(head.into_entry(stored.body().clone()));
+        let entry = Arc::new(match stored.parts() {
+            Some(parts) => head.into_partial(parts.clone()),
+            None => head.into_entry(stored.body().clone()),
+        });
         if self.directives.no_store {
             // The request's `no-store` (RFC 9111 §5.2.1.5): nothing of this exchange is
             // stored; the stored response stays as it was.
@@ -302,7 +310,11 @@ impl<S> Forward<S> {
             fwd_status: Some(304),
             ..CacheStatus::fwd(self.fwd)
         };
-        let mut res = serve(&entry, times.response, &Method::GET, req_headers, status);
+        let mut res = match entry.is_partial() {
+            true => answer_part(&entry, times.response, req_headers, status)
+                .expect("the parts held the range when the request went upstream"),
+            false => serve(&entry, times.response, &Method::GET, req_headers, status),
+        };
         // A cookie the origin set in its 304 was meant for this client (and is not stored).
         for cookie in not_modified.get_all(header::SET_COOKIE) {
             res.headers_mut().append(header::SET_COOKIE, cookie.clone());

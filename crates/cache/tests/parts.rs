@@ -12,25 +12,45 @@ use tokio::time::advance;
 
 const URL: &str = "http://example.com/a";
 
-/// The representation the origin has now: its bytes and its `ETag` (`None`: a weak one).
+/// The representation the origin has now: its bytes and its `ETag` (`None`: a weak one),
+/// the status it fails with, if it fails, and whether it answers `If-None-Match`.
 #[derive(Clone)]
 struct Current {
     body: &'static str,
     etag: &'static str,
+    fail: Option<u16>,
+    conditional: bool,
 }
 
 /// An origin serving the representation in `current` as `text/plain`, cacheable for a
-/// minute: a `206` of one `bytes=a-b` (or `a-`) range, unless an `If-Range` does not
-/// match its `ETag`; the whole `200` otherwise (several ranges included).
+/// minute: `304` to an `If-None-Match` of its `ETag`; a `206` of one `bytes=a-b` (or
+/// `a-`) range, unless an `If-Range` does not match its `ETag`; the whole `200`
+/// otherwise (several ranges included).
 fn origin(current: &Arc<Mutex<Current>>) -> Backend {
     let current = current.clone();
     Backend::new(move |req, _| {
-        let Current { body, etag } = current.lock().unwrap().clone();
+        let Current {
+            body,
+            etag,
+            fail,
+            conditional,
+        } = current.lock().unwrap().clone();
+        if let Some(status) = fail {
+            return Ok(response(status, &[], "down"));
+        }
         let headers = [
             ("cache-control", "max-age=60"),
             ("etag", etag),
             ("content-type", "text/plain"),
         ];
+        if conditional
+            && req
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v == etag)
+        {
+            return Ok(response(304, &headers, ""));
+        }
         let if_range = req.headers().get("if-range");
         let range = req
             .headers()
@@ -52,7 +72,12 @@ fn origin(current: &Arc<Mutex<Current>>) -> Backend {
 }
 
 fn representation(body: &'static str, etag: &'static str) -> Arc<Mutex<Current>> {
-    Arc::new(Mutex::new(Current { body, etag }))
+    Arc::new(Mutex::new(Current {
+        body,
+        etag,
+        fail: None,
+        conditional: true,
+    }))
 }
 
 fn ranged(range: &str) -> http::Request<Body> {
@@ -165,6 +190,8 @@ async fn a_part_of_another_representation_replaces_the_parts() {
     *current.lock().unwrap() = Current {
         body: "abcdefghij",
         etag: "\"v2\"",
+        fail: None,
+        conditional: true,
     };
     let got = send(&svc, ranged("bytes=5-9")).await;
     assert_eq!((got.status.as_u16(), got.text()), (206, "fghij"));
@@ -212,18 +239,63 @@ async fn if_range_that_does_not_match_the_parts_gets_the_full_200() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn stale_parts_are_not_served() {
+async fn stale_parts_are_revalidated_when_they_hold_the_range() {
     let origin = origin(&representation("0123456789", "\"v1\""));
     let svc = cache(CacheConfig::default(), &origin);
     send(&svc, ranged("bytes=0-4")).await;
     advance(secs(61)).await;
+    // Held, but stale: asked again with the parts' validator; the 304 freshens them and
+    // they answer.
     let got = send(&svc, ranged("bytes=0-1")).await;
     assert_eq!((got.status.as_u16(), got.text()), (206, "01"));
-    assert_eq!(got.cache_status(), "switchyard; fwd=partial; stored");
+    assert_eq!(got.header("content-range"), Some("bytes 0-1/10"));
+    assert_eq!(
+        got.cache_status(),
+        "switchyard; fwd=stale; fwd-status=304; ttl=60"
+    );
     assert_eq!(origin.calls(), 2);
-    // The fresh part took the stale one's place (same representation: combined).
+    let asked = origin.headers(1);
+    assert_eq!(asked["if-none-match"], "\"v1\"");
+    assert_eq!(asked["range"], "bytes=0-1");
+    assert_eq!(partial(&svc), Some(true));
     let got = send(&svc, ranged("bytes=3-4")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, "34"));
     assert_eq!(got.cache_status(), "switchyard; hit; ttl=60");
+
+    // Not held: forwarded as it is, without the validator; the new part joins them.
+    let got = send(&svc, ranged("bytes=6-7")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, "67"));
+    assert_eq!(got.cache_status(), "switchyard; fwd=partial; stored");
+    assert!(origin.headers(2).get("if-none-match").is_none());
+    assert_eq!(origin.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_parts_answer_when_the_origin_fails_within_stale_if_error() {
+    let current = representation("0123456789", "\"v1\"");
+    let origin = origin(&current);
+    let config = CacheConfig {
+        stale_if_error: secs(30),
+        ..CacheConfig::default()
+    };
+    let svc = cache(config, &origin);
+    send(&svc, ranged("bytes=0-4")).await;
+    current.lock().unwrap().fail = Some(503);
+    advance(secs(70)).await;
+    let got = send(&svc, ranged("bytes=1-3")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, "123"));
+    assert_eq!(
+        got.cache_status(),
+        "switchyard; fwd=stale; fwd-status=503; ttl=-10; detail=stale-if-error"
+    );
+    // A range the parts do not hold gets the origin's failure.
+    let got = send(&svc, ranged("bytes=6-7")).await;
+    assert_eq!(got.status.as_u16(), 503);
+    // Past the window: the failure too.
+    advance(secs(30)).await;
+    let got = send(&svc, ranged("bytes=1-3")).await;
+    assert_eq!(got.status.as_u16(), 503);
+    assert_eq!(origin.calls(), 4);
 }
 
 #[tokio::test(start_paused = true)]
@@ -282,7 +354,10 @@ async fn parts_count_against_the_size_bound() {
 
 #[tokio::test(start_paused = true)]
 async fn a_part_of_the_stored_complete_response_freshens_it() {
-    let origin = origin(&representation("0123456789", "\"v1\""));
+    // An origin that answers a conditional range with the range, not a 304.
+    let current = representation("0123456789", "\"v1\"");
+    current.lock().unwrap().conditional = false;
+    let origin = origin(&current);
     let svc = cache(CacheConfig::default(), &origin);
     send(&svc, get("/a")).await;
     advance(secs(61)).await;

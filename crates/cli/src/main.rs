@@ -261,6 +261,7 @@ async fn serve(
     if proxy.list_backends().is_empty() {
         tracing::warn!("no backends configured: every request will get 503");
     }
+    settle(&proxy).await;
     // One access log for every server, those a reload starts included.
     let access_log = switchyard_server::AccessLog::new(file.access_log.format);
     // The admin token the admin API checks, and `Switchyard-Trace` asks for.
@@ -424,6 +425,26 @@ async fn serve_admin(
     }
 }
 
+/// How long start-up waits for the configured backends to be in the balancer.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until the backends configured at start are in the balancer, so that the first
+/// requests (queued on the listening socket meanwhile) find them: with none there, a
+/// request gets its 503 at once. Backends named by host wait for their first resolution,
+/// up to [`SETTLE_TIMEOUT`]: a name server that does not answer delays serving, never
+/// stops it.
+async fn settle(proxy: &Proxy) {
+    if tokio::time::timeout(SETTLE_TIMEOUT, proxy.settled())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout = ?SETTLE_TIMEOUT,
+            "not every backend resolved in time; serving with those that did"
+        );
+    }
+}
+
 async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), StartError> {
     let listener = Listener::Demo.bind(listen).await?;
     let proxy = Proxy::new(switchyard::ProxyConfig::default());
@@ -432,6 +453,7 @@ async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), St
         proxy.add_backend(backend)?;
         backends.push((id, addr));
     }
+    settle(&proxy).await;
     let file = FileConfig {
         listen,
         admin: switchyard_cli::file::AdminConfig {
