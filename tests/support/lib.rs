@@ -147,6 +147,7 @@ pub const RANGED: &str = "0123456789abcdefghij";
 /// - `/targeted`: `CDN-Cache-Control: max-age=60` over `Cache-Control: no-store`;
 /// - `/cacheable/ranged`: [`RANGED`] as `text/plain` with `ETag: "r1"`, cacheable for a
 ///   minute; a `Range: bytes=a-b` (or `a-`) of one range gets its `206`;
+///   `/cacheable/ranged/stale` the same, stale at once (`max-age=0`);
 /// - anything else: the id.
 ///
 /// A request carrying `x-test-hang` is never answered, whatever its path.
@@ -459,9 +460,10 @@ async fn answer(
             res = res.header("cdn-cache-control", "max-age=60");
             full(id)
         }
-        "/cacheable/ranged" => {
+        "/cacheable/ranged" | "/cacheable/ranged/stale" => {
+            let max_age = if path.ends_with("/stale") { 0 } else { 60 };
             res = res
-                .header("cache-control", "public, max-age=60")
+                .header("cache-control", format!("public, max-age={max_age}"))
                 .header("etag", "\"r1\"")
                 .header("content-type", "text/plain");
             let range = req.headers().get("range").and_then(|v| v.to_str().ok());

@@ -230,6 +230,41 @@ async fn get_range(
 }
 
 #[tokio::test]
+async fn a_stale_part_stands_in_for_a_dead_backend_when_allowed() {
+    let a = backend("a").await;
+    let mut config = switchyard_tests::config();
+    config.cache = Some(CacheConfig {
+        stale_if_error: Duration::from_secs(60),
+        ..CacheConfig::default()
+    });
+    let proxy = TestProxy::start(config, ServerConfig::default(), &[&a]).await;
+    // max-age=0: the part is stale at once, kept because it may answer errors.
+    let path = "/cacheable/ranged/stale";
+    let (status, headers, body) = get_range(&proxy, path, "bytes=0-4").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "01234")
+    );
+    assert_eq!(headers["cache-status"], "switchyard; fwd=uri-miss; stored");
+    a.kill();
+    // Held: the part answers for the dead backend.
+    let (status, headers, body) = get_range(&proxy, path, "bytes=1-3").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "123")
+    );
+    assert_eq!(headers["content-range"], "bytes 1-3/20");
+    let cache = headers["cache-status"].to_str().unwrap();
+    assert!(
+        cache.contains("fwd=stale") && cache.contains("detail=stale-if-error"),
+        "{cache}"
+    );
+    // Not held: the backend's failure.
+    let (status, _, _) = get_range(&proxy, path, "bytes=10-12").await;
+    assert!(status.is_server_error(), "{status}");
+}
+
+#[tokio::test]
 async fn ranges_from_the_backend_are_combined_and_served_from_the_cache() {
     let a = backend("a").await;
     let proxy = TestProxy::with(&[&a]).await;

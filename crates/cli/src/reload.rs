@@ -16,9 +16,9 @@ use crate::FileConfig;
 /// [`switchyard_admin::apply_backends`]) and the `[proxy]` settings (see
 /// [`Proxy::reconfigure`]), and lists in [`Reloaded::need_restart`] the settings read only
 /// at start that changed: `listen` and `server` (which [`Listen::apply`] moves),
-/// `access_log` and `admin` (which [`Listen::apply`] puts in force), and those of `[proxy]`
-/// that `reconfigure` keeps. In `new` those are put back as in force, so that
-/// `GET /config` shows them as they are, and the next reload reports them again.
+/// and `access_log` and `admin` (which [`Listen::apply`] puts in force). In `new` those are
+/// put back as in force, so that `GET /config` shows them as they are, and the next reload
+/// reports them again.
 pub fn apply(proxy: &Proxy, old: &FileConfig, new: &mut FileConfig) -> Reloaded {
     let mut done =
         switchyard_admin::apply_backends(proxy, &old.all_backends(), &new.all_backends());

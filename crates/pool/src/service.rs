@@ -622,7 +622,6 @@ impl<B> Inner<B> {
     }
 }
 
-/// The idle set's capacity: `max_idle`, and never more than can be open.
 /// What dialling the backend at `authority` over TLS takes, when `config` has TLS.
 fn dial_tls(authority: &Authority, config: &PoolConfig) -> Option<connect::Tls> {
     config.tls.as_ref().map(|tls| connect::Tls {
@@ -632,6 +631,7 @@ fn dial_tls(authority: &Authority, config: &PoolConfig) -> Option<connect::Tls> 
     })
 }
 
+/// The idle set's capacity: `max_idle`, and never more than can be open.
 fn idle_capacity(config: &PoolConfig) -> usize {
     config.max_idle.min(config.max_connections)
 }

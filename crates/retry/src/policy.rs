@@ -384,14 +384,10 @@ impl Reason {
 
 /// Whether the [`NoBackendsAvailable`] in `err`'s chain saw a backend that was only busy.
 fn busy(err: &BoxError) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**err);
-    while let Some(e) = cur {
-        if let Some(none) = e.downcast_ref::<NoBackendsAvailable>() {
-            return none.is_busy();
-        }
-        cur = e.source();
-    }
-    false
+    let err: &(dyn std::error::Error + 'static) = &**err;
+    std::iter::successors(Some(err), |e| e.source())
+        .find_map(|e| e.downcast_ref::<NoBackendsAvailable>())
+        .is_some_and(NoBackendsAvailable::is_busy)
 }
 
 /// Retry counters, read from atomics.

@@ -156,7 +156,7 @@ impl JsonLog {
 
     /// `body`, counted as it is sent; `entry` is queued once it ends or is dropped.
     pub(crate) fn after(&self, entry: Entry, body: Body) -> Body {
-        Body::new(Logged {
+        Body::new(SentBody {
             inner: body,
             bytes: 0,
             line: Some((self.clone(), entry)),
@@ -166,13 +166,13 @@ impl JsonLog {
 
 /// A response body that counts the bytes it yields and queues its request's line when it
 /// ends, fails or is dropped.
-struct Logged {
+struct SentBody {
     inner: Body,
     bytes: u64,
     line: Option<(JsonLog, Entry)>,
 }
 
-impl Logged {
+impl SentBody {
     fn done(&mut self, complete: bool) {
         if let Some((log, entry)) = self.line.take() {
             let bytes = self.bytes;
@@ -181,7 +181,7 @@ impl Logged {
     }
 }
 
-impl hyper::body::Body for Logged {
+impl hyper::body::Body for SentBody {
     type Data = bytes::Bytes;
     type Error = BoxError;
 
@@ -215,7 +215,7 @@ impl hyper::body::Body for Logged {
     }
 }
 
-impl Drop for Logged {
+impl Drop for SentBody {
     /// A body dropped unfinished: the client went away, or the server stopped reading it
     /// (an empty body it never polled is complete).
     fn drop(&mut self) {

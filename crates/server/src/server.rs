@@ -762,7 +762,8 @@ struct LogLine {
 }
 
 pin_project! {
-    /// Logs one line when the response head is ready, if access logging is on.
+    /// Logs the text line when the response head is ready, and has the JSON line written
+    /// once the response body ends, if access logging is on.
     struct Logged<F> {
         #[pin]
         inner: F,
@@ -792,21 +793,21 @@ where
                 trace_id = trace_id.as_deref().unwrap_or("-"),
             );
         }
+        let Some(json) = this.json.take() else {
+            return Poll::Ready(Ok(res));
+        };
         let entry = match (trace, line) {
-            (Some(trace), _) => Some(Entry::Traced(trace.clone())),
-            (None, Some(line)) => Some(Entry::Plain {
+            (Some(trace), _) => Entry::Traced(trace.clone()),
+            (None, Some(line)) => Entry::Plain {
                 method: line.method,
                 uri: line.uri,
                 client: line.remote,
                 status: res.status().as_u16(),
                 elapsed: line.start.elapsed(),
-            }),
-            (None, None) => None,
+            },
+            (None, None) => return Poll::Ready(Ok(res)),
         };
-        match (this.json.take(), entry) {
-            (Some(json), Some(entry)) => Poll::Ready(Ok(res.map(|body| json.after(entry, body)))),
-            _ => Poll::Ready(Ok(res)),
-        }
+        Poll::Ready(Ok(res.map(|body| json.after(entry, body))))
     }
 }
 

@@ -204,27 +204,26 @@ impl Proxy {
             traces: Traces::default(),
         };
         let first = Generation::build(config, &parts, None);
-        {
-            // Later generations share these counters (see `Generation::build`).
-            let retries = first.retry.clone();
-            metrics.retry_source(move || retries.stats().retries);
-            if let Some(cache) = first.cache.clone() {
-                metrics.cache_source(move || {
-                    let stats = cache.stats();
-                    CacheCounters {
-                        hits: stats.hits,
-                        misses: stats.misses,
-                    }
-                });
-            }
-            metrics.register_collector(BackendState {
-                registry: registry.clone(),
+        // Later generations share these counters (see `Generation::build`).
+        let retries = first.retry.clone();
+        metrics.retry_source(move || retries.stats().retries);
+        if let Some(cache) = first.cache.clone() {
+            metrics.cache_source(move || {
+                let stats = cache.stats();
+                CacheCounters {
+                    hits: stats.hits,
+                    misses: stats.misses,
+                }
             });
-            metrics.register_collector(TunnelGauge(tunnels.clone()));
-            if let Some(cache) = first.cache.clone().filter(|c| c.config().shared.is_some()) {
-                metrics.register_collector(SharedTierMetrics(cache));
-            }
         }
+        metrics.register_collector(BackendState {
+            registry: registry.clone(),
+        });
+        metrics.register_collector(TunnelGauge(tunnels.clone()));
+        if let Some(cache) = first.cache.clone().filter(|c| c.config().shared.is_some()) {
+            metrics.register_collector(SharedTierMetrics(cache));
+        }
+
         let first = Arc::new(first);
         Self {
             stack: first.stack.clone(),
@@ -262,10 +261,9 @@ impl Proxy {
     /// new checkouts follow them, a lower idle limit closes the idle connections beyond it
     /// (see [`switchyard_pool::Pool::reconfigure`]). New backend TLS settings (CA and
     /// client certificate files, those files rewritten in place, `pool.tls`) or a new
-    /// HTTP/1.1 engine apply to the
-    /// connections dialled from now on, and to the health checks: the pooled connections
-    /// made before take no new request (the idle ones close now, the busy ones once their
-    /// response ends). The health checks take their new
+    /// HTTP/1.1 engine apply to the connections dialled from now on, and to the health
+    /// checks: the pooled connections made before take no new request (the idle ones close
+    /// now, the busy ones once their response ends). The health checks take their new
     /// settings at their next round, keeping every backend's health
     /// ([`Registry::reconfigure`](switchyard_health::Registry::reconfigure)): checks turned
     /// on start at each backend's next round, turned off they stop and every backend's
@@ -281,9 +279,12 @@ impl Proxy {
         }
         let mut done = Reconfigured::default();
         self.shared.current.rcu(|now| {
-            let (config, changes) = now.config.carry_over(config.clone());
-            done = changes;
-            Arc::new(Generation::build(config, &self.shared.parts, Some(now)))
+            done = now.config.changes(&config);
+            Arc::new(Generation::build(
+                config.clone(),
+                &self.shared.parts,
+                Some(now),
+            ))
         });
         // The same files, rewritten in place (a renewed client certificate), are new
         // settings too.
