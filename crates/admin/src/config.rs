@@ -12,9 +12,27 @@ use tokio::sync::Mutex;
 
 use crate::Reloaded;
 
+/// Why a configuration read again cannot be used (as the loader said: every problem, with
+/// its key and line); nothing changed.
+#[derive(Debug)]
+pub struct NotReloaded(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for NotReloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for NotReloaded {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 /// Reads the configuration again; `Err` says why it cannot be used (every problem, with
 /// its key and line).
-type Load<F> = Box<dyn Fn() -> Result<F, String> + Send + Sync>;
+type Load<F> = Box<dyn Fn() -> Result<F, NotReloaded> + Send + Sync>;
+
 /// Applies what changed from the first configuration to the second, and puts back in the
 /// second what stays as it was (what takes a restart), so that it reads as in force.
 type Apply<F> = Box<dyn Fn(&Proxy, &F, &mut F) -> Reloaded + Send + Sync>;
@@ -34,7 +52,7 @@ pub struct LiveConfig {
 trait Reload: Send + Sync {
     /// The configuration in force, and when it was read.
     fn shown(&self) -> (Value, SystemTime);
-    fn reload(&self) -> Option<Result<Reloaded, String>>;
+    fn reload(&self) -> Option<Result<Reloaded, NotReloaded>>;
 }
 
 struct Fixed(Value, SystemTime);
@@ -44,7 +62,7 @@ impl Reload for Fixed {
         (self.0.clone(), self.1)
     }
 
-    fn reload(&self) -> Option<Result<Reloaded, String>> {
+    fn reload(&self) -> Option<Result<Reloaded, NotReloaded>> {
         None
     }
 }
@@ -70,7 +88,7 @@ impl<F: Serialize + Send + Sync + 'static> Reload for FromFile<F> {
         (shown, loaded.1)
     }
 
-    fn reload(&self) -> Option<Result<Reloaded, String>> {
+    fn reload(&self) -> Option<Result<Reloaded, NotReloaded>> {
         Some((self.load)().map(|mut new| {
             let done = (self.apply)(&self.proxy, &self.loaded.load().0, &mut new);
             self.loaded.store(Arc::new((new, SystemTime::now())));
@@ -98,16 +116,20 @@ impl LiveConfig {
 
     /// A configuration `proxy` runs from, as `loaded`; [`LiveConfig::reload`] calls `load`
     /// and applies what changed with `apply`.
-    pub fn reloadable<F: Serialize + Send + Sync + 'static>(
+    pub fn reloadable<F, E>(
         proxy: Proxy,
         loaded: F,
-        load: impl Fn() -> Result<F, String> + Send + Sync + 'static,
+        load: impl Fn() -> Result<F, E> + Send + Sync + 'static,
         apply: impl Fn(&Proxy, &F, &mut F) -> Reloaded + Send + Sync + 'static,
-    ) -> Self {
+    ) -> Self
+    where
+        F: Serialize + Send + Sync + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
         Self::new(FromFile {
             proxy,
             loaded: ArcSwap::from_pointee((loaded, SystemTime::now())),
-            load: Box::new(load),
+            load: Box::new(move || load().map_err(|e| NotReloaded(Box::new(e)))),
             apply: Box::new(apply),
         })
     }
@@ -132,7 +154,7 @@ impl LiveConfig {
     /// Reads the configuration again and applies what changed, logging the outcome:
     /// `None` when there is nothing to read again, `Err` (nothing changed) when it does
     /// not load.
-    pub async fn reload(&self) -> Option<Result<Reloaded, String>> {
+    pub async fn reload(&self) -> Option<Result<Reloaded, NotReloaded>> {
         let _one = self.reloading.lock().await;
         let done = self.inner.reload();
         match &done {

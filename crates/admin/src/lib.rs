@@ -1,9 +1,12 @@
 //! The admin API and dashboard of a running [`Proxy`], on their own listener: change the
 //! backends without a restart, look at their health, breakers, pools and metrics, purge
 //! the cache. [`router`] builds it as an axum `Router` ([`live_router`] with a token that
-//! can change while it serves, [`AdminToken`]); [`serve`] serves it.
+//! can change while it serves, [`AdminToken`]); [`serve`] serves it, and
+//! [`serve_reloading`] on the listeners a reload moves it to. [`Listen`] puts in force
+//! what a reload changed of where and how the proxy and the admin API are served
+//! ([`Listening`]); [`LiveConfig`] reads a configuration again and applies it.
 //! [`apply_backends`] applies a new list of backends, as from a configuration file read
-//! again, without undoing what the API changed.
+//! again, without undoing what the API changed; [`apply_proxy`] its `[proxy]` settings.
 //!
 //! | route | what |
 //! |---|---|
@@ -53,11 +56,15 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 mod config;
+#[cfg(unix)]
+mod listen;
 mod reload;
 mod requests;
 
-pub use config::LiveConfig;
-pub use reload::{apply_backends, Reloaded};
+pub use config::{LiveConfig, NotReloaded};
+#[cfg(unix)]
+pub use listen::{serve_reloading, AdminMoved, AdminMover, Handed, Listen, Listening};
+pub use reload::{apply_backends, apply_proxy, Reloaded};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -516,7 +523,7 @@ async fn config_reload(State(admin): State<Admin>) -> Response {
         Some(Ok(done)) => {
             Json(json!({ "reloaded": done, "summary": done.to_string() })).into_response()
         }
-        Some(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Some(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         None => error(
             StatusCode::CONFLICT,
             "the configuration does not come from a file: nothing to reload",

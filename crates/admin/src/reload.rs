@@ -1,13 +1,13 @@
 //! Applying a new list of backends to a running proxy, as when a configuration file is
 //! read again: the backends that changed in the list are added, removed or updated in
 //! place. Backends added or changed through the admin API since are left as they are,
-//! unless the list changed the same backend.
+//! unless the list changed the same backend. And applying new `[proxy]` settings.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use serde::Serialize;
-use switchyard::{Backend, Proxy, Reconfigured};
+use switchyard::{Backend, Proxy, ProxyConfig, Reconfigured};
 
 /// What applying a new list of backends (and, for a configuration file, its other
 /// settings) changed, and what it could not.
@@ -64,6 +64,21 @@ impl fmt::Display for Reloaded {
             parts.push(settings.to_string());
         }
         f.write_str(&parts.join("; "))
+    }
+}
+
+/// Applies the `[proxy]` settings `config` to `proxy` (see [`Proxy::reconfigure`]), and
+/// lists in `done` those applied and those that take a restart, or why none applied.
+pub fn apply_proxy(proxy: &Proxy, config: ProxyConfig, done: &mut Reloaded) {
+    match proxy.reconfigure(config) {
+        Ok(proxied) => {
+            done.applied.extend(proxied.applied);
+            done.need_restart.extend(proxied.need_restart);
+        }
+        Err(problems) => {
+            let why = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+            done.failed.push(("proxy".into(), why.join("; ")));
+        }
     }
 }
 

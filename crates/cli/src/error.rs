@@ -1,11 +1,12 @@
-//! Why the binary could not start or keep serving: each error names what failed and, where
-//! a flag would help, which one.
+//! Why the binary could not start or keep serving, or could not use its configuration:
+//! each error names what failed and, where a flag would help or is wrong, which one.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
-use switchyard::BackendError;
+use crate::file::LoadError;
+use switchyard::{BackendError, ParseBackendError};
 use switchyard_server::upgrade::Sockets;
 use tokio::net::TcpListener;
 
@@ -55,9 +56,7 @@ impl Listener {
             source,
         })
     }
-}
 
-impl Listener {
     /// This listener from `sockets`: inherited in a binary upgrade, else bound on `addr`.
     pub async fn take(
         self,
@@ -119,5 +118,39 @@ impl std::error::Error for StartError {
 impl From<BackendError> for StartError {
     fn from(e: BackendError) -> Self {
         Self::Backend(e)
+    }
+}
+
+/// Why the configuration cannot be used: the file's problems, or a flag's.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file does not load (every problem, with its key and line).
+    File(LoadError),
+    /// `--admin` gives an admin listener that cannot be served: the key and why.
+    Admin(&'static str, &'static str),
+    /// `--cache-shared` gives a URL that cannot be used: why.
+    CacheShared(String),
+    /// A `--backend` URL does not parse.
+    Backend(ParseBackendError),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(e) => e.fmt(f),
+            Self::Admin(key, message) => write!(f, "--admin: `{key}`: {message}"),
+            Self::CacheShared(problem) => write!(f, "--cache-shared: {problem}"),
+            Self::Backend(e) => write!(f, "--backend: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::File(e) => Some(e),
+            Self::Backend(e) => Some(e),
+            Self::Admin(..) | Self::CacheShared(_) => None,
+        }
     }
 }

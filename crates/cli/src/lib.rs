@@ -1,6 +1,8 @@
-//! The `switchyard` binary as a library: the configuration file, its reload, and the
-//! embedded demo. `main.rs` parses the command line and wires the proxy, its server
-//! (`switchyard-server`) and its admin API (`switchyard-admin`) together.
+//! The `switchyard` binary as a library: the configuration file, what a reload of it
+//! changes ([`reload`]), the errors it reports, and the embedded demo. `main.rs` parses
+//! the command line, checks a file (`switchyard check`) and wires the proxy, its server
+//! (`switchyard-server`, which serves across reloads) and its admin API
+//! (`switchyard-admin`) together.
 
 pub mod error;
 pub mod file;

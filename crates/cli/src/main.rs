@@ -1,17 +1,16 @@
 //! `switchyard`: a reverse proxy from a TOML file, or from flags.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use switchyard::{Backend, ParseBackendError, Proxy, SharedConfig};
 use switchyard_admin::{AdminToken, LiveConfig};
-use switchyard_cli::error::{Listener, StartError};
+use switchyard_cli::error::{ConfigError, Listener, StartError};
 use switchyard_cli::{demo, reload, FileConfig};
-use switchyard_server::shutdown_signal;
-use switchyard_server::upgrade::{self, HandedOver, Sockets};
+use switchyard_server::upgrade::{self, Sockets};
+use switchyard_server::{settle, shutdown_signal};
 use tokio::net::TcpListener;
 
 // A proxy allocates and frees small buffers and futures on every request; mimalloc's
@@ -114,8 +113,8 @@ enum Command {
 
 fn main() -> ExitCode {
     init_tracing();
-    let invalid = |message: String| {
-        eprintln!("{message}");
+    let invalid = |e: &dyn std::error::Error| {
+        eprintln!("{e}");
         ExitCode::from(2)
     };
     match Cli::parse().command {
@@ -124,7 +123,7 @@ fn main() -> ExitCode {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => invalid(e.to_string()),
+            Err(e) => invalid(&e),
         },
         Command::Serve(args) => {
             let threads = args.threads;
@@ -132,7 +131,7 @@ fn main() -> ExitCode {
             let upgrade = (socket, args.upgrade);
             match args.configure() {
                 Ok((file, reread)) => run(threads, serve(file, reread, upgrade)),
-                Err(message) => invalid(message),
+                Err(e) => invalid(&e),
             }
         }
         Command::Demo { listen, admin } => run(None, run_demo(listen, admin)),
@@ -142,23 +141,23 @@ fn main() -> ExitCode {
 impl ServeArgs {
     /// The file's configuration (or the defaults) with the flags applied over it, and how
     /// to read it again (SIGHUP, `POST /config/reload`); or why it cannot be used.
-    fn configure(self) -> Result<(FileConfig, Option<Reread>), String> {
+    fn configure(self) -> Result<(FileConfig, Option<Reread>), ConfigError> {
         let Some(path) = self.config.clone() else {
             return Ok((self.overlay(FileConfig::default())?, None));
         };
-        let reread = move || FileConfig::load(&path).map_err(|e| e.to_string());
+        let reread = move || FileConfig::load(&path).map_err(ConfigError::File);
         let file = self.overlay(reread()?)?;
         // Read again, the file gets the same flags over it.
         Ok((file, Some(Box::new(move || self.overlay(reread()?)))))
     }
 
     /// `file` with the flags applied over it.
-    fn overlay(&self, mut file: FileConfig) -> Result<FileConfig, String> {
+    fn overlay(&self, mut file: FileConfig) -> Result<FileConfig, ConfigError> {
         file.listen = self.listen.unwrap_or(file.listen);
         if let Some(admin) = self.admin {
             file.admin.listen = admin;
             if let Some((key, message)) = file.admin.problem() {
-                return Err(format!("--admin: `{key}`: {message}"));
+                return Err(ConfigError::Admin(key, message));
             }
         }
         file.admin.enabled &= !self.no_admin;
@@ -171,7 +170,7 @@ impl ServeArgs {
                 ..cache.shared.take().unwrap_or_default()
             };
             if let Some(problem) = shared.url_problem() {
-                return Err(format!("--cache-shared: {problem}"));
+                return Err(ConfigError::CacheShared(problem));
             }
             cache.shared = Some(shared);
         }
@@ -194,14 +193,14 @@ impl ServeArgs {
                     url.parse().map(|b| Backend { id, ..b })
                 })
                 .collect::<Result<_, ParseBackendError>>()
-                .map_err(|e| format!("--backend: {e}"))?;
+                .map_err(ConfigError::Backend)?;
         }
         Ok(file)
     }
 }
 
 /// Reads the configuration file again, with the flags over it.
-type Reread = Box<dyn Fn() -> Result<FileConfig, String> + Send + Sync>;
+type Reread = Box<dyn Fn() -> Result<FileConfig, ConfigError> + Send + Sync>;
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
@@ -268,11 +267,10 @@ async fn serve(
     let token = file.admin.token.as_deref().filter(|_| file.admin.enabled);
     let token = AdminToken::new(&proxy, token);
     let (listen, moving) = reload::Listen::new(access_log.clone(), token.clone());
-    let mut moves = moving.server;
     let live = match reread {
         Some(reread) => LiveConfig::reloadable(proxy.clone(), file.clone(), reread, {
             move |proxy: &Proxy, old: &FileConfig, new: &mut FileConfig| {
-                listen.apply(proxy, old, new)
+                reload::apply_moving(&listen, proxy, old, new)
             }
         }),
         None => LiveConfig::fixed(&file),
@@ -282,8 +280,9 @@ async fn serve(
     // a SIGHUP would end the process (its default action).
     let hangup = tokio::signal::unix::SignalKind::hangup();
     let mut hangups = tokio::signal::unix::signal(hangup).map_err(StartError::Signal)?;
-    let admin_api = (proxy.clone(), token, live.clone());
-    tokio::spawn(serve_admin(admin, admin_api, handed.clone(), moving.admin));
+    let router = switchyard_admin::live_router(proxy.clone(), &token, live.clone());
+    let admin = switchyard_admin::serve_reloading(admin, router, moving.admin, handed.clone());
+    tokio::spawn(admin);
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             live.reload().await;
@@ -291,158 +290,17 @@ async fn serve(
     });
     let tls = file.server.tls_cert_file.is_some();
     tracing::info!(listen = %file.listen, tls, "switchyard listening");
-    let server = file.server;
-    // Every listener, the current one and those a reload moved away from, stops at once.
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let stop = handed.clone().or_signal();
-    tokio::spawn(async move {
-        stop.await;
-        stopping.send_replace(true);
-    });
-    let shutdown = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|&stop| stop).await;
-        }
-    };
-    let mut listener = listener;
-    let mut server = server;
-    let mut replaced = Vec::new();
-    loop {
-        // The socket itself, for a server with new settings on the same address.
-        let same = listener.as_fd().try_clone_to_owned();
-        let (replace, moved) = tokio::sync::oneshot::channel::<()>();
-        let moved = async move {
-            if moved.await.is_err() {
-                std::future::pending().await
-            }
-        };
-        let serve = switchyard_server::serve_until_replaced;
-        let mut serving = tokio::spawn(serve(
-            listener,
-            proxy.clone(),
-            server.clone(),
-            access_log.clone(),
-            moved,
-            shutdown(),
-        ));
-        // A reload that moved the listener or changed the server's settings: a new server
-        // takes the connections from now on, the old one's are served until shutdown.
-        let moved = tokio::select! {
-            moved = moves.recv() => moved,
-            _ = &mut serving => break,
-        };
-        let Some(moved) = moved else {
-            let _ = serving.await;
-            break;
-        };
-        let fresh = moved.listener.is_some();
-        let next = match moved.listener {
-            Some(bound) => Ok(bound),
-            None => same.map(std::net::TcpListener::from),
-        };
-        let next = match next.and_then(TcpListener::from_std) {
-            Ok(next) => next,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serve the reloaded listener");
-                let _ = serving.await;
-                break;
-            }
-        };
-        if fresh {
-            if let Err(e) = handed.reoffer("proxy", &next) {
-                tracing::warn!(error = %e, "a binary upgrade would take the old listener");
-            }
-        }
-        if let Some(settings) = moved.server {
-            server = settings;
-        }
-        let _ = replace.send(());
-        replaced.push(serving);
-        let addr = next.local_addr().ok();
-        let tls = server.tls_cert_file.is_some();
-        tracing::info!(listen = ?addr, tls, "switchyard listening");
-        listener = next;
-    }
-    for serving in replaced {
-        let _ = serving.await;
-    }
+    let serve = switchyard_server::reload::serve_reloading;
+    serve(
+        listener,
+        proxy,
+        file.server,
+        access_log,
+        moving.server,
+        handed,
+    )
+    .await;
     Ok(())
-}
-
-/// Serves the admin API over `proxy` (its router built with `token` and `live`) on
-/// `listener`, and on each listener a reload hands over in its place (`None`: the admin
-/// API turned off): the previous one stops accepting, while its connections (a live tail
-/// of requests…) may finish. Everything stops when the sockets are handed over or on
-/// SIGINT or SIGTERM.
-async fn serve_admin(
-    listener: Option<TcpListener>,
-    (proxy, token, live): (Proxy, AdminToken, LiveConfig),
-    handed: HandedOver,
-    mut moves: tokio::sync::mpsc::UnboundedReceiver<reload::AdminMoved>,
-) {
-    let router = switchyard_admin::live_router(proxy, &token, live);
-    let mut listener = listener;
-    loop {
-        let mut replace = None;
-        if let Some(listener) = listener.take() {
-            let addr = listener.local_addr().ok();
-            let (replacing, replaced) = tokio::sync::oneshot::channel::<()>();
-            let stop = handed.clone().or_signal();
-            // A dropped sender (this loop gone) leaves it serving until the stop.
-            let stop = async move {
-                tokio::select! {
-                    () = stop => {}
-                    Ok(()) = replaced => {}
-                }
-            };
-            tokio::spawn(switchyard_admin::serve(listener, router.clone(), stop));
-            tracing::info!(admin = ?addr, "admin API and dashboard listening");
-            replace = Some(replacing);
-        }
-        let Some(moved) = moves.recv().await else {
-            return;
-        };
-        if let Some(replacing) = replace {
-            let _ = replacing.send(());
-        }
-        let Some(next) = moved else {
-            tracing::info!("admin API turned off");
-            continue;
-        };
-        listener = match TcpListener::from_std(next) {
-            Ok(next) => Some(next),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serve the reloaded admin listener");
-                continue;
-            }
-        };
-        if let Some(next) = &listener {
-            if let Err(e) = handed.reoffer("admin", next) {
-                tracing::warn!(error = %e, "a binary upgrade would take the old admin listener");
-            }
-        }
-    }
-}
-
-/// How long start-up waits for the configured backends to be in the balancer.
-const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Waits until the backends configured at start are in the balancer, so that the first
-/// requests (queued on the listening socket meanwhile) find them: with none there, a
-/// request gets its 503 at once. Backends named by host wait for their first resolution,
-/// up to [`SETTLE_TIMEOUT`]: a name server that does not answer delays serving, never
-/// stops it.
-async fn settle(proxy: &Proxy) {
-    if tokio::time::timeout(SETTLE_TIMEOUT, proxy.settled())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            timeout = ?SETTLE_TIMEOUT,
-            "not every backend resolved in time; serving with those that did"
-        );
-    }
 }
 
 async fn run_demo(listen: SocketAddr, admin_listen: SocketAddr) -> Result<(), StartError> {

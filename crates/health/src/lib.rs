@@ -107,7 +107,7 @@ pub use error::{CheckError, RegistryError};
 pub use hickory::HickoryResolver;
 pub use registry::{
     BackendSpec, Discovery, Drain, EndpointKey, Endpoints, Event, Listed, Registry,
-    RegistryBuilder, SrvSettings, WeakRegistry,
+    RegistryBuilder, SrvSettings, SrvSettingsError, WeakRegistry,
 };
 pub use resolve::{Resolved, Resolver, SrvResolved, SrvTarget, SystemResolver};
 pub use status::{AdminState, BackendStatus, EndpointStatus, Health, HealthEvent, HealthReport};

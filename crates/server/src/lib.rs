@@ -9,17 +9,24 @@
 //! access log (`switchyard::access` at `DEBUG`, or JSON lines with each request's
 //! decision trace: [`AccessLogFormat`], a format that [`AccessLog`] can change while it
 //! serves), and shuts down gracefully, upgraded
-//! connections (WebSockets) included. [`demo`] has the small backends of `switchyard demo`.
+//! connections (WebSockets) included. [`settle`] waits for the proxy's first backends
+//! before serving; [`reload`] serves across reloads that move the listener or change the
+//! settings, and [`upgrade`] hands the listening sockets to a new process. [`demo`] has
+//! the small backends of `switchyard demo`.
 
 mod access;
 pub mod demo;
 mod drain;
 pub mod proxy_protocol;
+#[cfg(unix)]
+pub mod reload;
 mod server;
 mod tls;
 #[cfg(unix)]
 pub mod upgrade;
 
 pub use access::{AccessLog, AccessLogConfig, AccessLogFormat};
-pub use server::{serve, serve_until_replaced, shutdown_signal, Http1Engine, ServerConfig};
+pub use server::{
+    serve, serve_until_replaced, settle, shutdown_signal, Http1Engine, ServerConfig, SETTLE_TIMEOUT,
+};
 pub use tls::{CertFiles, ListenerOptions, ListenerTls};

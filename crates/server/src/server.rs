@@ -524,6 +524,26 @@ pub async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// How long [`settle`] waits for the configured backends to be in the balancer.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until the backends `proxy` was given at start are in the balancer, so that the
+/// first requests (queued on the listening socket meanwhile) find them: with none there,
+/// a request gets its 503 at once. Backends named by host wait for their first
+/// resolution, up to [`SETTLE_TIMEOUT`]: a name server that does not answer delays
+/// serving, never stops it.
+pub async fn settle(proxy: &Proxy) {
+    if tokio::time::timeout(SETTLE_TIMEOUT, proxy.settled())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout = ?SETTLE_TIMEOUT,
+            "not every backend resolved in time; serving with those that did"
+        );
+    }
+}
+
 /// Runs `step`, what comes before HTTP on a connection (`what`: its PROXY header, its TLS
 /// handshake), by `deadline`; logs why not and gives `None` when it fails or is late.
 async fn first<T, E: std::fmt::Display>(

@@ -599,7 +599,8 @@ impl Backend {
         };
         let settings = (self.url.scheme_str() == Some("dns+srv"))
             .then(|| switchyard_health::SrvSettings::from_url(&self.url).err())
-            .flatten();
+            .flatten()
+            .map(|e| e.to_string());
         if let Some(message) = url_problem.or(settings) {
             problems.push(ConfigProblem {
                 key: "url".into(),

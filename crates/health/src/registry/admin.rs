@@ -42,7 +42,8 @@ impl<E: Endpoints> Registry<E> {
         };
         let lookup = match &srv_name {
             Some(_) => {
-                let settings = SrvSettings::from_url(&spec.url).map_err(invalid)?;
+                let settings =
+                    SrvSettings::from_url(&spec.url).map_err(|e| invalid(e.to_string()))?;
                 let resolver = settings.resolver();
                 Some(Lookup { settings, resolver })
             }

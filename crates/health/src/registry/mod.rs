@@ -29,7 +29,7 @@ mod srv;
 
 pub use discover::{Discovery, Event};
 pub use drain::Drain;
-pub use srv::SrvSettings;
+pub use srv::{SrvSettings, SrvSettingsError};
 
 // Admin operations, check results and resolutions take this lock; requests never do (they
 // read the balancer's snapshot). Never held across an await.

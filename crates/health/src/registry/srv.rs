@@ -41,32 +41,67 @@ pub struct SrvSettings {
     pub max_ttl: Option<Duration>,
 }
 
+/// Why the query of a `dns+srv://` URL does not say [`SrvSettings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SrvSettingsError {
+    /// A value that does not parse.
+    Value {
+        /// The query's `key=value`.
+        pair: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A key other than `dns_server`, `min_ttl` and `max_ttl`.
+    UnknownKey(String),
+    /// `min_ttl` longer than `max_ttl`.
+    MinOverMax {
+        /// The `min_ttl` given.
+        min: Duration,
+        /// The `max_ttl` given.
+        max: Duration,
+    },
+}
+
+impl fmt::Display for SrvSettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Value { pair, reason } => write!(f, "`{pair}`: {reason}"),
+            Self::UnknownKey(key) => write!(
+                f,
+                "unknown setting `{key}`: use dns_server, min_ttl or max_ttl"
+            ),
+            Self::MinOverMax { min, max } => {
+                write!(f, "min_ttl ({min:?}) is longer than max_ttl ({max:?})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SrvSettingsError {}
+
 impl SrvSettings {
     /// The settings in `url`'s query (none when it has no query); an unknown key or a
     /// value that does not parse is an error saying which.
-    pub fn from_url(url: &Uri) -> Result<Self, String> {
+    pub fn from_url(url: &Uri) -> Result<Self, SrvSettingsError> {
         let mut settings = Self::default();
         let pairs = url.query().unwrap_or_default().split('&');
         for pair in pairs.filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let bad = |e: &dyn fmt::Display| format!("`{key}={value}`: {e}");
+            let bad = |e: &dyn fmt::Display| SrvSettingsError::Value {
+                pair: format!("{key}={value}"),
+                reason: e.to_string(),
+            };
             let ttl = || humantime::parse_duration(value).map_err(|e| bad(&e));
             match key {
                 "dns_server" => settings.dns_server = Some(value.parse().map_err(|e| bad(&e))?),
                 "min_ttl" => settings.min_ttl = Some(ttl()?),
                 "max_ttl" => settings.max_ttl = Some(ttl()?),
-                _ => {
-                    return Err(format!(
-                        "unknown setting `{key}`: use dns_server, min_ttl or max_ttl"
-                    ))
-                }
+                _ => return Err(SrvSettingsError::UnknownKey(key.to_owned())),
             }
         }
         if let (Some(min), Some(max)) = (settings.min_ttl, settings.max_ttl) {
             if min > max {
-                return Err(format!(
-                    "min_ttl ({min:?}) is longer than max_ttl ({max:?})"
-                ));
+                return Err(SrvSettingsError::MinOverMax { min, max });
             }
         }
         Ok(settings)
