@@ -6,7 +6,8 @@
 //!
 //! Responses to GET whose status is heuristically cacheable (200, 203, 204, 300, 301,
 //! 308, 404, 405, 410, 414, 501), or any other final status (302, 307, 400, 500, …; not
-//! 304, and a 206 as the 200 it is part of) with explicit freshness or `public`, unless:
+//! 304 or 416, and a 206 as the 200 it is part of) with explicit freshness or `public`,
+//! unless:
 //!
 //! - the request said `no-store`, or the response `no-store` or `private` (qualified
 //!   `private="…"` and `no-cache="…"` count as unqualified, which RFC 9111 allows);
