@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use switchyard::{CacheConfig, ProxyConfig};
+use switchyard::{Backend, CacheConfig, ProxyConfig};
 use switchyard_server::ServerConfig;
+use switchyard_test::{Fleet, Script, Step};
 use switchyard_tests::{backend, client, full, send_reading, TestProxy, RANGED};
 
 async fn fetch(proxy: &TestProxy, method: &str, path: &str) -> (StatusCode, String, String) {
@@ -262,6 +263,76 @@ async fn a_stale_part_stands_in_for_a_dead_backend_when_allowed() {
     // Not held: the backend's failure.
     let (status, _, _) = get_range(&proxy, path, "bytes=10-12").await;
     assert!(status.is_server_error(), "{status}");
+}
+
+#[tokio::test]
+async fn a_stale_part_answers_at_once_while_the_backend_revalidates_it() {
+    // The part, stale at once; then a 304 to its revalidation, fresh for a minute; then
+    // 503s, which no request should meet.
+    let part = Step::status(206)
+        .header("cache-control", "public, max-age=0")
+        .header("etag", "\"r1\"")
+        .header("content-type", "text/plain")
+        .header("content-range", "bytes 0-4/20")
+        .body("01234");
+    let not_modified = Step::status(304)
+        .header("cache-control", "public, max-age=60")
+        .header("etag", "\"r1\"");
+    let script = Script::new([part, not_modified, Step::status(503).forever()]);
+    let fleet = Fleet::bind([("a", script)]).await;
+    let mut config = switchyard_tests::config();
+    config.cache = Some(CacheConfig {
+        stale_while_revalidate: Duration::from_secs(60),
+        ..CacheConfig::default()
+    });
+    let proxy = TestProxy::over(config, fleet.entries(Backend::new)).await;
+    let path = "/ranged";
+    let (status, headers, body) = get_range(&proxy, path, "bytes=0-4").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "01234")
+    );
+    assert_eq!(headers["cache-status"], "switchyard; fwd=uri-miss; stored");
+
+    // Held and stale, within stale-while-revalidate: the part answers at once.
+    let (status, headers, body) = get_range(&proxy, path, "bytes=1-3").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "123")
+    );
+    assert_eq!(headers["content-range"], "bytes 1-3/20");
+    let cache = headers["cache-status"].to_str().unwrap();
+    assert!(
+        cache.starts_with("switchyard; hit;") && cache.ends_with("detail=stale-while-revalidate"),
+        "{cache}"
+    );
+    // The backend then sees the revalidation: the range, with the part's validator; its
+    // 304 refreshes the stored part (a second store, counted once it is in).
+    let stats = || proxy.proxy.cache().unwrap().stats();
+    for _ in 0..500 {
+        if stats().stores == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = fleet["a"].requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].headers["if-none-match"], "\"r1\"");
+    assert_eq!(seen[1].headers["range"], "bytes=1-3");
+    assert_eq!((stats().stores, stats().not_modified), (2, 1));
+
+    // Its 304 freshened the part: a plain hit, the backend not asked.
+    let (status, headers, body) = get_range(&proxy, path, "bytes=0-2").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::PARTIAL_CONTENT, "012")
+    );
+    let cache = headers["cache-status"].to_str().unwrap();
+    assert!(
+        cache.starts_with("switchyard; hit; ttl=") && !cache.contains("detail"),
+        "{cache}"
+    );
+    assert_eq!(fleet["a"].request_count(), 2);
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@
 //!
 //! Responses to GET whose status is heuristically cacheable (200, 203, 204, 300, 301,
 //! 308, 404, 405, 410, 414, 501), or any other final status (302, 307, 400, 500, …; not
-//! 304, and a 206 as the 200 it is part of) with explicit freshness or `public`, unless:
+//! 304 or 416, and a 206 as the 200 it is part of) with explicit freshness or `public`,
+//! unless:
 //!
 //! - the request said `no-store`, or the response `no-store` or `private` (qualified
 //!   `private="…"` and `no-cache="…"` count as unqualified, which RFC 9111 allows);
@@ -115,7 +116,8 @@
 //! stored. A stale response revalidated for a range request keeps the client's
 //! `If-Range` with the `Range` next to the stored validators: a `304` answers the range
 //! from the refreshed response, otherwise the origin's answer is the client's. A
-//! background refresh fetches the whole response (no `Range`, no `If-Range`).
+//! background refresh fetches the whole response (no `Range`, no `If-Range`); one of
+//! stored parts, the range that was asked for (see below).
 //!
 //! ## Partial responses
 //!
@@ -141,18 +143,27 @@
 //!
 //! While partial, the stored response answers, while fresh, a GET whose ranges it holds
 //! (`206`, or `multipart/byteranges`, cut from the parts without a copy) or knows none
-//! is satisfiable (`416`: it knows the length). Stale (or to be validated, as
-//! `no-cache` asks), parts that hold what is asked are revalidated: the range goes to the
-//! origin with their strong validator in `If-None-Match` (`fwd=stale`); a `304` freshens
-//! them and they answer, and an origin that fails (an error, or 500, 502, 503, 504)
-//! within `stale-if-error` gets them served stale (`detail=stale-if-error`). They are
-//! not served stale while revalidating (`stale-while-revalidate` applies to complete
-//! responses only). Anything else (a range not held, a full GET or HEAD, an `If-Range`
-//! that does not match) goes upstream, as a miss would (`fwd=partial`), and the answer
-//! is stored by the rules above. Parts count against `max_size` like any stored response (their bytes,
-//! fields and a little per run). Two parts arriving at the same moment may race, the
-//! later one's store winning (no lock is taken for them): the other is fetched again
-//! when asked for.
+//! is satisfiable (`416`: it knows the length). Stale, parts that hold what is asked
+//! are served stale as a complete response would be (see "Serving stale": not when
+//! `no-cache`, `must-revalidate`, `proxy-revalidate` or `s-maxage` forbid it):
+//!
+//! - within `stale-while-revalidate`, at once (`detail=stale-while-revalidate`, with
+//!   their `Age`), while a background refresh (one per URL at a time) sends the range
+//!   to the origin with their strong validator in `If-None-Match`: a `304` freshens
+//!   them, a new `206` or `200` is stored by the rules above;
+//! - within the request's `max-stale`, at once (`detail=max-stale`).
+//!
+//! Otherwise (or to be validated, as `no-cache` asks) they are revalidated in the
+//! foreground: the range goes to the origin with their strong validator in
+//! `If-None-Match` (`fwd=stale`); a `304` freshens them and they answer, and an origin
+//! that fails (an error, or 500, 502, 503, 504) within `stale-if-error` gets them served
+//! stale (`detail=stale-if-error`). Anything else (a range not held, a full GET or HEAD,
+//! an `If-Range` that does not match) goes upstream, as a miss would (`fwd=partial`),
+//! and the answer is stored by the rules above.
+//!
+//! Parts count against `max_size` like any stored response (their bytes, fields and a
+//! little per run). Two parts arriving at the same moment may race, the later one's
+//! store winning (no lock is taken for them): the other is fetched again when asked for.
 //!
 //! # Serving stale
 //!
@@ -161,7 +172,8 @@
 //!
 //! - within `stale-while-revalidate` (or [`CacheConfig::stale_while_revalidate`]): at
 //!   once, while a clone of the inner service refreshes it on a `tokio::spawn`ed task
-//!   (one per URL at a time);
+//!   (one per URL at a time); stored parts too, for the ranges they hold, refreshed
+//!   with the range asked for (see "Partial responses");
 //! - within `stale-if-error` (or [`CacheConfig::stale_if_error`]): when the upstream
 //!   fails: an error (connect failure, no backend available, a timeout below this layer)
 //!   or a 500, 502, 503 or 504.

@@ -87,12 +87,13 @@ pub(crate) fn is_failure(status: StatusCode) -> bool {
 }
 
 /// Statuses this cache stores (RFC 9111 §3): every final status but 206 (partial
-/// content, judged as the 200 it is part of: see `upstream`) and 304 (it updates a
-/// stored response). Those that are not
-/// heuristically cacheable (302, 307, 400, 500, …) only with explicit freshness or
-/// `public` (see `worth_storing`).
+/// content, judged as the 200 it is part of: see `upstream`), 304 (it updates a stored
+/// response) and 416 (it is about the request's range, not the resource: stored, it
+/// would answer every request for the URL). Those that are not heuristically cacheable
+/// (302, 307, 400, 500, …) only with explicit freshness or `public` (see
+/// `worth_storing`).
 fn understood(status: StatusCode) -> bool {
-    !(status.is_informational() || matches!(status.as_u16(), 206 | 304))
+    !(status.is_informational() || matches!(status.as_u16(), 206 | 304 | 416))
 }
 
 /// The fields the response varies on, if a response to a request with `req_headers` and

@@ -13,7 +13,7 @@ use crate::body::CacheBody;
 use crate::directives::RequestDirectives;
 use crate::future::ResponseFuture;
 use crate::key::primary_key;
-use crate::policy::{answer_part, decide, serve, serve_part, Use, STALE_WHILE_REVALIDATE};
+use crate::policy::{answer_part, decide, serve, Use, STALE_WHILE_REVALIDATE};
 use crate::shared::Shared;
 use crate::stats::bump;
 use crate::status::{CacheStatus, Fwd};
@@ -121,26 +121,39 @@ where
         };
         let mut candidate = None;
         if let Some(entry) = lookup.entry.as_ref().filter(|e| e.is_partial()) {
-            // A partial response answers only the ranges it holds, while fresh. Stale (or
-            // to be validated), and holding what is asked, it is revalidated with its
-            // strong validator (a 304 freshens it and it answers) and served stale if the
-            // origin fails within `stale-if-error`; otherwise the request goes upstream
-            // as a miss would.
+            // A partial response answers only the ranges it holds: while fresh, or stale
+            // where a complete response would be served stale (`stale-while-revalidate`,
+            // refreshing the parts in the background; the request's `max-stale`). Else,
+            // holding what is asked, it is revalidated with its strong validator (a 304
+            // freshens it and it answers) and served stale if the origin fails within
+            // `stale-if-error`; otherwise the request goes upstream as a miss would.
             fwd = Fwd::Partial;
             if *method == Method::GET {
-                let (headers, config) = (req.headers(), &shared.config);
-                let hit = serve_part(entry, now, headers, &directives, config, CacheStatus::hit());
-                if let Some(res) = hit {
-                    bump(&shared.stats.hits);
-                    return ResponseFuture::ready(res);
-                }
-                let held = answer_part::<RB>(entry, now, headers, CacheStatus::hit()).is_some();
-                if held {
-                    fwd = match decide(entry, entry.age(now), &directives, config) {
-                        Use::Validate { stale: false } => Fwd::Request,
-                        _ => Fwd::Stale,
-                    };
-                    candidate = Some(entry.clone());
+                let headers = req.headers();
+                let decision = decide(entry, entry.age(now), &directives, &shared.config);
+                let status = match decision {
+                    Use::Stale(detail) => CacheStatus::hit().detail(detail),
+                    _ => CacheStatus::hit(),
+                };
+                let answer = answer_part(entry, now, headers, status);
+                match (decision, answer) {
+                    (Use::Fresh, Some(res)) => {
+                        bump(&shared.stats.hits);
+                        return ResponseFuture::ready(res);
+                    }
+                    (Use::Stale(detail), Some(res)) => {
+                        bump(&shared.stats.stale_served);
+                        bump(&shared.stats.hits);
+                        if detail == STALE_WHILE_REVALIDATE {
+                            refresh_in_background(shared, &self.inner, &key, entry, &req);
+                        }
+                        return ResponseFuture::ready(res);
+                    }
+                    (Use::Validate { stale }, Some(_)) => {
+                        fwd = if stale { Fwd::Stale } else { Fwd::Request };
+                        candidate = Some(entry.clone());
+                    }
+                    (_, None) => {}
                 }
             }
         } else if let Some(entry) = lookup.entry {

@@ -482,11 +482,15 @@ pub(crate) fn refresh_in_background<S, B, RB>(
     // The refresh is no part of the request that set it off: its attempts stay out of
     // that request's decision trace (published already).
     refresh.extensions_mut().remove::<switchyard_core::Trace>();
-    // Without the request's validators, and without its range: the refresh fetches the
-    // whole response, to store it.
-    let range = [header::IF_RANGE, header::RANGE];
-    for name in CONDITIONALS.iter().chain(&range) {
+    // Without the request's validators (the stored response's take their place) and
+    // its `If-Range`. A complete response is refreshed whole (without the `Range`), to
+    // store it; parts with the range that was asked for, which they hold: a 304 freshens
+    // them, a new response is stored by the usual rules.
+    for name in CONDITIONALS.iter().chain([&header::IF_RANGE]) {
         refresh.headers_mut().remove(name);
+    }
+    if !entry.is_partial() {
+        refresh.headers_mut().remove(header::RANGE);
     }
     let forward = Forward {
         guard: Some(guard),

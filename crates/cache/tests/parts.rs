@@ -8,22 +8,24 @@ use std::sync::Arc;
 
 use support::*;
 use switchyard_cache::CacheConfig;
-use tokio::time::advance;
+use tokio::time::{advance, sleep, Instant};
 
 const URL: &str = "http://example.com/a";
 
 /// The representation the origin has now: its bytes and its `ETag` (`None`: a weak one),
-/// the status it fails with, if it fails, and whether it answers `If-None-Match`.
+/// the status it fails with, if it fails, whether it answers `If-None-Match`, and its
+/// `Cache-Control`.
 #[derive(Clone)]
 struct Current {
     body: &'static str,
     etag: &'static str,
     fail: Option<u16>,
     conditional: bool,
+    cache_control: &'static str,
 }
 
-/// An origin serving the representation in `current` as `text/plain`, cacheable for a
-/// minute: `304` to an `If-None-Match` of its `ETag`; a `206` of one `bytes=a-b` (or
+/// An origin serving the representation in `current` as `text/plain`, cacheable as its
+/// `cache_control` says (`max-age=60` unless changed): `304` to an `If-None-Match` of its `ETag`; a `206` of one `bytes=a-b` (or
 /// `a-`) range, unless an `If-Range` does not match its `ETag`; the whole `200`
 /// otherwise (several ranges included).
 fn origin(current: &Arc<Mutex<Current>>) -> Backend {
@@ -34,12 +36,13 @@ fn origin(current: &Arc<Mutex<Current>>) -> Backend {
             etag,
             fail,
             conditional,
+            cache_control,
         } = current.lock().unwrap().clone();
         if let Some(status) = fail {
             return Ok(response(status, &[], "down"));
         }
         let headers = [
-            ("cache-control", "max-age=60"),
+            ("cache-control", cache_control),
             ("etag", etag),
             ("content-type", "text/plain"),
         ];
@@ -77,6 +80,7 @@ fn representation(body: &'static str, etag: &'static str) -> Arc<Mutex<Current>>
         etag,
         fail: None,
         conditional: true,
+        cache_control: "max-age=60",
     }))
 }
 
@@ -187,12 +191,10 @@ async fn a_part_of_another_representation_replaces_the_parts() {
     let svc = cache(CacheConfig::default(), &origin);
     send(&svc, ranged("bytes=0-4")).await;
 
-    *current.lock().unwrap() = Current {
-        body: "abcdefghij",
-        etag: "\"v2\"",
-        fail: None,
-        conditional: true,
-    };
+    {
+        let mut now = current.lock().unwrap();
+        (now.body, now.etag) = ("abcdefghij", "\"v2\"");
+    }
     let got = send(&svc, ranged("bytes=5-9")).await;
     assert_eq!((got.status.as_u16(), got.text()), (206, "fghij"));
     // The v1 part is gone: 0-4 goes to the origin again, and v2's parts make it whole.
@@ -376,4 +378,154 @@ async fn a_part_of_the_stored_complete_response_freshens_it() {
     assert_eq!(got.age(), Some(5));
     assert_eq!(got.cache_status(), "switchyard; hit; ttl=55");
     assert_eq!(origin.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_parts_are_served_at_once_while_revalidated_in_the_background() {
+    // An origin that takes 10 s to answer: the stale answers do not wait for it.
+    let origin = origin(&representation("0123456789", "\"v1\"")).delayed(secs(10));
+    let config = CacheConfig {
+        stale_while_revalidate: secs(30),
+        ..CacheConfig::default()
+    };
+    let svc = cache(config, &origin);
+    send(&svc, ranged("bytes=0-4")).await;
+    advance(secs(55)).await;
+
+    // Held, stale by 5 s, within the window: served at once, as when fresh.
+    let asked = Instant::now();
+    let got = send(&svc, ranged("bytes=1-2")).await;
+    assert_eq!(
+        Instant::now(),
+        asked,
+        "the stale part waited for the origin"
+    );
+    assert_eq!((got.status.as_u16(), got.text()), (206, "12"));
+    assert_eq!(got.header("content-range"), Some("bytes 1-2/10"));
+    assert_eq!(got.header("content-length"), Some("2"));
+    assert_eq!(got.header("etag"), Some("\"v1\""));
+    assert_eq!(got.age(), Some(65));
+    assert_eq!(
+        got.cache_status(),
+        "switchyard; hit; ttl=-5; detail=stale-while-revalidate"
+    );
+    // Several ranges while the refresh is under way: from the part too, and no second
+    // request goes upstream.
+    sleep(secs(1)).await;
+    let got = send(&svc, ranged("bytes=3-4,0-0")).await;
+    assert_eq!(got.status, 206);
+    let parts = [("bytes 3-4/10", "34"), ("bytes 0-0/10", "0")];
+    assert_eq!(got.text(), multipart(boundary(&got), &parts));
+    assert!(got
+        .cache_status()
+        .ends_with("detail=stale-while-revalidate"));
+    assert_eq!(origin.calls(), 2);
+
+    // The refresh: the range asked for, with the part's validator, and no other request.
+    sleep(secs(10)).await;
+    assert_eq!(origin.calls(), 2);
+    let refresh = origin.headers(1);
+    assert_eq!(refresh["if-none-match"], "\"v1\"");
+    assert_eq!(refresh["range"], "bytes=1-2");
+    assert!(refresh.get("if-range").is_none());
+    // Its 304 freshened the part: a plain hit now, the origin not asked.
+    assert_eq!(partial(&svc), Some(true));
+    let got = send(&svc, ranged("bytes=0-4")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, "01234"));
+    assert!(
+        !got.cache_status().contains("detail"),
+        "{}",
+        got.cache_status()
+    );
+    assert!(got.cache_status().starts_with("switchyard; hit; ttl="));
+    assert_eq!(origin.calls(), 2);
+    let stats = svc.handle().stats();
+    assert_eq!((stats.stale_served, stats.hits), (2, 3));
+    assert_eq!((stats.revalidations, stats.not_modified), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_parts_past_the_window_wait_for_the_origin() {
+    // The response's own window, with none configured.
+    let current = representation("0123456789", "\"v1\"");
+    current.lock().unwrap().cache_control = "max-age=60, stale-while-revalidate=30";
+    let origin = origin(&current);
+    let svc = cache(CacheConfig::default(), &origin);
+    send(&svc, ranged("bytes=0-4")).await;
+
+    // Stale by 31 s: revalidated in the foreground, as before.
+    advance(secs(91)).await;
+    let got = send(&svc, ranged("bytes=1-2")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, "12"));
+    assert_eq!(
+        got.cache_status(),
+        "switchyard; fwd=stale; fwd-status=304; ttl=60"
+    );
+    assert_eq!(origin.calls(), 2);
+    assert_eq!(origin.headers(1)["if-none-match"], "\"v1\"");
+
+    // Stale by 1 s: within the window, served at once, refreshed behind.
+    advance(secs(61)).await;
+    let got = send(&svc, ranged("bytes=1-2")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, "12"));
+    assert_eq!(
+        got.cache_status(),
+        "switchyard; hit; ttl=-1; detail=stale-while-revalidate"
+    );
+    sleep(secs(1)).await;
+    assert_eq!(origin.calls(), 3);
+    assert_eq!(origin.headers(2)["if-none-match"], "\"v1\"");
+}
+
+#[tokio::test(start_paused = true)]
+async fn must_revalidate_forbids_serving_stale_parts() {
+    let current = representation("0123456789", "\"v1\"");
+    current.lock().unwrap().cache_control = "max-age=60, must-revalidate";
+    let origin = origin(&current);
+    let config = CacheConfig {
+        stale_while_revalidate: secs(30),
+        ..CacheConfig::default()
+    };
+    let svc = cache(config, &origin);
+    send(&svc, ranged("bytes=0-4")).await;
+    advance(secs(65)).await;
+    let got = send(&svc, ranged("bytes=1-2")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, "12"));
+    assert_eq!(
+        got.cache_status(),
+        "switchyard; fwd=stale; fwd-status=304; ttl=60"
+    );
+    // Nor within the request's max-stale.
+    advance(secs(65)).await;
+    let req = request(
+        "GET",
+        "/a",
+        &[("range", "bytes=1-2"), ("cache-control", "max-stale=30")],
+    );
+    let got = send(&svc, req).await;
+    assert!(got.cache_status().starts_with("switchyard; fwd=stale"));
+    assert_eq!(origin.calls(), 3);
+    assert_eq!(svc.handle().stats().stale_served, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_s_max_stale_takes_a_stale_part() {
+    let origin = origin(&representation("0123456789", "\"v1\""));
+    let svc = cache(CacheConfig::default(), &origin);
+    send(&svc, ranged("bytes=0-4")).await;
+    advance(secs(70)).await;
+    let req = request(
+        "GET",
+        "/a",
+        &[("range", "bytes=1-2"), ("cache-control", "max-stale=30")],
+    );
+    let got = send(&svc, req).await;
+    assert_eq!((got.status.as_u16(), got.text()), (206, "12"));
+    assert_eq!(
+        got.cache_status(),
+        "switchyard; hit; ttl=-10; detail=max-stale"
+    );
+    // Not a refresh: nothing went upstream.
+    sleep(secs(1)).await;
+    assert_eq!(origin.calls(), 1);
 }

@@ -225,6 +225,30 @@ async fn a_full_answer_to_a_range_miss_is_stored() {
     assert_eq!(backend.calls(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_origin_s_416_to_a_range_is_not_stored() {
+    // A cacheable 416 answers the range it was asked for, not the URL: stored, it would
+    // answer every later request for it.
+    let backend = Backend::new(|req, n| {
+        if req.headers().contains_key("range") {
+            let headers = [
+                ("cache-control", "max-age=60"),
+                ("content-range", "bytes */10"),
+            ];
+            return Ok(response(416, &headers, ""));
+        }
+        ok(&[("cache-control", "max-age=60")], &format!("full{n}"))
+    });
+    let svc = cache(CacheConfig::default(), &backend);
+    let got = send(&svc, ranged("/a", "bytes=20-")).await;
+    assert_eq!(got.status, 416);
+    assert_eq!(got.cache_status(), "switchyard; fwd=uri-miss");
+    assert!(svc.handle().store().is_empty());
+    let got = send(&svc, get("/a")).await;
+    assert_eq!((got.status.as_u16(), got.text()), (200, "full1"));
+    assert_eq!(got.cache_status(), "switchyard; fwd=uri-miss; stored");
+}
+
 /// `/a` stored with `cache_control` (a lifetime of 10 s), then asked for `range` with a
 /// matching `If-Range` once stale.
 async fn stale_range(
