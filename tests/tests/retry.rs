@@ -152,3 +152,52 @@ async fn a_3_kib_body_is_replayed_and_a_1_mib_body_is_sent_once() {
     );
     assert_eq!(proxy.proxy.retry_stats().body_too_large, 1);
 }
+
+/// Retries send the head the pool handed back rather than a copy made up front: every
+/// attempt of a request, whichever way the one before it failed (a 503, a refused
+/// connection, an attempt cut off at its deadline), reaches its backend with the target
+/// and fields the client sent.
+#[tokio::test]
+async fn every_attempt_carries_the_clients_head_however_the_last_one_failed() {
+    let fleet = fleet(&[
+        good(),
+        bad(),
+        ("refusing", Step::refuse()),
+        ("slow", Step::delay(std::time::Duration::from_secs(5))),
+    ])
+    .await;
+    let mut config = without_breaker();
+    config.retry.attempt_timeout = Some(std::time::Duration::from_millis(200));
+    config.retry.max_retries = 4;
+    let proxy = TestProxy::over(config, fleet.entries(Backend::new)).await;
+    let client = client();
+    for i in 0..8 {
+        let req = Request::get(proxy.url(&format!("/head/{i}?q=a%20b")))
+            .header("x-request", i.to_string())
+            .header("x-list", "one")
+            .header("x-list", "two")
+            .body(full(""))
+            .unwrap();
+        let (status, backend, _) = send(&client, req).await;
+        assert_eq!(
+            (status, backend.as_str()),
+            (StatusCode::OK, "good"),
+            "request {i}"
+        );
+    }
+    let stats = proxy.proxy.retry_stats();
+    assert!(stats.retries_status >= 1, "{stats:?}");
+    assert!(stats.retries_connect >= 1, "{stats:?}");
+    assert!(stats.retries_timeout >= 1, "{stats:?}");
+    let seen = fleet.journal().requests();
+    assert!(seen.len() > 8, "some requests took more than one attempt");
+    for s in &seen {
+        let i = s.headers["x-request"].to_str().unwrap();
+        assert_eq!(s.uri.path(), format!("/head/{i}"), "{s:?}");
+        assert_eq!(s.uri.query(), Some("q=a%20b"));
+        let list: Vec<_> = s.headers.get_all("x-list").iter().collect();
+        assert_eq!(list, ["one", "two"], "{s:?}");
+        assert_eq!(s.headers.get_all("x-request").iter().count(), 1);
+        assert_eq!(s.headers.get_all("host").iter().count(), 1);
+    }
+}

@@ -37,6 +37,8 @@ pub struct Balance<S, Req> {
     skipped: Skipped,
     /// Finds an attempt's [`AttemptSlot`] in a request, if requests are traced.
     trace: fn(&Req) -> Option<&AttemptSlot>,
+    /// Takes a request no endpoint was found for (see [`Balance::unsent`]).
+    unsent: fn(Req),
     _req: PhantomData<fn(Req)>,
 }
 
@@ -197,6 +199,7 @@ where
             hint: |_| None,
             skipped: Skipped::default(),
             trace: |_| None,
+            unsent: drop,
             _req: PhantomData,
         }
     }
@@ -218,6 +221,14 @@ impl<S, Req> Balance<S, Req> {
     /// [`AttemptSlot::in_extensions`] reads it from an `http::Request`'s extensions.
     pub fn attempt_traces(mut self, trace: fn(&Req) -> Option<&AttemptSlot>) -> Self {
         self.trace = trace;
+        self
+    }
+
+    /// Gives a request no endpoint was found for to `unsent` instead of dropping it: with
+    /// [`GiveBack::give_back`](switchyard_core::GiveBack), its head goes back to a retry
+    /// layer that sends heads again rather than copies of them.
+    pub fn unsent(mut self, unsent: fn(Req)) -> Self {
+        self.unsent = unsent;
         self
     }
 }
@@ -454,8 +465,14 @@ where
                 let in_flight = load.map(|load| InFlight::new(load, at));
                 ResponseFuture::called(svc.call(req), in_flight)
             }
-            None if skipped.busy > 0 => ResponseFuture::failed(NoBackendsAvailable::busy().into()),
-            None => ResponseFuture::failed(NoBackendsAvailable::new().into()),
+            None => {
+                (self.unsent)(req);
+                let error = match skipped.busy {
+                    0 => NoBackendsAvailable::new(),
+                    _ => NoBackendsAvailable::busy(),
+                };
+                ResponseFuture::failed(error.into())
+            }
         }
     }
 }
@@ -470,6 +487,7 @@ impl<S, Req> Clone for Balance<S, Req> {
             hint: self.hint,
             skipped: Skipped::default(),
             trace: self.trace,
+            unsent: self.unsent,
             _req: PhantomData,
         }
     }

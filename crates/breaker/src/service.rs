@@ -2,7 +2,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use switchyard_core::{BoxError, CircuitOpen, Classify, HttpClassifier, Traced, WithDeadline};
+use switchyard_core::{
+    BoxError, CircuitOpen, Classify, GiveBack, HttpClassifier, Traced, WithDeadline,
+};
 use tower::Service;
 
 use crate::breaker::{Admission, Breaker};
@@ -59,7 +61,7 @@ impl<S: fmt::Debug, C> fmt::Debug for CircuitBreaker<S, C> {
 
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
-    Req: WithDeadline + Traced,
+    Req: WithDeadline + Traced + GiveBack,
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response>,
@@ -93,11 +95,13 @@ where
             // Called without a readiness check: decide now.
             None => match self.breaker.admit() {
                 Admission::Rejected => {
+                    // Not sent: a retry above may send its head elsewhere.
+                    req.give_back();
                     return ResponseFuture {
                         state: State::Rejected,
                         breaker: None,
                         classifier: self.classifier.clone(),
-                    }
+                    };
                 }
                 admission => Ticket::new(&self.breaker, admission),
             },

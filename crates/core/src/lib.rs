@@ -23,6 +23,7 @@ mod deadline;
 mod defaults;
 mod error;
 pub mod future;
+mod head;
 mod hint;
 pub mod trace;
 mod window;
@@ -34,6 +35,7 @@ pub use error::{
     AttemptTimeout, BoxError, CircuitOpen, ClientBodyError, ConnectError, ConnectErrorKind,
     ErrorKind, NoBackendsAvailable, PoolTimeout, RequestTimeout,
 };
+pub use head::{GiveBack, ReturnHead};
 pub use hint::RouteHint;
 pub use trace::{Alternative, AttemptSlot, Balanced, Trace, TraceContext, Traced, TRACEPARENT_LEN};
 pub use window::SlidingCounts;

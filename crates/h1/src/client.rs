@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -175,7 +176,8 @@ impl<T> std::fmt::Debug for Connection<T> {
 /// (nor its body polled): it can go on another connection, whatever its method.
 pub struct SendError<B> {
     error: Error,
-    request: Option<Request<B>>,
+    head: Option<Parts>,
+    body: Option<B>,
 }
 
 impl<B> SendError<B> {
@@ -184,9 +186,18 @@ impl<B> SendError<B> {
         &self.error
     }
 
-    /// The request, when nothing of it left: safe to send again.
+    /// The request, when nothing of it left: safe to send again. For
+    /// [`Connection::send_head`], whose caller keeps the head, this is `None`: see
+    /// [`take_body`](Self::take_body).
     pub fn take_request(&mut self) -> Option<Request<B>> {
-        self.request.take()
+        let head = self.head.take()?;
+        let body = self.body.take()?;
+        Some(Request::from_parts(head, body))
+    }
+
+    /// The request's body, when nothing of the request left: safe to send again.
+    pub fn take_body(&mut self) -> Option<B> {
+        self.body.take()
     }
 
     /// The error alone.
@@ -199,7 +210,7 @@ impl<B> std::fmt::Debug for SendError<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendError")
             .field("error", &self.error)
-            .field("unsent", &self.request.is_some())
+            .field("unsent", &self.body.is_some())
             .finish()
     }
 }
@@ -272,7 +283,29 @@ impl<T: Io> Connection<T> {
         B: Body + Unpin,
         B::Error: Into<BoxError>,
     {
-        self.0.send(req).await
+        let (mut head, body) = req.into_parts();
+        self.0.send(&mut head, body).await.map_err(|mut e| {
+            if e.body.is_some() {
+                e.head = Some(head);
+            }
+            e
+        })
+    }
+
+    /// Sends a request made of `head` and `body`, as [`send`](Self::send) does, leaving
+    /// the head with the caller (to send again elsewhere without having copied it). The
+    /// framing fields of `head` are set to match `body` (`Content-Length` or
+    /// `Transfer-Encoding: chunked`), as they would be on the wire.
+    pub async fn send_head<B>(
+        self,
+        head: &mut Parts,
+        body: B,
+    ) -> Result<Response<ResponseBody<T, B>>, SendError<B>>
+    where
+        B: Body + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        self.0.send(head, body).await
     }
 }
 
@@ -484,13 +517,13 @@ fn request_framing<B: Body>(headers: &mut HeaderMap, body: &B, version: Version)
 impl<T: Io> Conn<T> {
     async fn send<B>(
         mut self: Box<Self>,
-        req: Request<B>,
+        parts: &mut Parts,
+        body: B,
     ) -> Result<Response<ResponseBody<T, B>>, SendError<B>>
     where
         B: Body + Unpin,
         B::Error: Into<BoxError>,
     {
-        let (mut parts, body) = req.into_parts();
         let out = request_framing(&mut parts.headers, &body, parts.version);
         let expect = out != Out::None
             && parts.version == Version::HTTP_11
@@ -554,8 +587,12 @@ impl<T: Io> Conn<T> {
             Ok(head) => head,
             Err(error) => {
                 let unsent = !self.out.written && !sending.polled;
-                let request = unsent.then(|| Request::from_parts(parts, sending.body));
-                return Err(SendError { error, request });
+                let body = unsent.then_some(sending.body);
+                return Err(SendError {
+                    error,
+                    head: None,
+                    body,
+                });
             }
         };
         let ParsedResponse {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use crossbeam_queue::ArrayQueue;
 
 /// A bounded lock-free queue that can be resized in place.
@@ -36,14 +36,23 @@ impl<T> IdleSet<T> {
         self.queue.load().pop()
     }
 
+    /// The oldest one put back, and how many are left after it.
+    pub(crate) fn pop_counted(&self) -> (Option<T>, usize) {
+        let queue = self.queue.load();
+        (queue.pop(), queue.len())
+    }
+
     /// Puts `item` back; what does not fit goes to `evict`.
     pub(crate) fn push(&self, item: T, mut evict: impl FnMut(T)) {
-        let queue = self.queue.load_full();
+        let queue = self.queue.load();
         if let Err(item) = queue.push(item) {
             evict(item);
             return;
         }
-        self.follow(queue, &mut evict);
+        // Resized meanwhile: what went into the old queue follows to the new one.
+        if !Arc::ptr_eq(&queue, &self.queue.load()) {
+            self.follow(Guard::into_inner(queue), &mut evict);
+        }
     }
 
     /// Changes the capacity to `capacity` (at least one): the oldest connections beyond it

@@ -13,7 +13,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use switchyard_core::{BoxError, ConnectError, ConnectErrorKind, PoolTimeout};
+use switchyard_core::{
+    BoxError, ConnectError, ConnectErrorKind, PoolTimeout, ReturnHead, RouteHint,
+};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -63,6 +65,9 @@ struct Inner<B> {
     /// The fewest idle connections a request left behind since the reaper's last shrink:
     /// that many were never needed in that time (see [`Inner::shrink`]).
     idle_low: AtomicUsize,
+    /// `config`'s idle timeout in nanoseconds, read by every request that takes an idle
+    /// connection (an atomic load instead of a load of the whole configuration).
+    idle_timeout: AtomicU64,
     /// HTTP/2: the open connections, read on every request, written when one is dialled or
     /// found closed.
     h2: ArcSwap<Vec<Arc<H2Conn<B>>>>,
@@ -157,6 +162,7 @@ where
                 permits: Arc::new(Semaphore::new(config.max_connections)),
                 idle: IdleSet::new(idle_capacity(&config)),
                 idle_low: AtomicUsize::new(0),
+                idle_timeout: AtomicU64::new(nanos(config.idle_timeout)),
                 h2: ArcSwap::from_pointee(Vec::new()),
                 h2_dial: tokio::sync::Mutex::new(()),
                 h2_released: Notify::new(),
@@ -216,6 +222,7 @@ impl<B> Pool<B> {
             config
         });
         let Some(new) = next else { return };
+        (inner.idle_timeout).store(nanos(new.idle_timeout), Ordering::Relaxed);
         let engine = new.protocol == Protocol::Http1 && new.http1 != old.http1;
         if engine || new.tls != old.tls {
             inner.renew(&new);
@@ -323,8 +330,8 @@ where
             Protocol::Http1 if config.http1 == Http1Engine::Native => {
                 Box::pin(send_native(inner, req))
             }
-            Protocol::Http1 => Box::pin(send_h1(inner, req)),
-            Protocol::Http2 => Box::pin(send_h2(inner, req)),
+            Protocol::Http1 => Box::pin(send_h1(inner, copy_head_back(req))),
+            Protocol::Http2 => Box::pin(send_h2(inner, copy_head_back(req))),
         }
     }
 }
@@ -483,7 +490,8 @@ impl<B> Inner<B> {
     }
 
     fn idle_for(&self, since: Instant, now: Instant) -> bool {
-        now.saturating_duration_since(since) >= self.config.load().idle_timeout
+        let timeout = Duration::from_nanos(self.idle_timeout.load(Ordering::Relaxed));
+        now.saturating_duration_since(since) >= timeout
     }
 
     /// Closes idle HTTP/2 connections beyond `max_connections`, the least recently used
@@ -517,7 +525,12 @@ impl<B> Inner<B> {
     /// request that started before the engine changed dialled it) on the way.
     fn pop_idle(&self, engine: Http1Engine) -> Option<(H1Conn<B>, u64)> {
         let now = Instant::now();
-        while let Some(mut idle) = self.idle.pop() {
+        loop {
+            let (popped, left) = self.idle.pop_counted();
+            let Some(mut idle) = popped else {
+                self.note_idle_left(left);
+                return None;
+            };
             let native = matches!(idle.sender, H1Conn::Native(_));
             if idle.sender.is_closed() {
                 self.counters.closed(Closed::Backend);
@@ -526,19 +539,16 @@ impl<B> Inner<B> {
             } else if !self.current(idle.generation) || native != (engine == Http1Engine::Native) {
                 self.counters.closed(Closed::Evicted);
             } else {
-                self.note_idle_left();
+                self.note_idle_left(left);
                 return Some((idle.sender, idle.generation));
             }
         }
-        self.note_idle_left();
-        None
     }
 
-    /// Lowers the idle low-water mark to what a request just left in the idle set. A load
-    /// first: once the mark has settled, requests only read its line.
+    /// Lowers the idle low-water mark to `left`, what a request just left in the idle
+    /// set. A load first: once the mark has settled, requests only read its line.
     #[inline]
-    fn note_idle_left(&self) {
-        let left = self.idle.len();
+    fn note_idle_left(&self, left: usize) {
         if left < self.idle_low.load(Ordering::Relaxed) {
             self.idle_low.fetch_min(left, Ordering::Relaxed);
         }
@@ -596,7 +606,7 @@ impl<B> Inner<B> {
         }
         let conns = self.h2.load();
         let now = self.now_nanos();
-        let timeout = u64::try_from(self.config.load().idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let timeout = self.idle_timeout.load(Ordering::Relaxed);
         let expired = |c: &H2Conn<B>| {
             c.sender.is_closed()
                 || (c.streams.load(Ordering::Acquire) == 0
@@ -636,6 +646,11 @@ fn idle_capacity(config: &PoolConfig) -> usize {
     config.max_idle.min(config.max_connections)
 }
 
+/// `d` in whole nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 fn reap_every(idle_timeout: Duration) -> Duration {
     (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
 }
@@ -672,15 +687,42 @@ async fn reap<B>(pool: Weak<Inner<B>>) {
     }
 }
 
+/// [`prepare_h1`] for a head that goes back to a retry: what it changes is undone then.
+fn prepare_native(head: &mut ReturnHead, host: &HeaderValue) {
+    if let Some(uri) = origin_form(&head.uri) {
+        head.set_uri(uri);
+    }
+    head.add_host(host);
+    head.version = Version::HTTP_11;
+}
+
+/// `uri` in origin form (path and query), when it is not already.
+fn origin_form(uri: &Uri) -> Option<Uri> {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return None;
+    }
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Some(Uri::from(path))
+}
+
+/// For the engines that take a request whole (hyper's, and HTTP/2): a retry above that
+/// sends heads again gets a copy of this one, made before this backend's changes.
+fn copy_head_back<B>(req: Request<B>) -> Request<B> {
+    let (mut head, body) = req.into_parts();
+    if let Some(hint) = RouteHint::take_returning(&mut head) {
+        hint.put_head(head.clone());
+        head.extensions.insert(hint);
+    }
+    Request::from_parts(head, body)
+}
+
 /// Sends over HTTP/1.1 in origin form with a `Host` header.
 fn prepare_h1<B>(req: &mut Request<B>, host: &HeaderValue) {
-    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(path);
+    if let Some(uri) = origin_form(req.uri()) {
+        *req.uri_mut() = uri;
     }
     if !req.headers().contains_key(HOST) {
         req.headers_mut().insert(HOST, host.clone());
@@ -894,14 +936,18 @@ async fn dial_native<B>(inner: &Inner<B>) -> Result<NativeConn, BoxError> {
 /// comes back to the idle set from the response body.
 async fn send_native<B>(
     inner: Arc<Inner<B>>,
-    mut req: Request<B>,
+    req: Request<B>,
 ) -> Result<Response<PooledBody<B>>, BoxError>
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    prepare_h1(&mut req, &inner.host);
+    let (head, mut body) = req.into_parts();
+    // The head stays here while it is sent, and goes back to a retry above (if the
+    // request has one to go back to) however this attempt ends.
+    let mut head = ReturnHead::new(head);
+    prepare_native(&mut head, &inner.host);
     let mut permit = acquire(&inner).await?;
     loop {
         let (conn, reused, generation) = match inner.pop_idle(Http1Engine::Native) {
@@ -920,16 +966,16 @@ where
                 generation,
             },
         );
-        match conn.send(req).await {
+        match conn.send_head(&mut head, body).await {
             Ok(res) => return Ok(h1_answer(&inner, res, release, reused)),
-            Err(mut e) => match e.take_request() {
+            Err(mut e) => match e.take_body() {
                 // Nothing of it left on a kept-alive connection the backend closed: send
                 // it on another connection.
                 Some(unsent) if reused => {
                     permit = release
                         .retire(Closed::Backend)
                         .expect("HTTP/1.1 holds a permit");
-                    req = unsent;
+                    body = unsent;
                 }
                 _ => {
                     drop(release);

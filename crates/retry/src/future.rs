@@ -1,5 +1,6 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use http::Request;
 use pin_project_lite::pin_project;
 use switchyard_core::trace::{AttemptEnd, AttemptKind, Decision, ResponseStatus};
 use switchyard_core::{
-    AttemptSlot, AttemptTimeout, BoxError, Deadline, ErrorKind, RequestTimeout, Trace,
+    AttemptSlot, AttemptTimeout, BoxError, Deadline, ErrorKind, RequestTimeout, RouteHint, Trace,
 };
 use tokio::time::{Instant, Sleep};
 use tower::Service;
@@ -83,10 +84,42 @@ enum Hedging {
 
 /// What the attempts after the first are made of.
 struct Retrying<B> {
-    parts: Parts,
+    head: Head,
     replay: Replay<B>,
-    /// The body of the next attempt, made when the retry is decided.
-    next: Option<ReplayBody<B>>,
+    /// The head and body of the next attempt, made when the retry is decided.
+    next: Option<(Parts, ReplayBody<B>)>,
+}
+
+/// Where the head of the next attempt comes from.
+pub(crate) enum Head {
+    /// A copy kept from before the first attempt, copied again for each (boxed: the
+    /// response future stays small for the requests whose heads come back).
+    Kept(Box<Parts>),
+    /// The hint the services below hand each attempt's head back to.
+    Returned(Arc<RouteHint>),
+}
+
+impl Head {
+    /// Whether there is a head to send again.
+    fn is_back(&self) -> bool {
+        match self {
+            Head::Kept(_) => true,
+            Head::Returned(hint) => hint.has_head(),
+        }
+    }
+
+    /// The head of the next attempt, if there can be one: `None` when the services below
+    /// did not hand the last one back.
+    fn next(&self) -> Option<Parts> {
+        match self {
+            Head::Kept(parts) => Some((**parts).clone()),
+            Head::Returned(hint) => {
+                let mut parts = hint.take_head()?;
+                parts.extensions.insert(hint.clone());
+                Some(parts)
+            }
+        }
+    }
 }
 
 impl<S, P, B> ResponseFuture<S, P, B>
@@ -118,20 +151,20 @@ where
         }
     }
 
-    /// A request whose first attempt is `first`, due by `deadline`; a retry sends `parts`
+    /// A request whose first attempt is `first`, due by `deadline`; a retry sends `head`
     /// again with the next body of `replay`.
     pub(crate) fn retrying(
         first: S::Future,
         deadline: Option<Deadline>,
         service: S,
         policy: P,
-        parts: Parts,
+        head: Head,
         replay: Replay<B>,
         traced: Traced,
     ) -> Self {
         Self {
             retry: Some(Retrying {
-                parts,
+                head,
                 replay,
                 next: None,
             }),
@@ -302,8 +335,10 @@ where
                                 match this.service.poll_ready(cx) {
                                     Poll::Ready(Ok(())) => {
                                         let retry = this.retry.as_mut().expect("hedges retry");
-                                        if let Some(body) = retry.replay.next() {
-                                            let mut parts = retry.parts.clone();
+                                        let head = retry.head.next();
+                                        if let Some((mut parts, body)) =
+                                            head.zip(retry.replay.next())
+                                        {
                                             *this.hedge_deadline = this.policy.attempt_deadline();
                                             if let Some(deadline) = *this.hedge_deadline {
                                                 parts.extensions.insert(deadline);
@@ -373,9 +408,9 @@ where
                     }
                     *this.timed = false;
                     let retry = this.retry.as_mut().expect("only a retry waits");
-                    let body = retry.next.take().expect("made when the retry was decided");
+                    let (mut parts, body) =
+                        retry.next.take().expect("made when the retry was decided");
                     this.policy.on_retry();
-                    let mut parts = retry.parts.clone();
                     if let Some(deadline) = this.policy.attempt_deadline() {
                         parts.extensions.insert(deadline);
                         arm(this.timer.as_mut(), deadline.instant());
@@ -402,6 +437,16 @@ where
                 return Poll::Ready(result);
             };
             let replayable = !retry.replay.overflowed();
+            if !retry.head.is_back() {
+                // The services below kept the head (they hand back every head they are
+                // given; a service that does not cannot be retried through).
+                if let Some(slot) = slot {
+                    slot.decided(Decision::Returned {
+                        why: "head_not_returned",
+                    });
+                }
+                return Poll::Ready(result);
+            }
             let Some(delay) = this.policy.retry(&result, replayable) else {
                 if let Some(slot) = slot {
                     let why = this.policy.declined().unwrap_or("not_retryable");
@@ -417,7 +462,8 @@ where
                 this.policy.on_body_too_large();
                 return Poll::Ready(Err(BodyTooLarge::new().into()));
             };
-            retry.next = Some(next);
+            let head = retry.head.next().expect("checked before deciding");
+            retry.next = Some((head, next));
             arm(this.timer.as_mut(), Instant::now() + delay);
             this.state.set(State::Backoff);
         }

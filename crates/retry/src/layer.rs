@@ -1,5 +1,6 @@
 use tower::Layer;
 
+use crate::service::Heads;
 use crate::{HttpPolicy, Retry, RetryConfig, RetryStats};
 
 /// Builds [`Retry`] with a policy; the services it builds share that policy's state (with
@@ -7,6 +8,7 @@ use crate::{HttpPolicy, Retry, RetryConfig, RetryStats};
 #[derive(Debug, Clone)]
 pub struct RetryLayer<P = HttpPolicy> {
     policy: P,
+    heads: Heads,
 }
 
 impl RetryLayer {
@@ -20,14 +22,32 @@ impl RetryLayer {
     /// A layer of `config` sharing this one's counters and budget (see
     /// [`HttpPolicy::reconfigured`]).
     pub fn reconfigured(&self, config: RetryConfig) -> Self {
-        Self::with_policy(self.policy.reconfigured(config))
+        Self {
+            policy: self.policy.reconfigured(config),
+            heads: self.heads,
+        }
     }
 }
 
 impl<P> RetryLayer<P> {
     /// A layer with `policy`.
     pub fn with_policy(policy: P) -> Self {
-        Self { policy }
+        Self {
+            policy,
+            heads: Heads::Copied,
+        }
+    }
+
+    /// Sends a retry with the head the services below hand back instead of a copy made
+    /// before the first attempt (see [`RouteHint`](switchyard_core::RouteHint)); a request
+    /// whose head does not come back is not retried. Only for a stack that hands every
+    /// head back: switchyard's balancer (with [`Balance::unsent`]), circuit breaker and
+    /// pool do. Hedged requests are still copied, as both attempts are in flight at once.
+    ///
+    /// [`Balance::unsent`]: https://docs.rs/switchyard-balance
+    pub fn heads_returned(mut self) -> Self {
+        self.heads = Heads::Returned;
+        self
     }
 
     /// The policy.
@@ -47,6 +67,6 @@ impl<S, P: Clone> Layer<S> for RetryLayer<P> {
     type Service = Retry<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::new(inner, self.policy.clone())
+        Retry::new(inner, self.policy.clone()).with_heads(self.heads)
     }
 }

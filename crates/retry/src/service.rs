@@ -8,7 +8,7 @@ use switchyard_core::trace::{AttemptKind, ResponseStatus};
 use switchyard_core::{BoxError, RouteHint, Trace};
 use tower::Service;
 
-use crate::future::{begin, ResponseFuture};
+use crate::future::{begin, Head, ResponseFuture};
 use crate::replay::ReplayBody;
 use crate::{HttpPolicy, Policy, RetryStats};
 
@@ -17,12 +17,31 @@ use crate::{HttpPolicy, Policy, RetryStats};
 pub struct Retry<S, P = HttpPolicy> {
     inner: S,
     policy: P,
+    heads: Heads,
+}
+
+/// Where a retry's request head comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heads {
+    /// A copy made before the first attempt.
+    Copied,
+    /// The head the services below hand back (to [`RouteHint::returning_heads`]).
+    Returned,
 }
 
 impl<S, P> Retry<S, P> {
     /// Retries requests to `inner` as `policy` decides.
     pub fn new(inner: S, policy: P) -> Self {
-        Self { inner, policy }
+        Self {
+            inner,
+            policy,
+            heads: Heads::Copied,
+        }
+    }
+
+    pub(crate) fn with_heads(mut self, heads: Heads) -> Self {
+        self.heads = heads;
+        self
     }
 
     /// The policy.
@@ -81,10 +100,22 @@ where
         let hedge_after = policy.hedge_after().filter(|_| body.is_end_stream());
         let (first, replay) = ReplayBody::new(body, limit);
         // The balancer below records each attempt's endpoint here, and steers a retry
-        // (or a hedge) elsewhere.
-        parts.extensions.insert(Arc::new(RouteHint::new()));
-        let first = inner.call(Request::from_parts(parts.clone(), first));
-        ResponseFuture::retrying(first, deadline, inner, policy, parts, replay, (trace, slot))
+        // (or a hedge) elsewhere; the services below hand the head back to it, when they
+        // do.
+        let head = match self.heads {
+            // A hedge sends the head while the first attempt still has it.
+            Heads::Returned if hedge_after.is_none() => {
+                let hint = Arc::new(RouteHint::returning_heads());
+                parts.extensions.insert(hint.clone());
+                Head::Returned(hint)
+            }
+            _ => {
+                parts.extensions.insert(Arc::new(RouteHint::new()));
+                Head::Kept(Box::new(parts.clone()))
+            }
+        };
+        let first = inner.call(Request::from_parts(parts, first));
+        ResponseFuture::retrying(first, deadline, inner, policy, head, replay, (trace, slot))
             .hedged_after(hedge_after)
     }
 }

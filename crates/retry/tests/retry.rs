@@ -1,5 +1,6 @@
 //! The retry layer with tower-test mocks, on paused time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +10,8 @@ use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use switchyard_core::{
-    BoxError, CircuitOpen, ConnectError, ConnectErrorKind, NoBackendsAvailable, RouteHint,
+    BoxError, CircuitOpen, ConnectError, ConnectErrorKind, GiveBack, NoBackendsAvailable,
+    ReturnHead, RouteHint,
 };
 use switchyard_retry::{BudgetConfig, Jitter, ReplayBody, Retry, RetryConfig, RetryLayer};
 use tokio::task::JoinHandle;
@@ -720,4 +722,62 @@ mod hedging {
             (1, 1, 0)
         );
     }
+}
+
+fn setup_heads_returned(config: RetryConfig) -> (Retry<Mock>, Handle) {
+    let (mock, handle) = mock::pair();
+    (RetryLayer::new(config).heads_returned().layer(mock), handle)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_sends_the_head_the_attempt_handed_back() {
+    let (svc, mut handle) = setup_heads_returned(exact());
+    let req = Request::get("/r")
+        .header("x-client", "kept")
+        .body(empty())
+        .unwrap();
+    let res = tokio::spawn(svc.oneshot(req));
+    let (first, reply) = handle.next_request().await.unwrap();
+    assert!(
+        first.extensions().get::<Arc<RouteHint>>().is_some(),
+        "the attempt carries the hint to hand its head back to"
+    );
+    // What the bottom of the stack does when it has sent the head.
+    let (head, _) = first.into_parts();
+    let held = ReturnHead::new(head);
+    assert!(held.returns());
+    drop(held);
+    reply.send_response(response(503, None));
+    let (second, reply) = handle.next_request().await.expect("retried");
+    assert_eq!(second.uri(), "/r");
+    assert_eq!(second.headers()["x-client"], "kept");
+    assert!(second.extensions().get::<Arc<RouteHint>>().is_some());
+    reply.send_response(response(200, None));
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_that_is_not_handed_back_is_not_retried() {
+    let (svc, mut handle) = setup_heads_returned(exact());
+    let res = spawn_get(svc);
+    // Dropped without handing the head back: there is nothing to send again.
+    let (_first, reply) = handle.next_request().await.unwrap();
+    reply.send_response(response(503, None));
+    // Answered without a second attempt (which would wait for its own answer).
+    assert_eq!(res.await.unwrap().unwrap().status(), 503);
+    assert!(handle.next_request().await.is_none(), "no second attempt");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_unsent_below_gives_its_head_back() {
+    let (svc, mut handle) = setup_heads_returned(exact());
+    let res = spawn_get(svc);
+    // A balancer with no endpoint for it, or an open circuit, gives it back unsent.
+    let (first, reply) = handle.next_request().await.unwrap();
+    first.give_back();
+    reply.send_error(CircuitOpen::new());
+    let (second, reply) = handle.next_request().await.expect("retried");
+    assert_eq!(second.uri(), "/r");
+    reply.send_response(response(200, None));
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
 }

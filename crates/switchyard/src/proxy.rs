@@ -12,7 +12,7 @@ use http::{Request, Response};
 use switchyard_balance::Balance;
 use switchyard_breaker::CircuitBreakers;
 use switchyard_cache::{Cache, CacheBody, CacheHandle, CacheLayer};
-use switchyard_core::{AttemptSlot, BoxError, Deadline, RouteHint};
+use switchyard_core::{AttemptSlot, BoxError, Deadline, GiveBack, RouteHint};
 use switchyard_health::{AdminState, Drain, HealthEvent, HealthReport, Registry, Tracked};
 use switchyard_metrics::{
     CacheCounters, Metrics, MetricsLayer, MetricsRegistry, MetricsSnapshot, TextFormat,
@@ -74,6 +74,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     /// The settings this clone's `stack` was built with.
     current: Arc<Generation>,
+    /// `Shared::reloads` when `current` was taken.
+    seen: u64,
     stack: Stack,
 }
 
@@ -87,6 +89,9 @@ struct Shared {
     /// backends, breakers and pools), the same tunnels, metrics and decision traces.
     parts: Parts,
     current: ArcSwap<Generation>,
+    /// How many times `current` was replaced: a clone compares it with what it saw, and
+    /// loads `current` only when it moved.
+    reloads: AtomicU64,
     /// What the backend TLS files held when they were last loaded (see
     /// [`ProxyConfig::tls_files`]): a reload that finds them rewritten loads them again.
     tls_files: AtomicU64,
@@ -115,7 +120,8 @@ impl Generation {
     fn build(config: ProxyConfig, parts: &Parts, previous: Option<&Generation>) -> Self {
         let retry = match previous {
             Some(p) => p.retry.reconfigured(config.bounded_retry()),
-            None => RetryLayer::new(config.bounded_retry()),
+            // Every layer below hands heads back (the balancer, the breakers, the pools).
+            None => RetryLayer::new(config.bounded_retry()).heads_returned(),
         };
         let headers = (parts.headers.clone())
             .preserve_host(config.preserve_host)
@@ -189,7 +195,8 @@ impl Proxy {
         crate::registry::follow_breakers(&registry);
         let balance = Balance::weighted_with(discovery, config.balance.clone())
             .route_hints(RouteHint::in_extensions)
-            .attempt_traces(AttemptSlot::in_extensions);
+            .attempt_traces(AttemptSlot::in_extensions)
+            .unsent(GiveBack::give_back);
         let endpoints = balance.endpoint_count();
         let headers = ProxyHeadersLayer::new();
         let tunnels = headers.tunnels().clone();
@@ -228,6 +235,7 @@ impl Proxy {
         Self {
             stack: first.stack.clone(),
             current: first.clone(),
+            seen: 0,
             shared: Arc::new(Shared {
                 registry,
                 endpoints,
@@ -235,6 +243,7 @@ impl Proxy {
                 tunnels,
                 parts,
                 current: ArcSwap::new(first),
+                reloads: AtomicU64::new(0),
                 tls_files,
             }),
         }
@@ -286,6 +295,7 @@ impl Proxy {
                 Some(now),
             ))
         });
+        self.shared.reloads.fetch_add(1, Ordering::Release);
         // The same files, rewritten in place (a renewed client certificate), are new
         // settings too.
         let files = self.config().tls_files();
@@ -496,8 +506,10 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // A reload since this clone's last request: the next one takes the new stack (a
         // stack readied before it is dropped unused).
-        let latest = self.shared.current.load();
-        if !Arc::ptr_eq(&latest, &self.current) {
+        let reloads = self.shared.reloads.load(Ordering::Acquire);
+        if reloads != self.seen {
+            self.seen = reloads;
+            let latest = self.shared.current.load();
             self.current = Arc::clone(&latest);
             self.stack = self.current.stack.clone();
         }
