@@ -1,6 +1,7 @@
 //! What every switchyard layer shares: the leaf errors and their classification, the
 //! classifier of responses the breaker and the retries judge by ([`Classify`]), the route
-//! hint the retry layer leaves for the balancer ([`RouteHint`]), the sliding window of
+//! hint the retry layer leaves for the balancer ([`RouteHint`]) and the layers below hand
+//! the request's head back to ([`ReturnHead`], [`GiveBack`]), the sliding window of
 //! counts behind the breaker's rate trip and the retry budget ([`SlidingCounts`]), the
 //! response future of a layer that may fail before calling its inner service
 //! ([`future::ResponseFuture`]), the accessors every service has

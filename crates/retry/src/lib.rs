@@ -13,6 +13,14 @@
 //! never retried, and the first attempt of one with an empty body, send the original body
 //! as it is, so only a body that is kept for replays is boxed again.
 //!
+//! By default the layer copies each retryable request's head before the first attempt,
+//! which works over any inner service. [`RetryLayer::heads_returned`] leaves that copy
+//! out, for a stack whose services hand each attempt's head back to the route hint
+//! (switchyard's pool when it has sent it, its balancer and breaker when they drop a
+//! request unsent: see [`ReturnHead`](switchyard_core::ReturnHead) and
+//! [`GiveBack`](switchyard_core::GiveBack)); a request whose head does not come back is
+//! not retried.
+//!
 //! # The default policy
 //!
 //! - **What is retried.** Only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT,
