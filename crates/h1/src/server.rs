@@ -5,9 +5,10 @@
 //! order (pipelined requests wait in the read buffer).
 //!
 //! - **Memory.** One read buffer and one write buffer, reused from request to request.
-//!   When no byte is waiting after a response, both are released to zero capacity and
-//!   the connection waits for its next request with a one-byte read, so an idle
-//!   keep-alive connection holds no buffer at all. A request's state (the service's
+//!   The connection waits for its next request with a one-byte read; when none has come
+//!   for 250 ms, both buffers are released to zero capacity, so an idle keep-alive
+//!   connection holds no buffer at all (and a busy one does not free and allocate them
+//!   between requests). One timer per connection bounds these waits. A request's state (the service's
 //!   future, the response body) is boxed per request and gone while the connection
 //!   idles.
 //! - **Errors the engine answers itself**: a malformed head gets 400, 414, 431 or 501
@@ -42,7 +43,7 @@ use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::futures::Notified;
 use tokio::sync::{oneshot, Notify};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tower::Service;
 
 use crate::body::{Decoder, Feeder, RecvBody, Step};
@@ -231,6 +232,7 @@ where
         body_pending: false,
         parser: HeadParser::new(config.limits),
         config,
+        idle_timer: None,
     };
     // Not an `async fn`: its arguments would be kept twice in the future (once as taken,
     // once where the body moved them), and the future is what an idle connection costs.
@@ -252,7 +254,15 @@ struct Conn<I> {
     body_pending: bool,
     parser: HeadParser,
     config: Config,
+    /// The one timer of the waits between requests (see `wait_for_bytes`), made at the
+    /// first wait and moved only when it fires.
+    idle_timer: Option<Pin<Box<Sleep>>>,
 }
+
+/// How long a connection waits for its next request before it gives its buffers back.
+/// Under load the next request comes sooner, and the buffers are kept: releasing them at
+/// every wait cost an allocation and a free of each per request.
+const RELEASE_BUFFERS_AFTER: Duration = Duration::from_millis(250);
 
 /// What the connection does after a response.
 enum Next {
@@ -395,10 +405,23 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             Poll::Ready(Err(e)) => return Err(Error::io(e)),
             Poll::Pending => {}
         }
-        self.rbuf = BytesMut::new();
-        self.wbuf = BytesMut::new();
+        let since = Instant::now();
+        let idle_end = since + self.config.idle_timeout;
+        let release_at = since + RELEASE_BUFFERS_AFTER.min(self.config.idle_timeout);
+        // One timer for every wait of the connection, reset only when it fires before
+        // the stage it bounds has ended (or would fire after it): under load, one reset
+        // per connection every `RELEASE_BUFFERS_AFTER`, not a timer made and dropped per
+        // request.
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(release_at)));
+        if timer.deadline() > release_at {
+            timer.as_mut().reset(release_at);
+        }
+        let mut released = false;
+        let (rbuf, wbuf) = (&mut self.rbuf, &mut self.wbuf);
         let io = &mut self.io;
-        let one = poll_fn(|cx| {
+        let mut one = pin!(poll_fn(|cx| {
             let mut byte = [0u8; 1];
             let mut rb = ReadBuf::new(&mut byte);
             match std::pin::Pin::new(&mut *io).poll_read(cx, &mut rb) {
@@ -406,16 +429,30 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             }
-        });
-        let idle = tokio::time::timeout(self.config.idle_timeout, one);
-        let first = tokio::select! {
-            biased;
-            () = stopped(stop) => return Ok(false),
-            first = idle => first,
+        }));
+        let first = loop {
+            tokio::select! {
+                biased;
+                () = stopped(stop) => return Ok(false),
+                first = one.as_mut() => break first,
+                () = timer.as_mut() => {}
+            }
+            let stage_end = if released { idle_end } else { release_at };
+            if Instant::now() < stage_end {
+                // Set for an earlier wait: moved to this one's end.
+                timer.as_mut().reset(stage_end);
+            } else if !released && idle_end > release_at {
+                *rbuf = BytesMut::new();
+                *wbuf = BytesMut::new();
+                released = true;
+                timer.as_mut().reset(idle_end);
+            } else {
+                return Ok(false);
+            }
         };
         match first {
-            Err(_) | Ok(Ok(None)) => Ok(false),
-            Ok(Ok(Some(byte))) => {
+            Ok(None) => Ok(false),
+            Ok(Some(byte)) => {
                 self.rbuf.reserve(self.config.read_size);
                 self.rbuf.put_u8(byte);
                 // The rest of the head is most likely there already: take it now, so the
@@ -429,7 +466,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     Poll::Ready(Ok(_)) | Poll::Pending => Ok(true),
                 }
             }
-            Ok(Err(e)) => Err(Error::io(e)),
+            Err(e) => Err(Error::io(e)),
         }
     }
 

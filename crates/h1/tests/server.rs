@@ -435,3 +435,47 @@ async fn small_frames_before_a_failure_still_reach_the_client() {
         "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\nab\r\n2\r\ncd\r\n"
     );
 }
+
+/// The idle timeout counts from the end of the last response, whatever came before: the
+/// connection's one timer, set during earlier waits, neither cuts a later wait short nor
+/// lets it run long.
+#[tokio::test(start_paused = true)]
+async fn the_idle_timeout_counts_from_the_last_response() {
+    let idle = Duration::from_secs(10);
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let task = tokio::spawn(serve_connection(
+        server,
+        tower::service_fn(echo),
+        Config::default().idle_timeout(idle),
+    ));
+    let mut buf = [0u8; 256];
+    let mut ask = async |path: &str| {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{path}: {text}");
+        assert!(text.ends_with(&format!("GET {path} ")), "{path}: {text}");
+    };
+    // Busy: a request every 100 ms for two seconds (the buffers are kept between them).
+    for i in 0..20 {
+        ask(&format!("/busy/{i}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then waits just short of the timeout, each longer than the last: none closes.
+    for (i, wait) in [9_000, 9_900, 9_990].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(wait) - Duration::from_millis(100)).await;
+        ask(&format!("/late/{i}")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = tokio::time::Instant::now() - Duration::from_millis(100);
+    // Then nothing: the connection closes one idle timeout after the last response.
+    let n = client.read(&mut buf).await.unwrap();
+    assert_eq!(n, 0, "closed");
+    let waited = tokio::time::Instant::now() - last;
+    assert!(
+        waited >= idle && waited < idle + Duration::from_millis(50),
+        "closed after {waited:?}"
+    );
+    task.await.unwrap().unwrap();
+}
