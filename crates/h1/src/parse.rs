@@ -117,19 +117,11 @@ impl LineScan {
     pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ParseKind> {
         let mut from = self.scanned;
         while let Some(i) = next_cr_or_lf(buf, from) {
-            if buf[i] == b'\n' {
-                if i == 0 || buf[i - 1] != b'\r' {
-                    return Err(ParseKind::BareLf);
-                }
-                if self.first_line.is_none() {
-                    self.first_line = Some(i + 1);
-                }
-                if i >= 3 && buf[i - 2] == b'\n' {
-                    return Ok(Some(i + 1));
-                }
-            } else {
+            // The LF that ends this line: the one right after a CR (a CRLF is one step,
+            // not a search for the CR and another for its LF), or a bare one.
+            let lf = if buf[i] == b'\r' {
                 match buf.get(i + 1) {
-                    Some(b'\n') => {}
+                    Some(b'\n') => i + 1,
                     Some(_) => return Err(ParseKind::BareCr),
                     // Look at it again once the next byte is in.
                     None => {
@@ -137,8 +129,18 @@ impl LineScan {
                         return Ok(None);
                     }
                 }
+            } else if i == 0 || buf[i - 1] != b'\r' {
+                return Err(ParseKind::BareLf);
+            } else {
+                i
+            };
+            if self.first_line.is_none() {
+                self.first_line = Some(lf + 1);
             }
-            from = i + 1;
+            if lf >= 3 && buf[lf - 2] == b'\n' {
+                return Ok(Some(lf + 1));
+            }
+            from = lf + 1;
         }
         self.scanned = buf.len();
         Ok(None)
@@ -150,28 +152,34 @@ impl LineScan {
 }
 
 /// The position of the next CR or LF in `buf` from `from`: eight bytes at a time (a
-/// byte-by-byte loop was most of a head's parse), then byte by byte.
+/// byte-by-byte loop was most of a head's parse), the position in the word read off its
+/// mask, then byte by byte for the last few.
 fn next_cr_or_lf(buf: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const CRS: u64 = u64::from_ne_bytes([b'\r'; 8]);
-    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    // Non-zero when a byte of `v` is zero.
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const CRS: u64 = u64::from_le_bytes([b'\r'; 8]);
+    const LFS: u64 = u64::from_le_bytes([b'\n'; 8]);
+    // The high bit of the bytes of `v` that are zero, and maybe of some bytes after the
+    // first such; a borrow runs only upwards, so the lowest bit set is exact.
     let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let mut i = from;
-    while let Some(word) = buf.get(i..i + 8) {
+    let rest = buf.get(from..)?;
+    let mut words = rest.chunks_exact(8);
+    let mut at = from;
+    for word in words.by_ref() {
         let mut bytes = [0; 8];
         bytes.copy_from_slice(word);
-        let word = u64::from_ne_bytes(bytes);
-        if zero_byte(word ^ CRS) | zero_byte(word ^ LFS) != 0 {
-            break;
+        let word = u64::from_le_bytes(bytes);
+        let found = zero_byte(word ^ CRS) | zero_byte(word ^ LFS);
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
         }
-        i += 8;
+        at += 8;
     }
-    buf.get(i..)?
+    words
+        .remainder()
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
-        .map(|at| i + at)
+        .map(|i| at + i)
 }
 
 /// Parses request heads (server side) and response heads (client side) out of a read
@@ -630,15 +638,25 @@ mod tests {
 
     #[test]
     fn the_word_scan_finds_every_cr_and_lf() {
-        // Each of CR and LF at every position of buffers longer and shorter than a word.
+        // Each of CR and LF at every position of buffers longer and shorter than a word,
+        // after bytes one bit away from CR or LF, and before a second CR or LF.
         for len in 0..40 {
             for at in 0..len {
                 for byte in [b'\r', b'\n'] {
-                    let mut buf = vec![b'a'; len];
-                    buf[at] = byte;
-                    for from in 0..=len {
-                        let want = (from <= at).then_some(at);
-                        assert_eq!(next_cr_or_lf(&buf, from), want, "{len} {at} {from}");
+                    for fill in [b'a', 0x0c, 0x0b, 0x0e, 0x8d] {
+                        let mut buf = vec![fill; len];
+                        buf[at] = byte;
+                        if at + 1 < len {
+                            buf[at + 1] = b'\n';
+                        }
+                        for from in 0..=len {
+                            let want = if from <= at {
+                                Some(at)
+                            } else {
+                                (from == at + 1 && at + 1 < len).then_some(at + 1)
+                            };
+                            assert_eq!(next_cr_or_lf(&buf, from), want, "{len} {at} {from}");
+                        }
                     }
                 }
             }
@@ -646,6 +664,57 @@ mod tests {
         // Bytes that differ from CR or LF by one bit, and 0x80 and above, are not either.
         let near: Vec<u8> = (0..=255u8).filter(|b| *b != b'\r' && *b != b'\n').collect();
         assert_eq!(next_cr_or_lf(&near, 0), None);
+    }
+
+    /// The scan one byte at a time, as the rules say it: every LF after a CR, every CR
+    /// before an LF, the head ends at the first empty line.
+    fn scan_by_bytes(buf: &[u8]) -> Result<Option<usize>, ParseKind> {
+        for (i, &b) in buf.iter().enumerate() {
+            match b {
+                b'\r' => match buf.get(i + 1) {
+                    Some(b'\n') | None => {}
+                    Some(_) => return Err(ParseKind::BareCr),
+                },
+                b'\n' if i == 0 || buf[i - 1] != b'\r' => return Err(ParseKind::BareLf),
+                b'\n' if i >= 3 && buf[i - 2] == b'\n' => return Ok(Some(i + 1)),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn the_word_scan_agrees_with_a_byte_by_byte_scan() {
+        // Pseudo-random heads of letters, CRs, LFs and CRLFs, fed whole and in two parts.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 48) as usize;
+            let buf: Vec<u8> = (0..len)
+                .map(|_| match next() % 16 {
+                    0 => b'\r',
+                    1 => b'\n',
+                    2..=5 => [b'\r', b'\n'][(next() % 2) as usize],
+                    _ => b'a',
+                })
+                .collect();
+            let want = scan_by_bytes(&buf);
+            assert_eq!(LineScan::default().scan(&buf), want, "{buf:?}");
+            let cut = (next() as usize) % (len + 1);
+            let mut scan = LineScan::default();
+            let first = scan.scan(&buf[..cut]);
+            let got = match first {
+                Ok(None) => scan.scan(&buf),
+                done => done,
+            };
+            // Whatever the first part decides, the whole would have decided too.
+            assert_eq!(got, want, "{buf:?} cut at {cut}");
+        }
     }
 
     #[test]
