@@ -513,9 +513,11 @@ pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
 }
 
 /// Room left in a request's header map for the fields a proxy adds before forwarding it
-/// (`X-Forwarded-For`, `-Proto`, `-Host`, `traceparent`, ...), so that adding them does
-/// not grow (rehash) the map.
-const REQUEST_ROOM: usize = 6;
+/// (`X-Forwarded-For`, `-Proto`, `-Host`, `traceparent`, `Via`), so that adding them does
+/// not grow (rehash) the map. No more than that: a request of one field (`Host`) then
+/// gets the smallest table (8 slots, room for 6 fields), whose entries (under 1 KiB) are
+/// a small allocation, where one more slot of room would double it.
+const REQUEST_ROOM: usize = 5;
 /// Room left in a response's header map for the fields added on the way back (`Date`,
 /// a trace's or a cache's own).
 const RESPONSE_ROOM: usize = 4;
