@@ -327,15 +327,19 @@ impl HeadParser {
     ) -> Option<usize> {
         // (httparse skips empty lines before the first: those are the scan's to check.)
         let starts_with_line = matches!(buf.first(), Some(b'\r' | b'\n') | None);
-        if starts_with_line || len > self.limits.max_head || !buf[..len].ends_with(b"\r\n\r\n") {
+        let too_large = len > self.limits.max_head || len > usize::from(u16::MAX);
+        if starts_with_line || too_large || !buf[..len].ends_with(b"\r\n\r\n") {
             return None;
         }
+        let head = &buf[..len];
         for (span, h) in spans.get_mut(..raw.len())?.iter_mut().zip(raw) {
-            let name = Span::of(buf, h.name.as_bytes())?;
-            if name.0 < 2 || buf[name.0 - 2..name.0] != *b"\r\n" {
+            let name = Span::of(head, h.name.as_bytes())?;
+            if name.0 < 2 || head[name.0 - 2..name.0] != *b"\r\n" {
                 return None;
             }
-            *span = Span::new(name, Span::of(buf, h.value)?)?;
+            let value = Span::of(head, h.value)?;
+            // Within the head, at most 64 KiB: no offset is cut short.
+            *span = Span(name.0 as u16, name.1 as u16, value.0 as u16, value.1 as u16);
         }
         Some(if raw.is_empty() {
             len - 2
@@ -484,12 +488,6 @@ impl Span {
         let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
         let end = start.checked_add(part.len())?;
         (end <= buf.len()).then_some((start, end))
-    }
-
-    #[inline]
-    fn new(name: (usize, usize), value: (usize, usize)) -> Option<Self> {
-        let at = |n: usize| u16::try_from(n).ok();
-        Some(Self(at(name.0)?, at(name.1)?, at(value.0)?, at(value.1)?))
     }
 
     /// The field's name and value, out of its head.
