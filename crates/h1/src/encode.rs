@@ -4,20 +4,20 @@
 use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
-/// The bytes `name: value\r\n` takes for every field, plus the empty line that ends a
-/// head: what a head needs beyond its first line, reserved once so that a head is one
-/// allocation rather than a buffer grown (and copied) field by field.
-fn fields_len(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
-        + 2
+/// Room reserved for a head before it is written: its first line, and this much for each
+/// field (most are shorter). A longer head grows the buffer as it is written; a head is
+/// not walked twice, once to measure it and once to write it.
+const FIELD_ROOM: usize = 64;
+
+/// Room for a head whose first line takes `line` bytes, the empty line that ends it
+/// included.
+fn head_room(line: usize, headers: &HeaderMap) -> usize {
+    line + headers.len() * FIELD_ROOM + 2
 }
 
 /// Writes `name: value\r\n` for every field.
 pub fn encode_headers(headers: &HeaderMap, dst: &mut BytesMut) {
-    dst.reserve(fields_len(headers));
+    dst.reserve(head_room(0, headers));
     put_fields(headers, dst);
 }
 
@@ -34,7 +34,7 @@ fn put_fields(headers: &HeaderMap, dst: &mut BytesMut) {
 /// line. The version is always HTTP/1.1 (RFC 9110 §6.2: a server sends its own version).
 pub fn encode_response_head(status: StatusCode, headers: &HeaderMap, dst: &mut BytesMut) {
     let reason = status.canonical_reason().unwrap_or("");
-    dst.reserve(15 + reason.len() + fields_len(headers));
+    dst.reserve(head_room(15 + reason.len(), headers));
     dst.put_slice(b"HTTP/1.1 ");
     dst.put_slice(status.as_str().as_bytes());
     dst.put_u8(b' ');
@@ -61,7 +61,10 @@ pub fn encode_request_head(
             _ => "/",
         }
     };
-    dst.reserve(method.as_str().len() + target.len() + 11 + fields_len(headers));
+    dst.reserve(head_room(
+        method.as_str().len() + target.len() + 11,
+        headers,
+    ));
     dst.put_slice(method.as_str().as_bytes());
     dst.put_u8(b' ');
     dst.put_slice(target.as_bytes());
@@ -94,5 +97,12 @@ mod tests {
         dst.clear();
         encode_response_head(StatusCode::NOT_FOUND, &HeaderMap::new(), &mut dst);
         assert_eq!(&dst[..], b"HTTP/1.1 404 Not Found\r\n\r\n");
+        // A field longer than the room reserved for it grows the buffer.
+        let long = "v".repeat(1000);
+        h.insert("x-long", long.parse().unwrap());
+        dst.clear();
+        encode_response_head(StatusCode::OK, &h, &mut dst);
+        let want = format!("HTTP/1.1 200 OK\r\nhost: a.example\r\nx-long: {long}\r\n\r\n");
+        assert_eq!(&dst[..], want.as_bytes());
     }
 }

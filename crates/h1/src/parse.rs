@@ -7,6 +7,11 @@
 //! followed by LF. RFC 9112 §2.2 lets a recipient accept bare LF; a proxy that did so
 //! would read a message differently from a strict server behind it.
 //!
+//! A head that is whole in the buffer when it is first looked at is parsed in one pass:
+//! httparse finds its end, and its line ends are checked where httparse found them. One
+//! that comes in parts, or that is refused, is scanned for its end first, as it comes,
+//! which also bounds the work a head sent a byte at a time costs.
+//!
 //! **Empty lines** (CRLF) before a request line are skipped (RFC 9112 §2.2).
 //!
 //! **Zero copies.** The head is split off the read buffer as one `Bytes`; the request
@@ -117,19 +122,11 @@ impl LineScan {
     pub(crate) fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ParseKind> {
         let mut from = self.scanned;
         while let Some(i) = next_cr_or_lf(buf, from) {
-            if buf[i] == b'\n' {
-                if i == 0 || buf[i - 1] != b'\r' {
-                    return Err(ParseKind::BareLf);
-                }
-                if self.first_line.is_none() {
-                    self.first_line = Some(i + 1);
-                }
-                if i >= 3 && buf[i - 2] == b'\n' {
-                    return Ok(Some(i + 1));
-                }
-            } else {
+            // The LF that ends this line: the one right after a CR (a CRLF is one step,
+            // not a search for the CR and another for its LF), or a bare one.
+            let lf = if buf[i] == b'\r' {
                 match buf.get(i + 1) {
-                    Some(b'\n') => {}
+                    Some(b'\n') => i + 1,
                     Some(_) => return Err(ParseKind::BareCr),
                     // Look at it again once the next byte is in.
                     None => {
@@ -137,8 +134,18 @@ impl LineScan {
                         return Ok(None);
                     }
                 }
+            } else if i == 0 || buf[i - 1] != b'\r' {
+                return Err(ParseKind::BareLf);
+            } else {
+                i
+            };
+            if self.first_line.is_none() {
+                self.first_line = Some(lf + 1);
             }
-            from = i + 1;
+            if lf >= 3 && buf[lf - 2] == b'\n' {
+                return Ok(Some(lf + 1));
+            }
+            from = lf + 1;
         }
         self.scanned = buf.len();
         Ok(None)
@@ -150,28 +157,34 @@ impl LineScan {
 }
 
 /// The position of the next CR or LF in `buf` from `from`: eight bytes at a time (a
-/// byte-by-byte loop was most of a head's parse), then byte by byte.
+/// byte-by-byte loop was most of a head's parse), the position in the word read off its
+/// mask, then byte by byte for the last few.
 fn next_cr_or_lf(buf: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const CRS: u64 = u64::from_ne_bytes([b'\r'; 8]);
-    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    // Non-zero when a byte of `v` is zero.
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const CRS: u64 = u64::from_le_bytes([b'\r'; 8]);
+    const LFS: u64 = u64::from_le_bytes([b'\n'; 8]);
+    // The high bit of the bytes of `v` that are zero, and maybe of some bytes after the
+    // first such; a borrow runs only upwards, so the lowest bit set is exact.
     let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let mut i = from;
-    while let Some(word) = buf.get(i..i + 8) {
+    let rest = buf.get(from..)?;
+    let mut words = rest.chunks_exact(8);
+    let mut at = from;
+    for word in words.by_ref() {
         let mut bytes = [0; 8];
         bytes.copy_from_slice(word);
-        let word = u64::from_ne_bytes(bytes);
-        if zero_byte(word ^ CRS) | zero_byte(word ^ LFS) != 0 {
-            break;
+        let word = u64::from_le_bytes(bytes);
+        let found = zero_byte(word ^ CRS) | zero_byte(word ^ LFS);
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
         }
-        i += 8;
+        at += 8;
     }
-    buf.get(i..)?
+    words
+        .remainder()
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
-        .map(|at| i + at)
+        .map(|i| at + i)
 }
 
 /// Parses request heads (server side) and response heads (client side) out of a read
@@ -242,6 +255,11 @@ impl HeadParser {
                 return Err(ParseError::new(ParseKind::BareLf));
             }
         }
+        if self.scan.scanned == 0 {
+            if let Some(parsed) = self.whole_request(buf) {
+                return parsed.map(Some);
+            }
+        }
         let Some(len) = self.head_len(buf, ParseKind::UriTooLong)? else {
             return Ok(None);
         };
@@ -259,57 +277,75 @@ impl HeadParser {
             Err(httparse::Error::Token) => return Err(ParseError::new(ParseKind::Uri)),
             Err(e) => return Err(from_httparse(e)),
         }
-        let method = req.method.unwrap_or_default();
-        let method = Method::from_bytes(method.as_bytes())
-            .map_err(|_| ParseError::new(ParseKind::Method))?;
-        let target = req.path.unwrap_or_default();
-        let uri = Uri::from_maybe_shared(head.slice_ref(target.as_bytes()))
-            .map_err(|_| ParseError::new(ParseKind::Uri))?;
-        check_target_form(&method, &uri)?;
-        let version = if req.version == Some(1) {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        };
-        let (headers, fields) = build_headers(&head, req.headers, false, REQUEST_ROOM, None)?;
+        let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes());
+        let target = head.slice_ref(req.path.unwrap_or_default().as_bytes());
+        let fields = req
+            .headers
+            .iter()
+            .map(|h| (h.name.as_bytes(), head.slice_ref(h.value)));
+        finish_request(method, target, req.version, fields).map(Some)
+    }
 
-        let http11 = version == Version::HTTP_11;
-        let framing = match (fields.te, fields.content_length) {
-            (Some(_), _) if !http11 => {
-                return Err(ParseError::new(ParseKind::TransferEncodingHttp10))
-            }
-            (Some(_), Some(_)) => {
-                return Err(ParseError::new(ParseKind::ContentLengthAndTransferEncoding))
-            }
-            (Some(te), None) => {
-                // RFC 9112 §6.3: chunked not last is a 400 (a MUST); §6.1: a coding the
-                // server does not implement before it is a 501.
-                if !te.chunked_last || te.invalid {
-                    return Err(ParseError::new(ParseKind::TransferEncodingInvalid));
-                }
-                if te.unknown || te.other {
-                    return Err(ParseError::new(ParseKind::TransferEncodingUnknown));
-                }
-                BodyFraming::Chunked
-            }
-            (None, Some(0)) | (None, None) => BodyFraming::Empty,
-            (None, Some(n)) => BodyFraming::Length(n),
+    /// A request head that is whole in `buf`, parsed in one pass: httparse finds its end,
+    /// and its line ends are checked where httparse found them rather than scanned for
+    /// first. `None` when it is not whole or not all fine (over a limit, a bare LF, or
+    /// anything httparse refuses): the scan then finds and reports it as before.
+    fn whole_request(&mut self, buf: &mut BytesMut) -> Option<Result<ParsedRequest, ParseError>> {
+        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = req.parse_with_uninit_headers(buf, &mut raw[..self.limits.max_headers]);
+        let Ok(httparse::Status::Complete(len)) = parsed else {
+            return None;
         };
-        if fields.hosts > 1 || (http11 && fields.hosts == 0) || fields.bad_host {
-            return Err(ParseError::new(ParseKind::Host));
+        let mut spans = [Span::default(); SPANS];
+        let count = req.headers.len();
+        let first_line = self.whole_head_spans(buf, len, req.headers, &mut spans)?;
+        if first_line > self.limits.max_request_line {
+            return None;
         }
-        let keep_alive = !fields.close && (http11 || fields.keep_alive);
-        let mut parts = Request::new(()).into_parts().0;
-        parts.method = method;
-        parts.uri = uri;
-        parts.version = version;
-        parts.headers = headers;
-        Ok(Some(ParsedRequest {
-            parts,
-            framing,
-            keep_alive,
-            expect_continue: http11 && fields.expect_continue,
-        }))
+        // Owned before the head leaves the buffer (a standard method is not allocated).
+        let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes());
+        let target = Span::of(buf, req.path.unwrap_or_default().as_bytes())?;
+        let version = req.version;
+        let head = buf.split_to(len).freeze();
+        let target = head.slice(target.0..target.1);
+        let fields = spans[..count].iter().map(|s| s.field(&head));
+        Some(finish_request(method, target, version, fields))
+    }
+
+    /// The spans of the fields of the whole head `buf[..len]` that httparse parsed, and
+    /// the length of its first line, when every line of it ends with CRLF and it is within
+    /// the head size limit. httparse takes a CR only before an LF, and ends a line at any
+    /// LF: a line before a field ended with CRLF when the field's name comes after one,
+    /// and the last lines when the head ends with two.
+    fn whole_head_spans(
+        &self,
+        buf: &[u8],
+        len: usize,
+        raw: &[httparse::Header<'_>],
+        spans: &mut [Span; SPANS],
+    ) -> Option<usize> {
+        // (httparse skips empty lines before the first: those are the scan's to check.)
+        let starts_with_line = matches!(buf.first(), Some(b'\r' | b'\n') | None);
+        let too_large = len > self.limits.max_head || len > usize::from(u16::MAX);
+        if starts_with_line || too_large || !buf[..len].ends_with(b"\r\n\r\n") {
+            return None;
+        }
+        let head = &buf[..len];
+        for (span, h) in spans.get_mut(..raw.len())?.iter_mut().zip(raw) {
+            let name = Span::of(head, h.name.as_bytes())?;
+            if name.0 < 2 || head[name.0 - 2..name.0] != *b"\r\n" {
+                return None;
+            }
+            let value = Span::of(head, h.value)?;
+            // Within the head, at most 64 KiB: no offset is cut short.
+            *span = Span(name.0 as u16, name.1 as u16, value.0 as u16, value.1 as u16);
+        }
+        Some(if raw.is_empty() {
+            len - 2
+        } else {
+            spans[0].0 as usize
+        })
     }
 
     /// Parses a response head off the front of `buf`, for a request with `method`.
@@ -320,6 +356,11 @@ impl HeadParser {
         buf: &mut BytesMut,
         method: &Method,
     ) -> Result<Option<ParsedResponse>, ParseError> {
+        if self.scan.scanned == 0 {
+            if let Some(parsed) = self.whole_response(buf, method) {
+                return parsed.map(Some);
+            }
+        }
         let Some(len) = self.head_len(buf, ParseKind::Status)? else {
             return Ok(None);
         };
@@ -335,58 +376,184 @@ impl HeadParser {
             Ok(httparse::Status::Partial) => return Err(ParseError::new(ParseKind::HeaderValue)),
             Err(e) => return Err(from_httparse(e)),
         }
-        let status = res
-            .code
-            .and_then(|c| StatusCode::from_u16(c).ok())
-            .ok_or(ParseError::new(ParseKind::Status))?;
-        let version = if res.version == Some(1) {
-            Version::HTTP_11
-        } else {
-            Version::HTTP_10
-        };
-        let names = Some(&mut self.names);
-        let (headers, fields) = build_headers(&head, res.headers, true, RESPONSE_ROOM, names)?;
+        let fields = res
+            .headers
+            .iter()
+            .map(|h| (h.name.as_bytes(), head.slice_ref(h.value)));
+        let line = (res.code, res.version);
+        finish_response(line, fields, method, &mut self.names).map(Some)
+    }
 
-        let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
-        let no_body = *method == Method::HEAD
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-            || (*method == Method::CONNECT && status.is_success());
-        let framing = if no_body {
-            BodyFraming::Empty
-        } else if let Some(te) = fields.te {
-            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length; a message with
-            // both may be an attempt at smuggling, so the connection is not reused.
-            if fields.content_length.is_some() {
-                keep_alive = false;
-            }
-            if te.chunked_last && !te.invalid {
-                BodyFraming::Chunked
-            } else {
+    /// [`whole_request`](Self::whole_request) for a response head.
+    fn whole_response(
+        &mut self,
+        buf: &mut BytesMut,
+        method: &Method,
+    ) -> Option<Result<ParsedResponse, ParseError>> {
+        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut raw[..self.limits.max_headers],
+        );
+        let Ok(httparse::Status::Complete(len)) = parsed else {
+            return None;
+        };
+        let mut spans = [Span::default(); SPANS];
+        let count = res.headers.len();
+        let first_line = self.whole_head_spans(buf, len, res.headers, &mut spans)?;
+        if first_line > self.limits.max_request_line {
+            return None;
+        }
+        let line = (res.code, res.version);
+        let head = buf.split_to(len).freeze();
+        let fields = spans[..count].iter().map(|s| s.field(&head));
+        Some(finish_response(line, fields, method, &mut self.names))
+    }
+}
+
+/// The rest of a response head once httparse has read it (its status code and version):
+/// the status checked, the header map built (with the names remembered in `names`), the
+/// framing decided for a request with `method`.
+fn finish_response<'a>(
+    (code, version): (Option<u16>, Option<u8>),
+    fields: impl ExactSizeIterator<Item = (&'a [u8], Bytes)>,
+    method: &Method,
+    names: &mut Names,
+) -> Result<ParsedResponse, ParseError> {
+    let status = code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ParseError::new(ParseKind::Status))?;
+    let version = if version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let (headers, fields) = build_headers(fields, true, RESPONSE_ROOM, Some(names))?;
+
+    let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
+    let no_body = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || (*method == Method::CONNECT && status.is_success());
+    let framing = if no_body {
+        BodyFraming::Empty
+    } else if let Some(te) = fields.te {
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length; a message with
+        // both may be an attempt at smuggling, so the connection is not reused.
+        if fields.content_length.is_some() {
+            keep_alive = false;
+        }
+        if te.chunked_last && !te.invalid {
+            BodyFraming::Chunked
+        } else {
+            keep_alive = false;
+            BodyFraming::CloseDelimited
+        }
+    } else {
+        match fields.content_length {
+            Some(0) => BodyFraming::Empty,
+            Some(n) => BodyFraming::Length(n),
+            None => {
                 keep_alive = false;
                 BodyFraming::CloseDelimited
             }
-        } else {
-            match fields.content_length {
-                Some(0) => BodyFraming::Empty,
-                Some(n) => BodyFraming::Length(n),
-                None => {
-                    keep_alive = false;
-                    BodyFraming::CloseDelimited
-                }
-            }
-        };
-        let mut parts = Response::new(()).into_parts().0;
-        parts.status = status;
-        parts.version = version;
-        parts.headers = headers;
-        Ok(Some(ParsedResponse {
-            parts,
-            framing,
-            keep_alive,
-        }))
+        }
+    };
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(ParsedResponse {
+        parts,
+        framing,
+        keep_alive,
+    })
+}
+
+/// Where a field's name and value are in its head: the name's start and end, the value's
+/// (16 bits each: a head parsed in one pass is at most 64 KiB).
+#[derive(Debug, Default, Clone, Copy)]
+struct Span(u16, u16, u16, u16);
+
+/// The most fields of a head parsed in one pass; a head with more is scanned first.
+const SPANS: usize = 32;
+
+impl Span {
+    /// The start and end of `part`, a slice of `buf`, in `buf` (`None` if it is not).
+    #[inline]
+    fn of(buf: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+        let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= buf.len()).then_some((start, end))
     }
+
+    /// The field's name and value, out of its head.
+    #[inline]
+    fn field(self, head: &Bytes) -> (&[u8], Bytes) {
+        let (name, value) = (
+            self.0 as usize..self.1 as usize,
+            self.2 as usize..self.3 as usize,
+        );
+        (&head[name], head.slice(value))
+    }
+}
+
+/// The rest of a request head once httparse has read it: the method, the target and
+/// the version checked, the header map built, the framing decided.
+fn finish_request<'a>(
+    method: Result<Method, http::method::InvalidMethod>,
+    target: Bytes,
+    version: Option<u8>,
+    fields: impl ExactSizeIterator<Item = (&'a [u8], Bytes)>,
+) -> Result<ParsedRequest, ParseError> {
+    let method = method.map_err(|_| ParseError::new(ParseKind::Method))?;
+    let uri = Uri::from_maybe_shared(target).map_err(|_| ParseError::new(ParseKind::Uri))?;
+    check_target_form(&method, &uri)?;
+    let version = if version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let (headers, fields) = build_headers(fields, false, REQUEST_ROOM, None)?;
+
+    let http11 = version == Version::HTTP_11;
+    let framing = match (fields.te, fields.content_length) {
+        (Some(_), _) if !http11 => return Err(ParseError::new(ParseKind::TransferEncodingHttp10)),
+        (Some(_), Some(_)) => {
+            return Err(ParseError::new(ParseKind::ContentLengthAndTransferEncoding))
+        }
+        (Some(te), None) => {
+            // RFC 9112 §6.3: chunked not last is a 400 (a MUST); §6.1: a coding the
+            // server does not implement before it is a 501.
+            if !te.chunked_last || te.invalid {
+                return Err(ParseError::new(ParseKind::TransferEncodingInvalid));
+            }
+            if te.unknown || te.other {
+                return Err(ParseError::new(ParseKind::TransferEncodingUnknown));
+            }
+            BodyFraming::Chunked
+        }
+        (None, Some(0)) | (None, None) => BodyFraming::Empty,
+        (None, Some(n)) => BodyFraming::Length(n),
+    };
+    if fields.hosts > 1 || (http11 && fields.hosts == 0) || fields.bad_host {
+        return Err(ParseError::new(ParseKind::Host));
+    }
+    let keep_alive = !fields.close && (http11 || fields.keep_alive);
+    let mut parts = Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(ParsedRequest {
+        parts,
+        framing,
+        keep_alive,
+        expect_continue: http11 && fields.expect_continue,
+    })
 }
 
 fn from_httparse(err: httparse::Error) -> ParseError {
@@ -505,30 +672,32 @@ pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
 }
 
 /// Room left in a request's header map for the fields a proxy adds before forwarding it
-/// (`X-Forwarded-For`, `-Proto`, `-Host`, `traceparent`, ...), so that adding them does
-/// not grow (rehash) the map.
-const REQUEST_ROOM: usize = 6;
+/// (`X-Forwarded-For`, `-Proto`, `-Host`, `traceparent`, `Via`), so that adding them does
+/// not grow (rehash) the map. No more than that: a request of one field (`Host`) then
+/// gets the smallest table (8 slots, room for 6 fields), whose entries (under 1 KiB) are
+/// a small allocation, where one more slot of room would double it.
+const REQUEST_ROOM: usize = 5;
 /// Room left in a response's header map for the fields added on the way back (`Date`,
 /// a trace's or a cache's own).
 const RESPONSE_ROOM: usize = 4;
 
-/// Builds the header map, slicing values out of `head`, and notes the framing fields.
+/// Builds the header map from the fields' names and values (slices of their head), and
+/// notes the framing fields.
 /// `cl_lists`: accept `Content-Length: 5, 5` (responses, as hyper's client does);
 /// requests accept only repeated lines with the same value. `room`: capacity beyond the
 /// fields parsed. `names`: the names of the last head parsed, by position, reused where
 /// they match and updated where they do not.
-fn build_headers(
-    head: &Bytes,
-    raw: &[httparse::Header<'_>],
+fn build_headers<'a>(
+    raw: impl ExactSizeIterator<Item = (&'a [u8], Bytes)>,
     cl_lists: bool,
     room: usize,
     mut names: Option<&mut Names>,
 ) -> Result<(HeaderMap, Fields), ParseError> {
     let mut headers = HeaderMap::with_capacity(raw.len() + room);
     let mut fields = Fields::default();
-    for (i, h) in raw.iter().enumerate() {
-        let name = field_name(h.name.as_bytes(), i, names.as_deref_mut())?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+    for (i, (name, value)) in raw.enumerate() {
+        let name = field_name(name, i, names.as_deref_mut())?;
+        let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| ParseError::new(ParseKind::HeaderValue))?;
         let bytes = value.as_bytes();
         match name {
@@ -630,15 +799,25 @@ mod tests {
 
     #[test]
     fn the_word_scan_finds_every_cr_and_lf() {
-        // Each of CR and LF at every position of buffers longer and shorter than a word.
+        // Each of CR and LF at every position of buffers longer and shorter than a word,
+        // after bytes one bit away from CR or LF, and before a second CR or LF.
         for len in 0..40 {
             for at in 0..len {
                 for byte in [b'\r', b'\n'] {
-                    let mut buf = vec![b'a'; len];
-                    buf[at] = byte;
-                    for from in 0..=len {
-                        let want = (from <= at).then_some(at);
-                        assert_eq!(next_cr_or_lf(&buf, from), want, "{len} {at} {from}");
+                    for fill in [b'a', 0x0c, 0x0b, 0x0e, 0x8d] {
+                        let mut buf = vec![fill; len];
+                        buf[at] = byte;
+                        if at + 1 < len {
+                            buf[at + 1] = b'\n';
+                        }
+                        for from in 0..=len {
+                            let want = if from <= at {
+                                Some(at)
+                            } else {
+                                (from == at + 1 && at + 1 < len).then_some(at + 1)
+                            };
+                            assert_eq!(next_cr_or_lf(&buf, from), want, "{len} {at} {from}");
+                        }
                     }
                 }
             }
@@ -646,6 +825,149 @@ mod tests {
         // Bytes that differ from CR or LF by one bit, and 0x80 and above, are not either.
         let near: Vec<u8> = (0..=255u8).filter(|b| *b != b'\r' && *b != b'\n').collect();
         assert_eq!(next_cr_or_lf(&near, 0), None);
+    }
+
+    /// The scan one byte at a time, as the rules say it: every LF after a CR, every CR
+    /// before an LF, the head ends at the first empty line.
+    fn scan_by_bytes(buf: &[u8]) -> Result<Option<usize>, ParseKind> {
+        for (i, &b) in buf.iter().enumerate() {
+            match b {
+                b'\r' => match buf.get(i + 1) {
+                    Some(b'\n') | None => {}
+                    Some(_) => return Err(ParseKind::BareCr),
+                },
+                b'\n' if i == 0 || buf[i - 1] != b'\r' => return Err(ParseKind::BareLf),
+                b'\n' if i >= 3 && buf[i - 2] == b'\n' => return Ok(Some(i + 1)),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn the_word_scan_agrees_with_a_byte_by_byte_scan() {
+        // Pseudo-random heads of letters, CRs, LFs and CRLFs, fed whole and in two parts.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 48) as usize;
+            let buf: Vec<u8> = (0..len)
+                .map(|_| match next() % 16 {
+                    0 => b'\r',
+                    1 => b'\n',
+                    2..=5 => [b'\r', b'\n'][(next() % 2) as usize],
+                    _ => b'a',
+                })
+                .collect();
+            let want = scan_by_bytes(&buf);
+            assert_eq!(LineScan::default().scan(&buf), want, "{buf:?}");
+            let cut = (next() as usize) % (len + 1);
+            let mut scan = LineScan::default();
+            let first = scan.scan(&buf[..cut]);
+            let got = match first {
+                Ok(None) => scan.scan(&buf),
+                done => done,
+            };
+            // Whatever the first part decides, the whole would have decided too.
+            assert_eq!(got, want, "{buf:?} cut at {cut}");
+        }
+    }
+
+    /// A head parsed whole (in one pass) and fed in two parts (scanned first): the same
+    /// outcome, the same fields, the same bytes left.
+    fn same_whole_and_in_parts(bytes: &[u8], response: bool) {
+        let show = |parsed: Result<Option<(String, String)>, ParseError>| match parsed {
+            Ok(Some(p)) => format!("Ok {p:?}"),
+            Ok(None) => "partial".to_owned(),
+            Err(e) => format!("{:?} {}", e.status(), e),
+        };
+        let parse = |parser: &mut HeadParser, buf: &mut BytesMut| {
+            if response {
+                parser
+                    .parse_response(buf, &Method::GET)
+                    .map(|r| r.map(|r| (format!("{:?}", r.parts), format!("{:?}", r.framing))))
+            } else {
+                parser
+                    .parse_request(buf)
+                    .map(|r| r.map(|r| (format!("{:?}", r.parts), format!("{:?}", r.framing))))
+            }
+        };
+        let mut whole = BytesMut::from(bytes);
+        let want = show(parse(&mut HeadParser::default(), &mut whole));
+        for cut in 1..bytes.len() {
+            let mut parser = HeadParser::default();
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            let got = match parse(&mut parser, &mut buf) {
+                Ok(None) => {
+                    buf.extend_from_slice(&bytes[cut..]);
+                    parse(&mut parser, &mut buf)
+                }
+                other => {
+                    buf.extend_from_slice(&bytes[cut..]);
+                    other
+                }
+            };
+            let got = show(got);
+            assert_eq!(
+                got,
+                want,
+                "{:?} cut at {cut}",
+                String::from_utf8_lossy(bytes)
+            );
+            if !got.starts_with("Ok") {
+                continue;
+            }
+            assert_eq!(
+                buf,
+                whole,
+                "{:?} cut at {cut}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn heads_parse_the_same_whole_and_in_parts() {
+        let many: String = (0..40).map(|i| format!("h{i}: v\r\n")).collect();
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+        let requests: Vec<Vec<u8>> = vec![
+            b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-Y: z \r\n\r\nrest".to_vec(),
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+            b"GET / HTTP/1.1\nHost: x\r\n\r\n".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: x\n\r\n".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: x\r\nA: b\nC: d\r\n\r\n".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: x\r\nA: b\rC: d\r\n\r\n".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n \r\n\r\n".to_vec(),
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc".to_vec(),
+            b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n".to_vec(),
+            format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").into_bytes(),
+            long.into_bytes(),
+        ];
+        for r in &requests {
+            same_whole_and_in_parts(r, false);
+        }
+        let responses: Vec<Vec<u8>> = vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok".to_vec(),
+            b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\n\r\n".to_vec(),
+            b"HTTP/1.1 200 O\rK\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            format!("HTTP/1.1 200 OK\r\n{many}Content-Length: 0\r\n\r\n").into_bytes(),
+        ];
+        for r in &responses {
+            same_whole_and_in_parts(r, true);
+        }
     }
 
     #[test]
