@@ -278,3 +278,41 @@ async fn a_retry_avoids_the_endpoint_of_the_previous_attempt() {
     assert!(handles[1].next_request().now_or_never().is_some());
     assert_eq!(hint.last(), Some(2));
 }
+
+/// A request that records whether it was handed to [`Balance::unsent`].
+struct Tracked(Arc<std::sync::atomic::AtomicBool>);
+
+#[tokio::test]
+async fn a_request_no_endpoint_takes_goes_to_unsent() {
+    type TrackedMock = mock::Mock<Tracked, &'static str>;
+    let (tx, mut rx) =
+        mpsc::unbounded_channel::<Result<Change<usize, Weighted<TrackedMock>>, Infallible>>();
+    let discover = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut balance: Balance<Weighted<TrackedMock>, Tracked> = Balance::weighted(discover)
+        .unsent(|req: Tracked| req.0.store(true, std::sync::atomic::Ordering::SeqCst));
+    let unsent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // No endpoint: the request goes to `unsent`, and the caller gets the error.
+    let err = balance
+        .call(Tracked(unsent.clone()))
+        .await
+        .expect_err("no endpoint");
+    assert!(err.downcast_ref::<NoBackendsAvailable>().is_some(), "{err}");
+    assert!(unsent.load(std::sync::atomic::Ordering::SeqCst));
+
+    // An endpoint takes the next one: it is not handed to `unsent`.
+    let (svc, mut handle) = mock::pair();
+    tx.send(Ok(Change::Insert(0, Weighted::new(svc, 1))))
+        .unwrap();
+    balance
+        .endpoint_count()
+        .wait_for(|&n| n == 1)
+        .await
+        .unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fut = balance.ready().await.unwrap().call(Tracked(sent.clone()));
+    let (_, reply) = handle.next_request().await.expect("delivered");
+    reply.send_response("ok");
+    assert_eq!(fut.await.unwrap(), "ok");
+    assert!(!sent.load(std::sync::atomic::Ordering::SeqCst));
+}

@@ -550,3 +550,23 @@ mod deadlines {
         assert!(matches!(breaker.state(), State::Open { .. }));
     }
 }
+
+/// A request refused by an open circuit without a readiness check gives its head back to
+/// a retry above that sends heads again (see `switchyard_core::GiveBack`).
+#[tokio::test(start_paused = true)]
+async fn a_refused_request_gives_its_head_back() {
+    use http::Request;
+    use switchyard_core::RouteHint;
+    let layer = CircuitBreakerLayer::new(exact());
+    let breaker = layer.breaker().clone();
+    let (mock, _handle) = mock::pair::<Request<()>, Response<()>>();
+    let mut svc = layer.layer(mock);
+    breaker.force_open();
+    let hint = Arc::new(RouteHint::returning_heads());
+    let mut req = Request::get("/kept").body(()).unwrap();
+    req.extensions_mut().insert(hint.clone());
+    let err = svc.call(req).await.expect_err("refused");
+    assert!(is_open(&err), "{err}");
+    let head = hint.take_head().expect("handed back");
+    assert_eq!(head.uri, "/kept");
+}
