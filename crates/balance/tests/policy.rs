@@ -128,12 +128,15 @@ async fn weights_are_respected_by_the_load_aware_policies() {
     }
 }
 
-/// The share endpoint 2 got of the requests sent over `over`, one every 10 ms.
+/// The share endpoint 2 got of the requests sent over `over`, one every 2 ms: 1,000 to a
+/// 2 s window, so that the random choices of the two-choice policies move a share by
+/// about 0.015 (it was 0.03 at 200, close enough to the 0.1 between the ramp's stages
+/// for a run in a hundred to see no rise).
 async fn share_over(balance: &mut Balance<Endpoint, ()>, counts: &Counts, over: Duration) -> f64 {
     let before: Vec<usize> = (0..3).map(|i| counts.get(i)).collect();
     let end = Instant::now() + over;
     while Instant::now() < end {
-        send(balance, 1, Duration::from_millis(10)).await;
+        send(balance, 1, GAP).await;
     }
     let got: Vec<usize> = (0..3).map(|i| counts.get(i) - before[i]).collect();
     got[2] as f64 / got.iter().sum::<usize>() as f64

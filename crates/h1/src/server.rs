@@ -5,10 +5,11 @@
 //! order (pipelined requests wait in the read buffer).
 //!
 //! - **Memory.** One read buffer and one write buffer, reused from request to request.
-//!   The connection waits for its next request with a one-byte read; when none has come
-//!   for 250 ms, both buffers are released to zero capacity, so an idle keep-alive
-//!   connection holds no buffer at all (and a busy one does not free and allocate them
-//!   between requests). One timer per connection bounds these waits. A request's state (the service's
+//!   The connection waits for its next request with a read into the kept buffer; when
+//!   none has come for 250 ms, both buffers are released to zero capacity and the wait
+//!   goes on with a one-byte read, so an idle keep-alive connection holds no buffer at
+//!   all (and a busy one neither frees and allocates them nor reads twice per request).
+//!   One timer per connection bounds these waits. A request's state (the service's
 //!   future, the response body) is boxed per request and gone while the connection
 //!   idles.
 //! - **Errors the engine answers itself**: a malformed head gets 400, 414, 431 or 501
@@ -280,6 +281,16 @@ enum Out {
     Close,
 }
 
+/// What ended a wait for the next request.
+enum Woken {
+    /// The client closed.
+    Eof,
+    /// Bytes were read into the kept read buffer.
+    Read,
+    /// The first byte, read while the buffers were released.
+    Byte(u8),
+}
+
 enum Event<T> {
     Done(T),
     Step(Step),
@@ -419,22 +430,33 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             timer.as_mut().reset(release_at);
         }
         let mut released = false;
-        let (rbuf, wbuf) = (&mut self.rbuf, &mut self.wbuf);
-        let io = &mut self.io;
-        let mut one = pin!(poll_fn(|cx| {
-            let mut byte = [0u8; 1];
-            let mut rb = ReadBuf::new(&mut byte);
-            match std::pin::Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().first().copied())),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        }));
-        let first = loop {
+        let got = loop {
+            // While the buffers are held, the wake-up reads straight into the read
+            // buffer: one read per request, as a busy connection needs. Once they are
+            // released, a one-byte read waits without holding any.
+            let (io, rbuf) = (&mut self.io, &mut self.rbuf);
+            let read = poll_fn(|cx| {
+                if released {
+                    let mut byte = [0u8; 1];
+                    let mut rb = ReadBuf::new(&mut byte);
+                    match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                        Poll::Ready(Ok(())) => Poll::Ready(Ok(match rb.filled().first() {
+                            Some(&byte) => Woken::Byte(byte),
+                            None => Woken::Eof,
+                        })),
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                } else {
+                    let read = pin!(tokio::io::AsyncReadExt::read_buf(&mut *io, &mut *rbuf));
+                    read.poll(cx)
+                        .map_ok(|n| if n == 0 { Woken::Eof } else { Woken::Read })
+                }
+            });
             tokio::select! {
                 biased;
                 () = stopped(stop) => return Ok(false),
-                first = one.as_mut() => break first,
+                got = read => break got,
                 () = timer.as_mut() => {}
             }
             let stage_end = if released { idle_end } else { release_at };
@@ -442,17 +464,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 // Set for an earlier wait: moved to this one's end.
                 timer.as_mut().reset(stage_end);
             } else if !released && idle_end > release_at {
-                *rbuf = BytesMut::new();
-                *wbuf = BytesMut::new();
+                self.rbuf = BytesMut::new();
+                self.wbuf = BytesMut::new();
                 released = true;
                 timer.as_mut().reset(idle_end);
             } else {
                 return Ok(false);
             }
         };
-        match first {
-            Ok(None) => Ok(false),
-            Ok(Some(byte)) => {
+        match got.map_err(Error::io)? {
+            Woken::Eof => Ok(false),
+            Woken::Read => Ok(true),
+            Woken::Byte(byte) => {
                 self.rbuf.reserve(self.config.read_size);
                 self.rbuf.put_u8(byte);
                 // The rest of the head is most likely there already: take it now, so the
@@ -466,7 +489,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                     Poll::Ready(Ok(_)) | Poll::Pending => Ok(true),
                 }
             }
-            Err(e) => Err(Error::io(e)),
         }
     }
 
