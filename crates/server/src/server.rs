@@ -31,7 +31,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde::{Deserialize, Serialize};
 use switchyard::config::ConfigProblem;
-use switchyard::{body, Body, ByteSize, ClientAddr, Proxy, Trace};
+use switchyard::{body, Body, ByteSize, ClientAddr, Proxy, ProxyFuture, Trace};
 use switchyard_h1::upgrade::Io;
 use switchyard_h1::{RecvBody, Rewind};
 use tokio::io::AsyncReadExt;
@@ -680,33 +680,64 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
     type Error = Infallible;
     type Future = Either<Ready, Logged<Call>>;
 
+    /// hyper calls through `&self`: each request readies and calls a clone of the proxy.
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        if req.version() <= http::Version::HTTP_11 {
-            handle(self, req.map(Drain::new))
+        let prepared = if req.version() <= http::Version::HTTP_11 {
+            prepare(self, req.map(Drain::new))
         } else {
-            handle(self, req)
+            prepare(self, req)
+        };
+        prepared.send(|req| self.proxy.clone().oneshot(req))
+    }
+}
+
+/// The native engine readies the connection's service before each call: the
+/// connection's own proxy is readied and called, with no clone of it per request.
+impl tower::Service<Request<RecvBody>> for Connection {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<Ready, Logged<ProxyFuture>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        tower::Service::<Request<Body>>::poll_ready(&mut self.proxy, cx)
+    }
+
+    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
+        prepare(self, req).send(|req| self.proxy.call(req))
+    }
+}
+
+/// A request as the connection prepared it.
+enum Prepared {
+    /// For the proxy: its body boxed (and limited), the client's address set, and what
+    /// its access log lines need.
+    Forward {
+        req: Request<Body>,
+        log: Option<Box<LogLine>>,
+        json: Option<JsonLog>,
+    },
+    /// Answered by the connection itself.
+    Answered(Response<Body>),
+}
+
+impl Prepared {
+    /// The response: `call`'s future on the request, logged, or the connection's answer.
+    fn send<F>(self, call: impl FnOnce(Request<Body>) -> F) -> Either<Ready, Logged<F>> {
+        match self {
+            Prepared::Forward { req, log, json } => Either::Right(Logged {
+                inner: call(req),
+                log,
+                json,
+            }),
+            Prepared::Answered(res) => Either::Left(future::ready(Ok(res))),
         }
     }
 }
 
-impl tower::Service<Request<RecvBody>> for Connection {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Either<Ready, Logged<Call>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<RecvBody>) -> Self::Future {
-        handle(self, req)
-    }
-}
-
 /// One request: the client's address for [`ProxyHeaders`](switchyard::ProxyHeaders), the
-/// body limit, and the access log line. No async block: the future is the proxy's own
-/// (readied, then called), wrapped once.
-fn handle<B>(conn: &Connection, mut req: Request<B>) -> Either<Ready, Logged<Call>>
+/// body limit, and the access log line; or the connection's own answer to a request it
+/// does not forward. No async block: the caller wraps the proxy's own future once.
+fn prepare<B>(conn: &Connection, mut req: Request<B>) -> Prepared
 where
     B: hyper::body::Body<Data = hyper::body::Bytes> + Send + 'static,
     B::Error: Into<switchyard::BoxError>,
@@ -721,7 +752,7 @@ where
             header::ALLOW,
             HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
         );
-        return Either::Left(future::ready(Ok(res)));
+        return Prepared::Answered(res);
     }
     if tls && req.uri().scheme().is_none() {
         // An HTTP/1.1 request over TLS is an `https` one (HTTP/2 carries its `:scheme`):
@@ -732,7 +763,7 @@ where
     }
     if let Some(max) = max_body {
         if content_length(&req).is_some_and(|len| len > max) {
-            return Either::Left(future::ready(Ok(status(StatusCode::PAYLOAD_TOO_LARGE))));
+            return Prepared::Answered(status(StatusCode::PAYLOAD_TOO_LARGE));
         }
     }
     let text = tracing::enabled!(target: "switchyard::access", tracing::Level::DEBUG);
@@ -752,9 +783,11 @@ where
     // removed the hop-by-hop headers: a client cannot strip them by listing them in
     // `Connection`.
     req.extensions_mut().insert(client.clone());
-    let req = limit(req, max_body);
-    let inner = conn.proxy.clone().oneshot(req);
-    Either::Right(Logged { inner, log, json })
+    Prepared::Forward {
+        req: limit(req, max_body),
+        log,
+        json,
+    }
 }
 
 /// Boxes the request body, under `max_body` when there is one.
