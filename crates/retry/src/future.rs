@@ -32,12 +32,11 @@ pin_project! {
         timer: Option<Sleep>,
         // Whether the timer bounds the attempt in flight.
         timed: bool,
-        // A hedged attempt in flight beside the one in `state`.
-        #[pin]
-        hedge: Option<S::Future>,
+        // A hedged attempt in flight beside the one in `state` (this and the hedge timer
+        // boxed: most requests are never hedged, and every one moves this future).
+        hedge: Option<Pin<Box<S::Future>>>,
         // Fires when the first attempt has gone unanswered for the hedge delay.
-        #[pin]
-        hedge_timer: Option<Sleep>,
+        hedge_timer: Option<Pin<Box<Sleep>>>,
         hedging: Hedging,
         // The attempt deadline of the hedge.
         hedge_deadline: Option<Deadline>,
@@ -86,8 +85,9 @@ enum Hedging {
 struct Retrying<B> {
     head: Head,
     replay: Replay<B>,
-    /// The head and body of the next attempt, made when the retry is decided.
-    next: Option<(Parts, ReplayBody<B>)>,
+    /// The head and body of the next attempt, made when the retry is decided (boxed:
+    /// most requests are never retried, and every one moves this future).
+    next: Option<Box<(Parts, ReplayBody<B>)>>,
 }
 
 /// Where the head of the next attempt comes from.
@@ -175,7 +175,7 @@ where
     /// Hedges the first attempt after `delay`, if there is one.
     pub(crate) fn hedged_after(mut self, delay: Option<Duration>) -> Self {
         if let Some(delay) = delay {
-            self.hedge_timer = Some(tokio::time::sleep(delay));
+            self.hedge_timer = Some(Box::pin(tokio::time::sleep(delay)));
             self.hedging = Hedging::Armed;
         }
         self
@@ -252,7 +252,7 @@ macro_rules! poll_pending_attempt {
             arm_for_hedge($this.timer.as_mut(), $this.timed, *$this.hedge_deadline);
             continue;
         }
-        $this.hedge.set(None);
+        *$this.hedge = None;
         dropped($this.hedge_slot.take(), timed_out);
         $this.state.set(State::Ready);
         let result = Err(AttemptTimeout::new().into());
@@ -288,16 +288,16 @@ where
                     }
                     Poll::Ready(result) => {
                         // The first response wins: a hedge still in flight is dropped.
-                        this.hedge.set(None);
+                        *this.hedge = None;
                         dropped(this.hedge_slot.take(), AttemptEnd::Abandoned);
                         let result = result.map_err(Into::into);
                         end(this.slot.as_ref(), &result);
                         result
                     }
                     Poll::Pending => {
-                        if let Some(hedge) = this.hedge.as_mut().as_pin_mut() {
+                        if let Some(hedge) = this.hedge.as_mut().map(Pin::as_mut) {
                             if let Poll::Ready(result) = hedge.poll(cx) {
-                                this.hedge.set(None);
+                                *this.hedge = None;
                                 *this.hedging = Hedging::Off;
                                 let result = result.map_err(Into::into);
                                 end(this.hedge_slot.as_ref(), &result);
@@ -322,7 +322,7 @@ where
                             }
                         } else {
                             if *this.hedging == Hedging::Armed {
-                                let timer = this.hedge_timer.as_mut().as_pin_mut();
+                                let timer = this.hedge_timer.as_mut().map(Pin::as_mut);
                                 if timer.is_some_and(|t| t.poll(cx).is_ready()) {
                                     *this.hedging = if this.policy.hedge() {
                                         Hedging::Readying
@@ -351,7 +351,7 @@ where
                                             tracing::debug!("first attempt slow; hedging");
                                             let fut =
                                                 this.service.call(Request::from_parts(parts, body));
-                                            this.hedge.set(Some(fut));
+                                            *this.hedge = Some(Box::pin(fut));
                                             *this.hedging = Hedging::Sent;
                                             // Polled at once, so that it registers its waker.
                                             continue;
@@ -367,10 +367,10 @@ where
                     }
                 },
                 StateProj::Hedged => {
-                    let hedge = this.hedge.as_mut().as_pin_mut().expect("awaited");
+                    let hedge = this.hedge.as_mut().map(Pin::as_mut).expect("awaited");
                     match hedge.poll(cx) {
                         Poll::Ready(result) => {
-                            this.hedge.set(None);
+                            *this.hedge = None;
                             if result.is_ok() {
                                 this.policy.on_hedge_won();
                             }
@@ -409,7 +409,7 @@ where
                     *this.timed = false;
                     let retry = this.retry.as_mut().expect("only a retry waits");
                     let (mut parts, body) =
-                        retry.next.take().expect("made when the retry was decided");
+                        *retry.next.take().expect("made when the retry was decided");
                     this.policy.on_retry();
                     if let Some(deadline) = this.policy.attempt_deadline() {
                         parts.extensions.insert(deadline);
@@ -463,7 +463,7 @@ where
                 return Poll::Ready(Err(BodyTooLarge::new().into()));
             };
             let head = retry.head.next().expect("checked before deciding");
-            retry.next = Some((head, next));
+            retry.next = Some(Box::new((head, next)));
             arm(this.timer.as_mut(), Instant::now() + delay);
             this.state.set(State::Backoff);
         }
