@@ -187,6 +187,205 @@ fn next_cr_or_lf(buf: &[u8], from: usize) -> Option<usize> {
         .map(|i| at + i)
 }
 
+/// The bytes of a field value that need a second look, eight at a time: controls (HTAB
+/// among them, and the CR that ends the value), DEL and everything from 0x80. The lowest
+/// byte flagged is exact (a borrow runs only upwards).
+fn value_stop(word: u64) -> u64 {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const SPACES: u64 = u64::from_le_bytes([0x20; 8]);
+    const DELS: u64 = u64::from_le_bytes([0x7f; 8]);
+    let below_space = word.wrapping_sub(SPACES) & !word & HIGHS;
+    let del = (word ^ DELS).wrapping_sub(ONES) & !(word ^ DELS) & HIGHS;
+    below_space | del | (word & HIGHS)
+}
+
+/// The end of the field value that starts at `from` (the CR after it), when every byte of
+/// it is a visible ASCII character, SP or HTAB and a CRLF ends it; `None` for anything
+/// else (obs-text, a bare CR or LF, a control), which the general parser then reports.
+fn value_end(head: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        if let Some(word) = head.get(at..at + 8) {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(word);
+            let stop = value_stop(u64::from_le_bytes(bytes));
+            if stop == 0 {
+                at += 8;
+                continue;
+            }
+            at += (stop.trailing_zeros() / 8) as usize;
+        } else {
+            at += head
+                .get(at..)?
+                .iter()
+                .position(|&b| !(0x20..0x7f).contains(&b))?;
+        }
+        match head.get(at..at + 2)? {
+            [b'\r', b'\n'] => return Some(at),
+            [b'\t', _] => at += 1,
+            _ => return None,
+        }
+    }
+}
+
+/// The bytes of a field name: RFC 9110's `tchar`.
+static TCHAR: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
+
+/// A byte table of ASCII letters and digits, and `symbols`.
+const fn alphanumeric_and(symbols: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < symbols.len() {
+        table[symbols[i] as usize] = true;
+        i += 1;
+    }
+    let mut c = 0u8;
+    while c < 128 {
+        if c.is_ascii_alphanumeric() {
+            table[c as usize] = true;
+        }
+        c += 1;
+    }
+    table
+}
+
+/// The field lines of a whole head from `at` (just after its first line) to the empty
+/// line that ends it: their spans into `spans`, and the head's length. `None` unless
+/// every line is plainly well formed (`name: value` with a CRLF, nothing httparse would
+/// refuse or read differently) and there are at most `max` of them; the general parser
+/// takes every other head.
+fn plain_fields(
+    head: &[u8],
+    mut at: usize,
+    spans: &mut [Span; SPANS],
+    max: usize,
+) -> Option<(usize, usize)> {
+    let max = max.min(SPANS);
+    let mut count = 0;
+    loop {
+        if head.get(at..at + 2)? == b"\r\n" {
+            return Some((count, at + 2));
+        }
+        let name_start = at;
+        while TCHAR[usize::from(*head.get(at)?)] {
+            at += 1;
+        }
+        if at == name_start || head[at] != b':' || count == max {
+            return None;
+        }
+        let name_end = at;
+        at += 1;
+        while matches!(head.get(at), Some(b' ' | b'\t')) {
+            at += 1;
+        }
+        let value_start = at;
+        let end = value_end(head, at)?;
+        let mut value_end = end;
+        while value_end > value_start && matches!(head[value_end - 1], b' ' | b'\t') {
+            value_end -= 1;
+        }
+        // Within a head of at most 64 KiB (checked by the caller): no offset is cut short.
+        spans[count] = Span(
+            name_start as u16,
+            name_end as u16,
+            value_start as u16,
+            value_end as u16,
+        );
+        count += 1;
+        at = end + 2;
+    }
+}
+
+/// A response head read by [`plain_response`].
+struct PlainResponse {
+    code: u16,
+    minor: u8,
+    /// The head's length, its empty line included.
+    len: usize,
+    /// The status line's length, CRLF included.
+    first_line: usize,
+    fields: usize,
+}
+
+/// A whole response head at the front of `buf` read without httparse, when it is plainly
+/// well formed: `HTTP/1.x`, a three-digit code, a reason of visible ASCII, SP and HTAB,
+/// and [`plain_fields`]. `None` for anything else, partial heads included.
+fn plain_response(buf: &[u8], limits: &Limits, spans: &mut [Span; SPANS]) -> Option<PlainResponse> {
+    let head = &buf[..buf.len().min(limits.max_head).min(usize::from(u16::MAX))];
+    let [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor @ (b'0' | b'1'), b' ', d0 @ b'0'..=b'9', d1 @ b'0'..=b'9', d2 @ b'0'..=b'9', b' ', ..] =
+        *head
+    else {
+        return None;
+    };
+    let code = u16::from(d0 - b'0') * 100 + u16::from(d1 - b'0') * 10 + u16::from(d2 - b'0');
+    let reason_end = 13
+        + head
+            .get(13..)?
+            .iter()
+            .position(|&b| !(b == b'\t' || (0x20..0x7f).contains(&b)))?;
+    if head.get(reason_end..reason_end + 2)? != b"\r\n" {
+        return None;
+    }
+    let first_line = reason_end + 2;
+    let (fields, len) = plain_fields(head, first_line, spans, limits.max_headers)?;
+    Some(PlainResponse {
+        code,
+        minor: minor - b'0',
+        len,
+        first_line,
+        fields,
+    })
+}
+
+/// A request head read by [`plain_request`].
+struct PlainRequest {
+    /// The method's and the target's ends (the method starts the head, the target one
+    /// byte after the method's end).
+    method_end: usize,
+    target_end: usize,
+    minor: u8,
+    len: usize,
+    first_line: usize,
+    fields: usize,
+}
+
+/// A whole request head at the front of `buf` read without httparse, when it is plainly
+/// well formed: a method of capital letters, a target of visible ASCII, `HTTP/1.x`, and
+/// [`plain_fields`]. `None` for anything else, partial heads included.
+fn plain_request(buf: &[u8], limits: &Limits, spans: &mut [Span; SPANS]) -> Option<PlainRequest> {
+    let head = &buf[..buf.len().min(limits.max_head).min(usize::from(u16::MAX))];
+    let method_end = head.iter().position(|b| !b.is_ascii_uppercase())?;
+    if method_end == 0 || head[method_end] != b' ' {
+        return None;
+    }
+    let target = method_end + 1;
+    let target_end = target
+        + head
+            .get(target..)?
+            .iter()
+            .position(|b| !(0x21..0x7f).contains(b))?;
+    let version = head.get(target_end..target_end + 11)?;
+    let [b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor @ (b'0' | b'1'), b'\r', b'\n'] =
+        *version
+    else {
+        return None;
+    };
+    if target_end == target {
+        return None;
+    }
+    let first_line = target_end + 11;
+    let (fields, len) = plain_fields(head, first_line, spans, limits.max_headers)?;
+    Some(PlainRequest {
+        method_end,
+        target_end,
+        minor: minor - b'0',
+        len,
+        first_line,
+        fields,
+    })
+}
+
 /// Parses request heads (server side) and response heads (client side) out of a read
 /// buffer, resuming where the last call stopped.
 #[derive(Debug, Default)]
@@ -291,13 +490,22 @@ impl HeadParser {
     /// first. `None` when it is not whole or not all fine (over a limit, a bare LF, or
     /// anything httparse refuses): the scan then finds and reports it as before.
     fn whole_request(&mut self, buf: &mut BytesMut) -> Option<Result<ParsedRequest, ParseError>> {
+        let mut spans = [Span::default(); SPANS];
+        if let Some(plain) = plain_request(buf, &self.limits, &mut spans) {
+            if plain.first_line <= self.limits.max_request_line {
+                let method = Method::from_bytes(&buf[..plain.method_end]);
+                let head = buf.split_to(plain.len).freeze();
+                let target = head.slice(plain.method_end + 1..plain.target_end);
+                let fields = spans[..plain.fields].iter().map(|s| s.field(&head));
+                return Some(finish_request(method, target, Some(plain.minor), fields));
+            }
+        }
         let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
         let parsed = req.parse_with_uninit_headers(buf, &mut raw[..self.limits.max_headers]);
         let Ok(httparse::Status::Complete(len)) = parsed else {
             return None;
         };
-        let mut spans = [Span::default(); SPANS];
         let count = req.headers.len();
         let first_line = self.whole_head_spans(buf, len, req.headers, &mut spans)?;
         if first_line > self.limits.max_request_line {
@@ -390,6 +598,15 @@ impl HeadParser {
         buf: &mut BytesMut,
         method: &Method,
     ) -> Option<Result<ParsedResponse, ParseError>> {
+        let mut spans = [Span::default(); SPANS];
+        if let Some(plain) = plain_response(buf, &self.limits, &mut spans) {
+            if plain.first_line <= self.limits.max_request_line {
+                let line = (Some(plain.code), Some(plain.minor));
+                let head = buf.split_to(plain.len).freeze();
+                let fields = spans[..plain.fields].iter().map(|s| s.field(&head));
+                return Some(finish_response(line, fields, method, &mut self.names));
+            }
+        }
         let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -400,7 +617,6 @@ impl HeadParser {
         let Ok(httparse::Status::Complete(len)) = parsed else {
             return None;
         };
-        let mut spans = [Span::default(); SPANS];
         let count = res.headers.len();
         let first_line = self.whole_head_spans(buf, len, res.headers, &mut spans)?;
         if first_line > self.limits.max_request_line {
@@ -928,6 +1144,195 @@ mod tests {
                 "{:?} cut at {cut}",
                 String::from_utf8_lossy(bytes)
             );
+        }
+    }
+
+    /// A head parsed whole (the plain reader, or httparse when it declines) and
+    /// by the general path (one byte first, so that the scan takes it): the same outcome,
+    /// the same fields, the same bytes left.
+    fn same_plain_and_general(bytes: &[u8], response: bool) {
+        let parse = |parser: &mut HeadParser, buf: &mut BytesMut| {
+            let parsed = if response {
+                parser
+                    .parse_response(buf, &Method::GET)
+                    .map(|r| r.map(|r| format!("{:?} {:?} {}", r.parts, r.framing, r.keep_alive)))
+            } else {
+                parser.parse_request(buf).map(|r| {
+                    r.map(|r| {
+                        let ParsedRequest {
+                            parts,
+                            framing,
+                            keep_alive,
+                            expect_continue,
+                        } = r;
+                        format!("{parts:?} {framing:?} {keep_alive} {expect_continue}")
+                    })
+                })
+            };
+            match parsed {
+                Ok(Some(r)) => format!("Ok {r}"),
+                Ok(None) => "partial".to_owned(),
+                Err(e) => format!("{:?} {}", e.status(), e),
+            }
+        };
+        let mut whole = BytesMut::from(bytes);
+        let plain = parse(&mut HeadParser::default(), &mut whole);
+        let mut parser = HeadParser::default();
+        let mut buf = BytesMut::from(&bytes[..1.min(bytes.len())]);
+        let mut general = parse(&mut parser, &mut buf);
+        if general == "partial" {
+            buf.extend_from_slice(&bytes[1.min(bytes.len())..]);
+            general = parse(&mut parser, &mut buf);
+        }
+        let shown = String::from_utf8_lossy(bytes);
+        assert_eq!(plain, general, "{shown:?}");
+        if plain.starts_with("Ok") {
+            assert_eq!(whole, buf, "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn the_plain_response_reader_agrees_with_httparse_byte_by_byte() {
+        // Every byte value at every position of a head, in place of the byte there and
+        // inserted before it.
+        let base = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Y:  a\tb \r\nZ:\r\n\r\nok";
+        let mut spans = [Span::default(); SPANS];
+        let plain = plain_response(base, &Limits::default(), &mut spans).expect("read plainly");
+        assert_eq!((plain.code, plain.minor, plain.fields), (200, 1, 3));
+        assert_eq!(&base[spans[1].2 as usize..spans[1].3 as usize], b"a\tb");
+        for at in 0..base.len() {
+            for byte in 0..=255u8 {
+                let mut replaced = base.to_vec();
+                replaced[at] = byte;
+                same_plain_and_general(&replaced, true);
+                let mut inserted = base.to_vec();
+                inserted.insert(at, byte);
+                same_plain_and_general(&inserted, true);
+            }
+        }
+    }
+
+    #[test]
+    fn the_plain_response_reader_agrees_with_httparse_on_random_heads() {
+        let seed = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15u64);
+        let next = || {
+            let mut s = seed.get();
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            seed.set(s);
+            s
+        };
+        // Each part is one of the good ones but one time in eight.
+        let part = |good: &[&[u8]], bad: &[&[u8]]| {
+            let (n, m) = (next(), next());
+            let from = if n % 8 == 0 { bad } else { good };
+            from[(m % from.len() as u64) as usize].to_vec()
+        };
+        let odd: &[&[u8]] = &[
+            b" ", b"\t", b"\r", b"\n", b"\r\n", b":", b"\x7f", b"\x80", b"\xff", b"\0", b"\x0b",
+        ];
+        let crlf: &[&[u8]] = &[b"\r\n"];
+        let mut plain = 0;
+        for _ in 0..30_000 {
+            let mut head = part(
+                &[b"HTTP/1.1 ", b"HTTP/1.0 "],
+                &[
+                    b"HTTP/1.2 ",
+                    b"HTTP/2.0 ",
+                    b"HTTP/1.1  ",
+                    b"http/1.1 ",
+                    b"HTTP/1.1",
+                ],
+            );
+            head.extend(part(
+                &[b"200", b"204", b"304", b"100", b"404"],
+                &[b"099", b"20", b"2000", b"abc"],
+            ));
+            head.extend(part(
+                &[b" OK", b" ", b" Not Found", b" \tx"],
+                &[b"", b" \x80", b" \x7f", b" a\rb"],
+            ));
+            head.extend(part(crlf, &[b"\n", b"\r", b"\r\r\n"]));
+            for _ in 0..next() % 6 {
+                head.extend(part(
+                    &[
+                        b"Content-Length",
+                        b"content-type",
+                        b"X-A",
+                        b"Transfer-Encoding",
+                        b"Connection",
+                    ],
+                    &[b"", b"A B", b"\xe9", b" X", b"A\x7f"],
+                ));
+                head.extend(part(&[b":", b": ", b":\t", b":  "], &[b" :", b"\t:", b""]));
+                let mut value = part(
+                    &[
+                        b"0",
+                        b"12",
+                        b"chunked",
+                        b"close",
+                        b"text/plain",
+                        b"a b",
+                        b"x,y",
+                        b"",
+                        b"a\tb",
+                    ],
+                    &[b"1 2", b"chunked, gzip", b"-1", b"keep-alive, close"],
+                );
+                if next() % 4 == 0 {
+                    let at = (next() as usize) % (value.len() + 1);
+                    let bad = part(&[b" ", b"\t"], odd);
+                    value.splice(at..at, bad);
+                }
+                head.extend(value);
+                head.extend(part(
+                    &[b"\r\n", b" \r\n", b"\t\r\n"],
+                    &[b"\n", b"\r", b"\r\n "],
+                ));
+            }
+            head.extend(part(crlf, &[b"\n", b"", b" \r\n"]));
+            head.extend(part(&[b"", b"body", b"0\r\n\r\n"], &[b"\r\n"]));
+            let mut spans = [Span::default(); SPANS];
+            plain += usize::from(plain_response(&head, &Limits::default(), &mut spans).is_some());
+            same_plain_and_general(&head, true);
+        }
+        // Enough of them take the plain path for the comparison to mean something.
+        assert!(plain > 1_000, "{plain} of 30,000 heads read plainly");
+    }
+
+    #[test]
+    fn the_plain_request_reader_agrees_with_httparse_byte_by_byte() {
+        let base = b"GET /a?b=c HTTP/1.1\r\nHost: x:80\r\nX-Y:  a\tb \r\nZ:\r\n\r\nrest";
+        let mut spans = [Span::default(); SPANS];
+        let plain = plain_request(base, &Limits::default(), &mut spans).expect("read plainly");
+        assert_eq!(
+            (plain.method_end, plain.target_end, plain.fields),
+            (3, 10, 3)
+        );
+        for at in 0..base.len() {
+            for byte in 0..=255u8 {
+                let mut replaced = base.to_vec();
+                replaced[at] = byte;
+                same_plain_and_general(&replaced, false);
+                let mut inserted = base.to_vec();
+                inserted.insert(at, byte);
+                same_plain_and_general(&inserted, false);
+            }
+        }
+        for head in [
+            &b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\nHost: y\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: y\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\nHost: x\r\n\r\n",
+            b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert!(plain_request(head, &Limits::default(), &mut spans).is_some());
+            same_plain_and_general(head, false);
         }
     }
 
