@@ -1,5 +1,5 @@
-//! Request and response heads: a strict CRLF scan, httparse for the tokens, and the
-//! message body framing of RFC 9112 §6.
+//! Request and response heads: a strict CRLF scan, httparse for the tokens (or a one-pass
+//! reader for plainly formed heads), and the message body framing of RFC 9112 §6.
 //!
 //! **Line endings.** httparse (and so hyper) accepts a bare LF as a line terminator in
 //! heads. This parser does not: every line of a head, of a chunk and of a trailer section
@@ -7,10 +7,15 @@
 //! followed by LF. RFC 9112 §2.2 lets a recipient accept bare LF; a proxy that did so
 //! would read a message differently from a strict server behind it.
 //!
-//! A head that is whole in the buffer when it is first looked at is parsed in one pass:
-//! httparse finds its end, and its line ends are checked where httparse found them. One
-//! that comes in parts, or that is refused, is scanned for its end first, as it comes,
-//! which also bounds the work a head sent a byte at a time costs.
+//! A head that is whole in the buffer when it is first looked at is parsed in one pass.
+//! When every line of it is plainly well formed (`HTTP/1.x DDD reason` or `METHOD target
+//! HTTP/1.x` with a method of capital letters and a visible-ASCII target, then `name:
+//! value` lines of `tchar` names and visible-ASCII, SP and HTAB values, each with a CRLF),
+//! this module reads it itself, values eight bytes at a time; otherwise httparse finds its
+//! end, and its line ends are checked where httparse found them. Either way it comes out
+//! the same (tests compare them byte by byte). One that comes in parts, or that is
+//! refused, is scanned for its end first, as it comes, which also bounds the work a head
+//! sent a byte at a time costs; every refusal is httparse's or the scan's.
 //!
 //! **Empty lines** (CRLF) before a request line are skipped (RFC 9112 §2.2).
 //!
