@@ -1,5 +1,5 @@
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,8 +89,10 @@ pub struct Breaker {
     /// count that every request's clone of the `Arc` writes.
     hot: Hot,
     id: Arc<str>,
-    /// Read once per admission and per result; replaced by [`Breaker::set_config`].
+    /// Read on a failure, a probe and a trip; replaced by [`Breaker::set_config`].
     config: ArcSwap<BreakerConfig>,
+    /// `config.enabled`, read by every admission and result without loading `config`.
+    enabled: AtomicBool,
     epoch: Instant,
     /// Nanoseconds since `epoch` when an open breaker may probe.
     open_until: AtomicU64,
@@ -128,6 +130,7 @@ impl Breaker {
             trips: AtomicU64::new(0),
             window,
             events,
+            enabled: AtomicBool::new(config.enabled),
             config: ArcSwap::from_pointee(config),
         }
     }
@@ -157,6 +160,7 @@ impl Breaker {
     /// an open circuit keeps the open time it was given). A changed `rate` applies to
     /// breakers made afterwards: this one keeps its window.
     pub fn set_config(&self, config: BreakerConfig) {
+        self.enabled.store(config.enabled, Ordering::Release);
         self.config.store(Arc::new(config));
     }
 
@@ -264,14 +268,15 @@ impl Breaker {
     /// backend's name: while the circuit is closed it counts like a refused connection
     /// (specification 15.3); an open or probing circuit is left to its probes.
     pub fn record_failure(&self) {
-        if self.config.load().enabled && self.hot.state.load(Ordering::Acquire) == CLOSED {
+        if self.enabled.load(Ordering::Acquire) && self.hot.state.load(Ordering::Acquire) == CLOSED
+        {
             self.record_closed(Outcome::Failure { retry_after: None });
         }
     }
 
     /// Decides whether a request may go through now.
     pub(crate) fn admit(&self) -> Admission {
-        if !self.config.load().enabled {
+        if !self.enabled.load(Ordering::Acquire) {
             return Admission::Closed;
         }
         match self.hot.state.load(Ordering::Acquire) {
@@ -317,7 +322,7 @@ impl Breaker {
 
     /// Records the result of a request admitted by [`Breaker::admit`].
     pub(crate) fn record(&self, admission: &Admission, outcome: Outcome) {
-        if !self.config.load().enabled {
+        if !self.enabled.load(Ordering::Acquire) {
             return;
         }
         match *admission {

@@ -462,6 +462,29 @@ async fn a_disabled_breaker_lets_everything_through() {
     assert_eq!(breaker.state(), State::Closed);
 }
 
+#[tokio::test(start_paused = true)]
+async fn disabled_at_run_time_it_lets_everything_through_and_enabled_again_it_counts() {
+    let (mut svc, mut handle, breaker) = setup(exact());
+    breaker.set_config(BreakerConfig {
+        enabled: false,
+        ..exact()
+    });
+    for _ in 0..20 {
+        assert_eq!(send(&mut svc, &mut handle, 500, None).await.unwrap(), 500);
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.trips(), 0);
+    // Failures while it was off do not count: five more trip it, four do not.
+    breaker.set_config(exact());
+    for _ in 0..4 {
+        send(&mut svc, &mut handle, 500, None).await.unwrap();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    send(&mut svc, &mut handle, 500, None).await.unwrap();
+    assert!(matches!(breaker.state(), State::Open { .. }));
+    assert!(is_open(&ready_now(&mut svc).unwrap_err()));
+}
+
 mod deadlines {
     //! A request dropped before its outcome is known: a timeout of its backend if its
     //! deadline had passed, nothing otherwise.
