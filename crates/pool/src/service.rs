@@ -68,6 +68,9 @@ struct Inner<B> {
     /// `config`'s idle timeout in nanoseconds, read by every request that takes an idle
     /// connection (an atomic load instead of a load of the whole configuration).
     idle_timeout: AtomicU64,
+    /// Whether requests go out on the native HTTP/1.1 engine (`config`'s protocol and
+    /// engine), read by every request.
+    native: AtomicBool,
     /// HTTP/2: the open connections, read on every request, written when one is dialled or
     /// found closed.
     h2: ArcSwap<Vec<Arc<H2Conn<B>>>>,
@@ -163,6 +166,7 @@ where
                 idle: IdleSet::new(idle_capacity(&config)),
                 idle_low: AtomicUsize::new(0),
                 idle_timeout: AtomicU64::new(nanos(config.idle_timeout)),
+                native: AtomicBool::new(is_native(&config)),
                 h2: ArcSwap::from_pointee(Vec::new()),
                 h2_dial: tokio::sync::Mutex::new(()),
                 h2_released: Notify::new(),
@@ -223,6 +227,7 @@ impl<B> Pool<B> {
         });
         let Some(new) = next else { return };
         (inner.idle_timeout).store(nanos(new.idle_timeout), Ordering::Relaxed);
+        (inner.native).store(is_native(&new), Ordering::Relaxed);
         let engine = new.protocol == Protocol::Http1 && new.http1 != old.http1;
         if engine || new.tls != old.tls {
             inner.renew(&new);
@@ -325,11 +330,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
-        let config = inner.config.load();
-        match config.protocol {
-            Protocol::Http1 if config.http1 == Http1Engine::Native => {
-                Box::pin(send_native(inner, req))
-            }
+        if inner.native.load(Ordering::Relaxed) {
+            return Box::pin(send_native(inner, req));
+        }
+        match inner.config.load().protocol {
             Protocol::Http1 => Box::pin(send_h1(inner, copy_head_back(req))),
             Protocol::Http2 => Box::pin(send_h2(inner, copy_head_back(req))),
         }
@@ -649,6 +653,11 @@ fn idle_capacity(config: &PoolConfig) -> usize {
 /// `d` in whole nanoseconds, saturating.
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Whether `config` sends on the native HTTP/1.1 engine.
+fn is_native(config: &PoolConfig) -> bool {
+    config.protocol == Protocol::Http1 && config.http1 == Http1Engine::Native
 }
 
 fn reap_every(idle_timeout: Duration) -> Duration {
