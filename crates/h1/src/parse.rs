@@ -255,18 +255,28 @@ const fn alphanumeric_and(symbols: &[u8]) -> [bool; 256] {
     table
 }
 
-/// The field lines of a whole head from `at` (just after its first line) to the empty
-/// line that ends it: their spans into `spans`, and the head's length. `None` unless
-/// every line is plainly well formed (`name: value` with a CRLF, nothing httparse would
-/// refuse or read differently) and there are at most `max` of them; the general parser
+/// What of `buf` a plain head may take: the head size limit, and at most 64 KiB so that
+/// every offset fits a [`Span`].
+fn plain_window<'a>(buf: &'a [u8], limits: &Limits) -> &'a [u8] {
+    &buf[..buf.len().min(limits.max_head).min(usize::from(u16::MAX))]
+}
+
+/// The field lines of a whole head from `at` (just after its first line, within the
+/// request-line limit) to the empty line that ends it: their spans into `spans`, and the
+/// head's length. `None` unless the first line is within its limit, every field line is
+/// plainly well formed (`name: value` with a CRLF, nothing httparse would refuse or read
+/// differently) and there are at most `limits.max_headers` of them; the general parser
 /// takes every other head.
 fn plain_fields(
     head: &[u8],
     mut at: usize,
     spans: &mut [Span; SPANS],
-    max: usize,
+    limits: &Limits,
 ) -> Option<(usize, usize)> {
-    let max = max.min(SPANS);
+    if at > limits.max_request_line {
+        return None;
+    }
+    let max = limits.max_headers.min(SPANS);
     let mut count = 0;
     loop {
         if head.get(at..at + 2)? == b"\r\n" {
@@ -290,7 +300,7 @@ fn plain_fields(
         while value_end > value_start && matches!(head[value_end - 1], b' ' | b'\t') {
             value_end -= 1;
         }
-        // Within a head of at most 64 KiB (checked by the caller): no offset is cut short.
+        // Within a `plain_window`: no offset is cut short.
         spans[count] = Span(
             name_start as u16,
             name_end as u16,
@@ -308,8 +318,6 @@ struct PlainResponse {
     minor: u8,
     /// The head's length, its empty line included.
     len: usize,
-    /// The status line's length, CRLF included.
-    first_line: usize,
     fields: usize,
 }
 
@@ -317,7 +325,7 @@ struct PlainResponse {
 /// well formed: `HTTP/1.x`, a three-digit code, a reason of visible ASCII, SP and HTAB,
 /// and [`plain_fields`]. `None` for anything else, partial heads included.
 fn plain_response(buf: &[u8], limits: &Limits, spans: &mut [Span; SPANS]) -> Option<PlainResponse> {
-    let head = &buf[..buf.len().min(limits.max_head).min(usize::from(u16::MAX))];
+    let head = plain_window(buf, limits);
     let [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor @ (b'0' | b'1'), b' ', d0 @ b'0'..=b'9', d1 @ b'0'..=b'9', d2 @ b'0'..=b'9', b' ', ..] =
         *head
     else {
@@ -332,13 +340,11 @@ fn plain_response(buf: &[u8], limits: &Limits, spans: &mut [Span; SPANS]) -> Opt
     if head.get(reason_end..reason_end + 2)? != b"\r\n" {
         return None;
     }
-    let first_line = reason_end + 2;
-    let (fields, len) = plain_fields(head, first_line, spans, limits.max_headers)?;
+    let (fields, len) = plain_fields(head, reason_end + 2, spans, limits)?;
     Some(PlainResponse {
         code,
         minor: minor - b'0',
         len,
-        first_line,
         fields,
     })
 }
@@ -351,7 +357,6 @@ struct PlainRequest {
     target_end: usize,
     minor: u8,
     len: usize,
-    first_line: usize,
     fields: usize,
 }
 
@@ -359,7 +364,7 @@ struct PlainRequest {
 /// well formed: a method of capital letters, a target of visible ASCII, `HTTP/1.x`, and
 /// [`plain_fields`]. `None` for anything else, partial heads included.
 fn plain_request(buf: &[u8], limits: &Limits, spans: &mut [Span; SPANS]) -> Option<PlainRequest> {
-    let head = &buf[..buf.len().min(limits.max_head).min(usize::from(u16::MAX))];
+    let head = plain_window(buf, limits);
     let method_end = head.iter().position(|b| !b.is_ascii_uppercase())?;
     if method_end == 0 || head[method_end] != b' ' {
         return None;
@@ -379,14 +384,12 @@ fn plain_request(buf: &[u8], limits: &Limits, spans: &mut [Span; SPANS]) -> Opti
     if target_end == target {
         return None;
     }
-    let first_line = target_end + 11;
-    let (fields, len) = plain_fields(head, first_line, spans, limits.max_headers)?;
+    let (fields, len) = plain_fields(head, target_end + 11, spans, limits)?;
     Some(PlainRequest {
         method_end,
         target_end,
         minor: minor - b'0',
         len,
-        first_line,
         fields,
     })
 }
@@ -497,13 +500,11 @@ impl HeadParser {
     fn whole_request(&mut self, buf: &mut BytesMut) -> Option<Result<ParsedRequest, ParseError>> {
         let mut spans = [Span::default(); SPANS];
         if let Some(plain) = plain_request(buf, &self.limits, &mut spans) {
-            if plain.first_line <= self.limits.max_request_line {
-                let method = Method::from_bytes(&buf[..plain.method_end]);
-                let head = buf.split_to(plain.len).freeze();
-                let target = head.slice(plain.method_end + 1..plain.target_end);
-                let fields = spans[..plain.fields].iter().map(|s| s.field(&head));
-                return Some(finish_request(method, target, Some(plain.minor), fields));
-            }
+            let method = Method::from_bytes(&buf[..plain.method_end]);
+            let head = buf.split_to(plain.len).freeze();
+            let target = head.slice(plain.method_end + 1..plain.target_end);
+            let fields = spans[..plain.fields].iter().map(|s| s.field(&head));
+            return Some(finish_request(method, target, Some(plain.minor), fields));
         }
         let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
@@ -605,12 +606,10 @@ impl HeadParser {
     ) -> Option<Result<ParsedResponse, ParseError>> {
         let mut spans = [Span::default(); SPANS];
         if let Some(plain) = plain_response(buf, &self.limits, &mut spans) {
-            if plain.first_line <= self.limits.max_request_line {
-                let line = (Some(plain.code), Some(plain.minor));
-                let head = buf.split_to(plain.len).freeze();
-                let fields = spans[..plain.fields].iter().map(|s| s.field(&head));
-                return Some(finish_response(line, fields, method, &mut self.names));
-            }
+            let line = (Some(plain.code), Some(plain.minor));
+            let head = buf.split_to(plain.len).freeze();
+            let fields = spans[..plain.fields].iter().map(|s| s.field(&head));
+            return Some(finish_response(line, fields, method, &mut self.names));
         }
         let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
