@@ -169,6 +169,42 @@ async fn with_breakers_disabled_a_failing_backend_keeps_its_share() {
     );
 }
 
+/// Breakers turned off by a reconfiguration let a failing backend keep its share, and
+/// turned back on they count its failures from then on and cut it off.
+#[tokio::test]
+async fn breakers_turned_off_and_on_at_run_time() {
+    let (a, bad) = (backend("a").await, backend_with("bad", failing()).await);
+    let mut config = switchyard_tests::config();
+    config.breaker.timeout = Duration::from_secs(60);
+    let proxy = TestProxy::start(config.clone(), ServerConfig::default(), &[&a, &bad]).await;
+    let mut off = config.clone();
+    off.breaker.enabled = false;
+    proxy.proxy.reconfigure(off).unwrap();
+    let seen = tally(&proxy, 20).await;
+    assert_eq!(
+        seen[&(StatusCode::INTERNAL_SERVER_ERROR, "bad".to_owned())],
+        10
+    );
+    assert_eq!(
+        proxy.proxy.circuit_breaker().state("bad"),
+        Some(BreakerState::Closed)
+    );
+
+    proxy.proxy.reconfigure(config).unwrap();
+    // Its fifth 500 from now on opens the circuit (the ten before did not count).
+    let seen = tally(&proxy, 10).await;
+    assert_eq!(
+        seen[&(StatusCode::INTERNAL_SERVER_ERROR, "bad".to_owned())],
+        5
+    );
+    assert!(matches!(
+        proxy.proxy.circuit_breaker().state("bad"),
+        Some(BreakerState::Open { .. })
+    ));
+    let seen = tally(&proxy, 10).await;
+    assert_eq!(seen[&(StatusCode::OK, "a".to_owned())], 10, "{seen:?}");
+}
+
 /// The requests an open circuit turns away spread over the backends still closed, not
 /// all onto the one after it in the rotation.
 #[tokio::test]
