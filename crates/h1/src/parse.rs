@@ -650,7 +650,8 @@ fn finish_response<'a>(
     } else {
         Version::HTTP_10
     };
-    let (headers, fields) = build_headers(fields, true, RESPONSE_ROOM, Some(names))?;
+    let room = response_room(fields.len());
+    let (headers, fields) = build_headers(fields, true, room, Some(names))?;
 
     let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
     let no_body = *method == Method::HEAD
@@ -897,9 +898,22 @@ pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
 /// gets the smallest table (8 slots, room for 6 fields), whose entries (under 1 KiB) are
 /// a small allocation, where one more slot of room would double it.
 const REQUEST_ROOM: usize = 5;
-/// Room left in a response's header map for the fields added on the way back (`Date`,
-/// a trace's or a cache's own).
+/// Room left in a response's header map for the fields added on the way back (`Via`,
+/// `Date`, a trace's or a cache's own).
 const RESPONSE_ROOM: usize = 4;
+/// The fields the smallest header table holds (8 slots): its entries are a small
+/// allocation (under 1 KiB), the next table's (16 slots, 12 fields) a large one.
+const SMALL_TABLE: usize = 6;
+
+/// The room a response of `fields` fields gets: the smallest table when that leaves room
+/// for the two fields every proxied response may get (`Via`, and `Date` where the
+/// backend sent none), else [`RESPONSE_ROOM`].
+fn response_room(fields: usize) -> usize {
+    match SMALL_TABLE.checked_sub(fields) {
+        Some(room) if room >= 2 => room,
+        _ => RESPONSE_ROOM,
+    }
+}
 
 /// Builds the header map from the fields' names and values (slices of their head), and
 /// notes the framing fields.
@@ -917,8 +931,7 @@ fn build_headers<'a>(
     let mut fields = Fields::default();
     for (i, (name, value)) in raw.enumerate() {
         let name = field_name(name, i, names.as_deref_mut())?;
-        let value = HeaderValue::from_maybe_shared(value)
-            .map_err(|_| ParseError::new(ParseKind::HeaderValue))?;
+        let value = field_value(value);
         let bytes = value.as_bytes();
         match name {
             header::TRANSFER_ENCODING => fields.te.get_or_insert_with(Codings::default).add(bytes),
@@ -956,6 +969,21 @@ fn build_headers<'a>(
         headers.append(name, value);
     }
     Ok((headers, fields))
+}
+
+/// A field value, out of a head that the plain reader or httparse has read: both take a
+/// value's bytes only from HTAB, SP to `~` and obs-text (httparse's `HEADER_VALUE_MAP`,
+/// `plain_fields`' `value_end`), the bytes `HeaderValue` accepts, so it is not checked a
+/// second time (a tenth of a response head's parsing). Debug builds, the tests and the
+/// fuzz targets among them, do check it, and panic if a reader ever let another byte by.
+#[allow(unsafe_code)]
+fn field_value(value: Bytes) -> HeaderValue {
+    debug_assert!(value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)));
+    // SAFETY: `from_maybe_shared_unchecked` asks for valid header value bytes, and both
+    // head readers pass on no others (above). Its own check runs in debug builds.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
 }
 
 /// The field name `raw`, at position `i` of its head: the name at `i` in `names` when it

@@ -541,11 +541,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     }
 
     /// Serves one request; returns whether the connection may carry another.
-    async fn serve_one<S, B>(&mut self, service: &mut S, req: ParsedRequest) -> Result<Next, Error>
+    ///
+    /// Not an `async fn`, which would keep the parsed request beside the parts taken out
+    /// of it: the future is boxed per request, and kept small, its captures used in place.
+    fn serve_one<'a, S, B>(
+        &'a mut self,
+        service: &'a mut S,
+        req: ParsedRequest,
+    ) -> impl Future<Output = Result<Next, Error>> + 'a
     where
         S: Service<Request<RecvBody>, Response = Response<B>>,
         S::Error: Into<BoxError>,
-        B: Body,
+        B: Body + 'a,
         B::Error: Into<BoxError>,
     {
         let ParsedRequest {
@@ -578,141 +585,148 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             }
             None => (RecvBody::empty(), None),
         };
-
-        poll_fn(|cx| service.poll_ready(cx))
-            .await
-            .map_err(Error::service)?;
-        let mut fut = pin!(service.call(Request::from_parts(parts, body)));
-        let read_size = self.config.read_size;
-        let response = if feeder.is_none() {
-            // No request body to feed: the service's future alone.
-            fut.await.map_err(Error::service)?
-        } else {
-            loop {
-                let event = tokio::select! {
-                    biased;
-                    r = &mut fut => Event::Done(r),
-                    s = step(&mut feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
-                };
-                match event {
-                    Event::Done(r) => break r.map_err(Error::service)?,
-                    Event::Step(s) => self.after_step(s, &mut keep_alive).await?,
-                }
-            }
-        };
-
-        let (mut parts, body) = response.into_parts();
-        let status = parts.status;
-        let switching =
-            status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success());
-        if let (true, Some(tx)) = (switching, upgrade.take()) {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.remove(header::TRANSFER_ENCODING);
-            self.wbuf.clear();
-            encode_response_head(status, &parts.headers, &mut self.wbuf);
-            drop(body);
-            self.write(Bytes::new(), b"").await?;
-            self.io.flush().await.map_err(Error::io)?;
-            return Ok(Next::Upgrade(tx));
-        }
-        if status.is_informational() {
-            // Sending 1xx responses for the service is not supported yet (crate docs).
-            return Err(Error::informational());
-        }
-        let headers = &mut parts.headers;
-        if headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v.as_bytes(), "close"))
-        {
-            keep_alive = false;
-        }
-        let http11 = version == Version::HTTP_11;
-        let out = if status == StatusCode::NO_CONTENT {
-            headers.remove(header::CONTENT_LENGTH);
-            headers.remove(header::TRANSFER_ENCODING);
-            Out::None
-        } else if status == StatusCode::NOT_MODIFIED {
-            headers.remove(header::TRANSFER_ENCODING);
-            Out::None
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            headers.remove(header::CONTENT_LENGTH);
-            if http11 {
-                let te: Vec<u8> = headers
-                    .get_all(header::TRANSFER_ENCODING)
-                    .iter()
-                    .map(|v| v.as_bytes())
-                    .collect::<Vec<_>>()
-                    .join(&b", "[..]);
-                let last = te.rsplit(|&b| b == b',').next().unwrap_or_default();
-                if !crate::parse::trim_ows(last).eq_ignore_ascii_case(b"chunked") {
-                    let mut value = te;
-                    value.extend_from_slice(b", chunked");
-                    if let Ok(value) = HeaderValue::from_bytes(&value) {
-                        headers.insert(header::TRANSFER_ENCODING, value);
+        let request = Request::from_parts(parts, body);
+        // The request is made outside the future: captured once, not as the parsed
+        // request and again as its parts.
+        async move {
+            poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Error::service)?;
+            let read_size = self.config.read_size;
+            // Scoped: the service's future is gone before the response is written.
+            let response = {
+                let mut fut = pin!(service.call(request));
+                if feeder.is_none() {
+                    // No request body to feed: the service's future alone.
+                    fut.await.map_err(Error::service)?
+                } else {
+                    loop {
+                        let event = tokio::select! {
+                            biased;
+                            r = &mut fut => Event::Done(r),
+                            s = Box::pin(step(&mut feeder, &mut self.io, &mut self.rbuf, read_size)) => Event::Step(s),
+                        };
+                        match event {
+                            Event::Done(r) => break r.map_err(Error::service)?,
+                            Event::Step(s) => self.after_step(s, &mut keep_alive).await?,
+                        }
                     }
                 }
+            };
+
+            let (mut parts, body) = response.into_parts();
+            let status = parts.status;
+            let switching =
+                status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success());
+            if let (true, Some(tx)) = (switching, upgrade.take()) {
+                parts.headers.remove(header::CONTENT_LENGTH);
+                parts.headers.remove(header::TRANSFER_ENCODING);
+                self.wbuf.clear();
+                encode_response_head(status, &parts.headers, &mut self.wbuf);
+                drop(body);
+                self.write(Bytes::new(), b"").await?;
+                self.io.flush().await.map_err(Error::io)?;
+                return Ok(Next::Upgrade(tx));
+            }
+            if status.is_informational() {
+                // Sending 1xx responses for the service is not supported yet (crate docs).
+                return Err(Error::informational());
+            }
+            let headers = &mut parts.headers;
+            if headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .any(|v| has_token(v.as_bytes(), "close"))
+            {
+                keep_alive = false;
+            }
+            let http11 = version == Version::HTTP_11;
+            let out = if status == StatusCode::NO_CONTENT {
+                headers.remove(header::CONTENT_LENGTH);
+                headers.remove(header::TRANSFER_ENCODING);
+                Out::None
+            } else if status == StatusCode::NOT_MODIFIED {
+                headers.remove(header::TRANSFER_ENCODING);
+                Out::None
+            } else if headers.contains_key(header::TRANSFER_ENCODING) {
+                headers.remove(header::CONTENT_LENGTH);
+                if http11 {
+                    let te: Vec<u8> = headers
+                        .get_all(header::TRANSFER_ENCODING)
+                        .iter()
+                        .map(|v| v.as_bytes())
+                        .collect::<Vec<_>>()
+                        .join(&b", "[..]);
+                    let last = te.rsplit(|&b| b == b',').next().unwrap_or_default();
+                    if !crate::parse::trim_ows(last).eq_ignore_ascii_case(b"chunked") {
+                        let mut value = te;
+                        value.extend_from_slice(b", chunked");
+                        if let Ok(value) = HeaderValue::from_bytes(&value) {
+                            headers.insert(header::TRANSFER_ENCODING, value);
+                        }
+                    }
+                    Out::Chunked
+                } else {
+                    headers.remove(header::TRANSFER_ENCODING);
+                    Out::Close
+                }
+            } else if let Some(n) = content_length(headers) {
+                Out::Length(n)
+            } else if let Some(n) = body.size_hint().exact() {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                Out::Length(n)
+            } else if http11 {
+                headers.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
                 Out::Chunked
             } else {
-                headers.remove(header::TRANSFER_ENCODING);
                 Out::Close
+            };
+            let out = if head_request { Out::None } else { out };
+            if out == Out::Close {
+                keep_alive = false;
             }
-        } else if let Some(n) = content_length(headers) {
-            Out::Length(n)
-        } else if let Some(n) = body.size_hint().exact() {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            Out::Length(n)
-        } else if http11 {
-            headers.insert(
-                header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-            Out::Chunked
-        } else {
-            Out::Close
-        };
-        let out = if head_request { Out::None } else { out };
-        if out == Out::Close {
-            keep_alive = false;
-        }
-        if !keep_alive {
-            if http11 {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if !keep_alive {
+                if http11 {
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                } else {
+                    headers.remove(header::CONNECTION);
+                }
+            } else if !http11 {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+            }
+            if !headers.contains_key(header::DATE) {
+                headers.insert(header::DATE, date());
+            }
+            self.wbuf.clear();
+            encode_response_head(status, headers, &mut self.wbuf);
+
+            if out == Out::None {
+                drop(body);
+                self.write(Bytes::new(), b"").await?;
             } else {
-                headers.remove(header::CONNECTION);
+                self.write_body(body, out, &mut feeder, &mut keep_alive)
+                    .await?;
             }
-        } else if !http11 {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        }
-        if !headers.contains_key(header::DATE) {
-            headers.insert(header::DATE, date());
-        }
-        self.wbuf.clear();
-        encode_response_head(status, headers, &mut self.wbuf);
+            self.io.flush().await.map_err(Error::io)?;
 
-        if out == Out::None {
-            drop(body);
-            self.write(Bytes::new(), b"").await?;
-        } else {
-            self.write_body(body, out, &mut feeder, &mut keep_alive)
-                .await?;
-        }
-        self.io.flush().await.map_err(Error::io)?;
-
-        if let Some(mut f) = feeder {
-            let (linger, max) = (self.config.linger, self.config.linger_bytes);
-            if !f.is_finished() {
-                let drain = f.drain_within(&mut self.io, &mut self.rbuf, read_size, max);
-                if tokio::time::timeout(linger, drain).await != Ok(true) {
-                    keep_alive = false;
+            if let Some(mut f) = feeder {
+                let (linger, max) = (self.config.linger, self.config.linger_bytes);
+                if !f.is_finished() {
+                    let drain = f.drain_within(&mut self.io, &mut self.rbuf, read_size, max);
+                    if Box::pin(tokio::time::timeout(linger, drain)).await != Ok(true) {
+                        keep_alive = false;
+                    }
                 }
             }
+            Ok(if keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            })
         }
-        Ok(if keep_alive {
-            Next::KeepAlive
-        } else {
-            Next::Close
-        })
     }
 
     async fn write_body<B>(
@@ -731,25 +745,32 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             Out::Length(n) => n,
             _ => u64::MAX,
         };
-        let mut trailers = None;
+        // Boxed: rare, and the future of every response would otherwise hold a map.
+        let mut trailers: Option<Box<http::HeaderMap>> = None;
         let read_size = self.config.read_size;
         loop {
             // The head, and small frames, wait in the write buffer for the next frame,
             // unless the body has nothing ready: then they go out now.
             if !self.wbuf.is_empty() {
-                let ready = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
-                if ready.is_pending() {
-                    self.write(Bytes::new(), b"").await?;
-                    self.io.flush().await.map_err(Error::io)?;
-                }
-                if let Poll::Ready(frame) = ready {
-                    if self
-                        .write_frame(frame, out, &mut remaining, &mut trailers)
-                        .await?
-                    {
-                        break;
+                // The frame, if one is ready, is turned into its step at once: the future
+                // keeps no frame across the writes.
+                let next = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+                    Poll::Pending => None,
+                    Poll::Ready(frame) => {
+                        Some(self.frame_step(frame, out, &mut remaining, &mut trailers))
                     }
-                    continue;
+                };
+                match next {
+                    None => {
+                        self.write(Bytes::new(), b"").await?;
+                        self.io.flush().await.map_err(Error::io)?;
+                    }
+                    Some(next) => {
+                        if self.write_frame(next).await? {
+                            break;
+                        }
+                        continue;
+                    }
                 }
             }
             let event = if feeder.is_none() {
@@ -758,15 +779,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 tokio::select! {
                     biased;
                     f = poll_fn(|cx| body.as_mut().poll_frame(cx)) => Event::Done(f),
-                    s = step(feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
+                    s = Box::pin(step(feeder, &mut self.io, &mut self.rbuf, read_size)) => Event::Step(s),
                 }
             };
             match event {
                 Event::Done(frame) => {
-                    if self
-                        .write_frame(frame, out, &mut remaining, &mut trailers)
-                        .await?
-                    {
+                    let next = self.frame_step(frame, out, &mut remaining, &mut trailers);
+                    if self.write_frame(next).await? {
                         break;
                     }
                 }
@@ -778,27 +797,52 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 
     /// Writes one body frame, or keeps a small one for the next write; true at the end of
     /// the body. On a failure, the frames kept go out first, as they would have unkept.
-    async fn write_frame<D: Buf, E: Into<BoxError>>(
+    // Not an `async fn`, which would keep `step` twice.
+    #[allow(clippy::manual_async_fn)]
+    fn write_frame(&mut self, step: FrameStep) -> impl Future<Output = Result<bool, Error>> + '_ {
+        async move {
+            match step {
+                FrameStep::Kept => Ok(false),
+                FrameStep::Write(data, tail) => {
+                    self.write(data, tail).await?;
+                    self.io.flush().await.map_err(Error::io)?;
+                    Ok(false)
+                }
+                FrameStep::End => {
+                    self.write(Bytes::new(), b"").await?;
+                    Ok(true)
+                }
+                FrameStep::Failed(e) => {
+                    self.write_pending().await;
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// What one body frame needs written, the buffering and accounting done: apart from
+    /// [`write_frame`](Self::write_frame), whose future (in every response's) then
+    /// holds neither the frame nor a second copy of it.
+    fn frame_step<D: Buf, E: Into<BoxError>>(
         &mut self,
         frame: Option<Result<http_body::Frame<D>, E>>,
         out: Out,
         remaining: &mut u64,
-        trailers: &mut Option<http::HeaderMap>,
-    ) -> Result<bool, Error> {
+        trailers: &mut Option<Box<http::HeaderMap>>,
+    ) -> FrameStep {
         match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(mut data) => {
                     let data = data.copy_to_bytes(data.remaining());
                     if data.is_empty() {
-                        return Ok(false);
+                        return FrameStep::Kept;
                     }
                     // The first frame goes out with the head; later small ones may wait.
                     let first = !self.wbuf.is_empty() && !self.body_pending;
                     let tail = match out {
                         Out::Length(_) => {
                             if data.len() as u64 > *remaining {
-                                self.write_pending().await;
-                                return Err(Error::body_length());
+                                return FrameStep::Failed(Error::body_length());
                             }
                             *remaining -= data.len() as u64;
                             &b""[..]
@@ -820,37 +864,42 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                         self.wbuf.extend_from_slice(&data);
                         self.wbuf.extend_from_slice(tail);
                         self.body_pending = true;
-                        return Ok(false);
+                        return FrameStep::Kept;
                     }
-                    self.write(data, tail).await?;
-                    self.io.flush().await.map_err(Error::io)?;
-                    Ok(false)
+                    FrameStep::Write(data, tail)
                 }
                 Err(frame) => {
                     if let Ok(t) = frame.into_trailers() {
-                        trailers.get_or_insert_with(http::HeaderMap::new).extend(t);
+                        trailers.get_or_insert_with(Box::default).extend(t);
                     }
-                    Ok(false)
+                    FrameStep::Kept
                 }
             },
-            Some(Err(e)) => {
-                self.write_pending().await;
-                Err(Error::body(e))
-            }
+            Some(Err(e)) => FrameStep::Failed(Error::body(e)),
             None => {
                 match out {
                     Out::Length(_) if *remaining != 0 => {
-                        self.write_pending().await;
-                        return Err(Error::body_length());
+                        return FrameStep::Failed(Error::body_length());
                     }
-                    Out::Chunked => encode_last_chunk(trailers.as_ref(), &mut self.wbuf),
+                    Out::Chunked => encode_last_chunk(trailers.as_deref(), &mut self.wbuf),
                     _ => {}
                 }
-                self.write(Bytes::new(), b"").await?;
-                Ok(true)
+                FrameStep::End
             }
         }
     }
+}
+
+/// What [`Conn::frame_step`] leaves [`Conn::write_frame`] to do.
+enum FrameStep {
+    /// Nothing to write yet: the frame is in the write buffer, or was empty or trailers.
+    Kept,
+    /// This data, then `tail` (a chunk's CRLF), after what the write buffer holds.
+    Write(Bytes, &'static [u8]),
+    /// The body ended: what the write buffer holds (the last chunk among it) goes out.
+    End,
+    /// The body broke or overran its length: the frames kept go out, then this error.
+    Failed(Error),
 }
 
 /// The one `Content-Length` of a response, if its lines agree and parse.

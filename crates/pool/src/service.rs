@@ -943,54 +943,60 @@ async fn dial_native<B>(inner: &Inner<B>) -> Result<NativeConn, BoxError> {
 
 /// [`send_h1`] on the native engine: the request's task drives its connection, which
 /// comes back to the idle set from the response body.
-async fn send_native<B>(
+///
+/// Not an `async fn`: one keeps its arguments beside its locals, and the request it
+/// would keep is the head it sends, a second time. The future (boxed per request) stays a
+/// small allocation this way, its captures used in place.
+fn send_native<B>(
     inner: Arc<Inner<B>>,
     req: Request<B>,
-) -> Result<Response<PooledBody<B>>, BoxError>
+) -> impl Future<Output = Result<Response<PooledBody<B>>, BoxError>> + Send + 'static
 where
     B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
     let (head, mut body) = req.into_parts();
-    // The head stays here while it is sent, and goes back to a retry above (if the
-    // request has one to go back to) however this attempt ends.
+    // The head stays with the attempt while it is sent, and goes back to a retry above
+    // (if the request has one to go back to) however this attempt ends.
     let mut head = ReturnHead::new(head);
     prepare_native(&mut head, &inner.host);
-    let mut permit = acquire(&inner).await?;
-    loop {
-        let (conn, reused, generation) = match inner.pop_idle(Http1Engine::Native) {
-            Some((H1Conn::Native(conn), generation)) => (conn, true, generation),
-            Some((H1Conn::Hyper(_), _)) => unreachable!("taken for the native engine"),
-            None => {
-                let generation = inner.generation();
-                (Box::pin(dial_native(&inner)).await?, false, generation)
+    async move {
+        let mut permit = acquire(&inner).await?;
+        loop {
+            let (conn, reused, generation) = match inner.pop_idle(Http1Engine::Native) {
+                Some((H1Conn::Native(conn), generation)) => (conn, true, generation),
+                Some((H1Conn::Hyper(_), _)) => unreachable!("taken for the native engine"),
+                None => {
+                    let generation = inner.generation();
+                    (Box::pin(dial_native(&inner)).await?, false, generation)
+                }
+            };
+            let release = Release::new(
+                inner.clone(),
+                Held::H1 {
+                    sender: None,
+                    _permit: permit,
+                    generation,
+                },
+            );
+            match conn.send_head(&mut head, body).await {
+                Ok(res) => return Ok(h1_answer(&inner, res, release, reused)),
+                Err(mut e) => match e.take_body() {
+                    // Nothing of it left on a kept-alive connection the backend closed: send
+                    // it on another connection.
+                    Some(unsent) if reused => {
+                        permit = release
+                            .retire(Closed::Backend)
+                            .expect("HTTP/1.1 holds a permit");
+                        body = unsent;
+                    }
+                    _ => {
+                        drop(release);
+                        return Err(e.into_error().into());
+                    }
+                },
             }
-        };
-        let release = Release::new(
-            inner.clone(),
-            Held::H1 {
-                sender: None,
-                _permit: permit,
-                generation,
-            },
-        );
-        match conn.send_head(&mut head, body).await {
-            Ok(res) => return Ok(h1_answer(&inner, res, release, reused)),
-            Err(mut e) => match e.take_body() {
-                // Nothing of it left on a kept-alive connection the backend closed: send
-                // it on another connection.
-                Some(unsent) if reused => {
-                    permit = release
-                        .retire(Closed::Backend)
-                        .expect("HTTP/1.1 holds a permit");
-                    body = unsent;
-                }
-                _ => {
-                    drop(release);
-                    return Err(e.into_error().into());
-                }
-            },
         }
     }
 }

@@ -16,6 +16,7 @@ use tower::Service;
 
 use crate::error::BodyTooLarge;
 use crate::replay::{Replay, ReplayBody};
+use crate::service::set_deadline;
 use crate::Policy;
 
 pin_project! {
@@ -341,7 +342,7 @@ where
                                         {
                                             *this.hedge_deadline = this.policy.attempt_deadline();
                                             if let Some(deadline) = *this.hedge_deadline {
-                                                parts.extensions.insert(deadline);
+                                                set_deadline(&mut parts.extensions, deadline);
                                             }
                                             *this.hedge_slot = begin(
                                                 this.trace.as_ref(),
@@ -412,7 +413,7 @@ where
                         *retry.next.take().expect("made when the retry was decided");
                     this.policy.on_retry();
                     if let Some(deadline) = this.policy.attempt_deadline() {
-                        parts.extensions.insert(deadline);
+                        set_deadline(&mut parts.extensions, deadline);
                         arm(this.timer.as_mut(), deadline.instant());
                         *this.timed = true;
                     }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body::Body;
 use switchyard_core::trace::{AttemptKind, ResponseStatus};
-use switchyard_core::{BoxError, RouteHint, Trace};
+use switchyard_core::{BoxError, Deadline, RouteHint, Trace};
 use tower::Service;
 
 use crate::future::{begin, Head, ResponseFuture};
@@ -86,7 +86,7 @@ where
         let (mut parts, body) = req.into_parts();
         if let Some(deadline) = deadline {
             // The breaker below reads it: an attempt abandoned past it is a timeout.
-            parts.extensions.insert(deadline);
+            set_deadline(&mut parts.extensions, deadline);
         }
         let trace = parts.extensions.get::<Trace>().cloned();
         let slot = begin(trace.as_ref(), AttemptKind::First, &mut parts.extensions);
@@ -117,5 +117,16 @@ where
         let first = inner.call(Request::from_parts(parts, first));
         ResponseFuture::retrying(first, deadline, inner, policy, head, replay, (trace, slot))
             .hedged_after(hedge_after)
+    }
+}
+
+/// Puts the attempt's deadline in `extensions`: over the request's own when it has one,
+/// in place (no allocation, where an insert boxes the new one and frees the old).
+pub(crate) fn set_deadline(extensions: &mut http::Extensions, deadline: Deadline) {
+    match extensions.get_mut::<Deadline>() {
+        Some(slot) => *slot = deadline,
+        None => {
+            extensions.insert(deadline);
+        }
     }
 }
