@@ -430,13 +430,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             timer.as_mut().reset(release_at);
         }
         let mut released = false;
+        // The read above was just polled, by this task: its wake-up is registered, so the
+        // first wait does not poll it again.
+        let mut just_polled = true;
         let got = loop {
             // While the buffers are held, the wake-up reads straight into the read
             // buffer: one read per request, as a busy connection needs. Once they are
             // released, a one-byte read waits without holding any.
             let (io, rbuf) = (&mut self.io, &mut self.rbuf);
             let read = poll_fn(|cx| {
-                if released {
+                if std::mem::take(&mut just_polled) {
+                    Poll::Pending
+                } else if released {
                     let mut byte = [0u8; 1];
                     let mut rb = ReadBuf::new(&mut byte);
                     match Pin::new(&mut *io).poll_read(cx, &mut rb) {
