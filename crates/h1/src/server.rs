@@ -609,7 +609,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                         let event = tokio::select! {
                             biased;
                             r = &mut fut => Event::Done(r),
-                            s = Box::pin(step(&mut feeder, &mut self.io, &mut self.rbuf, read_size)) => Event::Step(s),
+                            s = step(&mut feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
                         };
                         match event {
                             Event::Done(r) => break r.map_err(Error::service)?,
@@ -721,7 +721,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 let (linger, max) = (self.config.linger, self.config.linger_bytes);
                 if !f.is_finished() {
                     let drain = f.drain_within(&mut self.io, &mut self.rbuf, read_size, max);
-                    if Box::pin(tokio::time::timeout(linger, drain)).await != Ok(true) {
+                    if tokio::time::timeout(linger, drain).await != Ok(true) {
                         keep_alive = false;
                     }
                 }
@@ -784,7 +784,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 tokio::select! {
                     biased;
                     f = poll_fn(|cx| body.as_mut().poll_frame(cx)) => Event::Done(f),
-                    s = Box::pin(step(feeder, &mut self.io, &mut self.rbuf, read_size)) => Event::Step(s),
+                    s = step(feeder, &mut self.io, &mut self.rbuf, read_size) => Event::Step(s),
                 }
             };
             match event {
