@@ -80,7 +80,7 @@ impl Default for ChunkedDecoder {
 }
 
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    crate::parse::TCHAR[usize::from(b)]
 }
 
 fn is_qdtext(b: u8) -> bool {

@@ -403,14 +403,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         stop: &mut Option<Pin<&mut Notified<'_>>>,
     ) -> Result<bool, Error> {
         self.rbuf.reserve(self.config.read_size);
-        let now = {
-            let mut read = pin!(tokio::io::AsyncReadExt::read_buf(
-                &mut self.io,
-                &mut self.rbuf
-            ));
-            poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
-        };
-        match now {
+        match self.read_now().await {
             Poll::Ready(Ok(0)) => return Ok(false),
             Poll::Ready(Ok(_)) => return Ok(true),
             Poll::Ready(Err(e)) => return Err(Error::io(e)),
@@ -485,16 +478,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
                 self.rbuf.put_u8(byte);
                 // The rest of the head is most likely there already: take it now, so the
                 // first parse sees the whole head and no header-read timer is armed.
-                let mut read = pin!(tokio::io::AsyncReadExt::read_buf(
-                    &mut self.io,
-                    &mut self.rbuf
-                ));
-                match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+                match self.read_now().await {
                     Poll::Ready(Err(e)) => Err(Error::io(e)),
                     Poll::Ready(Ok(_)) | Poll::Pending => Ok(true),
                 }
             }
         }
+    }
+
+    /// One read into the read buffer's spare room, if bytes are there: `Pending` (its
+    /// wake-up registered) if none are.
+    async fn read_now(&mut self) -> Poll<std::io::Result<usize>> {
+        let mut read = pin!(tokio::io::AsyncReadExt::read_buf(
+            &mut self.io,
+            &mut self.rbuf
+        ));
+        poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await
     }
 
     /// Answers a malformed request and closes; errors writing are moot by then. Like the

@@ -16,7 +16,6 @@ use tower::Service;
 
 use crate::error::BodyTooLarge;
 use crate::replay::{Replay, ReplayBody};
-use crate::service::set_deadline;
 use crate::Policy;
 
 pin_project! {
@@ -211,6 +210,17 @@ fn end<R: ResponseStatus>(slot: Option<&AttemptSlot>, result: &Result<R, BoxErro
 fn dropped(slot: Option<AttemptSlot>, why: AttemptEnd) {
     if let Some(slot) = slot {
         slot.ended(why);
+    }
+}
+
+/// Puts the attempt's deadline in `extensions`: over the request's own when it has one,
+/// in place (no allocation, where an insert boxes the new one and frees the old).
+pub(crate) fn set_deadline(extensions: &mut http::Extensions, deadline: Deadline) {
+    match extensions.get_mut::<Deadline>() {
+        Some(slot) => *slot = deadline,
+        None => {
+            extensions.insert(deadline);
+        }
     }
 }
 

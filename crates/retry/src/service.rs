@@ -5,10 +5,10 @@ use bytes::Bytes;
 use http::Request;
 use http_body::Body;
 use switchyard_core::trace::{AttemptKind, ResponseStatus};
-use switchyard_core::{BoxError, Deadline, RouteHint, Trace};
+use switchyard_core::{BoxError, RouteHint, Trace};
 use tower::Service;
 
-use crate::future::{begin, Head, ResponseFuture};
+use crate::future::{begin, set_deadline, Head, ResponseFuture};
 use crate::replay::ReplayBody;
 use crate::{HttpPolicy, Policy, RetryStats};
 
@@ -117,16 +117,5 @@ where
         let first = inner.call(Request::from_parts(parts, first));
         ResponseFuture::retrying(first, deadline, inner, policy, head, replay, (trace, slot))
             .hedged_after(hedge_after)
-    }
-}
-
-/// Puts the attempt's deadline in `extensions`: over the request's own when it has one,
-/// in place (no allocation, where an insert boxes the new one and frees the old).
-pub(crate) fn set_deadline(extensions: &mut http::Extensions, deadline: Deadline) {
-    match extensions.get_mut::<Deadline>() {
-        Some(slot) => *slot = deadline,
-        None => {
-            extensions.insert(deadline);
-        }
     }
 }
